@@ -1,0 +1,299 @@
+/*
+ * autograd.h — tapegrad's ground floor: tensors, the tape, primitive ops,
+ * reverse-mode differentiation and gradient checking.
+ *
+ *   ag_tape   *tape = ag_tape_new();
+ *   ag_tensor *w    = ag_tensor_normal(AG_F32, 2, (int64_t[]){784, 10}, 0, 0.01, &rng);
+ *   ag_set_requires_grad(w, true);
+ *   ag_tensor *y    = ag_matmul(tape, x, w);               (tape-owned result)
+ *   ag_tensor *loss = ag_mean(tape, ag_mul(tape, y, y), AG_ALL, false);
+ *   if (ag_backward(tape, loss) != AG_OK)
+ *       fprintf(stderr, "%s\n", ag_tape_error(tape));
+ *   ... read ag_grad(w), update w ...
+ *   ag_zero_grad(w);  ag_tape_reset(tape);
+ *
+ * Ownership.  Persistent tensors (ag_tensor_new, ag_tensor_from_*, ...) are
+ * owned by the caller and freed with ag_tensor_free.  Every op result is a
+ * tape tensor: it lives in the tape's arena and dies at ag_tape_reset or
+ * ag_tape_free; never free it.
+ *
+ * Errors.  Ops never crash on user mistakes.  The first error on a tape is
+ * kept (status + message naming the op and the shapes); the op returns NULL,
+ * every later op given NULL returns NULL at once, and ag_backward returns the
+ * kept status.  Functions without a tape return NULL or an ag_status and set
+ * a per-thread message read by ag_last_error().
+ *
+ * Layout.  Up to AG_MAX_DIMS dimensions, row-major, contiguous.  Binary
+ * elementwise ops broadcast by NumPy rules.  Inputs of one op share a dtype.
+ */
+#ifndef TAPEGRAD_AUTOGRAD_H
+#define TAPEGRAD_AUTOGRAD_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AG_MAX_DIMS 8
+/* Reduce over every element (pass as the axis of ag_sum, ag_mean, ...). */
+#define AG_ALL INT_MIN
+
+typedef enum ag_dtype { AG_F32 = 0, AG_F64 = 1 } ag_dtype;
+
+typedef enum ag_status {
+    AG_OK = 0,
+    AG_ERR_SHAPE,    /* shapes do not fit the op */
+    AG_ERR_DTYPE,    /* dtypes differ or are not supported */
+    AG_ERR_ARG,      /* a bad argument: NULL, axis out of range, ... */
+    AG_ERR_NOMEM,    /* the system refused memory */
+    AG_ERR_NULL,     /* an input was NULL because an earlier op failed */
+    AG_ERR_FORMAT,   /* a malformed file */
+    AG_ERR_IO,       /* reading or writing a file failed */
+    AG_ERR_NUMERIC,  /* NaN or Inf found (anomaly mode, clipping) */
+    AG_ERR_GRADIENT, /* gradcheck: analytic and numeric gradients disagree */
+    AG_ERR_RETAPE,   /* replay would take another branch: record again */
+    AG_ERR_STATE     /* call out of order (backward without graph, ...) */
+} ag_status;
+
+typedef struct ag_tensor ag_tensor;
+typedef struct ag_tape ag_tape;
+
+/* Human-readable name of a status ("shape mismatch", ...); never NULL. */
+const char *ag_status_str(ag_status s);
+
+/* Message of the last failed call without a tape on this thread, or NULL. */
+const char *ag_last_error(void);
+/* Sets that message (printf format); for modules built on autograd (nn,
+ * optim, user libraries) so all report errors the same way. */
+void ag_set_last_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void ag_clear_last_error(void);
+
+/* ---- memory ------------------------------------------------------------ */
+
+/* Every system allocation of the library goes through this allocator.
+ * alloc returns memory aligned to `align` (a power of two) or NULL.
+ * Passing NULL restores the default (aligned_alloc / free).  Set it before
+ * creating any object; memory must be freed by the allocator that made it. */
+typedef struct ag_allocator {
+    void *(*alloc)(size_t size, size_t align, void *ctx);
+    void (*free)(void *p, void *ctx);
+    void *ctx;
+} ag_allocator;
+void ag_set_allocator(const ag_allocator *a);
+
+/* ---- random numbers ---------------------------------------------------- */
+
+/* An explicit, seedable generator (xoshiro256**).  Plain data: copy it to
+ * save its position, restore it by copying back. */
+typedef struct ag_rng {
+    uint64_t s[4];
+} ag_rng;
+void     ag_rng_seed(ag_rng *r, uint64_t seed);
+uint64_t ag_rng_next(ag_rng *r);                  /* 64 random bits */
+double   ag_rng_uniform(ag_rng *r);               /* [0, 1) with 53 bits */
+double   ag_rng_normal(ag_rng *r);                /* mean 0, std 1 */
+uint64_t ag_rng_below(ag_rng *r, uint64_t n);     /* uniform in [0, n), n > 0 */
+
+/* ---- persistent tensors -------------------------------------------------- */
+
+/* All return a caller-owned tensor, or NULL (with ag_last_error) for a bad
+ * dtype, ndim outside [0, AG_MAX_DIMS], a negative dim, or no memory.
+ * ndim 0 is a scalar with one element. */
+ag_tensor *ag_tensor_new(ag_dtype dt, int ndim, const int64_t *shape); /* zeros */
+ag_tensor *ag_tensor_ones(ag_dtype dt, int ndim, const int64_t *shape);
+ag_tensor *ag_tensor_full(ag_dtype dt, int ndim, const int64_t *shape, double value);
+ag_tensor *ag_tensor_from_f32(int ndim, const int64_t *shape, const float *data);
+ag_tensor *ag_tensor_from_f64(int ndim, const int64_t *shape, const double *data);
+/* 1-D tensor start, start+step, ... < stop (> stop for negative step). */
+ag_tensor *ag_tensor_arange(ag_dtype dt, double start, double stop, double step);
+/* Elements uniform in [lo, hi) / normal(mean, std), drawn from rng in order. */
+ag_tensor *ag_tensor_uniform(ag_dtype dt, int ndim, const int64_t *shape,
+                             double lo, double hi, ag_rng *rng);
+ag_tensor *ag_tensor_normal(ag_dtype dt, int ndim, const int64_t *shape,
+                            double mean, double std, ag_rng *rng);
+/* A persistent deep copy (data only, no grad) of any tensor. */
+ag_tensor *ag_tensor_clone(const ag_tensor *t);
+/* Frees a persistent tensor and its gradient.  NULL is a no-op; a tape
+ * tensor is ignored (the tape owns it). */
+void ag_tensor_free(ag_tensor *t);
+
+/* Marks a persistent tensor as a parameter (or not).  Backward fills its
+ * gradient buffer for tensors that require grad. */
+void ag_set_requires_grad(ag_tensor *t, bool on);
+bool ag_requires_grad(const ag_tensor *t);
+
+int            ag_ndim(const ag_tensor *t);
+const int64_t *ag_shape(const ag_tensor *t);
+int64_t        ag_numel(const ag_tensor *t);
+ag_dtype       ag_dtype_of(const ag_tensor *t);
+size_t         ag_dtype_size(ag_dtype dt);
+void          *ag_data(ag_tensor *t);          /* float* or double*, by dtype */
+const void    *ag_data_const(const ag_tensor *t);
+/* Element i (row-major flat index) as double; bounds are the caller's duty. */
+double         ag_get(const ag_tensor *t, int64_t i);
+void           ag_set(ag_tensor *t, int64_t i, double v);
+/* Gradient of t (same shape and dtype), or NULL until a backward reached t.
+ * For a persistent tensor the gradient is owned by t and accumulates over
+ * backward calls; for a tape tensor it lives on the tape. */
+ag_tensor *ag_grad(const ag_tensor *t);
+void       ag_zero_grad(ag_tensor *t);         /* sets the gradient to 0 */
+/* Value of a one-element tensor (NaN, with ag_last_error, otherwise). */
+double     ag_item(const ag_tensor *t);
+/* Writes "[2,3]" into buf (always NUL-terminated); returns buf. */
+char      *ag_shape_str(const ag_tensor *t, char *buf, size_t n);
+
+/* ---- the tape ------------------------------------------------------------ */
+
+ag_tape *ag_tape_new(void);                    /* NULL on no memory */
+void     ag_tape_free(ag_tape *tape);          /* NULL is a no-op */
+/* Forgets every entry and tape tensor in O(1), keeping the memory for the
+ * next step, and clears a kept error. */
+void     ag_tape_reset(ag_tape *tape);
+/* Off: ops compute values and record nothing (evaluation). Default on. */
+void     ag_tape_set_grad_enabled(ag_tape *tape, bool on);
+bool     ag_tape_grad_enabled(const ag_tape *tape);
+ag_status   ag_tape_status(const ag_tape *tape);
+const char *ag_tape_error(const ag_tape *tape);        /* NULL when all is well */
+/* Number of entries recorded for backward (pruned ops are not counted). */
+int64_t  ag_tape_entries(const ag_tape *tape);
+/* Bytes of arena memory in use / reserved. */
+size_t   ag_tape_bytes_used(const ag_tape *tape);
+size_t   ag_tape_bytes_reserved(const ag_tape *tape);
+
+/* A tape-owned tensor of zeros (a constant, or a buffer to fill). */
+ag_tensor *ag_tape_tensor(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape);
+
+/* Reverse sweep from a one-element root: d root / d x for every tensor x
+ * between root and a tensor that requires grad.  Persistent gradients
+ * accumulate; tape gradients are recomputed by each call.  Returns the
+ * tape's kept error if there is one, AG_ERR_SHAPE for a root with more than
+ * one element, AG_ERR_STATE when root does not depend on any tensor that
+ * requires grad. */
+ag_status ag_backward(ag_tape *tape, ag_tensor *root);
+/* The same from any root, with its output gradient `seed` (root's shape
+ * and dtype; persistent or tape tensor). */
+ag_status ag_backward_seeded(ag_tape *tape, ag_tensor *root, const ag_tensor *seed);
+
+/* ---- ops ------------------------------------------------------------------
+ * Tape first; return a tape tensor, or NULL with the error kept on the tape.
+ * Binary ops broadcast; inputs must share a dtype. */
+
+ag_tensor *ag_add(ag_tape *t, ag_tensor *a, ag_tensor *b);
+ag_tensor *ag_sub(ag_tape *t, ag_tensor *a, ag_tensor *b);
+ag_tensor *ag_mul(ag_tape *t, ag_tensor *a, ag_tensor *b);
+ag_tensor *ag_div(ag_tape *t, ag_tensor *a, ag_tensor *b);
+ag_tensor *ag_pow(ag_tape *t, ag_tensor *a, ag_tensor *b);     /* a > 0 for d/db */
+ag_tensor *ag_maximum(ag_tape *t, ag_tensor *a, ag_tensor *b); /* ties: half each */
+ag_tensor *ag_minimum(ag_tape *t, ag_tensor *a, ag_tensor *b); /* ties: half each */
+
+ag_tensor *ag_neg(ag_tape *t, ag_tensor *a);
+ag_tensor *ag_exp(ag_tape *t, ag_tensor *a);
+ag_tensor *ag_log(ag_tape *t, ag_tensor *a);
+ag_tensor *ag_sqrt(ag_tape *t, ag_tensor *a);
+ag_tensor *ag_abs(ag_tape *t, ag_tensor *a);      /* d/dx at 0 is 0 */
+ag_tensor *ag_sin(ag_tape *t, ag_tensor *a);
+ag_tensor *ag_cos(ag_tape *t, ag_tensor *a);
+ag_tensor *ag_tanh(ag_tape *t, ag_tensor *a);
+ag_tensor *ag_sigmoid(ag_tape *t, ag_tensor *a);
+ag_tensor *ag_relu(ag_tape *t, ag_tensor *a);     /* d/dx at 0 is 0 */
+ag_tensor *ag_leaky_relu(ag_tape *t, ag_tensor *a, double slope);
+ag_tensor *ag_gelu(ag_tape *t, ag_tensor *a);      /* exact: x * Phi(x) (erf) */
+ag_tensor *ag_gelu_tanh(ag_tape *t, ag_tensor *a); /* tanh approximation */
+ag_tensor *ag_softplus(ag_tape *t, ag_tensor *a);  /* log(1 + e^x), stable */
+ag_tensor *ag_add_scalar(ag_tape *t, ag_tensor *a, double c);
+ag_tensor *ag_mul_scalar(ag_tape *t, ag_tensor *a, double c);
+ag_tensor *ag_pow_scalar(ag_tape *t, ag_tensor *a, double c);
+
+/* Sum / mean over `axis` (negative counts from the end) or AG_ALL.  keepdim
+ * keeps the reduced axis with size 1 (every axis for AG_ALL). */
+ag_tensor *ag_sum(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
+ag_tensor *ag_mean(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
+
+/* ---- gradient checking -----------------------------------------------------
+ * fn records a function of inputs on the tape and returns its output (any
+ * shape).  Inputs must be persistent f64 tensors; those with requires_grad
+ * are checked.  Each analytic d out_j / d x_i is compared with the central
+ * difference (f(x+eps) - f(x-eps)) / 2eps and passes when
+ * |analytic - numeric| <= atol + rtol * |numeric|  (PyTorch's rule).
+ * Outputs with up to full_max elements get the full Jacobian; larger ones
+ * (or mode FAST) compare random projections v^T J u instead. */
+typedef ag_tensor *(*ag_gradcheck_fn)(ag_tape *tape, ag_tensor **inputs, void *ctx);
+
+typedef enum { AG_GRADCHECK_AUTO = 0, AG_GRADCHECK_FULL, AG_GRADCHECK_FAST } ag_gradcheck_mode;
+
+typedef struct ag_gradcheck_opts {
+    double eps;       /* 0: 1e-6 */
+    double atol;      /* 0: 1e-5; a negative value means exactly 0 */
+    double rtol;      /* 0: 1e-3 */
+    ag_gradcheck_mode mode;
+    int64_t full_max; /* 0: 256 output elements */
+    uint64_t seed;    /* projections in FAST mode */
+} ag_gradcheck_opts;
+
+typedef struct ag_gradcheck_report {
+    bool    passed;
+    int     worst_input;   /* index into inputs, -1 if none was compared */
+    int64_t worst_element; /* flat index in that input (FULL), -1 in FAST */
+    int64_t worst_output;  /* flat index in the output (FULL), -1 in FAST */
+    double  analytic, numeric;  /* at the worst place */
+    double  worst_excess;  /* max of |a-n| - (atol + rtol|n|); <= 0 passes */
+    int64_t compared;      /* number of values compared */
+    char    message[512];  /* one line: what passed or failed, and where */
+} ag_gradcheck_report;
+
+/* AG_OK when every value passes, AG_ERR_GRADIENT when one does not, another
+ * status when fn fails or the arguments are bad (message in report and in
+ * ag_last_error).  opts and report may be NULL. */
+ag_status ag_gradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int n,
+                       const ag_gradcheck_opts *opts, ag_gradcheck_report *report);
+
+
+/* ---- threads ------------------------------------------------------------ */
+
+/* Threads used inside large kernels (OpenMP, and OpenBLAS when built with
+ * it).  n <= 0 restores the default: every core.  Small ops always run on
+ * one thread. */
+void ag_set_num_threads(int n);
+int  ag_get_num_threads(void);
+
+/* ---- safetensors ----------------------------------------------------------
+ * The file format of models and checkpoints: 8-byte little-endian header
+ * length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__":
+ * {key: value}}, then raw little-endian data.  Only F32 and F64 tensors. */
+
+/* Writes n named tensors (names unique, not "__metadata__") and n_meta
+ * string pairs to path atomically: a temporary file in the same folder is
+ * written, flushed, fsynced and renamed over path, and the folder fsynced,
+ * so a failure leaves an existing file whole.  AG_ERR_ARG / AG_ERR_IO. */
+ag_status ag_safetensors_save(const char *path, int n, const char *const *names,
+                              const ag_tensor *const *tensors, int n_meta,
+                              const char *const *meta_keys,
+                              const char *const *meta_values);
+
+/* A loaded file: every tensor validated and copied into memory. */
+typedef struct ag_safetensors ag_safetensors;
+/* Validates the whole header (length cap, JSON, duplicate keys, dtypes,
+ * shapes, overflow, contiguous offsets covering the data exactly) before
+ * reading data.  *out is NULL on failure: AG_ERR_IO (cannot read) or
+ * AG_ERR_FORMAT (malformed), with the reason in ag_last_error(). */
+ag_status   ag_safetensors_load(const char *path, ag_safetensors **out);
+void        ag_safetensors_free(ag_safetensors *f);              /* NULL ok */
+int         ag_safetensors_count(const ag_safetensors *f);
+/* Name of tensor i in file order (by data offset). */
+const char *ag_safetensors_name(const ag_safetensors *f, int i);
+/* Borrowed tensor owned by f, or NULL when the name is absent. */
+ag_tensor  *ag_safetensors_get(const ag_safetensors *f, const char *name);
+/* Metadata value for key, or NULL. */
+const char *ag_safetensors_meta(const ag_safetensors *f, const char *key);
+int         ag_safetensors_meta_count(const ag_safetensors *f);
+const char *ag_safetensors_meta_key(const ag_safetensors *f, int i);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

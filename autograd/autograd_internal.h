@@ -1,0 +1,187 @@
+/* autograd_internal.h — what the files of autograd/ share and nobody else
+ * sees: the tensor and tape structs, the op table, arena and error helpers.
+ * Dimension legend used in kernels: N = numel, D = ndim. */
+#ifndef TAPEGRAD_AUTOGRAD_INTERNAL_H
+#define TAPEGRAD_AUTOGRAD_INTERNAL_H
+
+#include "autograd.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Broken internal invariant: a bug in tapegrad, never a user mistake. */
+#define AG_ASSERT(x)                                                          \
+    do {                                                                      \
+        if (!(x)) {                                                           \
+            fprintf(stderr, "tapegrad: %s:%d: assertion failed: %s\n",        \
+                    __FILE__, __LINE__, #x);                                  \
+            abort();                                                          \
+        }                                                                     \
+    } while (0)
+
+#define AG_ALIGN 64
+
+struct ag_tensor {
+    void *data;
+    ag_tensor *grad;      /* persistent: heap; tape tensor: arena */
+    ag_tape *tape;        /* NULL for persistent tensors */
+    int64_t numel;
+    int64_t shape[AG_MAX_DIMS];
+    int ndim;
+    ag_dtype dtype;
+    bool requires_grad;   /* leaf flag, or "depends on a leaf that has it" */
+    bool persistent;
+};
+
+typedef struct ag_entry ag_entry;
+
+/* One chunk of a tape's arena.  Blocks are kept across resets and walked
+ * in order, so a step that repeats the same requests reuses them all. */
+typedef struct ag_block {
+    struct ag_block *next;
+    size_t size, used;
+    unsigned char *mem;
+} ag_block;
+
+struct ag_tape {
+    ag_block *first, *cur;
+    ag_entry *entries;        /* heap array, kept across resets */
+    int64_t n_entries, cap_entries;
+    size_t reserved;          /* arena bytes held */
+    ag_status status;         /* first error, sticky until reset */
+    char msg[512];
+    bool grad_enabled;
+    struct ag_scalar_tape *scalar; /* the scalar path's arrays, if used */
+};
+
+/* A sample case for the op-table gradcheck: persistent f64 inputs, the
+ * function that applies the op to them, and small arguments it reads. */
+typedef struct ag_op_sample {
+    int n_in;
+    ag_tensor *in[4];
+    ag_gradcheck_fn fn;
+    int64_t iarg[4];
+    double farg[2];
+} ag_op_sample;
+
+typedef enum { AG_SAMPLE_RANGE, AG_SAMPLE_SIGNED } ag_sample_mode;
+/* A persistent f64 tensor that requires grad, for samples: RANGE draws
+ * uniform in [lo, hi]; SIGNED draws magnitudes in [lo, hi] with random
+ * signs (clear of a kink at 0).  NULL on no memory. */
+ag_tensor *ag_sample_tensor(ag_rng *rng, int ndim, const int64_t *shape,
+                            ag_sample_mode mode, double lo, double hi);
+
+/* One row of the op table.  forward computes e->out from e->in and the
+ * attributes; backward adds into the gradients of the inputs that need
+ * them; sample fills case `which` (false past the last case). */
+typedef struct ag_op_def {
+    const char *name;
+    int arity; /* -1: variadic */
+    void (*forward)(ag_entry *e);
+    void (*backward)(ag_tape *tape, ag_entry *e);
+    bool (*sample)(int which, ag_rng *rng, ag_op_sample *s);
+} ag_op_def;
+
+struct ag_entry {
+    const ag_op_def *op;
+    ag_tensor *out;
+    ag_tensor **in;      /* n_in pointers, in the arena */
+    int n_in;
+    int64_t iattr[4];    /* axis, keepdim, ... by op */
+    double fattr[2];     /* scalar constant, slope, ... */
+    void *aux;           /* arena: saved values, index arrays, ... */
+};
+
+/* ---- memory (all system allocation goes through these) ---- */
+void *ag_mem_alloc(size_t size);   /* AG_ALIGN-aligned, NULL on failure */
+void *ag_mem_calloc(size_t size);
+void  ag_mem_free(void *p);
+
+/* ---- errors ---- */
+/* Keeps the first error on the tape; returns NULL for `return ag_fail(...)`. */
+void *ag_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- arena ---- */
+/* Aligned, uninitialised memory that lives until ag_tape_reset; NULL (and
+ * an AG_ERR_NOMEM kept on the tape) on failure. */
+void *ag_arena_alloc(ag_tape *tape, size_t size);
+void *ag_arena_calloc(ag_tape *tape, size_t size);
+
+/* ---- tensors ---- */
+/* Tape tensor with uninitialised data. */
+ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape);
+bool    ag_shape_valid(int ndim, const int64_t *shape, int64_t *numel);
+bool    ag_same_shape(const ag_tensor *a, const ag_tensor *b);
+/* Formats a shape as "[2,3]". */
+char   *ag_fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape);
+
+/* ---- recording ---- */
+/* Checks that each input is non-NULL and on this tape or persistent.
+ * On failure keeps AG_ERR_NULL / AG_ERR_ARG naming `op` and returns false. */
+bool ag_check_inputs(ag_tape *tape, const char *op, int n, ag_tensor *const *in);
+bool ag_check_same_dtype(ag_tape *tape, const char *op, const ag_tensor *a,
+                         const ag_tensor *b);
+/* Normalises an axis (negative counts from the end) into [0, ndim); keeps
+ * AG_ERR_ARG and returns false when out of range. */
+bool ag_check_axis(ag_tape *tape, const char *op, int ndim, int *axis);
+/* Runs an op: allocates the output (a tape tensor of dtype/shape), fills an
+ * entry for `def` (inputs copied to the arena, attributes, aux of
+ * aux_bytes zeroed arena bytes when > 0), calls def->forward, and records
+ * the entry when grad is enabled and some input requires grad.  Returns
+ * the output, or NULL with the error kept on the tape.  Shape and argument
+ * checks are the caller's, before this call. */
+typedef struct ag_op_call {
+    const ag_op_def *def;
+    ag_tensor *const *in;
+    int n_in;
+    ag_dtype dtype;
+    int ndim;
+    const int64_t *shape;
+    int64_t iattr[4];
+    double fattr[2];
+    void *aux;           /* used as is when aux_bytes == 0 */
+    size_t aux_bytes;
+} ag_op_call;
+ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c);
+
+/* Gradient buffer of x during backward: allocated zeroed on first use, or
+ * NULL when x needs no gradient (then skip it). */
+void *ag_grad_data(ag_tape *tape, ag_tensor *x);
+
+/* ---- broadcasting ---- */
+/* Result shape of broadcasting a and b; false (with an error kept naming
+ * op and both shapes) if they do not broadcast. */
+bool ag_broadcast_shape(ag_tape *tape, const char *op, const ag_tensor *a,
+                        const ag_tensor *b, int *ndim, int64_t *shape);
+/* Element strides of x viewed in an output of shape (ndim, shape): 0 on
+ * broadcast dims. */
+void ag_broadcast_strides(const ag_tensor *x, int ndim, const int64_t *shape,
+                          int64_t *strides);
+/* Calls row(ctx, out_offset, operand_offsets, operand_inner_strides, n)
+ * once per innermost row of a result of shape (ndim, shape), for up to 4
+ * operands with the given strides (from ag_broadcast_strides). */
+typedef void (*ag_bcast_row)(void *ctx, int64_t out_off, const int64_t *off,
+                             const int64_t *inner_stride, int64_t n);
+void ag_bcast_walk(int ndim, const int64_t *shape, int n_ops, const int64_t *const *strides,
+                   ag_bcast_row row, void *ctx);
+/* dst (shape of x) += src (out shape) summed over the broadcast dims. */
+void ag_reduce_into(void *dst, const ag_tensor *x, const void *src, ag_dtype dt,
+                    int ndim, const int64_t *shape);
+
+/* ---- the op table ---- */
+typedef enum ag_op_id {
+#define AG_OP(id, def) AG_OP_##id,
+#include "ops_list.h"
+#undef AG_OP
+    AG_OP_COUNT
+} ag_op_id;
+
+extern const ag_op_def *const ag_op_table[AG_OP_COUNT];
+#define AG_OP(id, def) extern const ag_op_def def;
+#include "ops_list.h"
+#undef AG_OP
+
+#endif

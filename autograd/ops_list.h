@@ -1,0 +1,32 @@
+/* The op table's rows, one line per primitive op: AG_OP(ID, definition).
+ * Included with AG_OP defined by the includer (enum, table, externs).
+ * No include guard on purpose. */
+/* ops_binary.c */
+AG_OP(ADD, ag_op_add)
+AG_OP(SUB, ag_op_sub)
+AG_OP(MUL, ag_op_mul)
+AG_OP(DIV, ag_op_div)
+AG_OP(POW, ag_op_pow)
+AG_OP(MAXIMUM, ag_op_maximum)
+AG_OP(MINIMUM, ag_op_minimum)
+/* ops_unary.c */
+AG_OP(NEG, ag_op_neg)
+AG_OP(EXP, ag_op_exp)
+AG_OP(LOG, ag_op_log)
+AG_OP(SQRT, ag_op_sqrt)
+AG_OP(ABS, ag_op_abs)
+AG_OP(SIN, ag_op_sin)
+AG_OP(COS, ag_op_cos)
+AG_OP(TANH, ag_op_tanh)
+AG_OP(SIGMOID, ag_op_sigmoid)
+AG_OP(RELU, ag_op_relu)
+AG_OP(LEAKY_RELU, ag_op_leaky_relu)
+AG_OP(GELU, ag_op_gelu)
+AG_OP(GELU_TANH, ag_op_gelu_tanh)
+AG_OP(SOFTPLUS, ag_op_softplus)
+AG_OP(ADD_SCALAR, ag_op_add_scalar)
+AG_OP(MUL_SCALAR, ag_op_mul_scalar)
+AG_OP(POW_SCALAR, ag_op_pow_scalar)
+/* ops_reduce.c */
+AG_OP(SUM, ag_op_sum)
+AG_OP(MEAN, ag_op_mean)

@@ -1,0 +1,148 @@
+/* ops_reduce.c — sum and mean over one axis or all elements.
+ * An axis reduction views the input as (O, K, I): O = product of the dims
+ * before the axis, K = the axis, I = product of the dims after it. */
+#include "autograd_internal.h"
+
+typedef struct {
+    int64_t outer, k, inner;
+} red_view;
+
+/* iattr: [0] axis (-1 for all), [1] keepdim, [2] 1 for mean */
+static red_view view_of(const ag_entry *e)
+{
+    const ag_tensor *a = e->in[0];
+    int axis = (int)e->iattr[0];
+    if (axis < 0)
+        return (red_view){1, a->numel, 1};
+    red_view v = {1, a->shape[axis], 1};
+    for (int i = 0; i < axis; i++)
+        v.outer *= a->shape[i];
+    for (int i = axis + 1; i < a->ndim; i++)
+        v.inner *= a->shape[i];
+    return v;
+}
+
+static void sum_forward(ag_entry *e)
+{
+    red_view v = view_of(e);
+    double scale = e->iattr[2] ? 1.0 / (double)v.k : 1.0;
+    ag_tensor *a = e->in[0], *z = e->out;
+    for (int64_t o = 0; o < v.outer; o++)
+        for (int64_t i = 0; i < v.inner; i++) {
+            double acc = 0; /* f32 sums accumulate in double */
+            for (int64_t k = 0; k < v.k; k++)
+                acc += ag_get(a, (o * v.k + k) * v.inner + i);
+            ag_set(z, o * v.inner + i, acc * scale);
+        }
+}
+
+/* dx[o,k,i] += g[o,i] (times 1/K for mean) */
+static void sum_backward(ag_tape *tape, ag_entry *e)
+{
+    ag_tensor *a = e->in[0];
+    void *dx = ag_grad_data(tape, a);
+    if (!dx)
+        return;
+    red_view v = view_of(e);
+    double scale = e->iattr[2] ? 1.0 / (double)v.k : 1.0;
+    const ag_tensor *g = e->out->grad;
+    for (int64_t o = 0; o < v.outer; o++)
+        for (int64_t k = 0; k < v.k; k++)
+            for (int64_t i = 0; i < v.inner; i++) {
+                int64_t j = (o * v.k + k) * v.inner + i;
+                double gi = ag_get(g, o * v.inner + i) * scale;
+                if (a->dtype == AG_F64)
+                    ((double *)dx)[j] += gi;
+                else
+                    ((float *)dx)[j] += (float)gi;
+            }
+}
+
+static ag_tensor *reduce_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a, int axis,
+                             bool keepdim, bool mean)
+{
+    if (!ag_check_inputs(tape, def->name, 1, &a))
+        return NULL;
+    int64_t shape[AG_MAX_DIMS];
+    int nd = 0;
+    if (axis == AG_ALL) {
+        for (int i = 0; keepdim && i < a->ndim; i++)
+            shape[nd++] = 1;
+        axis = -1;
+    } else {
+        if (!ag_check_axis(tape, def->name, a->ndim, &axis))
+            return NULL;
+        for (int i = 0; i < a->ndim; i++)
+            if (i != axis)
+                shape[nd++] = a->shape[i];
+            else if (keepdim)
+                shape[nd++] = 1;
+    }
+    if (mean && (axis < 0 ? a->numel : a->shape[axis]) == 0)
+        return ag_fail(tape, AG_ERR_SHAPE, "%s: mean over an empty axis", def->name);
+    ag_op_call c = {.def = def, .in = &a, .n_in = 1, .dtype = a->dtype, .ndim = nd,
+                    .shape = shape, .iattr = {axis, keepdim, mean}};
+    return ag_op_run(tape, &c);
+}
+
+ag_tensor *ag_sum(ag_tape *t, ag_tensor *a, int axis, bool keepdim)
+{
+    return reduce_run(t, &ag_op_sum, a, axis, keepdim, false);
+}
+
+ag_tensor *ag_mean(ag_tape *t, ag_tensor *a, int axis, bool keepdim)
+{
+    return reduce_run(t, &ag_op_mean, a, axis, keepdim, true);
+}
+
+/* ---- samples: every axis form, keepdim on and off ---- */
+
+static const struct {
+    int ndim;
+    int64_t shape[3];
+    int axis;
+    bool keepdim;
+} red_cases[] = {
+    {2, {3, 4}, 0, false},  {2, {3, 4}, 1, true},    {3, {2, 3, 4}, -1, false},
+    {3, {2, 3, 4}, 1, true}, {3, {2, 1, 3}, AG_ALL, false}, {2, {2, 3}, AG_ALL, true},
+    {1, {5}, 0, false},
+};
+
+static ag_tensor *sum_apply(ag_tape *t, ag_tensor **in, void *ctx)
+{
+    ag_op_sample *s = ctx;
+    return ag_sum(t, in[0], (int)s->iarg[0], s->iarg[1]);
+}
+
+static ag_tensor *mean_apply(ag_tape *t, ag_tensor **in, void *ctx)
+{
+    ag_op_sample *s = ctx;
+    return ag_mean(t, in[0], (int)s->iarg[0], s->iarg[1]);
+}
+
+static bool red_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    if (which >= (int)(sizeof red_cases / sizeof red_cases[0]))
+        return false;
+    s->in[0] = ag_sample_tensor(rng, red_cases[which].ndim, red_cases[which].shape,
+                                AG_SAMPLE_RANGE, -2, 2);
+    s->n_in = 1;
+    s->iarg[0] = red_cases[which].axis;
+    s->iarg[1] = red_cases[which].keepdim;
+    return true;
+}
+
+static bool sum_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    s->fn = sum_apply;
+    return red_sample(which, rng, s);
+}
+
+static bool mean_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    s->fn = mean_apply;
+    return red_sample(which, rng, s);
+}
+
+const ag_op_def ag_op_sum = {"sum", 1, sum_forward, sum_backward, sum_sample};
+const ag_op_def ag_op_mean = {"mean", 1, sum_forward, sum_backward, mean_sample};

@@ -1,0 +1,282 @@
+/* tensor.c — persistent tensors (caller-owned, heap) and tape tensors
+ * (arena-owned), their accessors and gradient buffers. */
+#include "autograd_internal.h"
+
+#include <math.h>
+
+size_t ag_dtype_size(ag_dtype dt) { return dt == AG_F64 ? sizeof(double) : sizeof(float); }
+
+char *ag_fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape)
+{
+    size_t used = 0;
+    if (n == 0)
+        return buf;
+    buf[0] = '\0';
+    used += (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, i ? ",%lld" : "%lld",
+                                 (long long)shape[i]);
+    if (used < n)
+        snprintf(buf + used, n - used, "]");
+    return buf;
+}
+
+char *ag_shape_str(const ag_tensor *t, char *buf, size_t n)
+{
+    if (!t) {
+        snprintf(buf, n, "(null)");
+        return buf;
+    }
+    return ag_fmt_shape(buf, n, t->ndim, t->shape);
+}
+
+bool ag_shape_valid(int ndim, const int64_t *shape, int64_t *numel)
+{
+    if (ndim < 0 || ndim > AG_MAX_DIMS || (ndim > 0 && !shape))
+        return false;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return false;
+        if (shape[i] && n > INT64_MAX / 8 / shape[i])
+            return false;
+        n *= shape[i];
+    }
+    *numel = n;
+    return true;
+}
+
+bool ag_same_shape(const ag_tensor *a, const ag_tensor *b)
+{
+    if (a->ndim != b->ndim)
+        return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i])
+            return false;
+    return true;
+}
+
+static void init_header(ag_tensor *t, ag_dtype dt, int ndim, const int64_t *shape,
+                        int64_t numel)
+{
+    memset(t, 0, sizeof *t);
+    t->dtype = dt;
+    t->ndim = ndim;
+    t->numel = numel;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
+}
+
+static ag_tensor *persistent_alloc(ag_dtype dt, int ndim, const int64_t *shape)
+{
+    int64_t numel;
+    if (dt != AG_F32 && dt != AG_F64) {
+        ag_set_last_error("ag_tensor_new: unknown dtype %d", (int)dt);
+        return NULL;
+    }
+    if (!ag_shape_valid(ndim, shape, &numel)) {
+        ag_set_last_error("ag_tensor_new: bad shape (ndim %d; dims must be >= 0, "
+                          "at most %d of them, product in range)", ndim, AG_MAX_DIMS);
+        return NULL;
+    }
+    ag_tensor *t = ag_mem_alloc(sizeof *t);
+    size_t bytes = (size_t)numel * ag_dtype_size(dt);
+    void *data = ag_mem_calloc(bytes ? bytes : 1);
+    if (!t || !data) {
+        ag_mem_free(t);
+        ag_mem_free(data);
+        ag_set_last_error("ag_tensor_new: out of memory for %lld elements",
+                          (long long)numel);
+        return NULL;
+    }
+    init_header(t, dt, ndim, shape, numel);
+    t->data = data;
+    t->persistent = true;
+    return t;
+}
+
+ag_tensor *ag_tensor_new(ag_dtype dt, int ndim, const int64_t *shape)
+{
+    return persistent_alloc(dt, ndim, shape);
+}
+
+ag_tensor *ag_tensor_full(ag_dtype dt, int ndim, const int64_t *shape, double value)
+{
+    ag_tensor *t = persistent_alloc(dt, ndim, shape);
+    for (int64_t i = 0; t && i < t->numel; i++)
+        ag_set(t, i, value);
+    return t;
+}
+
+ag_tensor *ag_tensor_ones(ag_dtype dt, int ndim, const int64_t *shape)
+{
+    return ag_tensor_full(dt, ndim, shape, 1.0);
+}
+
+ag_tensor *ag_tensor_from_f32(int ndim, const int64_t *shape, const float *data)
+{
+    ag_tensor *t = persistent_alloc(AG_F32, ndim, shape);
+    if (t && t->numel && !data) {
+        ag_tensor_free(t);
+        ag_set_last_error("ag_tensor_from_f32: data is NULL");
+        return NULL;
+    }
+    if (t && t->numel)
+        memcpy(t->data, data, (size_t)t->numel * sizeof(float));
+    return t;
+}
+
+ag_tensor *ag_tensor_from_f64(int ndim, const int64_t *shape, const double *data)
+{
+    ag_tensor *t = persistent_alloc(AG_F64, ndim, shape);
+    if (t && t->numel && !data) {
+        ag_tensor_free(t);
+        ag_set_last_error("ag_tensor_from_f64: data is NULL");
+        return NULL;
+    }
+    if (t && t->numel)
+        memcpy(t->data, data, (size_t)t->numel * sizeof(double));
+    return t;
+}
+
+ag_tensor *ag_tensor_arange(ag_dtype dt, double start, double stop, double step)
+{
+    if (step == 0 || !isfinite(start) || !isfinite(stop) || !isfinite(step)) {
+        ag_set_last_error("ag_tensor_arange: step must be non-zero and bounds finite");
+        return NULL;
+    }
+    double count = ceil((stop - start) / step);
+    if (count > 1e12) {
+        ag_set_last_error("ag_tensor_arange: %g elements is too many", count);
+        return NULL;
+    }
+    int64_t n = count > 0 ? (int64_t)count : 0;
+    ag_tensor *t = persistent_alloc(dt, 1, &n);
+    for (int64_t i = 0; t && i < n; i++)
+        ag_set(t, i, start + (double)i * step);
+    return t;
+}
+
+ag_tensor *ag_tensor_uniform(ag_dtype dt, int ndim, const int64_t *shape,
+                             double lo, double hi, ag_rng *rng)
+{
+    if (!rng) {
+        ag_set_last_error("ag_tensor_uniform: rng is NULL");
+        return NULL;
+    }
+    ag_tensor *t = persistent_alloc(dt, ndim, shape);
+    for (int64_t i = 0; t && i < t->numel; i++)
+        ag_set(t, i, lo + (hi - lo) * ag_rng_uniform(rng));
+    return t;
+}
+
+ag_tensor *ag_tensor_normal(ag_dtype dt, int ndim, const int64_t *shape,
+                            double mean, double std, ag_rng *rng)
+{
+    if (!rng) {
+        ag_set_last_error("ag_tensor_normal: rng is NULL");
+        return NULL;
+    }
+    ag_tensor *t = persistent_alloc(dt, ndim, shape);
+    for (int64_t i = 0; t && i < t->numel; i++)
+        ag_set(t, i, mean + std * ag_rng_normal(rng));
+    return t;
+}
+
+ag_tensor *ag_tensor_clone(const ag_tensor *src)
+{
+    if (!src) {
+        ag_set_last_error("ag_tensor_clone: tensor is NULL");
+        return NULL;
+    }
+    ag_tensor *t = persistent_alloc(src->dtype, src->ndim, src->shape);
+    if (t)
+        memcpy(t->data, src->data, (size_t)t->numel * ag_dtype_size(t->dtype));
+    return t;
+}
+
+void ag_tensor_free(ag_tensor *t)
+{
+    if (!t || !t->persistent)
+        return;
+    if (t->grad) {
+        ag_mem_free(t->grad->data);
+        ag_mem_free(t->grad);
+    }
+    ag_mem_free(t->data);
+    ag_mem_free(t);
+}
+
+ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape)
+{
+    int64_t numel;
+    if (!ag_shape_valid(ndim, shape, &numel))
+        return ag_fail(tape, AG_ERR_SHAPE, "tape tensor: bad shape (ndim %d)", ndim);
+    ag_tensor *t = ag_arena_alloc(tape, sizeof *t);
+    void *data = ag_arena_alloc(tape, (size_t)numel * ag_dtype_size(dt));
+    if (!t || !data)
+        return NULL;
+    init_header(t, dt, ndim, shape, numel);
+    t->data = data;
+    t->tape = tape;
+    return t;
+}
+
+ag_tensor *ag_tape_tensor(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape)
+{
+    if (!tape)
+        return NULL;
+    if (dt != AG_F32 && dt != AG_F64)
+        return ag_fail(tape, AG_ERR_DTYPE, "ag_tape_tensor: unknown dtype %d", (int)dt);
+    ag_tensor *t = ag_tensor_tape(tape, dt, ndim, shape);
+    if (t)
+        memset(t->data, 0, (size_t)t->numel * ag_dtype_size(dt));
+    return t;
+}
+
+/* ---- accessors ---- */
+
+void ag_set_requires_grad(ag_tensor *t, bool on)
+{
+    if (t && t->persistent)
+        t->requires_grad = on;
+}
+
+bool ag_requires_grad(const ag_tensor *t) { return t && t->requires_grad; }
+int ag_ndim(const ag_tensor *t) { return t ? t->ndim : 0; }
+const int64_t *ag_shape(const ag_tensor *t) { return t ? t->shape : NULL; }
+int64_t ag_numel(const ag_tensor *t) { return t ? t->numel : 0; }
+ag_dtype ag_dtype_of(const ag_tensor *t) { return t ? t->dtype : AG_F32; }
+void *ag_data(ag_tensor *t) { return t ? t->data : NULL; }
+const void *ag_data_const(const ag_tensor *t) { return t ? t->data : NULL; }
+ag_tensor *ag_grad(const ag_tensor *t) { return t ? t->grad : NULL; }
+
+double ag_get(const ag_tensor *t, int64_t i)
+{
+    return t->dtype == AG_F64 ? ((const double *)t->data)[i]
+                              : (double)((const float *)t->data)[i];
+}
+
+void ag_set(ag_tensor *t, int64_t i, double v)
+{
+    if (t->dtype == AG_F64)
+        ((double *)t->data)[i] = v;
+    else
+        ((float *)t->data)[i] = (float)v;
+}
+
+void ag_zero_grad(ag_tensor *t)
+{
+    if (t && t->grad)
+        memset(t->grad->data, 0, (size_t)t->numel * ag_dtype_size(t->dtype));
+}
+
+double ag_item(const ag_tensor *t)
+{
+    if (!t || t->numel != 1) {
+        ag_set_last_error("ag_item: tensor has %lld elements, not 1",
+                          t ? (long long)t->numel : 0LL);
+        return NAN;
+    }
+    return ag_get(t, 0);
+}

@@ -1,0 +1,262 @@
+/* test_tape.c — recording, backward, pruning, the error model and the
+ * allocation-free steady state. */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static ag_tensor *param(ag_dtype dt, int ndim, const int64_t *shape, double v)
+{
+    ag_tensor *t = ag_tensor_full(dt, ndim, shape, v);
+    ag_set_requires_grad(t, true);
+    return t;
+}
+
+/* h = x*y; loss = sum(h*h + h): dL/dx = (2h + 1) y, dL/dy = (2h + 1) x */
+static void test_tape_reused_intermediate(void **state)
+{
+    (void)state;
+    int64_t s[] = {3};
+    double xv[] = {1, -2, 0.5}, yv[] = {3, 0.25, -4};
+    ag_tensor *x = tg_f64(1, s, xv), *y = tg_f64(1, s, yv);
+    ag_set_requires_grad(x, true);
+    ag_set_requires_grad(y, true);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *h = ag_mul(t, x, y);
+    ag_tensor *loss = ag_sum(t, ag_add(t, ag_mul(t, h, h), h), AG_ALL, false);
+    assert_int_equal(ag_backward(t, loss), AG_OK);
+    for (int i = 0; i < 3; i++) {
+        double hv = xv[i] * yv[i];
+        assert_true(ag_get(ag_grad(x), i) == (2 * hv + 1) * yv[i]);
+        assert_true(ag_get(ag_grad(y), i) == (2 * hv + 1) * xv[i]);
+    }
+    /* a second backward over the same tape accumulates into parameters */
+    assert_int_equal(ag_backward(t, loss), AG_OK);
+    for (int i = 0; i < 3; i++)
+        assert_true(ag_get(ag_grad(x), i) == 2 * (2 * xv[i] * yv[i] + 1) * yv[i]);
+    /* and the intermediate's own gradient is recomputed, not doubled */
+    assert_true(ag_get(ag_grad(h), 0) == 2 * xv[0] * yv[0] + 1);
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(y);
+}
+
+static void test_tape_pruning_and_no_grad(void **state)
+{
+    (void)state;
+    int64_t s[] = {4};
+    ag_tensor *c = ag_tensor_full(AG_F32, 1, s, 2), *w = param(AG_F32, 1, s, 3);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *k = ag_exp(t, ag_mul(t, c, c)); /* constants only: not recorded */
+    assert_int_equal(ag_tape_entries(t), 0);
+    assert_false(ag_requires_grad(k));
+    ag_tensor *loss = ag_sum(t, ag_mul(t, k, w), AG_ALL, false);
+    assert_int_equal(ag_tape_entries(t), 2);
+    assert_int_equal(ag_backward(t, loss), AG_OK);
+    assert_null(ag_grad(c));
+    assert_null(ag_grad(k));
+    assert_true(fabs(ag_get(ag_grad(w), 0) - exp(4.0)) < 1e-4);
+
+    ag_tape_reset(t);
+    ag_tape_set_grad_enabled(t, false);
+    ag_tensor *e = ag_sum(t, ag_mul(t, w, w), AG_ALL, false);
+    assert_true(ag_item(e) == 36.0);
+    assert_int_equal(ag_tape_entries(t), 0);
+    assert_int_equal(ag_backward(t, e), AG_ERR_STATE);
+    assert_non_null(strstr(ag_tape_error(t), "requires grad"));
+    ag_tape_free(t);
+    ag_tensor_free(c);
+    ag_tensor_free(w);
+}
+
+static void test_tape_backward_seeded(void **state)
+{
+    (void)state;
+    int64_t s[] = {2, 3};
+    ag_tensor *x = param(AG_F64, 2, s, 1.5);
+    ag_tensor *seed = ag_tensor_full(AG_F64, 2, s, 0);
+    for (int i = 0; i < 6; i++)
+        ag_set(seed, i, i);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *y = ag_mul_scalar(t, x, 3.0);
+    assert_int_equal(ag_backward_seeded(t, y, seed), AG_OK);
+    for (int i = 0; i < 6; i++)
+        assert_true(ag_get(ag_grad(x), i) == 3.0 * i);
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(seed);
+}
+
+static void test_tape_error_shape_mismatch(void **state)
+{
+    (void)state;
+    int64_t s1[] = {2, 3}, s2[] = {4, 5};
+    ag_tensor *a = param(AG_F32, 2, s1, 1), *b = param(AG_F32, 2, s2, 1);
+    ag_tape *t = ag_tape_new();
+    assert_null(ag_add(t, a, b));
+    assert_int_equal(ag_tape_status(t), AG_ERR_SHAPE);
+    const char *msg = ag_tape_error(t);
+    assert_non_null(strstr(msg, "add"));
+    assert_non_null(strstr(msg, "[2,3]"));
+    assert_non_null(strstr(msg, "[4,5]"));
+    ag_tape_reset(t);
+    assert_null(ag_tape_error(t));
+    ag_tape_free(t);
+    ag_tensor_free(a);
+    ag_tensor_free(b);
+}
+
+static void test_tape_error_dtype_mismatch(void **state)
+{
+    (void)state;
+    int64_t s[] = {2};
+    ag_tensor *a = param(AG_F32, 1, s, 1), *b = param(AG_F64, 1, s, 1);
+    ag_tape *t = ag_tape_new();
+    assert_null(ag_mul(t, a, b));
+    assert_int_equal(ag_tape_status(t), AG_ERR_DTYPE);
+    assert_non_null(strstr(ag_tape_error(t), "f32"));
+    assert_non_null(strstr(ag_tape_error(t), "f64"));
+    ag_tape_free(t);
+    ag_tensor_free(a);
+    ag_tensor_free(b);
+}
+
+static void test_tape_error_null_propagates(void **state)
+{
+    (void)state;
+    int64_t s1[] = {2}, s2[] = {3};
+    ag_tensor *a = param(AG_F64, 1, s1, 1), *b = param(AG_F64, 1, s2, 1);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *bad = ag_add(t, a, b);
+    ag_tensor *h = ag_tanh(t, ag_mul(t, bad, a));
+    ag_tensor *loss = ag_sum(t, h, AG_ALL, false);
+    assert_null(loss);
+    /* the first error is the one kept, and backward reports it */
+    assert_int_equal(ag_backward(t, loss), AG_ERR_SHAPE);
+    assert_non_null(strstr(ag_tape_error(t), "add"));
+    /* NULL without an earlier error is its own error */
+    ag_tape_reset(t);
+    assert_null(ag_exp(t, NULL));
+    assert_int_equal(ag_tape_status(t), AG_ERR_NULL);
+    assert_non_null(strstr(ag_tape_error(t), "exp"));
+    assert_null(ag_exp(NULL, a));
+    assert_non_null(ag_last_error());
+    ag_tape_free(t);
+    ag_tensor_free(a);
+    ag_tensor_free(b);
+}
+
+static void test_tape_error_nonscalar_root(void **state)
+{
+    (void)state;
+    int64_t s[] = {2, 2};
+    ag_tensor *a = param(AG_F64, 2, s, 1);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *y = ag_exp(t, a);
+    assert_int_equal(ag_backward(t, y), AG_ERR_SHAPE);
+    assert_non_null(strstr(ag_tape_error(t), "[2,2]"));
+    assert_null(ag_grad(a));
+    ag_tape_free(t);
+    ag_tensor_free(a);
+}
+
+static void test_tape_error_invalid_axis(void **state)
+{
+    (void)state;
+    int64_t s[] = {2, 3};
+    ag_tensor *a = param(AG_F64, 2, s, 1);
+    ag_tape *t = ag_tape_new();
+    assert_null(ag_sum(t, a, 2, false));
+    assert_int_equal(ag_tape_status(t), AG_ERR_ARG);
+    assert_non_null(strstr(ag_tape_error(t), "axis 2"));
+    ag_tape_reset(t);
+    assert_null(ag_mean(t, a, -3, true));
+    assert_non_null(strstr(ag_tape_error(t), "axis -3"));
+    ag_tape_reset(t);
+    assert_non_null(ag_mean(t, a, -2, true));
+    ag_tape_free(t);
+    ag_tensor_free(a);
+}
+
+static void test_tape_foreign_tensor_rejected(void **state)
+{
+    (void)state;
+    int64_t s[] = {2};
+    ag_tensor *a = param(AG_F64, 1, s, 1);
+    ag_tape *t1 = ag_tape_new(), *t2 = ag_tape_new();
+    ag_tensor *x = ag_exp(t1, a);
+    assert_null(ag_exp(t2, x));
+    assert_non_null(strstr(ag_tape_error(t2), "another tape"));
+    ag_tape_free(t1);
+    ag_tape_free(t2);
+    ag_tensor_free(a);
+}
+
+/* ---- the allocation hook ---- */
+
+static long g_allocs;
+static void *count_alloc(size_t size, size_t align, void *ctx)
+{
+    (void)ctx;
+    g_allocs++;
+    return aligned_alloc(align, (size + align - 1) / align * align);
+}
+static void count_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+static double train_step(ag_tape *t, ag_tensor *x, ag_tensor *w, ag_tensor *b)
+{
+    ag_tensor *h = ag_tanh(t, ag_add(t, ag_mul(t, x, w), b));
+    ag_tensor *loss = ag_mean(t, ag_mul(t, h, h), AG_ALL, false);
+    assert_int_equal(ag_backward(t, loss), AG_OK);
+    double v = ag_item(loss);
+    ag_zero_grad(w);
+    ag_zero_grad(b);
+    ag_tape_reset(t);
+    return v;
+}
+
+static void test_tape_no_allocation_after_warmup(void **state)
+{
+    (void)state;
+    ag_allocator counting = {count_alloc, count_free, NULL};
+    ag_set_allocator(&counting);
+    int64_t sx[] = {64, 300}, sb[] = {300};
+    ag_rng r;
+    ag_rng_seed(&r, 1);
+    ag_tensor *x = ag_tensor_normal(AG_F32, 2, sx, 0, 1, &r);
+    ag_tensor *w = param(AG_F32, 2, sx, 0.1), *b = param(AG_F32, 1, sb, 0.2);
+    ag_tape *t = ag_tape_new();
+    train_step(t, x, w, b); /* warm-up: arena, entries, gradients */
+    long before = g_allocs;
+    for (int i = 0; i < 20; i++)
+        train_step(t, x, w, b);
+    assert_int_equal(g_allocs - before, 0);
+    assert_true(g_allocs > 0); /* the hook did see the warm-up */
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(w);
+    ag_tensor_free(b);
+    ag_set_allocator(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tape_reused_intermediate),
+        cmocka_unit_test(test_tape_pruning_and_no_grad),
+        cmocka_unit_test(test_tape_backward_seeded),
+        cmocka_unit_test(test_tape_error_shape_mismatch),
+        cmocka_unit_test(test_tape_error_dtype_mismatch),
+        cmocka_unit_test(test_tape_error_null_propagates),
+        cmocka_unit_test(test_tape_error_nonscalar_root),
+        cmocka_unit_test(test_tape_error_invalid_axis),
+        cmocka_unit_test(test_tape_foreign_tensor_rejected),
+        cmocka_unit_test(test_tape_no_allocation_after_warmup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

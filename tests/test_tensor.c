@@ -1,0 +1,143 @@
+/* test_tensor.c — persistent tensors, the rng, accessors. */
+#include "test_util.h"
+
+#include <math.h>
+#include <string.h>
+
+static void test_tensor_new_is_zeros(void **state)
+{
+    (void)state;
+    int64_t shape[] = {2, 3, 4};
+    for (int dt = 0; dt < 2; dt++) {
+        ag_tensor *t = ag_tensor_new((ag_dtype)dt, 3, shape);
+        assert_non_null(t);
+        assert_int_equal(ag_numel(t), 24);
+        assert_int_equal(ag_ndim(t), 3);
+        assert_int_equal(ag_shape(t)[2], 4);
+        assert_int_equal(ag_dtype_of(t), dt);
+        for (int64_t i = 0; i < 24; i++)
+            assert_true(ag_get(t, i) == 0.0);
+        assert_null(ag_grad(t));
+        ag_tensor_free(t);
+    }
+}
+
+static void test_tensor_scalar_and_empty(void **state)
+{
+    (void)state;
+    ag_tensor *s = ag_tensor_full(AG_F64, 0, NULL, 2.5);
+    assert_non_null(s);
+    assert_int_equal(ag_numel(s), 1);
+    assert_true(ag_item(s) == 2.5);
+    int64_t z[] = {3, 0};
+    ag_tensor *e = ag_tensor_new(AG_F32, 2, z);
+    assert_non_null(e);
+    assert_int_equal(ag_numel(e), 0);
+    assert_true(isnan(ag_item(e)));
+    assert_non_null(ag_last_error());
+    ag_tensor_free(s);
+    ag_tensor_free(e);
+}
+
+static void test_tensor_bad_shapes_rejected(void **state)
+{
+    (void)state;
+    int64_t neg[] = {2, -1};
+    assert_null(ag_tensor_new(AG_F32, 2, neg));
+    assert_non_null(strstr(ag_last_error(), "ag_tensor_new"));
+    int64_t nine[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+    assert_null(ag_tensor_new(AG_F32, 9, nine));
+    int64_t huge[] = {INT64_MAX / 2, 4};
+    assert_null(ag_tensor_new(AG_F64, 2, huge));
+    assert_null(ag_tensor_new((ag_dtype)7, 1, neg));
+    assert_null(ag_tensor_arange(AG_F32, 0, 1, 0));
+    ag_tensor_free(NULL); /* a no-op */
+}
+
+static void test_tensor_from_data_ones_full_arange(void **state)
+{
+    (void)state;
+    int64_t shape[] = {2, 2};
+    float f[] = {1, 2, 3, 4};
+    double d[] = {-1, 0.5, 3, 1e300};
+    ag_tensor *a = ag_tensor_from_f32(2, shape, f);
+    ag_tensor *b = ag_tensor_from_f64(2, shape, d);
+    ag_tensor *o = ag_tensor_ones(AG_F32, 2, shape);
+    ag_tensor *r = ag_tensor_arange(AG_F64, 1, 2, 0.25);
+    ag_tensor *rd = ag_tensor_arange(AG_F32, 3, 0, -1);
+    for (int i = 0; i < 4; i++) {
+        assert_true(ag_get(a, i) == f[i]);
+        assert_true(((double *)ag_data(b))[i] == d[i]);
+        assert_true(ag_get(o, i) == 1.0);
+    }
+    assert_int_equal(ag_numel(r), 4);
+    assert_true(ag_get(r, 3) == 1.75);
+    assert_int_equal(ag_numel(rd), 3);
+    assert_true(ag_get(rd, 2) == 1.0);
+    ag_tensor *c = ag_tensor_clone(b);
+    assert_tensor_close(c, b, 0, 0);
+    ag_tensor *tensors[] = {a, b, o, r, rd, c};
+    for (int i = 0; i < 6; i++)
+        ag_tensor_free(tensors[i]);
+}
+
+static void test_tensor_random_is_seeded(void **state)
+{
+    (void)state;
+    int64_t shape[] = {1000};
+    ag_rng r1, r2;
+    ag_rng_seed(&r1, 42);
+    ag_rng_seed(&r2, 42);
+    ag_tensor *u1 = ag_tensor_uniform(AG_F64, 1, shape, -1, 3, &r1);
+    ag_tensor *u2 = ag_tensor_uniform(AG_F64, 1, shape, -1, 3, &r2);
+    ag_tensor *n1 = ag_tensor_normal(AG_F64, 1, shape, 1, 2, &r1);
+    assert_tensor_close(u1, u2, 0, 0);
+    double mean = 0, var = 0, umin = 1e9, umax = -1e9;
+    for (int i = 0; i < 1000; i++) {
+        umin = fmin(umin, ag_get(u1, i));
+        umax = fmax(umax, ag_get(u1, i));
+        mean += ag_get(n1, i) / 1000;
+    }
+    for (int i = 0; i < 1000; i++)
+        var += pow(ag_get(n1, i) - mean, 2) / 999;
+    assert_true(umin >= -1 && umax < 3 && umax - umin > 3.8);
+    assert_true(fabs(mean - 1) < 0.2 && fabs(sqrt(var) - 2) < 0.2);
+    ag_rng_seed(&r1, 7);
+    for (int i = 0; i < 1000; i++)
+        assert_true(ag_rng_below(&r1, 10) < 10);
+    ag_tensor_free(u1);
+    ag_tensor_free(u2);
+    ag_tensor_free(n1);
+}
+
+static void test_tensor_requires_grad_and_zero_grad(void **state)
+{
+    (void)state;
+    int64_t shape[] = {3};
+    ag_tensor *w = ag_tensor_full(AG_F32, 1, shape, 2.0);
+    assert_false(ag_requires_grad(w));
+    ag_set_requires_grad(w, true);
+    assert_true(ag_requires_grad(w));
+    ag_tape *t = ag_tape_new();
+    ag_tensor *loss = ag_sum(t, ag_mul(t, w, w), AG_ALL, false);
+    assert_int_equal(ag_backward(t, loss), AG_OK);
+    assert_true(ag_get(ag_grad(w), 1) == 4.0);
+    ag_zero_grad(w);
+    assert_non_null(ag_grad(w));
+    assert_true(ag_get(ag_grad(w), 1) == 0.0);
+    ag_tape_free(t);
+    ag_tensor_free(w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tensor_new_is_zeros),
+        cmocka_unit_test(test_tensor_scalar_and_empty),
+        cmocka_unit_test(test_tensor_bad_shapes_rejected),
+        cmocka_unit_test(test_tensor_from_data_ones_full_arange),
+        cmocka_unit_test(test_tensor_random_is_seeded),
+        cmocka_unit_test(test_tensor_requires_grad_and_zero_grad),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,89 @@
+#include "test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+const char *tg_path(const char *rel)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", TG_SOURCE_DIR, rel);
+    return buf;
+}
+
+void tg_assert_doubles_close(const double *a, const double *b, int64_t n, double rtol,
+                             double atol, const char *file, int line)
+{
+    int64_t bad = 0, worst = -1;
+    double maxdiff = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs(a[i] - b[i]);
+        bool ok = d <= atol + rtol * fabs(b[i]) || (isnan(a[i]) && isnan(b[i])) ||
+                  (a[i] == b[i]);
+        if (d > maxdiff || (isnan(d) && !ok)) {
+            maxdiff = d;
+            worst = i;
+        }
+        if (!ok && bad++ < 5)
+            print_message("  mismatch at [%lld]: %.17g vs %.17g (diff %.3g)\n",
+                          (long long)i, a[i], b[i], d);
+    }
+    if (bad) {
+        print_message("%s:%d: %lld of %lld elements differ; max diff %.3g at [%lld]\n",
+                      file, line, (long long)bad, (long long)n, maxdiff, (long long)worst);
+        _fail(file, line);
+    }
+}
+
+void tg_assert_tensor_close(const ag_tensor *a, const ag_tensor *b, double rtol,
+                            double atol, const char *file, int line)
+{
+    if (!a || !b) {
+        print_message("%s:%d: tensor is NULL (%s)\n", file, line,
+                      ag_last_error() ? ag_last_error() : "");
+        _fail(file, line);
+        return;
+    }
+    char s1[128], s2[128];
+    if (ag_ndim(a) != ag_ndim(b) ||
+        memcmp(ag_shape(a), ag_shape(b), (size_t)ag_ndim(a) * sizeof(int64_t)) != 0) {
+        print_message("%s:%d: shapes differ: %s vs %s\n", file, line,
+                      ag_shape_str(a, s1, sizeof s1), ag_shape_str(b, s2, sizeof s2));
+        _fail(file, line);
+        return;
+    }
+    int64_t n = ag_numel(a);
+    double *x = malloc((size_t)(2 * n + 1) * sizeof(double));
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = ag_get(a, i);
+        x[n + i] = ag_get(b, i);
+    }
+    tg_assert_doubles_close(x, x + n, n, rtol, atol, file, line);
+    free(x);
+}
+
+void tg_assert_gradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **in, int n,
+                         double rtol, double atol, const char *file, int line)
+{
+    ag_gradcheck_opts o = {.rtol = rtol, .atol = atol};
+    ag_gradcheck_report r;
+    ag_status st = ag_gradcheck(fn, ctx, in, n, &o, &r);
+    if (st != AG_OK) {
+        print_message("%s:%d: %s (%s)\n", file, line, r.message, ag_status_str(st));
+        _fail(file, line);
+    }
+}
+
+ag_tensor *tg_f64(int ndim, const int64_t *shape, const double *data)
+{
+    return ag_tensor_from_f64(ndim, shape, data);
+}
+
+ag_tensor *tg_convert(const ag_tensor *t, ag_dtype dt)
+{
+    ag_tensor *c = ag_tensor_new(dt, ag_ndim(t), ag_shape(t));
+    for (int64_t i = 0; c && i < ag_numel(t); i++)
+        ag_set(c, i, ag_get(t, i));
+    return c;
+}

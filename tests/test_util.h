@@ -1,0 +1,40 @@
+/* test_util.h — shared helpers of the cmocka programs. */
+#ifndef TG_TEST_UTIL_H
+#define TG_TEST_UTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "autograd.h"
+
+/* Path of a file under the source tree: tg_path("tests/data/x") */
+const char *tg_path(const char *rel);
+
+/* Fails the test (printing the first mismatches and the max difference)
+ * unless every element satisfies |a - b| <= atol + rtol * |b|. */
+#define assert_tensor_close(a, b, rtol, atol)                                 \
+    tg_assert_tensor_close((a), (b), (rtol), (atol), __FILE__, __LINE__)
+void tg_assert_tensor_close(const ag_tensor *a, const ag_tensor *b, double rtol,
+                            double atol, const char *file, int line);
+/* The same for two double arrays of n elements. */
+#define assert_doubles_close(a, b, n, rtol, atol)                             \
+    tg_assert_doubles_close((a), (b), (n), (rtol), (atol), __FILE__, __LINE__)
+void tg_assert_doubles_close(const double *a, const double *b, int64_t n, double rtol,
+                             double atol, const char *file, int line);
+
+/* Gradchecks fn on inputs with the given tolerances; fails the test with
+ * the report's message when it does not pass. */
+#define assert_gradcheck(fn, ctx, in, n, rtol, atol)                          \
+    tg_assert_gradcheck((fn), (ctx), (in), (n), (rtol), (atol), __FILE__, __LINE__)
+void tg_assert_gradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **in, int n,
+                         double rtol, double atol, const char *file, int line);
+
+/* An f64 tensor from a literal list. */
+ag_tensor *tg_f64(int ndim, const int64_t *shape, const double *data);
+/* Copy of t converted to the other dtype. */
+ag_tensor *tg_convert(const ag_tensor *t, ag_dtype dt);
+
+#endif
