@@ -214,6 +214,101 @@ ag_tensor *ag_pow_scalar(ag_tape *t, ag_tensor *a, double c);
 ag_tensor *ag_sum(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
 ag_tensor *ag_mean(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
 
+/* ---- linear algebra ---- */
+
+/* torch.matmul: 1-D x 1-D is a dot product (0-d result); 2-D x 2-D the
+ * matrix product [n,k]x[k,m] -> [n,m]; a 1-D operand is promoted to a
+ * matrix and the added dim removed; N-D operands are stacks of matrices
+ * whose batch dims broadcast.  AG_ERR_SHAPE names both shapes when the
+ * inner dims differ. */
+ag_tensor *ag_matmul(ag_tape *t, ag_tensor *a, ag_tensor *b);
+
+/* ---- more reductions (axis or AG_ALL, negative axes count from the end) */
+
+/* Largest / smallest element.  The gradient goes to the first element
+ * holding the extreme value (ties: the lowest index wins, unlike PyTorch's
+ * even split for AG_ALL; sample inputs avoid ties). */
+ag_tensor *ag_max(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
+ag_tensor *ag_min(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
+/* log(sum(exp(a))), computed stably (shifted by the maximum). */
+ag_tensor *ag_logsumexp(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
+/* Variance with Bessel-style correction: sum((a - mean)^2) / (n - correction);
+ * correction 1 is torch.var's default.  n - correction <= 0 is AG_ERR_ARG. */
+ag_tensor *ag_variance(ag_tape *t, ag_tensor *a, int axis, bool keepdim, int correction);
+/* Index of the largest element along axis (first one on ties), as values of
+ * the input's dtype; no gradient flows (the result never requires grad). */
+ag_tensor *ag_argmax(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
+
+/* ---- shape ---- (results are new contiguous tensors) */
+
+/* Same elements, new shape; one dim may be -1 (inferred).  The element
+ * count must match (AG_ERR_SHAPE). */
+ag_tensor *ag_reshape(ag_tape *t, ag_tensor *a, int ndim, const int64_t *shape);
+/* Swaps dims d0 and d1 (negative counts from the end). */
+ag_tensor *ag_transpose(ag_tape *t, ag_tensor *a, int d0, int d1);
+/* Output dim i is input dim perm[i]; perm is a permutation of 0..ndim-1. */
+ag_tensor *ag_permute(ag_tape *t, ag_tensor *a, const int *perm);
+/* Elements start, start+step, ... < stop along axis (step >= 1; start and
+ * stop may be negative, counting from the end, and must lie in range:
+ * past the end is AG_ERR_ARG, not clamped). */
+ag_tensor *ag_slice(ag_tape *t, ag_tensor *a, int axis, int64_t start, int64_t stop,
+                    int64_t step);
+/* Joins n tensors along an existing axis; all other dims must agree. */
+ag_tensor *ag_concat(ag_tape *t, ag_tensor *const *tensors, int n, int axis);
+/* Joins n same-shaped tensors along a new axis. */
+ag_tensor *ag_stack(ag_tape *t, ag_tensor *const *tensors, int n, int axis);
+/* Broadcasts a to shape (NumPy rules; torch.broadcast_to). */
+ag_tensor *ag_expand(ag_tape *t, ag_tensor *a, int ndim, const int64_t *shape);
+/* Removes dim axis (must have size 1); AG_ALL removes every size-1 dim. */
+ag_tensor *ag_squeeze(ag_tape *t, ag_tensor *a, int axis);
+/* Inserts a size-1 dim at axis (in [-(ndim+1), ndim]). */
+ag_tensor *ag_unsqueeze(ag_tape *t, ag_tensor *a, int axis);
+/* Constant padding: pad[2*i] elements before and pad[2*i+1] after dim i,
+ * for every dim i of a (non-negative), filled with value. */
+ag_tensor *ag_pad(ag_tape *t, ag_tensor *a, const int64_t *pad, double value);
+
+/* ---- indexing ---- */
+
+/* torch.gather: out[i][j][k] = a[index[i][j][k]][j][k] for axis 0, etc.
+ * index holds integral values (in a's dtype or either float dtype) with
+ * a's ndim and dims <= a's on the other axes; out has index's shape.  An
+ * index outside [0, a.shape[axis]) is AG_ERR_ARG.  No gradient to index. */
+ag_tensor *ag_gather(ag_tape *t, ag_tensor *a, int axis, const ag_tensor *index);
+/* Rows idx[0..n) of a along axis (embedding lookup).  Backward adds into
+ * the selected rows; repeated indices add up.  Out-of-range: AG_ERR_ARG. */
+ag_tensor *ag_index_select(ag_tape *t, ag_tensor *a, int axis, const int64_t *idx,
+                           int64_t n);
+/* cond != 0 ? a : b elementwise, broadcasting all three; no gradient to
+ * cond. */
+ag_tensor *ag_where(ag_tape *t, ag_tensor *cond, ag_tensor *a, ag_tensor *b);
+/* min(max(a, lo), hi); gradient 1 strictly inside (lo, hi), else 0.  Use
+ * -INFINITY / INFINITY for a one-sided clamp. */
+ag_tensor *ag_clamp(ag_tape *t, ag_tensor *a, double lo, double hi);
+
+/* ---- neural-network primitives ---- */
+
+ag_tensor *ag_softmax(ag_tape *t, ag_tensor *a, int axis);
+ag_tensor *ag_log_softmax(ag_tape *t, ag_tensor *a, int axis);
+
+typedef enum { AG_REDUCE_MEAN = 0, AG_REDUCE_SUM, AG_REDUCE_NONE } ag_reduction;
+typedef struct ag_ce_opts {
+    double label_smoothing;   /* in [0, 1); 0: none */
+    int64_t ignore_index;     /* a label to skip; AG_CE_NO_IGNORE: none */
+    ag_reduction reduction;   /* mean over non-ignored rows, sum, or per row */
+} ag_ce_opts;
+#define AG_CE_NO_IGNORE INT64_MIN
+/* Cross-entropy of logits [n, C] against labels[n] in [0, C) (or the
+ * ignore index), fused with log-softmax for stability: PyTorch's
+ * F.cross_entropy with the same options.  opts NULL: mean, no smoothing,
+ * ignore_index -100 (PyTorch's default).  Result: 0-d, or [n] for NONE.
+ * Labels out of range: AG_ERR_ARG naming the row. */
+ag_tensor *ag_cross_entropy_logits(ag_tape *t, ag_tensor *logits, const int64_t *labels,
+                                   int64_t n, const ag_ce_opts *opts);
+/* Inverted dropout: in training, zeroes each element with probability p
+ * (drawn from rng) and scales the rest by 1/(1-p); otherwise (or p == 0)
+ * returns a unchanged.  p in [0, 1). */
+ag_tensor *ag_dropout(ag_tape *t, ag_tensor *a, double p, bool training, ag_rng *rng);
+
 /* ---- gradient checking -----------------------------------------------------
  * fn records a function of inputs on the tape and returns its output (any
  * shape).  Inputs must be persistent f64 tensors; those with requires_grad

@@ -30,3 +30,8 @@ AG_OP(POW_SCALAR, ag_op_pow_scalar)
 /* ops_reduce.c */
 AG_OP(SUM, ag_op_sum)
 AG_OP(MEAN, ag_op_mean)
+/* ops_linalg.c */
+/* ops_reduce.c (issue 3 reductions) */
+/* ops_shape.c */
+/* ops_index.c */
+/* ops_nn.c */
