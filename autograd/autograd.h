@@ -309,6 +309,72 @@ ag_tensor *ag_cross_entropy_logits(ag_tape *t, ag_tensor *logits, const int64_t 
  * returns a unchanged.  p in [0, 1). */
 ag_tensor *ag_dropout(ag_tape *t, ag_tensor *a, double p, bool training, ag_rng *rng);
 
+/* ---- the scalar path -------------------------------------------------------
+ * Scalar programs (micrograd-style models, scientific functions) record on
+ * the same tape without a tensor per operation: an ag_var is an index into
+ * structure-of-arrays storage (value, adjoint, two operand indices, op code,
+ * branch flag: 26 bytes per op) that the tape keeps across resets, so a
+ * re-recorded program allocates nothing.
+ *
+ *   ag_var x = ag_var_new(tape, 0.5), y = ag_var_new(tape, 2.0);
+ *   ag_var f = ag_var_mul(tape, ag_var_sin(tape, x), y);
+ *   ag_var_backward(tape, f);      ag_var_grad(tape, x) == cos(0.5) * 2
+ *
+ * An invalid operand (from a failed op, another tape or before a reset)
+ * gives an invalid result (id -1) and keeps an error on the tape. */
+typedef struct ag_var {
+    int32_t id;
+} ag_var;
+
+ag_var ag_var_new(ag_tape *t, double value);    /* an input: its gradient is wanted */
+ag_var ag_var_const(ag_tape *t, double value);  /* a constant: replay never changes it */
+ag_var ag_var_add(ag_tape *t, ag_var a, ag_var b);
+ag_var ag_var_sub(ag_tape *t, ag_var a, ag_var b);
+ag_var ag_var_mul(ag_tape *t, ag_var a, ag_var b);
+ag_var ag_var_div(ag_tape *t, ag_var a, ag_var b);
+ag_var ag_var_pow(ag_tape *t, ag_var a, ag_var b);   /* d/db needs a > 0 */
+ag_var ag_var_min(ag_tape *t, ag_var a, ag_var b);   /* ties: half the gradient each */
+ag_var ag_var_max(ag_tape *t, ag_var a, ag_var b);
+ag_var ag_var_neg(ag_tape *t, ag_var a);
+ag_var ag_var_exp(ag_tape *t, ag_var a);
+ag_var ag_var_log(ag_tape *t, ag_var a);
+ag_var ag_var_sqrt(ag_tape *t, ag_var a);
+ag_var ag_var_sin(ag_tape *t, ag_var a);
+ag_var ag_var_cos(ag_tape *t, ag_var a);
+ag_var ag_var_tanh(ag_tape *t, ag_var a);
+ag_var ag_var_sigmoid(ag_tape *t, ag_var a);
+ag_var ag_var_relu(ag_tape *t, ag_var a);            /* d/dx at 0 is 0 */
+ag_var ag_var_abs(ag_tape *t, ag_var a);             /* d/dx at 0 is 0 */
+/* a < b, recorded as a branch decision that ag_tape_replay re-checks.
+ * An invalid operand gives false (and the error on the tape). */
+bool   ag_var_less(ag_tape *t, ag_var a, ag_var b);
+
+double ag_var_value(const ag_tape *t, ag_var x);     /* NaN for an invalid var */
+/* d y / d x from the last ag_var_backward(y) (or ag_backward reaching x). */
+double ag_var_grad(const ag_tape *t, ag_var x);
+/* One reverse sweep from y: the gradient with respect to every input.
+ * Tensor entries recorded before y that feed it are swept too. */
+ag_status ag_var_backward(ag_tape *t, ag_var y);
+
+/* A var holding the value of a one-element tensor; gradients reaching the
+ * var flow on into the tensor. */
+ag_var ag_var_from_tensor(ag_tape *t, ag_tensor *x);
+/* A tape tensor of the given shape and dtype holding vars[i] (row-major);
+ * its gradient flows back into the vars. */
+ag_tensor *ag_tensor_from_vars(ag_tape *t, ag_dtype dt, int ndim, const int64_t *shape,
+                               const ag_var *vars);
+
+/* Re-evaluates the recorded scalar program with inputs[i] set to values[i]
+ * and nothing else changed, without re-recording; call ag_var_backward for
+ * the new gradient.  Every recorded branch decision (ag_var_less, min, max,
+ * relu, abs) is re-taken; if one would go the other way the tape keeps
+ * AG_ERR_RETAPE and the caller must reset and record again.  Tapes holding
+ * tensor entries cannot be replayed (AG_ERR_STATE). */
+ag_status ag_tape_replay(ag_tape *t, int n, const ag_var *inputs, const double *values);
+/* Number of scalar ops recorded, and the bytes each one takes. */
+int64_t ag_tape_scalar_ops(const ag_tape *t);
+size_t  ag_scalar_bytes_per_op(void);
+
 /* ---- gradient checking -----------------------------------------------------
  * fn records a function of inputs on the tape and returns its output (any
  * shape).  Inputs must be persistent f64 tensors; those with requires_grad

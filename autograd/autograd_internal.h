@@ -92,6 +92,7 @@ struct ag_entry {
     int64_t iattr[4];    /* axis, keepdim, ... by op */
     double fattr[2];     /* scalar constant, slope, ... */
     void *aux;           /* arena: saved values, index arrays, ... */
+    int64_t smark;       /* scalar ops recorded before this entry */
 };
 
 /* ---- memory (all system allocation goes through these) ---- */
@@ -150,6 +151,18 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c);
 /* Gradient buffer of x during backward: allocated zeroed on first use, or
  * NULL when x needs no gradient (then skip it). */
 void *ag_grad_data(ag_tape *tape, ag_tensor *x);
+
+/* ---- the scalar path (scalar.c) ---- */
+/* Reverse sweep of scalar ops [lo, hi), adjoints already seeded. */
+void ag_scalar_reverse(ag_tape *tape, int64_t lo, int64_t hi);
+/* Allocates and zeroes the adjoints of the first n scalar ops. */
+bool ag_scalar_adjoints_clear(ag_tape *tape, int64_t n);
+int64_t ag_scalar_count(const ag_tape *tape);
+void ag_scalar_reset(ag_tape *tape);
+void ag_scalar_free(ag_tape *tape);
+/* The whole interleaved reverse sweep over tensor entries [0, e_end) and
+ * scalar ops [0, s_end), once the root's gradient is seeded. */
+void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end);
 
 /* ---- broadcasting ---- */
 /* Result shape of broadcasting a and b; false (with an error kept naming

@@ -26,6 +26,7 @@ void ag_tape_free(ag_tape *tape)
         ag_mem_free(b);
     }
     ag_mem_free(tape->entries);
+    ag_scalar_free(tape);
     ag_mem_free(tape);
 }
 
@@ -37,6 +38,7 @@ void ag_tape_reset(ag_tape *tape)
     if (tape->cur)
         tape->cur->used = 0;
     tape->n_entries = 0;
+    ag_scalar_reset(tape);
     tape->status = AG_OK;
     tape->msg[0] = '\0';
 }
@@ -220,6 +222,7 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
         return NULL;
     e->op = c->def;
     e->out = out;
+    e->smark = ag_scalar_count(tape);
     e->n_in = c->n_in;
     e->in = (ag_tensor **)c->in;
     if (record) {
@@ -267,11 +270,31 @@ void *ag_grad_data(ag_tape *tape, ag_tensor *x)
     return g->data;
 }
 
+void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end)
+{
+    /* scalar ops recorded after entry i run before it in reverse */
+    int64_t s_hi = s_end;
+    for (int64_t i = e_end - 1; i >= 0 && tape->status == AG_OK; i--) {
+        ag_entry *e = &tape->entries[i];
+        if (e->smark < s_hi) {
+            ag_scalar_reverse(tape, e->smark, s_hi);
+            s_hi = e->smark;
+        }
+        if (e->out->grad)
+            e->op->backward(tape, e);
+    }
+    if (s_hi > 0 && tape->status == AG_OK)
+        ag_scalar_reverse(tape, 0, s_hi);
+}
+
 static ag_status backward_from(ag_tape *tape, ag_tensor *root, const ag_tensor *seed)
 {
     /* tape gradients start afresh on each sweep; persistent ones accumulate */
     for (int64_t i = 0; i < tape->n_entries; i++)
         tape->entries[i].out->grad = NULL;
+    int64_t n_scalar = ag_scalar_count(tape);
+    if (!ag_scalar_adjoints_clear(tape, n_scalar))
+        return tape->status;
     void *g = ag_grad_data(tape, root);
     if (!g)
         return tape->status;
@@ -281,11 +304,7 @@ static ag_status backward_from(ag_tape *tape, ag_tensor *root, const ag_tensor *
         else
             ((float *)g)[i] += seed ? (float)ag_get(seed, i) : 1.0f;
     }
-    for (int64_t i = tape->n_entries - 1; i >= 0 && tape->status == AG_OK; i--) {
-        ag_entry *e = &tape->entries[i];
-        if (e->out->grad)
-            e->op->backward(tape, e);
-    }
+    ag_sweep(tape, tape->n_entries, n_scalar);
     return tape->status;
 }
 

@@ -1,0 +1,446 @@
+/* scalar.c — the lean scalar path: one recorded op is a slot in six
+ * parallel arrays (value, adjoint, operands, op code, branch flag), kept
+ * by the tape across resets.  Backward derives each local partial from
+ * the stored values, so no partials are stored; replay re-runs the same
+ * arrays forward.  Notation: x = val[a0], y = val[a1], z = val[i],
+ * g = adj[i]. */
+#include "autograd_internal.h"
+
+#include <math.h>
+
+enum {
+    S_INPUT, S_CONST, S_ADD, S_SUB, S_MUL, S_DIV, S_POW, S_MIN, S_MAX, S_NEG, S_EXP,
+    S_LOG, S_SQRT, S_SIN, S_COS, S_TANH, S_SIGMOID, S_RELU, S_ABS, S_LESS, S_TENSOR
+};
+
+typedef struct ag_scalar_tape {
+    double *val, *adj;
+    int32_t *a0, *a1;
+    uint8_t *op, *flag;  /* flag: branch taken (min/max/relu/abs/less) */
+    int64_t n, cap;
+    ag_tensor **src;     /* tensors bridged in by ag_var_from_tensor */
+    int64_t n_src, cap_src;
+} ag_scalar_tape;
+
+size_t ag_scalar_bytes_per_op(void)
+{
+    return 2 * sizeof(double) + 2 * sizeof(int32_t) + 2 * sizeof(uint8_t);
+}
+
+int64_t ag_scalar_count(const ag_tape *tape) { return tape->scalar ? tape->scalar->n : 0; }
+int64_t ag_tape_scalar_ops(const ag_tape *tape) { return tape ? ag_scalar_count(tape) : 0; }
+
+void ag_scalar_reset(ag_tape *tape)
+{
+    if (tape->scalar)
+        tape->scalar->n = tape->scalar->n_src = 0;
+}
+
+static void free_arrays(ag_scalar_tape *s)
+{
+    ag_mem_free(s->val);
+    ag_mem_free(s->adj);
+    ag_mem_free(s->a0);
+    ag_mem_free(s->a1);
+    ag_mem_free(s->op);
+    ag_mem_free(s->flag);
+}
+
+void ag_scalar_free(ag_tape *tape)
+{
+    if (!tape->scalar)
+        return;
+    free_arrays(tape->scalar);
+    ag_mem_free(tape->scalar->src);
+    ag_mem_free(tape->scalar);
+    tape->scalar = NULL;
+}
+
+#define GROW(field, type)                                                     \
+    do {                                                                      \
+        ns.field = ag_mem_alloc((size_t)cap * sizeof(type));                  \
+        if (!ns.field)                                                        \
+            goto fail;                                                        \
+        if (s->n)                                                             \
+            memcpy(ns.field, s->field, (size_t)s->n * sizeof(type));          \
+    } while (0)
+
+/* Doubles the arrays (the first call makes them). */
+static bool grow(ag_tape *tape)
+{
+    if (!tape->scalar && !(tape->scalar = ag_mem_calloc(sizeof *tape->scalar))) {
+        ag_fail(tape, AG_ERR_NOMEM, "ag_var: out of memory");
+        return false;
+    }
+    ag_scalar_tape *s = tape->scalar, ns = *s;
+    int64_t cap = s->cap ? s->cap * 2 : 4096;
+    if (cap > INT32_MAX) {
+        ag_fail(tape, AG_ERR_NOMEM, "ag_var: more than %d scalar ops", INT32_MAX);
+        return false;
+    }
+    ns.val = ns.adj = NULL;
+    ns.a0 = ns.a1 = NULL;
+    ns.op = ns.flag = NULL;
+    GROW(val, double);
+    GROW(a0, int32_t);
+    GROW(a1, int32_t);
+    GROW(op, uint8_t);
+    GROW(flag, uint8_t);
+    ns.adj = ag_mem_alloc((size_t)cap * sizeof(double)); /* filled by backward */
+    if (!ns.adj)
+        goto fail;
+    free_arrays(s);
+    ns.cap = cap;
+    *s = ns;
+    return true;
+fail:
+    free_arrays(&ns);
+    ag_fail(tape, AG_ERR_NOMEM, "ag_var: out of memory for %lld scalar ops", (long long)cap);
+    return false;
+}
+
+static ag_var push(ag_tape *t, uint8_t op, int32_t a0, int32_t a1, double v, uint8_t flag)
+{
+    ag_scalar_tape *s = t->scalar;
+    if (!s || s->n == s->cap) {
+        if (!grow(t))
+            return (ag_var){-1};
+        s = t->scalar;
+    }
+    int64_t i = s->n++;
+    s->val[i] = v;
+    s->a0[i] = a0;
+    s->a1[i] = a1;
+    s->op[i] = op;
+    s->flag[i] = flag;
+    return (ag_var){(int32_t)i};
+}
+
+/* An operand is valid when it indexes an op recorded since the last reset. */
+static bool valid(ag_tape *t, ag_var a, const char *fn)
+{
+    if (!t) {
+        ag_set_last_error("%s: tape is NULL", fn);
+        return false;
+    }
+    if (t->status != AG_OK)
+        return false;
+    if (a.id >= 0 && a.id < ag_scalar_count(t))
+        return true;
+    ag_fail(t, AG_ERR_ARG, "%s: invalid ag_var %d (from a failed op, another tape, or "
+            "before a reset)", fn, (int)a.id);
+    return false;
+}
+
+ag_var ag_var_new(ag_tape *t, double value)
+{
+    if (!t || t->status != AG_OK)
+        return (ag_var){-1};
+    return push(t, S_INPUT, -1, -1, value, 0);
+}
+
+ag_var ag_var_const(ag_tape *t, double value)
+{
+    if (!t || t->status != AG_OK)
+        return (ag_var){-1};
+    return push(t, S_CONST, -1, -1, value, 0);
+}
+
+/* The branch a selecting op takes: which operand wins, or sign. */
+static uint8_t branch(uint8_t op, double x, double y)
+{
+    switch (op) {
+    case S_MIN: return x < y ? 0 : y < x ? 1 : 2;
+    case S_MAX: return x > y ? 0 : y > x ? 1 : 2;
+    case S_RELU: return x > 0;
+    case S_ABS: return x > 0 ? 1 : x < 0 ? 2 : 0;
+    case S_LESS: return x < y;
+    }
+    return 0;
+}
+
+static double eval(uint8_t op, double x, double y, uint8_t f)
+{
+    switch (op) {
+    case S_ADD: return x + y;
+    case S_SUB: return x - y;
+    case S_MUL: return x * y;
+    case S_DIV: return x / y;
+    case S_POW: return pow(x, y);
+    case S_MIN: return f == 1 ? y : x;
+    case S_MAX: return f == 1 ? y : x;
+    case S_NEG: return -x;
+    case S_EXP: return exp(x);
+    case S_LOG: return log(x);
+    case S_SQRT: return sqrt(x);
+    case S_SIN: return sin(x);
+    case S_COS: return cos(x);
+    case S_TANH: return tanh(x);
+    case S_SIGMOID: return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
+    case S_RELU: return f ? x : 0;
+    case S_ABS: return fabs(x);
+    }
+    return 0;
+}
+
+static ag_var binary(ag_tape *t, uint8_t op, ag_var a, ag_var b, const char *fn)
+{
+    if (!valid(t, a, fn) || !valid(t, b, fn))
+        return (ag_var){-1};
+    double x = t->scalar->val[a.id], y = t->scalar->val[b.id];
+    uint8_t f = branch(op, x, y);
+    return push(t, op, a.id, b.id, eval(op, x, y, f), f);
+}
+
+static ag_var unary(ag_tape *t, uint8_t op, ag_var a, const char *fn)
+{
+    if (!valid(t, a, fn))
+        return (ag_var){-1};
+    double x = t->scalar->val[a.id];
+    uint8_t f = branch(op, x, 0);
+    return push(t, op, a.id, -1, eval(op, x, 0, f), f);
+}
+
+#define VAR_BINARY(name, OP)                                                  \
+    ag_var ag_var_##name(ag_tape *t, ag_var a, ag_var b)                      \
+    {                                                                         \
+        return binary(t, OP, a, b, "ag_var_" #name);                          \
+    }
+#define VAR_UNARY(name, OP)                                                   \
+    ag_var ag_var_##name(ag_tape *t, ag_var a) { return unary(t, OP, a, "ag_var_" #name); }
+
+VAR_BINARY(add, S_ADD)
+VAR_BINARY(sub, S_SUB)
+VAR_BINARY(mul, S_MUL)
+VAR_BINARY(div, S_DIV)
+VAR_BINARY(pow, S_POW)
+VAR_BINARY(min, S_MIN)
+VAR_BINARY(max, S_MAX)
+VAR_UNARY(neg, S_NEG)
+VAR_UNARY(exp, S_EXP)
+VAR_UNARY(log, S_LOG)
+VAR_UNARY(sqrt, S_SQRT)
+VAR_UNARY(sin, S_SIN)
+VAR_UNARY(cos, S_COS)
+VAR_UNARY(tanh, S_TANH)
+VAR_UNARY(sigmoid, S_SIGMOID)
+VAR_UNARY(relu, S_RELU)
+VAR_UNARY(abs, S_ABS)
+
+bool ag_var_less(ag_tape *t, ag_var a, ag_var b)
+{
+    if (!valid(t, a, "ag_var_less") || !valid(t, b, "ag_var_less"))
+        return false;
+    uint8_t f = branch(S_LESS, t->scalar->val[a.id], t->scalar->val[b.id]);
+    push(t, S_LESS, a.id, b.id, f, f);
+    return f;
+}
+
+double ag_var_value(const ag_tape *t, ag_var x)
+{
+    if (!t || x.id < 0 || x.id >= ag_scalar_count(t))
+        return NAN;
+    return t->scalar->val[x.id];
+}
+
+double ag_var_grad(const ag_tape *t, ag_var x)
+{
+    if (!t || x.id < 0 || x.id >= ag_scalar_count(t))
+        return NAN;
+    return t->scalar->adj[x.id];
+}
+
+/* ---- reverse sweep ---- */
+
+bool ag_scalar_adjoints_clear(ag_tape *tape, int64_t n)
+{
+    if (n > 0)
+        memset(tape->scalar->adj, 0, (size_t)n * sizeof(double));
+    return true;
+}
+
+static void deposit_tensor(ag_tape *tape, ag_scalar_tape *s, int64_t i, double g)
+{
+    ag_tensor *x = s->src[s->a1[i]];
+    void *dx = ag_grad_data(tape, x);
+    if (!dx)
+        return;
+    if (x->dtype == AG_F64)
+        ((double *)dx)[0] += g;
+    else
+        ((float *)dx)[0] += (float)g;
+}
+
+void ag_scalar_reverse(ag_tape *tape, int64_t lo, int64_t hi)
+{
+    ag_scalar_tape *s = tape->scalar;
+    const double *v = s->val;
+    double *adj = s->adj;
+    for (int64_t i = hi - 1; i >= lo; i--) {
+        double g = adj[i];
+        int32_t a = s->a0[i], b = s->a1[i];
+        switch (s->op[i]) {
+        case S_INPUT: case S_CONST: case S_LESS: break;
+        case S_ADD: adj[a] += g; adj[b] += g; break;                /* dx += g; dy += g */
+        case S_SUB: adj[a] += g; adj[b] -= g; break;
+        case S_MUL: adj[a] += g * v[b]; adj[b] += g * v[a]; break;  /* dx += g y; dy += g x */
+        case S_DIV: adj[a] += g / v[b]; adj[b] -= g * v[i] / v[b]; break; /* dy -= g z / y */
+        case S_POW: /* dx += g y x^(y-1); dy += g z log x (only when it matters) */
+            adj[a] += g * v[b] * pow(v[a], v[b] - 1);
+            if (g != 0 && v[a] > 0)
+                adj[b] += g * v[i] * log(v[a]);
+            break;
+        case S_MIN: case S_MAX: /* the chosen operand takes g; a tie splits it */
+            if (s->flag[i] == 2) {
+                adj[a] += 0.5 * g;
+                adj[b] += 0.5 * g;
+            } else {
+                adj[s->flag[i] ? b : a] += g;
+            }
+            break;
+        case S_NEG: adj[a] -= g; break;
+        case S_EXP: adj[a] += g * v[i]; break;                      /* dx += g e^x */
+        case S_LOG: adj[a] += g / v[a]; break;
+        case S_SQRT: adj[a] += g * 0.5 / v[i]; break;               /* dx += g / (2 z) */
+        case S_SIN: adj[a] += g * cos(v[a]); break;
+        case S_COS: adj[a] -= g * sin(v[a]); break;
+        case S_TANH: adj[a] += g * (1 - v[i] * v[i]); break;         /* dx += g (1 - z^2) */
+        case S_SIGMOID: adj[a] += g * v[i] * (1 - v[i]); break;     /* dx += g z (1 - z) */
+        case S_RELU: adj[a] += s->flag[i] ? g : 0; break;
+        case S_ABS: adj[a] += s->flag[i] == 1 ? g : s->flag[i] == 2 ? -g : 0; break;
+        case S_TENSOR: deposit_tensor(tape, s, i, g); break;
+        }
+    }
+}
+
+ag_status ag_var_backward(ag_tape *t, ag_var y)
+{
+    if (!valid(t, y, "ag_var_backward"))
+        return t ? t->status : AG_ERR_ARG;
+    /* tensor entries recorded before y may feed it through ag_var_from_tensor */
+    int64_t e_end = t->n_entries;
+    while (e_end > 0 && t->entries[e_end - 1].smark > y.id)
+        e_end--;
+    for (int64_t i = 0; i < e_end; i++)
+        t->entries[i].out->grad = NULL;
+    ag_scalar_adjoints_clear(t, y.id + 1);
+    t->scalar->adj[y.id] = 1.0;
+    ag_sweep(t, e_end, y.id + 1);
+    return t->status;
+}
+
+/* ---- bridges between scalars and tensors ---- */
+
+ag_var ag_var_from_tensor(ag_tape *t, ag_tensor *x)
+{
+    if (!ag_check_inputs(t, "ag_var_from_tensor", 1, &x))
+        return (ag_var){-1};
+    if (x->numel != 1) {
+        char b[128];
+        ag_fail(t, AG_ERR_SHAPE, "ag_var_from_tensor: tensor %s has %lld elements, not 1",
+                ag_shape_str(x, b, sizeof b), (long long)x->numel);
+        return (ag_var){-1};
+    }
+    if (!t->scalar && !grow(t))
+        return (ag_var){-1};
+    ag_scalar_tape *s = t->scalar;
+    if (s->n_src == s->cap_src) {
+        int64_t cap = s->cap_src ? 2 * s->cap_src : 16;
+        ag_tensor **src = ag_mem_alloc((size_t)cap * sizeof *src);
+        if (!src) {
+            ag_fail(t, AG_ERR_NOMEM, "ag_var_from_tensor: out of memory");
+            return (ag_var){-1};
+        }
+        if (s->n_src)
+            memcpy(src, s->src, (size_t)s->n_src * sizeof *src);
+        ag_mem_free(s->src);
+        s->src = src;
+        s->cap_src = cap;
+    }
+    s->src[s->n_src] = x;
+    return push(t, S_TENSOR, -1, (int32_t)s->n_src++, ag_get(x, 0), 0);
+}
+
+static void from_vars_forward(ag_entry *e)
+{
+    const int32_t *ids = e->aux;
+    const double *v = e->out->tape->scalar->val;
+    for (int64_t i = 0; i < e->out->numel; i++)
+        ag_set(e->out, i, v[ids[i]]);
+}
+
+/* adj[var_i] += g_i */
+static void from_vars_backward(ag_tape *tape, ag_entry *e)
+{
+    const int32_t *ids = e->aux;
+    for (int64_t i = 0; i < e->out->numel; i++)
+        tape->scalar->adj[ids[i]] += ag_get(e->out->grad, i);
+}
+
+/* A bridge, not a primitive tensor op: it lives outside the op table. */
+static const ag_op_def op_from_vars = {"from_vars", 0, from_vars_forward,
+                                       from_vars_backward, NULL};
+
+ag_tensor *ag_tensor_from_vars(ag_tape *t, ag_dtype dt, int ndim, const int64_t *shape,
+                               const ag_var *vars)
+{
+    int64_t numel;
+    if (!ag_check_inputs(t, "ag_tensor_from_vars", 0, NULL))
+        return NULL;
+    if (!ag_shape_valid(ndim, shape, &numel) || (dt != AG_F32 && dt != AG_F64))
+        return ag_fail(t, AG_ERR_ARG, "ag_tensor_from_vars: bad shape or dtype");
+    for (int64_t i = 0; i < numel; i++)
+        if (!valid(t, vars[i], "ag_tensor_from_vars"))
+            return NULL;
+    int32_t *ids = ag_arena_alloc(t, (size_t)(numel ? numel : 1) * sizeof *ids);
+    if (!ids)
+        return NULL;
+    for (int64_t i = 0; i < numel; i++)
+        ids[i] = vars[i].id;
+    /* any var may lead to an input, so the result always records */
+    ag_tensor *dummy = ag_tensor_tape(t, dt, 0, NULL);
+    if (!dummy)
+        return NULL;
+    dummy->requires_grad = true;
+    ag_op_call c = {.def = &op_from_vars, .in = &dummy, .n_in = 1, .dtype = dt,
+                    .ndim = ndim, .shape = shape, .aux = ids};
+    return ag_op_run(t, &c);
+}
+
+/* ---- replay ---- */
+
+ag_status ag_tape_replay(ag_tape *t, int n, const ag_var *inputs, const double *values)
+{
+    if (!t || t->status != AG_OK)
+        return t ? t->status : AG_ERR_ARG;
+    if (t->n_entries > 0 || (t->scalar && t->scalar->n_src > 0)) {
+        ag_fail(t, AG_ERR_STATE, "ag_tape_replay: the tape holds tensor ops; only scalar "
+                "programs replay");
+        return t->status;
+    }
+    ag_scalar_tape *s = t->scalar;
+    for (int k = 0; k < n; k++) {
+        if (!valid(t, inputs[k], "ag_tape_replay"))
+            return t->status;
+        if (s->op[inputs[k].id] != S_INPUT) {
+            ag_fail(t, AG_ERR_ARG, "ag_tape_replay: var %d is not an input", (int)inputs[k].id);
+            return t->status;
+        }
+        s->val[inputs[k].id] = values[k];
+    }
+    double *v = s->val;
+    for (int64_t i = 0; i < s->n; i++) {
+        uint8_t op = s->op[i];
+        if (op <= S_CONST)
+            continue;
+        double x = v[s->a0[i]], y = s->a1[i] >= 0 ? v[s->a1[i]] : 0;
+        if (op >= S_MIN && (op == S_MIN || op == S_MAX || op == S_RELU || op == S_ABS ||
+                            op == S_LESS) && branch(op, x, y) != s->flag[i]) {
+            ag_fail(t, AG_ERR_RETAPE, "ag_tape_replay: op %lld takes another branch at the "
+                    "new inputs; record the program again", (long long)i);
+            return t->status;
+        }
+        v[i] = op == S_LESS ? s->flag[i] : eval(op, x, y, s->flag[i]);
+    }
+    return AG_OK;
+}
