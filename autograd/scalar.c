@@ -146,8 +146,10 @@ ag_var ag_var_const(ag_tape *t, double value)
     return push(t, S_CONST, -1, -1, value, 0);
 }
 
+#define AG_INLINE static inline __attribute__((always_inline))
+
 /* The branch a selecting op takes: which operand wins, or sign. */
-static uint8_t branch(uint8_t op, double x, double y)
+AG_INLINE uint8_t branch(uint8_t op, double x, double y)
 {
     switch (op) {
     case S_MIN: return x < y ? 0 : y < x ? 1 : 2;
@@ -159,7 +161,7 @@ static uint8_t branch(uint8_t op, double x, double y)
     return 0;
 }
 
-static double eval(uint8_t op, double x, double y, uint8_t f)
+AG_INLINE double eval(uint8_t op, double x, double y, uint8_t f)
 {
     switch (op) {
     case S_ADD: return x + y;
@@ -183,31 +185,63 @@ static double eval(uint8_t op, double x, double y, uint8_t f)
     return 0;
 }
 
-static ag_var binary(ag_tape *t, uint8_t op, ag_var a, ag_var b, const char *fn)
+/* The recording fast path is inlined into each public op with `op` a
+ * constant, so branch() and eval() fold to the one case; anything unusual
+ * (no arrays yet, full arrays, a bad operand, a kept error) goes the slow
+ * way through valid() and grow(). */
+static bool slow_ready(ag_tape *t, ag_var a, ag_var b, bool two, const char *fn)
 {
-    if (!valid(t, a, fn) || !valid(t, b, fn))
-        return (ag_var){-1};
-    double x = t->scalar->val[a.id], y = t->scalar->val[b.id];
-    uint8_t f = branch(op, x, y);
-    return push(t, op, a.id, b.id, eval(op, x, y, f), f);
+    if (!valid(t, a, fn) || (two && !valid(t, b, fn)))
+        return false;
+    return t->scalar->n < t->scalar->cap || grow(t);
 }
 
-static ag_var unary(ag_tape *t, uint8_t op, ag_var a, const char *fn)
+AG_INLINE ag_var record2(ag_tape *t, uint8_t op, ag_var a, ag_var b, const char *fn)
 {
-    if (!valid(t, a, fn))
-        return (ag_var){-1};
-    double x = t->scalar->val[a.id];
+    ag_scalar_tape *s = t ? t->scalar : NULL;
+    if (!(s && s->n < s->cap && t->status == AG_OK && (uint32_t)a.id < (uint64_t)s->n &&
+          (uint32_t)b.id < (uint64_t)s->n)) {
+        if (!slow_ready(t, a, b, true, fn))
+            return (ag_var){-1};
+        s = t->scalar;
+    }
+    double x = s->val[a.id], y = s->val[b.id];
+    uint8_t f = branch(op, x, y);
+    int64_t i = s->n++;
+    s->val[i] = eval(op, x, y, f);
+    s->a0[i] = a.id;
+    s->a1[i] = b.id;
+    s->op[i] = op;
+    s->flag[i] = f;
+    return (ag_var){(int32_t)i};
+}
+
+AG_INLINE ag_var record1(ag_tape *t, uint8_t op, ag_var a, const char *fn)
+{
+    ag_scalar_tape *s = t ? t->scalar : NULL;
+    if (!(s && s->n < s->cap && t->status == AG_OK && (uint32_t)a.id < (uint64_t)s->n)) {
+        if (!slow_ready(t, a, a, false, fn))
+            return (ag_var){-1};
+        s = t->scalar;
+    }
+    double x = s->val[a.id];
     uint8_t f = branch(op, x, 0);
-    return push(t, op, a.id, -1, eval(op, x, 0, f), f);
+    int64_t i = s->n++;
+    s->val[i] = eval(op, x, 0, f);
+    s->a0[i] = a.id;
+    s->a1[i] = -1;
+    s->op[i] = op;
+    s->flag[i] = f;
+    return (ag_var){(int32_t)i};
 }
 
 #define VAR_BINARY(name, OP)                                                  \
     ag_var ag_var_##name(ag_tape *t, ag_var a, ag_var b)                      \
     {                                                                         \
-        return binary(t, OP, a, b, "ag_var_" #name);                          \
+        return record2(t, OP, a, b, "ag_var_" #name);                          \
     }
 #define VAR_UNARY(name, OP)                                                   \
-    ag_var ag_var_##name(ag_tape *t, ag_var a) { return unary(t, OP, a, "ag_var_" #name); }
+    ag_var ag_var_##name(ag_tape *t, ag_var a) { return record1(t, OP, a, "ag_var_" #name); }
 
 VAR_BINARY(add, S_ADD)
 VAR_BINARY(sub, S_SUB)
@@ -429,18 +463,26 @@ ag_status ag_tape_replay(ag_tape *t, int n, const ag_var *inputs, const double *
         s->val[inputs[k].id] = values[k];
     }
     double *v = s->val;
+    const int32_t *a0 = s->a0, *a1 = s->a1;
     for (int64_t i = 0; i < s->n; i++) {
-        uint8_t op = s->op[i];
-        if (op <= S_CONST)
+        double x = a0[i] >= 0 ? v[a0[i]] : 0, y;
+        switch (s->op[i]) {
+        case S_INPUT: case S_CONST: case S_TENSOR: continue;
+        case S_ADD: v[i] = x + v[a1[i]]; continue;
+        case S_SUB: v[i] = x - v[a1[i]]; continue;
+        case S_MUL: v[i] = x * v[a1[i]]; continue;
+        case S_MIN: case S_MAX: case S_LESS: case S_RELU: case S_ABS:
+            y = a1[i] >= 0 ? v[a1[i]] : 0;
+            if (branch(s->op[i], x, y) != s->flag[i]) {
+                ag_fail(t, AG_ERR_RETAPE, "ag_tape_replay: op %lld takes another branch "
+                        "at the new inputs; record the program again", (long long)i);
+                return t->status;
+            }
+            v[i] = s->op[i] == S_LESS ? s->flag[i] : eval(s->op[i], x, y, s->flag[i]);
             continue;
-        double x = v[s->a0[i]], y = s->a1[i] >= 0 ? v[s->a1[i]] : 0;
-        if (op >= S_MIN && (op == S_MIN || op == S_MAX || op == S_RELU || op == S_ABS ||
-                            op == S_LESS) && branch(op, x, y) != s->flag[i]) {
-            ag_fail(t, AG_ERR_RETAPE, "ag_tape_replay: op %lld takes another branch at the "
-                    "new inputs; record the program again", (long long)i);
-            return t->status;
+        default:
+            v[i] = eval(s->op[i], x, a1[i] >= 0 ? v[a1[i]] : 0, s->flag[i]);
         }
-        v[i] = op == S_LESS ? s->flag[i] : eval(op, x, y, s->flag[i]);
     }
     return AG_OK;
 }
