@@ -375,6 +375,46 @@ ag_status ag_tape_replay(ag_tape *t, int n, const ag_var *inputs, const double *
 int64_t ag_tape_scalar_ops(const ag_tape *t);
 size_t  ag_scalar_bytes_per_op(void);
 
+/* ---- seeing inside -----------------------------------------------------------
+ * Names, graph export, anomaly mode and the profiler.  All are off or empty
+ * by default and cost one branch per op when off. */
+
+/* Names a persistent tensor (copied) for graphs and reports; nn_params
+ * names its parameters.  Tape tensors ignore it. */
+void        ag_tensor_set_name(ag_tensor *t, const char *name);
+const char *ag_tensor_name(const ag_tensor *t);   /* NULL when unnamed */
+
+/* Writes the graph that leads to root as Graphviz DOT: one node per op
+ * (name from the op table, call site in anomaly mode), one per leaf tensor
+ * (name, shape, dtype, requires grad, and |grad| once backward ran), edges
+ * labelled with shapes.  Render with `dot -Tpng`.  AG_ERR_ARG / AG_ERR_IO. */
+ag_status ag_tape_dot(const ag_tape *tape, const ag_tensor *root, FILE *out);
+/* A text listing of every recorded entry: index, op, inputs, output. */
+ag_status ag_tape_print(const ag_tape *tape, FILE *out);
+
+/* Anomaly mode: each op records its call site, and every forward output
+ * and backward gradient is checked for NaN/Inf; the first one found keeps
+ * AG_ERR_NUMERIC with a message naming the op, the call site, forward or
+ * backward, and the input ranges.  Scalar (ag_var) ops are not checked. */
+void ag_tape_set_anomaly(ag_tape *tape, bool on);
+/* Sets the call site of the next ops; returns 0.  Used by the macros of
+ * autograd/ag_sites.h, which wrap every op as `(ag_tape_site(t, __FILE__,
+ * __LINE__), ag_op)(t, ...)`.  file must outlive the tape's step. */
+int  ag_tape_site(ag_tape *tape, const char *file, int line);
+/* An explicit label for the next ops (line 0), e.g. "decoder softmax". */
+void ag_tape_label(ag_tape *tape, const char *label);
+
+/* Profiler: per op, forward and backward time, calls and tape bytes,
+ * accumulated over steps (ag_tape_reset keeps them) until
+ * ag_tape_profile_reset. */
+void ag_tape_set_profile(ag_tape *tape, bool on);
+void ag_tape_profile_reset(ag_tape *tape);
+/* Prints the table, sorted by total time, and the backward/forward ratio
+ * of everything recorded against the cheap-gradient bound (~3). */
+ag_status ag_tape_profile(const ag_tape *tape, FILE *out);
+/* Totals in nanoseconds (0 when profiling never ran). */
+void ag_tape_profile_totals(const ag_tape *tape, double *forward_ns, double *backward_ns);
+
 /* ---- gradient checking -----------------------------------------------------
  * fn records a function of inputs on the tape and returns its output (any
  * shape).  Inputs must be persistent f64 tensors; those with requires_grad

@@ -33,6 +33,7 @@ struct ag_tensor {
     ag_dtype dtype;
     bool requires_grad;   /* leaf flag, or "depends on a leaf that has it" */
     bool persistent;
+    char *name;           /* persistent only: heap copy, for graphs and reports */
 };
 
 typedef struct ag_entry ag_entry;
@@ -53,6 +54,11 @@ struct ag_tape {
     ag_status status;         /* first error, sticky until reset */
     char msg[512];
     bool grad_enabled;
+    bool debug;               /* anomaly or profile on: ag_op_run calls the hooks */
+    bool anomaly;
+    const char *site;         /* call site of the next op (ag_tape_site / label) */
+    int line;
+    struct ag_profile *prof;  /* per-op times, when profiling */
     struct ag_scalar_tape *scalar; /* the scalar path's arrays, if used */
 };
 
@@ -93,6 +99,8 @@ struct ag_entry {
     double fattr[2];     /* scalar constant, slope, ... */
     void *aux;           /* arena: saved values, index arrays, ... */
     int64_t smark;       /* scalar ops recorded before this entry */
+    const char *site;    /* anomaly mode: call site file or label, else NULL */
+    int line;
 };
 
 /* ---- memory (all system allocation goes through these) ---- */
@@ -151,6 +159,17 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c);
 /* Gradient buffer of x during backward: allocated zeroed on first use, or
  * NULL when x needs no gradient (then skip it). */
 void *ag_grad_data(ag_tape *tape, ag_tensor *x);
+
+/* ---- anomaly mode and profiling (debug.c) ---- */
+typedef struct ag_debug_mark {
+    double t0;
+    size_t bytes0;
+} ag_debug_mark;
+ag_debug_mark ag_debug_begin(const ag_tape *tape);
+/* After an op's forward: profile, site, NaN/Inf check of the output. */
+void ag_debug_forward(ag_tape *tape, ag_entry *e, ag_debug_mark m);
+/* Runs e's backward with timing and the NaN/Inf check of its gradients. */
+void ag_debug_backward(ag_tape *tape, ag_entry *e);
 
 /* ---- the scalar path (scalar.c) ---- */
 /* Reverse sweep of scalar ops [lo, hi), adjoints already seeded. */

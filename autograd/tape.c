@@ -26,6 +26,7 @@ void ag_tape_free(ag_tape *tape)
         ag_mem_free(b);
     }
     ag_mem_free(tape->entries);
+    ag_mem_free(tape->prof);
     ag_scalar_free(tape);
     ag_mem_free(tape);
 }
@@ -223,6 +224,8 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
     e->op = c->def;
     e->out = out;
     e->smark = ag_scalar_count(tape);
+    e->site = NULL;
+    e->line = 0;
     e->n_in = c->n_in;
     e->in = (ag_tensor **)c->in;
     if (record) {
@@ -241,7 +244,15 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
             tape->n_entries--;
         return NULL;
     }
-    c->def->forward(e);
+    if (tape->debug) {
+        ag_debug_mark m = ag_debug_begin(tape);
+        c->def->forward(e);
+        ag_debug_forward(tape, e, m);
+        if (tape->status != AG_OK)
+            return NULL;
+    } else {
+        c->def->forward(e);
+    }
     out->requires_grad = record;
     return out;
 }
@@ -280,8 +291,12 @@ void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end)
             ag_scalar_reverse(tape, e->smark, s_hi);
             s_hi = e->smark;
         }
-        if (e->out->grad)
-            e->op->backward(tape, e);
+        if (e->out->grad) {
+            if (tape->debug)
+                ag_debug_backward(tape, e);
+            else
+                e->op->backward(tape, e);
+        }
     }
     if (s_hi > 0 && tape->status == AG_OK)
         ag_scalar_reverse(tape, 0, s_hi);

@@ -203,9 +203,25 @@ void ag_tensor_free(ag_tensor *t)
         ag_mem_free(t->grad->data);
         ag_mem_free(t->grad);
     }
+    ag_mem_free(t->name);
     ag_mem_free(t->data);
     ag_mem_free(t);
 }
+
+void ag_tensor_set_name(ag_tensor *t, const char *name)
+{
+    if (!t || !t->persistent)
+        return;
+    ag_mem_free(t->name);
+    t->name = NULL;
+    if (!name)
+        return;
+    size_t n = strlen(name) + 1;
+    if ((t->name = ag_mem_alloc(n)))
+        memcpy(t->name, name, n);
+}
+
+const char *ag_tensor_name(const ag_tensor *t) { return t ? t->name : NULL; }
 
 ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape)
 {
