@@ -494,6 +494,43 @@ const char *ag_safetensors_meta(const ag_safetensors *f, const char *key);
 int         ag_safetensors_meta_count(const ag_safetensors *f);
 const char *ag_safetensors_meta_key(const ag_safetensors *f, int i);
 
+/* ---- the gradient-interpretation report ----------------------------------
+ * For a loss L and parameters w, dL/dw says how L moves when w moves: a
+ * positive derivative means increasing w raises L, and w + p changes L by
+ * about p * dL/dw while p is small enough for the linear picture to hold.
+ * ag_explain lists the weights with the largest |dL/dw|, says so in words,
+ * then checks each prediction by nudging the weight by +-p, re-evaluating
+ * the loss, and reports the p where the first-order prediction stops
+ * holding (relative error above tolerance).  It also prints per-tensor
+ * gradient norms and the fraction of exactly-zero gradients (dead ReLUs). */
+typedef struct ag_explain_opts {
+    int top;              /* weights to list; 0: 10 (at most 64) */
+    double say_step;      /* step used in the sentence; 0: 0.01 */
+    int n_steps;          /* nudges to verify; 0: 1e-4, 1e-3, 1e-2, 1e-1 */
+    double steps[8];
+    double tolerance;     /* relative error where the prediction "breaks"; 0: 0.1 */
+} ag_explain_opts;
+
+typedef struct ag_explain_item {
+    int param;            /* index into params */
+    int64_t index;        /* flat element index */
+    double grad;          /* dL/dw */
+    int n_steps;
+    double step[8];       /* p */
+    double predicted[8];  /* p * dL/dw */
+    double actual[8];     /* L(w + p) - L(w) */
+    double actual_neg[8]; /* L(w - p) - L(w) */
+    double rel_err[8];    /* max over +-p of |actual - predicted| / |predicted| */
+    double breaks_at;     /* smallest p with rel_err > tolerance; 0 if none */
+} ag_explain_item;
+
+/* loss(tape, params, ctx) records a one-element loss.  Parameters are
+ * restored exactly and their gradients left as they were.  items (may be
+ * NULL; room for opts->top entries) receives the listed weights, most
+ * important first, zeroed past the last; out (may be NULL) the report.  Returns AG_OK, or the loss function's error. */
+ag_status ag_explain(ag_gradcheck_fn loss, void *ctx, ag_tensor **params, int n,
+                     const ag_explain_opts *opts, ag_explain_item *items, FILE *out);
+
 #ifdef __cplusplus
 }
 #endif

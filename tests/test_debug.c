@@ -163,6 +163,68 @@ static void test_debug_profile_counts_calls(void **state)
     ag_tensor_free(x);
 }
 
+/* loss = mean((x w - y)^2): a linear model */
+static ag_tensor *linear_loss(ag_tape *t, ag_tensor **p, void *ctx)
+{
+    ag_tensor **data = ctx;
+    ag_tensor *err = ag_sub(t, ag_sum(t, ag_mul(t, data[0], p[0]), 1, false), data[1]);
+    return ag_mean(t, ag_mul(t, err, err), AG_ALL, false);
+}
+
+static void test_debug_explain_linear_model_predicts(void **state)
+{
+    (void)state;
+    ag_rng r;
+    ag_rng_seed(&r, 2);
+    int64_t sx[] = {16, 4}, sw[] = {4}, sy[] = {16};
+    ag_tensor *data[2] = {ag_tensor_normal(AG_F64, 2, sx, 0, 1, &r),
+                          ag_tensor_normal(AG_F64, 1, sy, 0, 1, &r)};
+    ag_tensor *w = ag_tensor_normal(AG_F64, 1, sw, 0, 1, &r);
+    ag_set_requires_grad(w, true);
+    ag_tensor_set_name(w, "w");
+    ag_explain_item items[3];
+    ag_explain_opts o = {.top = 3};
+    FILE *f = tmpfile();
+    assert_int_equal(ag_explain(linear_loss, data, &w, 1, &o, items, f), AG_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_true(items[i].step[0] == 1e-4);
+        assert_true(items[i].rel_err[0] < 0.01); /* within 1% at p = 1e-4 */
+        if (i)
+            assert_true(fabs(items[i].grad) <= fabs(items[i - 1].grad));
+    }
+    assert_null(ag_grad(w)); /* the caller's gradient is left alone */
+    char *txt = slurp(f);
+    assert_non_null(strstr(txt, "should"));
+    assert_non_null(strstr(txt, "w["));
+    assert_non_null(strstr(txt, "exactly zero"));
+    free(txt);
+    fclose(f);
+    ag_tensor_free(data[0]);
+    ag_tensor_free(data[1]);
+    ag_tensor_free(w);
+}
+
+/* loss = tanh(3 w) near w = 1: saturated, so the linear picture breaks */
+static ag_tensor *tanh_loss(ag_tape *t, ag_tensor **p, void *ctx)
+{
+    (void)ctx;
+    return ag_sum(t, ag_tanh(t, ag_mul_scalar(t, p[0], 3.0)), AG_ALL, false);
+}
+
+static void test_debug_explain_saturated_tanh_breaks(void **state)
+{
+    (void)state;
+    ag_tensor *w = ag_tensor_full(AG_F64, 0, NULL, 1.0);
+    ag_set_requires_grad(w, true);
+    ag_explain_item it;
+    ag_explain_opts o = {.top = 1};
+    assert_int_equal(ag_explain(tanh_loss, NULL, &w, 1, &o, &it, NULL), AG_OK);
+    assert_true(it.rel_err[0] < 0.01);
+    assert_true(it.breaks_at > 0 && it.breaks_at <= 0.1);
+    assert_true(ag_get(w, 0) == 1.0); /* restored exactly */
+    ag_tensor_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -171,6 +233,8 @@ int main(void)
         cmocka_unit_test(test_debug_anomaly_backward_inf),
         cmocka_unit_test(test_debug_label_names_site),
         cmocka_unit_test(test_debug_profile_counts_calls),
+        cmocka_unit_test(test_debug_explain_linear_model_predicts),
+        cmocka_unit_test(test_debug_explain_saturated_tanh_breaks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
