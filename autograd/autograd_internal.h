@@ -118,6 +118,8 @@ void *ag_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
  * an AG_ERR_NOMEM kept on the tape) on failure. */
 void *ag_arena_alloc(ag_tape *tape, size_t size);
 void *ag_arena_calloc(ag_tape *tape, size_t size);
+/* The same with a smaller power-of-two alignment, for small records. */
+void *ag_arena_alloc_align(ag_tape *tape, size_t size, size_t align);
 
 /* ---- tensors ---- */
 /* Tape tensor with uninitialised data. */

@@ -102,19 +102,16 @@ static ag_block *block_new(size_t size)
     return b;
 }
 
-/* Finds room in the current block or the blocks after it, which earlier
- * steps left behind; appends a new block only when none fits. */
-void *ag_arena_alloc(ag_tape *tape, size_t size)
+/* Slow path: moves on to the blocks an earlier step left behind, and
+ * appends a new block only when none of them fits. */
+static void *arena_next_block(ag_tape *tape, size_t size)
 {
-    size = (size + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN;
-    if (size == 0)
-        size = AG_ALIGN;
     ag_block *b = tape->cur;
-    while (b && b->size - b->used < size) {
-        if (!b->next)
-            break;
+    while (b && b->next) {
         b = b->next;
         b->used = 0;
+        if (b->size >= size)
+            break;
     }
     if (!b || b->size - b->used < size) {
         size_t want = tape->reserved > BLOCK_MIN ? tape->reserved : BLOCK_MIN;
@@ -125,16 +122,36 @@ void *ag_arena_alloc(ag_tape *tape, size_t size)
             return ag_fail(tape, AG_ERR_NOMEM, "tape arena: out of memory for %zu bytes",
                            size);
         tape->reserved += want;
-        if (b)
+        if (b) {
+            nb->next = b->next;
             b->next = nb;
-        else
+        } else {
             tape->first = nb;
+        }
         b = nb;
     }
     tape->cur = b;
     void *p = b->mem + b->used;
     b->used += size;
     return p;
+}
+
+void *ag_arena_alloc_align(ag_tape *tape, size_t size, size_t align)
+{
+    ag_block *b = tape->cur;
+    if (b) {
+        size_t at = (b->used + align - 1) & ~(align - 1);
+        if (at + size <= b->size) {
+            b->used = at + size;
+            return b->mem + at;
+        }
+    }
+    return arena_next_block(tape, (size + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN);
+}
+
+void *ag_arena_alloc(ag_tape *tape, size_t size)
+{
+    return ag_arena_alloc_align(tape, size ? size : 1, AG_ALIGN);
 }
 
 void *ag_arena_calloc(ag_tape *tape, size_t size)
@@ -229,7 +246,7 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
     e->n_in = c->n_in;
     e->in = (ag_tensor **)c->in;
     if (record) {
-        e->in = ag_arena_alloc(tape, (size_t)c->n_in * sizeof *e->in);
+        e->in = ag_arena_alloc_align(tape, (size_t)c->n_in * sizeof *e->in, 16);
         if (!e->in) {
             tape->n_entries--;
             return NULL;

@@ -223,18 +223,36 @@ void ag_tensor_set_name(ag_tensor *t, const char *name)
 
 const char *ag_tensor_name(const ag_tensor *t) { return t ? t->name : NULL; }
 
+/* Header and data in one arena allocation; the header is padded to a
+ * multiple of AG_ALIGN so the data stays aligned. */
+#define TAPE_HEADER ((sizeof(ag_tensor) + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN)
+
 ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape)
 {
-    int64_t numel;
-    if (!ag_shape_valid(ndim, shape, &numel))
-        return ag_fail(tape, AG_ERR_SHAPE, "tape tensor: bad shape (ndim %d)", ndim);
-    ag_tensor *t = ag_arena_alloc(tape, sizeof *t);
-    void *data = ag_arena_alloc(tape, (size_t)numel * ag_dtype_size(dt));
-    if (!t || !data)
+    int64_t numel = 1;
+    if (ndim < 0 || ndim > AG_MAX_DIMS)
+        return ag_fail(tape, AG_ERR_SHAPE, "tape tensor: bad ndim %d", ndim);
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] && numel > INT64_MAX / 8 / shape[i]))
+            return ag_fail(tape, AG_ERR_SHAPE, "tape tensor: bad shape");
+        numel *= shape[i];
+    }
+    unsigned char *mem =
+        ag_arena_alloc(tape, TAPE_HEADER + (size_t)numel * ag_dtype_size(dt));
+    if (!mem)
         return NULL;
-    init_header(t, dt, ndim, shape, numel);
-    t->data = data;
+    ag_tensor *t = (ag_tensor *)mem;
+    t->data = mem + TAPE_HEADER;
+    t->grad = NULL;
     t->tape = tape;
+    t->numel = numel;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
+    t->ndim = ndim;
+    t->dtype = dt;
+    t->requires_grad = false;
+    t->persistent = false;
+    t->name = NULL;
     return t;
 }
 
