@@ -1,0 +1,29 @@
+/* safetensors_internal.h — what the tests and the fuzz target see of
+ * safetensors.c beyond the public API: a loader over memory and the hooks
+ * that simulate a failing or interrupted save.  Never installed. */
+#ifndef TAPEGRAD_SAFETENSORS_INTERNAL_H
+#define TAPEGRAD_SAFETENSORS_INTERNAL_H
+
+#include "autograd.h"
+
+/* Largest JSON header the loader accepts (the reference implementation's
+ * cap as well). */
+#define AG_SAFETENSORS_MAX_HEADER 100000000u
+
+/* ag_safetensors_load over a buffer of size bytes; label names it in
+ * messages.  Same validation, statuses and ownership as the file loader. */
+ag_status ag_safetensors_load_mem(const void *data, size_t size, const char *label,
+                                  ag_safetensors **out);
+
+/* Test hook: when >= 0, the saver writes at most this many bytes of the
+ * temporary file and then fails as a full disk would (AG_ERR_IO, message
+ * containing "simulated").  -1 (the default) turns it off.  Not thread-safe:
+ * tests only. */
+extern int64_t ag_safetensors_fail_after_bytes;
+
+/* Test hook: when set, called by the saver after each chunk it hands to
+ * the temporary file, with the bytes written so far (a test can stop or
+ * kill the process there).  NULL by default.  Tests only. */
+extern void (*ag_safetensors_write_hook)(uint64_t written);
+
+#endif
