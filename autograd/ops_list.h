@@ -35,3 +35,7 @@ AG_OP(MEAN, ag_op_mean)
 /* ops_shape.c */
 /* ops_index.c */
 /* ops_nn.c */
+AG_OP(SOFTMAX, ag_op_softmax)
+AG_OP(LOG_SOFTMAX, ag_op_log_softmax)
+AG_OP(CROSS_ENTROPY_LOGITS, ag_op_cross_entropy_logits)
+AG_OP(DROPOUT, ag_op_dropout)

@@ -1,0 +1,527 @@
+/* ops_nn.c — neural-network primitives: softmax, log-softmax, the fused
+ * cross-entropy of logits, and inverted dropout.
+ * Softmax views its input as (O, K, I): O = product of the dims before the
+ * axis, K = the axis, I = product of the dims after it; each of the O*I
+ * lanes holds K elements at stride I.  Cross-entropy: N = rows, C =
+ * classes.  Notation: x = input, z = output, p = softmax(x), g = dL/dz.
+ * f32 sums accumulate in double; exponentials run in the tensor's dtype. */
+#include "autograd_internal.h"
+
+#include <math.h>
+
+/* ---- softmax and log-softmax ------------------------------------------- */
+
+typedef struct {
+    int64_t outer, k, inner;
+} sm_view;
+
+/* iattr: [0] axis (normalised; 0 for a 0-d input) */
+static sm_view sm_view_of(const ag_tensor *a, int axis)
+{
+    if (a->ndim == 0)
+        return (sm_view){1, 1, 1};
+    sm_view v = {1, a->shape[axis], 1};
+    for (int i = 0; i < axis; i++)
+        v.outer *= a->shape[i];
+    for (int i = axis + 1; i < a->ndim; i++)
+        v.inner *= a->shape[i];
+    return v;
+}
+
+/* One lane of K elements at stride s: z = x - max - log(sum(exp(x - max)))
+ * (log) or exp(x - max) / sum (softmax).  The maximum keeps exp <= 1, so
+ * logits of +-1e4 stay finite; a NaN anywhere in the lane spreads to all. */
+#define SM_LANE(T, EXP)                                                       \
+    static inline void sm_lane_##T(const T *x, T *z, int64_t k, int64_t s,    \
+                                   bool log_out)                              \
+    {                                                                         \
+        T m = -INFINITY;                                                      \
+        for (int64_t j = 0; j < k; j++)                                       \
+            m = x[j * s] > m ? x[j * s] : m;                                  \
+        double sum = 0;                                                       \
+        if (log_out) {                                                        \
+            for (int64_t j = 0; j < k; j++)                                   \
+                sum += EXP(x[j * s] - m);                                     \
+            double lse = log(sum);                                            \
+            for (int64_t j = 0; j < k; j++)                                   \
+                z[j * s] = (T)((double)(x[j * s] - m) - lse);                 \
+        } else {                                                              \
+            for (int64_t j = 0; j < k; j++) {                                 \
+                T ej = EXP(x[j * s] - m);                                     \
+                z[j * s] = ej;                                                \
+                sum += ej;                                                    \
+            }                                                                 \
+            T inv = (T)(1.0 / sum);                                           \
+            for (int64_t j = 0; j < k; j++)                                   \
+                z[j * s] *= inv;                                              \
+        }                                                                     \
+    }
+SM_LANE(float, expf)
+SM_LANE(double, exp)
+
+/* Backward of one lane, g = dL/dz:
+ *   softmax      z = p:      dx += z * (g - sum_j g_j z_j)
+ *   log-softmax  z = log p:  dx += g - exp(z) * sum_j g_j */
+#define SM_LANE_BWD(T, EXP)                                                   \
+    static inline void sm_lane_bwd_##T(const T *z, const T *g, T *dx,         \
+                                       int64_t k, int64_t s, bool log_out)    \
+    {                                                                         \
+        double acc = 0;                                                       \
+        if (log_out) {                                                        \
+            for (int64_t j = 0; j < k; j++)                                   \
+                acc += g[j * s];                                              \
+            T sg = (T)acc;                                                    \
+            for (int64_t j = 0; j < k; j++)                                   \
+                dx[j * s] += g[j * s] - EXP(z[j * s]) * sg;                   \
+        } else {                                                              \
+            for (int64_t j = 0; j < k; j++)                                   \
+                acc += (double)g[j * s] * z[j * s];                           \
+            T dot = (T)acc;                                                   \
+            for (int64_t j = 0; j < k; j++)                                   \
+                dx[j * s] += z[j * s] * (g[j * s] - dot);                     \
+        }                                                                     \
+    }
+SM_LANE_BWD(float, expf)
+SM_LANE_BWD(double, exp)
+
+/* Walks the O*I lanes; the common last-axis case (I == 1) gets a literal
+ * stride so the lane loops are contiguous. */
+#define SM_WALK(T)                                                            \
+    static void sm_walk_##T(const T *x, T *z, sm_view v, bool log_out)        \
+    {                                                                         \
+        for (int64_t o = 0; o < v.outer; o++) {                              \
+            int64_t base = o * v.k * v.inner;                                 \
+            if (v.inner == 1)                                                 \
+                sm_lane_##T(x + base, z + base, v.k, 1, log_out);             \
+            else                                                              \
+                for (int64_t i = 0; i < v.inner; i++)                         \
+                    sm_lane_##T(x + base + i, z + base + i, v.k, v.inner,     \
+                                log_out);                                     \
+        }                                                                     \
+    }                                                                         \
+    static void sm_walk_bwd_##T(const T *z, const T *g, T *dx, sm_view v,     \
+                                bool log_out)                                 \
+    {                                                                         \
+        for (int64_t o = 0; o < v.outer; o++) {                              \
+            int64_t base = o * v.k * v.inner;                                 \
+            if (v.inner == 1)                                                 \
+                sm_lane_bwd_##T(z + base, g + base, dx + base, v.k, 1,        \
+                                log_out);                                     \
+            else                                                              \
+                for (int64_t i = 0; i < v.inner; i++)                         \
+                    sm_lane_bwd_##T(z + base + i, g + base + i, dx + base + i,\
+                                    v.k, v.inner, log_out);                   \
+        }                                                                     \
+    }
+SM_WALK(float)
+SM_WALK(double)
+
+/* iattr: [0] axis, [1] 1 for log-softmax */
+static void sm_forward(ag_entry *e)
+{
+    sm_view v = sm_view_of(e->in[0], (int)e->iattr[0]);
+    bool log_out = e->iattr[1] != 0;
+    if (e->out->dtype == AG_F64)
+        sm_walk_double(e->in[0]->data, e->out->data, v, log_out);
+    else
+        sm_walk_float(e->in[0]->data, e->out->data, v, log_out);
+}
+
+static void sm_backward(ag_tape *tape, ag_entry *e)
+{
+    void *dx = ag_grad_data(tape, e->in[0]);
+    if (!dx)
+        return;
+    sm_view v = sm_view_of(e->in[0], (int)e->iattr[0]);
+    bool log_out = e->iattr[1] != 0;
+    if (e->out->dtype == AG_F64)
+        sm_walk_bwd_double(e->out->data, e->out->grad->data, dx, v, log_out);
+    else
+        sm_walk_bwd_float(e->out->data, e->out->grad->data, dx, v, log_out);
+}
+
+static ag_tensor *sm_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a, int axis,
+                         bool log_out)
+{
+    if (!ag_check_inputs(tape, def->name, 1, &a))
+        return NULL;
+    if (a->ndim == 0) { /* a 0-d tensor is one lane of one element, as in PyTorch */
+        if (axis != 0 && axis != -1)
+            return ag_fail(tape, AG_ERR_ARG, "%s: axis %d out of range for 0 dims",
+                           def->name, axis);
+        axis = 0;
+    } else if (!ag_check_axis(tape, def->name, a->ndim, &axis)) {
+        return NULL;
+    }
+    ag_op_call c = {.def = def, .in = &a, .n_in = 1, .dtype = a->dtype, .ndim = a->ndim,
+                    .shape = a->shape, .iattr = {axis, log_out}};
+    return ag_op_run(tape, &c);
+}
+
+ag_tensor *ag_softmax(ag_tape *t, ag_tensor *a, int axis)
+{
+    return sm_run(t, &ag_op_softmax, a, axis, false);
+}
+
+ag_tensor *ag_log_softmax(ag_tape *t, ag_tensor *a, int axis)
+{
+    return sm_run(t, &ag_op_log_softmax, a, axis, true);
+}
+
+/* ---- cross-entropy of logits ------------------------------------------- */
+
+/* Saved at record time in the arena (aux):
+ *   labels  int64 [N]     copied from the caller
+ *   probs   dtype [N, C]  softmax of each row, filled by forward
+ * iattr: [0] reduction, [1] rows not ignored, [2] ignore index;
+ * fattr: [0] label smoothing eps. */
+typedef struct {
+    int64_t *labels;
+    void *probs;
+} ce_saved;
+
+/* Row r, label y, eps, m = max, lse = log sum exp x:
+ *   loss_r = (1-eps) (lse - x_y) + eps * mean_c (lse - x_c)
+ * which is PyTorch's (1-eps) nll + eps/C * sum_c -log p_c.  Ignored rows
+ * give 0 and are not counted by the mean. */
+#define CE_FWD(T, EXP)                                                        \
+    static void ce_fwd_##T(const T *x, const int64_t *y, T *p, T *z, int64_t n, \
+                           int64_t c, int64_t ignore, double eps, int red,    \
+                           int64_t valid)                                     \
+    {                                                                         \
+        double total = 0;                                                     \
+        for (int64_t r = 0; r < n; r++) {                                     \
+            const T *xr = x + r * c;                                          \
+            T *pr = p + r * c;                                                \
+            T m = -INFINITY;                                                  \
+            double xsum = 0, sum = 0;                                         \
+            for (int64_t j = 0; j < c; j++) {                                 \
+                m = xr[j] > m ? xr[j] : m;                                    \
+                xsum += xr[j];                                                \
+            }                                                                 \
+            for (int64_t j = 0; j < c; j++) {                                 \
+                T ej = EXP(xr[j] - m);                                        \
+                pr[j] = ej;                                                   \
+                sum += ej;                                                    \
+            }                                                                 \
+            T inv = (T)(1.0 / sum);                                           \
+            for (int64_t j = 0; j < c; j++)                                   \
+                pr[j] *= inv;                                                 \
+            double loss = 0;                                                  \
+            if (y[r] != ignore) {                                             \
+                double lse = (double)m + log(sum);                            \
+                loss = (1 - eps) * (lse - (double)xr[y[r]]);                  \
+                if (eps != 0)                                                 \
+                    loss += eps * (lse - xsum / (double)c);                   \
+            }                                                                 \
+            if (red == AG_REDUCE_NONE)                                        \
+                z[r] = (T)loss;                                               \
+            total += loss;                                                    \
+        }                                                                     \
+        if (red == AG_REDUCE_MEAN) /* 0/0 = NaN when every row is ignored */  \
+            z[0] = (T)(total / (double)valid);                                \
+        else if (red == AG_REDUCE_SUM)                                        \
+            z[0] = (T)total;                                                  \
+    }
+CE_FWD(float, expf)
+CE_FWD(double, exp)
+
+/* dx_rc += w_r * (p_rc - (1-eps) [c == y_r] - eps/C), with w_r = g (sum),
+ * g / valid rows (mean) or g_r (none); ignored rows get nothing. */
+#define CE_BWD(T)                                                             \
+    static void ce_bwd_##T(const T *p, const int64_t *y, const T *g, T *dx,   \
+                           int64_t n, int64_t c, int64_t ignore, double eps,  \
+                           int red, int64_t valid)                            \
+    {                                                                         \
+        double w = red == AG_REDUCE_MEAN ? (double)g[0] / (double)valid       \
+                                         : (double)g[0];                      \
+        T off = (T)(eps / (double)c);                                         \
+        for (int64_t r = 0; r < n; r++) {                                     \
+            if (y[r] == ignore)                                               \
+                continue;                                                     \
+            T wr = (T)(red == AG_REDUCE_NONE ? (double)g[r] : w);             \
+            const T *pr = p + r * c;                                          \
+            T *dr = dx + r * c;                                               \
+            for (int64_t j = 0; j < c; j++)                                   \
+                dr[j] += wr * (pr[j] - off);                                  \
+            dr[y[r]] -= wr * (T)(1 - eps);                                    \
+        }                                                                     \
+    }
+CE_BWD(float)
+CE_BWD(double)
+
+static void ce_forward(ag_entry *e)
+{
+    const ag_tensor *x = e->in[0];
+    const ce_saved *s = e->aux;
+    int64_t n = x->shape[0], c = x->shape[1];
+    if (x->dtype == AG_F64)
+        ce_fwd_double(x->data, s->labels, s->probs, e->out->data, n, c, e->iattr[2],
+                      e->fattr[0], (int)e->iattr[0], e->iattr[1]);
+    else
+        ce_fwd_float(x->data, s->labels, s->probs, e->out->data, n, c, e->iattr[2],
+                     e->fattr[0], (int)e->iattr[0], e->iattr[1]);
+}
+
+static void ce_backward(ag_tape *tape, ag_entry *e)
+{
+    ag_tensor *x = e->in[0];
+    void *dx = ag_grad_data(tape, x);
+    if (!dx)
+        return;
+    const ce_saved *s = e->aux;
+    int64_t n = x->shape[0], c = x->shape[1];
+    if (x->dtype == AG_F64)
+        ce_bwd_double(s->probs, s->labels, e->out->grad->data, dx, n, c, e->iattr[2],
+                      e->fattr[0], (int)e->iattr[0], e->iattr[1]);
+    else
+        ce_bwd_float(s->probs, s->labels, e->out->grad->data, dx, n, c, e->iattr[2],
+                     e->fattr[0], (int)e->iattr[0], e->iattr[1]);
+}
+
+/* Checks the labels: returns the number of rows not ignored, or -1 (with
+ * the error kept) for a label outside [0, C) that is not the ignore index. */
+static int64_t ce_check_labels(ag_tape *tape, const int64_t *labels, int64_t n, int64_t c,
+                               int64_t ignore)
+{
+    int64_t valid = 0;
+    for (int64_t r = 0; r < n; r++) {
+        if (labels[r] == ignore)
+            continue;
+        if (labels[r] < 0 || labels[r] >= c) {
+            ag_fail(tape, AG_ERR_ARG,
+                    "ag_cross_entropy_logits: label %lld of row %lld is outside [0, %lld)",
+                    (long long)labels[r], (long long)r, (long long)c);
+            return -1;
+        }
+        valid++;
+    }
+    return valid;
+}
+
+ag_tensor *ag_cross_entropy_logits(ag_tape *t, ag_tensor *logits, const int64_t *labels,
+                                   int64_t n, const ag_ce_opts *opts)
+{
+    static const char *op = "ag_cross_entropy_logits";
+    ag_ce_opts o = opts ? *opts : (ag_ce_opts){0, -100, AG_REDUCE_MEAN};
+    if (!ag_check_inputs(t, op, 1, &logits))
+        return NULL;
+    char sh[96];
+    ag_fmt_shape(sh, sizeof sh, logits->ndim, logits->shape);
+    if (logits->ndim != 2)
+        return ag_fail(t, AG_ERR_SHAPE, "%s: logits are %s, expected [n, C]", op, sh);
+    if (n != logits->shape[0])
+        return ag_fail(t, AG_ERR_SHAPE, "%s: logits are %s but n is %lld labels", op, sh,
+                       (long long)n);
+    if (!labels && n > 0)
+        return ag_fail(t, AG_ERR_ARG, "%s: labels are NULL", op);
+    if (!(o.label_smoothing >= 0 && o.label_smoothing < 1))
+        return ag_fail(t, AG_ERR_ARG, "%s: label_smoothing %g is outside [0, 1)", op,
+                       o.label_smoothing);
+    if (o.reduction != AG_REDUCE_MEAN && o.reduction != AG_REDUCE_SUM &&
+        o.reduction != AG_REDUCE_NONE)
+        return ag_fail(t, AG_ERR_ARG, "%s: unknown reduction %d", op, (int)o.reduction);
+    int64_t c = logits->shape[1];
+    int64_t valid = ce_check_labels(t, labels, n, c, o.ignore_index);
+    if (valid < 0)
+        return NULL;
+
+    size_t lab_bytes = (size_t)n * sizeof(int64_t);
+    size_t prob_bytes = (size_t)(n * c) * ag_dtype_size(logits->dtype);
+    ce_saved *s = ag_arena_alloc(t, sizeof *s + lab_bytes + prob_bytes);
+    if (!s)
+        return NULL;
+    s->labels = (int64_t *)(s + 1);
+    s->probs = (unsigned char *)s->labels + lab_bytes;
+    if (n > 0)
+        memcpy(s->labels, labels, lab_bytes);
+
+    int64_t out_shape[1] = {n};
+    ag_op_call call = {.def = &ag_op_cross_entropy_logits, .in = &logits, .n_in = 1,
+                       .dtype = logits->dtype,
+                       .ndim = o.reduction == AG_REDUCE_NONE ? 1 : 0, .shape = out_shape,
+                       .iattr = {o.reduction, valid, o.ignore_index},
+                       .fattr = {o.label_smoothing}, .aux = s};
+    return ag_op_run(t, &call);
+}
+
+/* ---- dropout ------------------------------------------------------------ */
+
+/* aux: uint8 keep mask [N] drawn at record time; fattr: [0] 1/(1-p).
+ *   z = x * keep / (1-p);   dx += g * keep / (1-p) */
+#define DROP_LOOPS(T)                                                         \
+    static void drop_apply_##T(const T *x, const unsigned char *keep, T *z,   \
+                               int64_t n, T scale, bool accumulate)           \
+    {                                                                         \
+        if (accumulate)                                                       \
+            for (int64_t i = 0; i < n; i++)                                   \
+                z[i] += keep[i] ? x[i] * scale : 0;                           \
+        else                                                                  \
+            for (int64_t i = 0; i < n; i++)                                   \
+                z[i] = keep[i] ? x[i] * scale : 0;                            \
+    }
+DROP_LOOPS(float)
+DROP_LOOPS(double)
+
+static void drop_forward(ag_entry *e)
+{
+    int64_t n = e->out->numel;
+    if (e->out->dtype == AG_F64)
+        drop_apply_double(e->in[0]->data, e->aux, e->out->data, n, e->fattr[0], false);
+    else
+        drop_apply_float(e->in[0]->data, e->aux, e->out->data, n, (float)e->fattr[0],
+                         false);
+}
+
+static void drop_backward(ag_tape *tape, ag_entry *e)
+{
+    void *dx = ag_grad_data(tape, e->in[0]);
+    if (!dx)
+        return;
+    int64_t n = e->out->numel;
+    if (e->out->dtype == AG_F64)
+        drop_apply_double(e->out->grad->data, e->aux, dx, n, e->fattr[0], true);
+    else
+        drop_apply_float(e->out->grad->data, e->aux, dx, n, (float)e->fattr[0], true);
+}
+
+ag_tensor *ag_dropout(ag_tape *t, ag_tensor *a, double p, bool training, ag_rng *rng)
+{
+    static const char *op = "ag_dropout";
+    if (!ag_check_inputs(t, op, 1, &a))
+        return NULL;
+    if (!(p >= 0 && p < 1))
+        return ag_fail(t, AG_ERR_ARG, "%s: p %g is outside [0, 1)", op, p);
+    if (!training || p == 0)
+        return a; /* identity: a itself, nothing recorded */
+    if (!rng)
+        return ag_fail(t, AG_ERR_ARG, "%s: rng is NULL in training with p %g", op, p);
+    unsigned char *keep = ag_arena_alloc(t, (size_t)a->numel);
+    if (!keep)
+        return NULL;
+    /* drop when a uniform 53-bit draw u < p */
+    uint64_t cut = (uint64_t)ldexp(p, 53);
+    for (int64_t i = 0; i < a->numel; i++)
+        keep[i] = (ag_rng_next(rng) >> 11) >= cut;
+    ag_op_call c = {.def = &ag_op_dropout, .in = &a, .n_in = 1, .dtype = a->dtype,
+                    .ndim = a->ndim, .shape = a->shape, .fattr = {1.0 / (1.0 - p)},
+                    .aux = keep};
+    return ag_op_run(t, &c);
+}
+
+/* ---- gradcheck samples -------------------------------------------------- */
+
+static const struct {
+    int ndim;
+    int64_t shape[3];
+    int axis;
+} sm_cases[] = {
+    {2, {3, 5}, -1}, {2, {3, 5}, 0}, {3, {2, 3, 4}, 1}, {1, {6}, 0}, {0, {0}, -1},
+};
+
+static ag_tensor *softmax_apply(ag_tape *t, ag_tensor **in, void *ctx)
+{
+    return ag_softmax(t, in[0], (int)((ag_op_sample *)ctx)->iarg[0]);
+}
+
+static ag_tensor *log_softmax_apply(ag_tape *t, ag_tensor **in, void *ctx)
+{
+    return ag_log_softmax(t, in[0], (int)((ag_op_sample *)ctx)->iarg[0]);
+}
+
+static bool sm_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    if (which >= (int)(sizeof sm_cases / sizeof sm_cases[0]))
+        return false;
+    s->in[0] = ag_sample_tensor(rng, sm_cases[which].ndim, sm_cases[which].shape,
+                                AG_SAMPLE_RANGE, -3, 3);
+    s->n_in = 1;
+    s->iarg[0] = sm_cases[which].axis;
+    return true;
+}
+
+static bool softmax_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    s->fn = softmax_apply;
+    return sm_sample(which, rng, s);
+}
+
+static bool log_softmax_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    s->fn = log_softmax_apply;
+    return sm_sample(which, rng, s);
+}
+
+/* iarg: [0] rows, [1] classes, [2] reduction, [3] ignore index (or
+ * AG_CE_NO_IGNORE); farg: [0] smoothing.  Labels: row r gets (3r + 1) % C,
+ * and every third row the ignore index when there is one. */
+static ag_tensor *ce_apply(ag_tape *t, ag_tensor **in, void *ctx)
+{
+    ag_op_sample *s = ctx;
+    int64_t labels[16];
+    for (int64_t r = 0; r < s->iarg[0] && r < 16; r++)
+        labels[r] = s->iarg[3] != AG_CE_NO_IGNORE && r % 3 == 2 ? s->iarg[3]
+                                                                  : (3 * r + 1) % s->iarg[1];
+    ag_ce_opts o = {s->farg[0], s->iarg[3], (ag_reduction)s->iarg[2]};
+    return ag_cross_entropy_logits(t, in[0], labels, s->iarg[0], &o);
+}
+
+static bool ce_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    static const struct {
+        int64_t n, c;
+        ag_reduction red;
+        int64_t ignore;
+        double eps;
+    } cases[] = {
+        {4, 5, AG_REDUCE_MEAN, AG_CE_NO_IGNORE, 0},
+        {5, 3, AG_REDUCE_SUM, AG_CE_NO_IGNORE, 0.1},
+        {6, 4, AG_REDUCE_NONE, -100, 0.2},
+        {6, 4, AG_REDUCE_MEAN, -100, 0.15},
+        {1, 7, AG_REDUCE_MEAN, 2, 0},
+    };
+    if (which >= (int)(sizeof cases / sizeof cases[0]))
+        return false;
+    int64_t shape[2] = {cases[which].n, cases[which].c};
+    s->in[0] = ag_sample_tensor(rng, 2, shape, AG_SAMPLE_RANGE, -3, 3);
+    s->n_in = 1;
+    s->fn = ce_apply;
+    s->iarg[0] = cases[which].n;
+    s->iarg[1] = cases[which].c;
+    s->iarg[2] = cases[which].red;
+    s->iarg[3] = cases[which].ignore;
+    s->farg[0] = cases[which].eps;
+    return true;
+}
+
+/* The mask comes from a generator seeded by iarg[0], so every call of the
+ * function draws the same mask (gradcheck evaluates it many times). */
+static ag_tensor *dropout_apply(ag_tape *t, ag_tensor **in, void *ctx)
+{
+    ag_op_sample *s = ctx;
+    ag_rng rng;
+    ag_rng_seed(&rng, (uint64_t)s->iarg[0]);
+    return ag_dropout(t, in[0], s->farg[0], true, &rng);
+}
+
+static bool dropout_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    static const int64_t shapes[][3] = {{2, 4, 5}, {1, 7, 0}};
+    static const double ps[] = {0.3, 0.6};
+    if (which >= 2)
+        return false;
+    s->in[0] = ag_sample_tensor(rng, (int)shapes[which][0], shapes[which] + 1,
+                                AG_SAMPLE_RANGE, -2, 2);
+    s->n_in = 1;
+    s->fn = dropout_apply;
+    s->iarg[0] = 11 + which;
+    s->farg[0] = ps[which];
+    return true;
+}
+
+const ag_op_def ag_op_softmax = {"softmax", 1, sm_forward, sm_backward, softmax_sample};
+const ag_op_def ag_op_log_softmax = {"log_softmax", 1, sm_forward, sm_backward,
+                                     log_softmax_sample};
+const ag_op_def ag_op_cross_entropy_logits = {"cross_entropy_logits", 1, ce_forward,
+                                              ce_backward, ce_sample};
+const ag_op_def ag_op_dropout = {"dropout", 1, drop_forward, drop_backward, dropout_sample};
