@@ -281,8 +281,9 @@ ag_tensor *ag_index_select(ag_tape *t, ag_tensor *a, int axis, const int64_t *id
 /* cond != 0 ? a : b elementwise, broadcasting all three; no gradient to
  * cond. */
 ag_tensor *ag_where(ag_tape *t, ag_tensor *cond, ag_tensor *a, ag_tensor *b);
-/* min(max(a, lo), hi); gradient 1 strictly inside (lo, hi), else 0.  Use
- * -INFINITY / INFINITY for a one-sided clamp. */
+/* min(max(a, lo), hi) (all hi when lo > hi; a NaN element stays NaN);
+ * gradient 1 where lo <= a <= hi, bounds included as in PyTorch, else 0.
+ * Use -INFINITY / INFINITY for a one-sided clamp; a NaN bound is AG_ERR_ARG. */
 ag_tensor *ag_clamp(ag_tape *t, ag_tensor *a, double lo, double hi);
 
 /* ---- neural-network primitives ---- */

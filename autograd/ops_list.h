@@ -31,9 +31,19 @@ AG_OP(POW_SCALAR, ag_op_pow_scalar)
 AG_OP(SUM, ag_op_sum)
 AG_OP(MEAN, ag_op_mean)
 /* ops_linalg.c */
+AG_OP(MATMUL, ag_op_matmul)
 /* ops_reduce.c (issue 3 reductions) */
+AG_OP(MAX, ag_op_max)
+AG_OP(MIN, ag_op_min)
+AG_OP(LOGSUMEXP, ag_op_logsumexp)
+AG_OP(VARIANCE, ag_op_variance)
+AG_OP(ARGMAX, ag_op_argmax)
 /* ops_shape.c */
 /* ops_index.c */
+AG_OP(GATHER, ag_op_gather)
+AG_OP(INDEX_SELECT, ag_op_index_select)
+AG_OP(WHERE, ag_op_where)
+AG_OP(CLAMP, ag_op_clamp)
 /* ops_nn.c */
 AG_OP(SOFTMAX, ag_op_softmax)
 AG_OP(LOG_SOFTMAX, ag_op_log_softmax)

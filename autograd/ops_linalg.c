@@ -1,0 +1,243 @@
+/* ops_linalg.c — matmul with torch.matmul semantics.
+ *
+ * Dimension legend: A is M x K, B is K x N, C = A B is M x N; batch dims
+ * are the dims before the last two, broadcast between A and B.  A 1-D A is
+ * a 1 x K matrix (M = 1) and a 1-D B a K x 1 matrix (N = 1); the added dim
+ * is simply absent from C's shape, so memory is laid out the same.
+ *
+ * Every product goes to the GEMM kernels, transposes are read in place:
+ *   forward   C_t  = A_a B_b
+ *   backward dA_a += dC_t B_b^T    (beta 1: straight into the gradient)
+ *            dB_b += A_a^T dC_t
+ * where batch t of C reads batch a of A and batch b of B (a broadcast batch
+ * dim repeats the same matrix, so its gradient sums over the repeats by
+ * accumulation).  When B has no batch dims, A's batches fold into M and
+ * each of the three products is one GEMM call. */
+#include "autograd_internal.h"
+#include "kernels/kernels_internal.h"
+
+typedef struct {
+    int64_t M, K, N;
+    int nbd;                     /* batch dims of C */
+    int64_t bshape[AG_MAX_DIMS]; /* (nbd) batch shape of C */
+    int64_t sa[AG_MAX_DIMS];     /* (nbd) A's batch strides in matrices, 0: broadcast */
+    int64_t sb[AG_MAX_DIMS];
+    int64_t nbatch;              /* product of bshape */
+    bool fold;                   /* B has no batch dims: A's batches fold into M */
+} mm_plan;
+
+/* Batch strides (in matrices) of an operand with nd batch dims of shape
+ * `dims`, right-aligned in the batch shape of C. */
+static void batch_strides(int nd, const int64_t *dims, const mm_plan *p, int64_t *s)
+{
+    int64_t step = 1;
+    for (int i = p->nbd - 1; i >= 0; i--) {
+        int ix = i - (p->nbd - nd);
+        int64_t d = ix >= 0 ? dims[ix] : 1;
+        s[i] = (d == 1 && p->bshape[i] != 1) ? 0 : step;
+        step *= d;
+    }
+}
+
+/* Fills p from the shapes of a and b; false (error kept on the tape, when
+ * one is given) if they do not fit.  Both must have at least one dim. */
+static bool mm_make_plan(ag_tape *tape, const ag_tensor *a, const ag_tensor *b, mm_plan *p)
+{
+    int na = a->ndim, nb = b->ndim;
+    int64_t ka = a->shape[na - 1], kb = nb >= 2 ? b->shape[nb - 2] : b->shape[0];
+    char s1[128], s2[128];
+    if (ka != kb) {
+        ag_fail(tape, AG_ERR_SHAPE, "ag_matmul: shapes %s and %s do not align (%lld != %lld)",
+                ag_shape_str(a, s1, sizeof s1), ag_shape_str(b, s2, sizeof s2),
+                (long long)ka, (long long)kb);
+        return false;
+    }
+    int bda = na > 2 ? na - 2 : 0, bdb = nb > 2 ? nb - 2 : 0;
+    p->M = na >= 2 ? a->shape[na - 2] : 1;
+    p->K = ka;
+    p->N = nb >= 2 ? b->shape[nb - 1] : 1;
+    p->nbd = bda > bdb ? bda : bdb;
+    p->nbatch = 1;
+    for (int i = 0; i < p->nbd; i++) {
+        int ia = i - (p->nbd - bda), ib = i - (p->nbd - bdb);
+        int64_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
+        if (da != db && da != 1 && db != 1) {
+            ag_fail(tape, AG_ERR_SHAPE,
+                    "ag_matmul: shapes %s and %s: batch dims do not broadcast "
+                    "(%lld vs %lld)", ag_shape_str(a, s1, sizeof s1),
+                    ag_shape_str(b, s2, sizeof s2), (long long)da, (long long)db);
+            return false;
+        }
+        p->bshape[i] = da == 1 ? db : da;
+        p->nbatch *= p->bshape[i];
+    }
+    batch_strides(bda, a->shape, p, p->sa);
+    batch_strides(bdb, b->shape, p, p->sb);
+    p->fold = bdb == 0;
+    return true;
+}
+
+/* Batch t of C: the matrix indices of A and B it reads. */
+static void mm_batch(const mm_plan *p, int64_t t, int64_t *ia, int64_t *ib)
+{
+    *ia = *ib = 0;
+    for (int i = p->nbd - 1; i >= 0; i--) {
+        int64_t c = t % p->bshape[i];
+        t /= p->bshape[i];
+        *ia += c * p->sa[i];
+        *ib += c * p->sb[i];
+    }
+}
+
+/* TEMPORARY: naive GEMM until autograd/kernels builds (same contract). */
+#define NAIVE_GEMM(T, NAME)                                                   \
+    static void NAME(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, \
+                     const T *A, int64_t lda, const T *B, int64_t ldb, T beta,  \
+                     T *C, int64_t ldc)                                       \
+    {                                                                         \
+        for (int64_t i = 0; i < M; i++)                                       \
+            for (int64_t j = 0; j < N; j++) {                                 \
+                T acc = 0;                                                    \
+                for (int64_t k = 0; k < K; k++)                               \
+                    acc += (ta ? A[k * lda + i] : A[i * lda + k]) *           \
+                           (tb ? B[j * ldb + k] : B[k * ldb + j]);            \
+                C[i * ldc + j] = alpha * acc + (beta == 0 ? 0 : beta * C[i * ldc + j]); \
+            }                                                                 \
+    }
+NAIVE_GEMM(float, naive_gemm_f32)
+NAIVE_GEMM(double, naive_gemm_f64)
+#define ag_gemm_f32 naive_gemm_f32
+#define ag_gemm_f64 naive_gemm_f64
+
+/* C = op(A) op(B) + beta C in the tensors' dtype; offsets are in elements. */
+static void gemm(ag_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                 const void *A, int64_t lda, const void *B, int64_t ldb, double beta,
+                 void *C, int64_t ldc)
+{
+    if (dt == AG_F64)
+        ag_gemm_f64(ta, tb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
+    else
+        ag_gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, (float)beta, C, ldc);
+}
+
+#define ELEM(p, i, esz) ((void *)((char *)(p) + (size_t)(i) * (esz)))
+
+static void matmul_forward(ag_entry *e)
+{
+    const ag_tensor *a = e->in[0], *b = e->in[1];
+    ag_tensor *c = e->out;
+    size_t esz = ag_dtype_size(c->dtype);
+    mm_plan p;
+    bool ok = mm_make_plan(NULL, a, b, &p); /* checked when recorded */
+    AG_ASSERT(ok);
+    int64_t M = p.M, K = p.K, N = p.N;
+    if (p.fold) { /* (batch*M x K) (K x N) */
+        gemm(c->dtype, false, false, p.nbatch * M, N, K, a->data, K, b->data, N, 0.0,
+             c->data, N);
+        return;
+    }
+    for (int64_t t = 0; t < p.nbatch; t++) {
+        int64_t ia, ib;
+        mm_batch(&p, t, &ia, &ib);
+        gemm(c->dtype, false, false, M, N, K, ELEM(a->data, ia * M * K, esz), K,
+             ELEM(b->data, ib * K * N, esz), N, 0.0, ELEM(c->data, t * M * N, esz), N);
+    }
+}
+
+static void matmul_backward(ag_tape *tape, ag_entry *e)
+{
+    ag_tensor *a = e->in[0], *b = e->in[1], *c = e->out;
+    void *da = ag_grad_data(tape, a);
+    void *db = ag_grad_data(tape, b);
+    const void *g = c->grad->data;
+    ag_dtype dt = c->dtype;
+    size_t esz = ag_dtype_size(dt);
+    mm_plan p;
+    bool ok = mm_make_plan(NULL, a, b, &p); /* checked when recorded */
+    AG_ASSERT(ok);
+    int64_t M = p.M, K = p.K, N = p.N;
+    if (p.fold) {
+        /* dA (batch*M x K) += dC (batch*M x N) B^T */
+        if (da)
+            gemm(dt, false, true, p.nbatch * M, K, N, g, N, b->data, N, 1.0, da, K);
+        /* dB (K x N) += A^T (K x batch*M) dC (batch*M x N): the sum over batches */
+        if (db)
+            gemm(dt, true, false, K, N, p.nbatch * M, a->data, K, g, N, 1.0, db, N);
+        return;
+    }
+    for (int64_t t = 0; t < p.nbatch; t++) {
+        int64_t ia, ib;
+        mm_batch(&p, t, &ia, &ib);
+        const void *gt = ELEM(g, t * M * N, esz);
+        /* dA_a += dC_t B_b^T  (M x N)(N x K) */
+        if (da)
+            gemm(dt, false, true, M, K, N, gt, N, ELEM(b->data, ib * K * N, esz), N, 1.0,
+                 ELEM(da, ia * M * K, esz), K);
+        /* dB_b += A_a^T dC_t  (K x M)(M x N) */
+        if (db)
+            gemm(dt, true, false, K, N, M, ELEM(a->data, ia * M * K, esz), K, gt, N, 1.0,
+                 ELEM(db, ib * K * N, esz), N);
+    }
+}
+
+ag_tensor *ag_matmul(ag_tape *t, ag_tensor *a, ag_tensor *b)
+{
+    ag_tensor *in[2] = {a, b};
+    if (!ag_check_inputs(t, "ag_matmul", 2, in) ||
+        !ag_check_same_dtype(t, "ag_matmul", a, b))
+        return NULL;
+    if (a->ndim == 0 || b->ndim == 0) {
+        char s1[128], s2[128];
+        return ag_fail(t, AG_ERR_SHAPE, "ag_matmul: shapes %s and %s: both need at least "
+                       "1 dim", ag_shape_str(a, s1, sizeof s1), ag_shape_str(b, s2, sizeof s2));
+    }
+    mm_plan p;
+    if (!mm_make_plan(t, a, b, &p))
+        return NULL;
+    int64_t shape[AG_MAX_DIMS];
+    int nd = p.nbd;
+    memcpy(shape, p.bshape, (size_t)nd * sizeof *shape);
+    if (a->ndim >= 2)
+        shape[nd++] = p.M;
+    if (b->ndim >= 2)
+        shape[nd++] = p.N;
+    ag_op_call c = {.def = &ag_op_matmul, .in = in, .n_in = 2, .dtype = a->dtype,
+                    .ndim = nd, .shape = shape};
+    return ag_op_run(t, &c);
+}
+
+/* ---- samples: 1-D and 2-D operands, folded and broadcast batches ---- */
+
+static ag_tensor *matmul_apply(ag_tape *t, ag_tensor **in, void *ctx)
+{
+    (void)ctx;
+    return ag_matmul(t, in[0], in[1]);
+}
+
+static bool matmul_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    static const int64_t shapes[][2][5] = {
+        /* ndim a, dims a...   ndim b, dims b... */
+        {{2, 3, 4}, {2, 4, 2}},         /* matrix product */
+        {{1, 4}, {1, 4}},               /* dot product: 0-d result */
+        {{1, 4}, {2, 4, 3}},            /* vector x matrix */
+        {{2, 2, 4}, {1, 4}},            /* matrix x vector */
+        {{3, 2, 3, 4}, {2, 4, 2}},      /* batched A, B shared: folded */
+        {{2, 3, 4}, {3, 2, 4, 2}},      /* A shared by batched B */
+        {{4, 2, 1, 2, 3}, {3, 3, 3, 2}}, /* batch [2,1] x [3]: both broadcast */
+        {{2, 1, 3}, {2, 3, 1}},         /* size-1 M and N */
+        {{3, 2, 1, 3}, {1, 3}},         /* N-D x 1-D */
+        {{1, 3}, {3, 2, 3, 2}},         /* 1-D x N-D */
+    };
+    if (which >= (int)(sizeof shapes / sizeof shapes[0]))
+        return false;
+    for (int k = 0; k < 2; k++) {
+        const int64_t *d = shapes[which][k];
+        s->in[k] = ag_sample_tensor(rng, (int)d[0], d + 1, AG_SAMPLE_RANGE, -2, 2);
+    }
+    s->n_in = 2;
+    s->fn = matmul_apply;
+    return true;
+}
+
+const ag_op_def ag_op_matmul = {"matmul", 2, matmul_forward, matmul_backward, matmul_sample};
