@@ -1,0 +1,778 @@
+/* data.c — IDX reader, image-classification data sets, validation splits
+ * and the minibatch iterator.  Legend: n = samples, F = pixels per sample
+ * (features), B = batch size, r = rows of the current batch. */
+#include "nn_data.h"
+
+/* Only for ag_mem_alloc / ag_mem_free (the library's one door to system
+ * memory), reached through data_alloc / data_free below and nowhere else. */
+#include "autograd_internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#define NN_PATH_MAX 4096
+/* First buffer of a data read; it grows with the bytes actually read, so a
+ * lying header cannot make a short file allocate up to NN_IDX_MAX_BYTES. */
+#define NN_READ_FIRST ((size_t)64 << 20)
+#define NN_READ_CHUNK ((unsigned)16 << 20)
+
+static void *data_alloc(size_t size) { return ag_mem_alloc(size); }
+static void data_free(void *p) { ag_mem_free(p); }
+
+/* Sets the per-thread message (ag_last_error) and returns s. */
+__attribute__((format(printf, 2, 3)))
+static ag_status data_error(ag_status s, const char *fmt, ...)
+{
+    char msg[480];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ag_set_last_error("%s", msg);
+    return s;
+}
+
+/* ", install it with: apt-get install ..." for paths inside the default
+ * Fashion-MNIST folder, "" elsewhere. */
+static const char *install_hint(const char *path)
+{
+    size_t n = strlen(NN_FASHION_MNIST_DIR);
+    if (strncmp(path, NN_FASHION_MNIST_DIR, n) == 0 &&
+        (path[n] == '\0' || path[n] == '/'))
+        return "; install it with: apt-get install dataset-fashion-mnist";
+    return "";
+}
+
+static const char *errno_str(int e, char *buf, size_t n)
+{
+    if (strerror_r(e, buf, n) != 0)
+        snprintf(buf, n, "error %d", e);
+    return buf;
+}
+
+/* ---- IDX ------------------------------------------------------------------ */
+
+struct nn_idx {
+    nn_idx_type type;
+    int ndim;
+    int64_t shape[NN_IDX_MAX_DIMS];
+    int64_t numel;
+    void *data; /* numel elements of type, host order */
+};
+
+size_t nn_idx_type_size(nn_idx_type t)
+{
+    switch (t) {
+    case NN_IDX_U8: case NN_IDX_I8: return 1;
+    case NN_IDX_I16: return 2;
+    case NN_IDX_I32: case NN_IDX_F32: return 4;
+    case NN_IDX_F64: return 8;
+    }
+    return 0;
+}
+
+void nn_idx_free(nn_idx *a)
+{
+    if (!a)
+        return;
+    data_free(a->data);
+    data_free(a);
+}
+
+nn_idx_type nn_idx_type_of(const nn_idx *a) { return a->type; }
+int nn_idx_ndim(const nn_idx *a) { return a->ndim; }
+const int64_t *nn_idx_shape(const nn_idx *a) { return a->shape; }
+int64_t nn_idx_numel(const nn_idx *a) { return a->numel; }
+const void *nn_idx_data(const nn_idx *a) { return a->data; }
+
+double nn_idx_get(const nn_idx *a, int64_t i)
+{
+    switch (a->type) {
+    case NN_IDX_U8: return ((const uint8_t *)a->data)[i];
+    case NN_IDX_I8: return ((const int8_t *)a->data)[i];
+    case NN_IDX_I16: return ((const int16_t *)a->data)[i];
+    case NN_IDX_I32: return ((const int32_t *)a->data)[i];
+    case NN_IDX_F32: return ((const float *)a->data)[i];
+    case NN_IDX_F64: return ((const double *)a->data)[i];
+    }
+    return 0.0;
+}
+
+/* An open file (gzipped or plain: zlib reads both) and what was read. */
+typedef struct idx_reader {
+    gzFile f;
+    const char *path;
+    int64_t offset; /* uncompressed bytes read so far */
+} idx_reader;
+
+/* Reads up to n bytes; *got says how many.  A short read is fine (the
+ * caller judges it); a broken gzip stream is AG_ERR_FORMAT, a read error
+ * AG_ERR_IO. */
+static ag_status reader_read(idx_reader *r, void *buf, size_t n, size_t *got)
+{
+    *got = 0;
+    while (*got < n) {
+        size_t want = n - *got;
+        unsigned len = want > NN_READ_CHUNK ? NN_READ_CHUNK : (unsigned)want;
+        int k = gzread(r->f, (char *)buf + *got, len);
+        if (k > 0) {
+            *got += (size_t)k;
+            r->offset += k;
+            continue;
+        }
+        int zerr = Z_OK;
+        const char *zmsg = gzerror(r->f, &zerr);
+        if (zerr == Z_ERRNO)
+            return data_error(AG_ERR_IO, "nn_idx_load: %s: read failed after %lld bytes",
+                              r->path, (long long)r->offset);
+        if (zerr == Z_BUF_ERROR)
+            return data_error(AG_ERR_FORMAT,
+                              "nn_idx_load: %s: gzip stream truncated after %lld bytes",
+                              r->path, (long long)r->offset);
+        size_t plen = strlen(r->path); /* zlib says "path: why" */
+        if (zmsg && strncmp(zmsg, r->path, plen) == 0 && strncmp(zmsg + plen, ": ", 2) == 0)
+            zmsg += plen + 2;
+        if (zerr != Z_OK || k < 0)
+            return data_error(AG_ERR_FORMAT, "nn_idx_load: %s: corrupt gzip data (%s)",
+                              r->path, zmsg ? zmsg : "zlib error");
+        break; /* end of file */
+    }
+    return AG_OK;
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Reads magic and dims into a (type, ndim, shape, numel) and checks them. */
+static ag_status idx_read_header(idx_reader *r, nn_idx *a)
+{
+    unsigned char head[4 + 4 * NN_IDX_MAX_DIMS];
+    size_t got;
+    ag_status s = reader_read(r, head, 4, &got);
+    if (s != AG_OK)
+        return s;
+    if (got < 4)
+        return data_error(AG_ERR_FORMAT,
+                          "nn_idx_load: %s: %zu bytes, too short for the 4-byte IDX magic",
+                          r->path, got);
+    if (head[0] != 0 || head[1] != 0)
+        return data_error(AG_ERR_FORMAT,
+                          "nn_idx_load: %s: bad magic %02x %02x %02x %02x (an IDX file "
+                          "starts with 00 00, a type code and the number of dims)",
+                          r->path, head[0], head[1], head[2], head[3]);
+    a->type = (nn_idx_type)head[2];
+    size_t esize = nn_idx_type_size(a->type);
+    if (esize == 0)
+        return data_error(AG_ERR_FORMAT,
+                          "nn_idx_load: %s: unknown type code 0x%02x (expected 08 u8, 09 i8, "
+                          "0B i16, 0C i32, 0D f32 or 0E f64)", r->path, head[2]);
+    a->ndim = head[3];
+    if (a->ndim < 1 || a->ndim > NN_IDX_MAX_DIMS)
+        return data_error(AG_ERR_FORMAT, "nn_idx_load: %s: %d dims (expected 1 to %d)",
+                          r->path, a->ndim, NN_IDX_MAX_DIMS);
+    size_t dbytes = 4 * (size_t)a->ndim;
+    if ((s = reader_read(r, head + 4, dbytes, &got)) != AG_OK)
+        return s;
+    if (got < dbytes)
+        return data_error(AG_ERR_FORMAT,
+                          "nn_idx_load: %s: header truncated: %d dims need %zu bytes, "
+                          "the file has %zu", r->path, a->ndim, dbytes, got);
+    bool zero = false;
+    for (int i = 0; i < a->ndim; i++) {
+        a->shape[i] = be32(head + 4 + 4 * i);
+        zero = zero || a->shape[i] == 0;
+    }
+    /* element count, overflow-checked (a zero dim makes it 0 whatever the rest) */
+    uint64_t numel = 1;
+    for (int i = 0; i < a->ndim && !zero; i++) {
+        if (__builtin_mul_overflow(numel, (uint64_t)a->shape[i], &numel))
+            return data_error(AG_ERR_FORMAT,
+                              "nn_idx_load: %s: the product of the %d dims overflows 64 bits",
+                              r->path, a->ndim);
+    }
+    if (!zero && numel > (uint64_t)NN_IDX_MAX_BYTES / esize)
+        return data_error(AG_ERR_FORMAT,
+                          "nn_idx_load: %s: dims promise %llu elements of %zu bytes, over "
+                          "the %lld-byte limit", r->path, (unsigned long long)numel, esize,
+                          (long long)NN_IDX_MAX_BYTES);
+    a->numel = zero ? 0 : (int64_t)numel;
+    return AG_OK;
+}
+
+/* Reads exactly `bytes` of data into a growing buffer, then checks that the
+ * file ends there.  On success a->data owns the bytes. */
+static ag_status idx_read_data(idx_reader *r, nn_idx *a, size_t bytes)
+{
+    size_t cap = bytes < NN_READ_FIRST ? bytes : NN_READ_FIRST, have = 0;
+    unsigned char *buf = bytes ? data_alloc(cap) : NULL;
+    if (bytes && !buf)
+        return data_error(AG_ERR_NOMEM, "nn_idx_load: %s: no memory for %zu bytes",
+                          r->path, cap);
+    ag_status s = AG_OK;
+    while (have < bytes) {
+        if (have == cap) { /* grow: double, up to what the header promised */
+            size_t ncap = cap > bytes / 2 ? bytes : 2 * cap;
+            unsigned char *nbuf = data_alloc(ncap);
+            if (!nbuf) {
+                s = data_error(AG_ERR_NOMEM, "nn_idx_load: %s: no memory for %zu bytes",
+                               r->path, ncap);
+                break;
+            }
+            memcpy(nbuf, buf, have);
+            data_free(buf);
+            buf = nbuf;
+            cap = ncap;
+        }
+        size_t got;
+        if ((s = reader_read(r, buf + have, cap - have, &got)) != AG_OK)
+            break;
+        have += got;
+        if (have < cap) {
+            s = data_error(AG_ERR_FORMAT,
+                           "nn_idx_load: %s: data truncated: the header promises %zu bytes "
+                           "of data, the file has %zu", r->path, bytes, have);
+            break;
+        }
+    }
+    unsigned char extra[64];
+    size_t got = 0;
+    if (s == AG_OK && (s = reader_read(r, extra, sizeof extra, &got)) == AG_OK && got > 0)
+        s = data_error(AG_ERR_FORMAT,
+                       "nn_idx_load: %s: trailing bytes after the %zu data bytes the "
+                       "header promises", r->path, bytes);
+    if (s != AG_OK) {
+        data_free(buf);
+        return s;
+    }
+    a->data = buf;
+    return AG_OK;
+}
+
+/* IDX data is big-endian: swap multi-byte elements on a little-endian host. */
+static void idx_to_host(nn_idx *a)
+{
+    const uint16_t one = 1;
+    unsigned char first;
+    memcpy(&first, &one, 1);
+    size_t esize = nn_idx_type_size(a->type);
+    if (first == 0 || esize == 1)
+        return;
+    unsigned char *p = a->data;
+    for (int64_t i = 0; i < a->numel; i++, p += esize)
+        for (size_t k = 0; k < esize / 2; k++) {
+            unsigned char t = p[k];
+            p[k] = p[esize - 1 - k];
+            p[esize - 1 - k] = t;
+        }
+}
+
+/* Opens path for reading: AG_ERR_IO (with the install hint) when missing. */
+static ag_status open_file(const char *fn, const char *path, gzFile *out)
+{
+    char eb[128];
+    struct stat st;
+    *out = NULL;
+    if (stat(path, &st) != 0)
+        return data_error(AG_ERR_IO, "%s: cannot open %s: %s%s", fn, path,
+                          errno_str(errno, eb, sizeof eb), install_hint(path));
+    if (S_ISDIR(st.st_mode))
+        return data_error(AG_ERR_IO, "%s: %s is a folder, not a file", fn, path);
+    errno = 0;
+    *out = gzopen(path, "rb");
+    if (!*out)
+        return data_error(errno ? AG_ERR_IO : AG_ERR_NOMEM, "%s: cannot open %s: %s", fn,
+                          path, errno ? errno_str(errno, eb, sizeof eb) : "no memory");
+    gzbuffer(*out, 1u << 17);
+    return AG_OK;
+}
+
+ag_status nn_idx_load(const char *path, nn_idx **out)
+{
+    if (out)
+        *out = NULL;
+    if (!path || !out)
+        return data_error(AG_ERR_ARG, "nn_idx_load: %s is NULL", path ? "out" : "path");
+    idx_reader r = {.path = path};
+    ag_status s = open_file("nn_idx_load", path, &r.f);
+    if (s != AG_OK)
+        return s;
+    nn_idx *a = data_alloc(sizeof *a);
+    if (!a) {
+        gzclose(r.f);
+        return data_error(AG_ERR_NOMEM, "nn_idx_load: no memory");
+    }
+    memset(a, 0, sizeof *a);
+    s = idx_read_header(&r, a);
+    if (s == AG_OK)
+        s = idx_read_data(&r, a, (size_t)a->numel * nn_idx_type_size(a->type));
+    gzclose(r.f);
+    if (s != AG_OK) {
+        nn_idx_free(a);
+        return s;
+    }
+    idx_to_host(a);
+    *out = a;
+    return AG_OK;
+}
+
+/* ---- data sets -------------------------------------------------------------- */
+
+struct nn_dataset {
+    int64_t n, features, classes;
+    int image_ndim;
+    int64_t image_shape[NN_IDX_MAX_DIMS];
+    uint8_t *images; /* (n, F) */
+    int64_t *labels; /* (n) */
+};
+
+void nn_dataset_free(nn_dataset *ds)
+{
+    if (!ds)
+        return;
+    data_free(ds->images);
+    data_free(ds->labels);
+    data_free(ds);
+}
+
+/* An empty data set with room for n samples of an image shape that has
+ * already been checked (F * n fits NN_IDX_MAX_BYTES). */
+static nn_dataset *dataset_alloc(int64_t n, int image_ndim, const int64_t *image_shape,
+                                 int64_t classes)
+{
+    nn_dataset *ds = data_alloc(sizeof *ds);
+    if (!ds)
+        return NULL;
+    memset(ds, 0, sizeof *ds);
+    ds->n = n;
+    ds->classes = classes;
+    ds->image_ndim = image_ndim;
+    ds->features = 1;
+    for (int i = 0; i < image_ndim; i++) {
+        ds->image_shape[i] = image_shape[i];
+        ds->features *= image_shape[i];
+    }
+    if (n > 0) {
+        ds->images = data_alloc((size_t)(n * ds->features));
+        ds->labels = data_alloc((size_t)n * sizeof *ds->labels);
+        if (!ds->images || !ds->labels) {
+            nn_dataset_free(ds);
+            return NULL;
+        }
+    }
+    return ds;
+}
+
+int64_t nn_dataset_count(const nn_dataset *ds) { return ds->n; }
+int64_t nn_dataset_features(const nn_dataset *ds) { return ds->features; }
+int64_t nn_dataset_classes(const nn_dataset *ds) { return ds->classes; }
+const uint8_t *nn_dataset_images(const nn_dataset *ds) { return ds->images; }
+const int64_t *nn_dataset_labels(const nn_dataset *ds) { return ds->labels; }
+
+const int64_t *nn_dataset_image_shape(const nn_dataset *ds, int *ndim)
+{
+    if (ndim)
+        *ndim = ds->image_ndim;
+    return ds->image_shape;
+}
+
+void nn_dataset_pixel_stats(const nn_dataset *ds, double *mean, double *std)
+{
+    int64_t hist[256] = {0}, total = ds->n * ds->features;
+    for (int64_t i = 0; i < total; i++)
+        hist[ds->images[i]]++;
+    double m = 0.0, var = 0.0;
+    for (int v = 0; v < 256 && total > 0; v++)
+        m += v / 255.0 * (double)hist[v];
+    m = total > 0 ? m / (double)total : 0.0;
+    for (int v = 0; v < 256 && total > 0; v++)
+        var += (v / 255.0 - m) * (v / 255.0 - m) * (double)hist[v];
+    var = total > 0 ? var / (double)total : 0.0;
+    if (mean)
+        *mean = m;
+    if (std)
+        *std = sqrt(var);
+}
+
+ag_status nn_dataset_from_u8(int64_t n, int image_ndim, const int64_t *image_shape,
+                             const uint8_t *images, const int64_t *labels,
+                             int64_t classes, nn_dataset **out)
+{
+    static const char *fn = "nn_dataset_from_u8";
+    if (out)
+        *out = NULL;
+    if (!out || !image_shape || (n > 0 && (!images || !labels)))
+        return data_error(AG_ERR_ARG, "%s: NULL argument", fn);
+    if (n < 0 || classes <= 0 || image_ndim < 1 || image_ndim >= NN_IDX_MAX_DIMS)
+        return data_error(AG_ERR_ARG, "%s: bad n %lld, classes %lld or image_ndim %d", fn,
+                          (long long)n, (long long)classes, image_ndim);
+    int64_t total = n;
+    for (int i = 0; i < image_ndim; i++) {
+        if (image_shape[i] < 0 || (image_shape[i] > 0 && total > NN_IDX_MAX_BYTES / image_shape[i]))
+            return data_error(AG_ERR_ARG, "%s: bad image shape (dim %d is %lld)", fn, i,
+                              (long long)image_shape[i]);
+        total *= image_shape[i];
+    }
+    for (int64_t i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= classes)
+            return data_error(AG_ERR_ARG, "%s: label %lld of sample %lld outside [0, %lld)",
+                              fn, (long long)labels[i], (long long)i, (long long)classes);
+    nn_dataset *ds = dataset_alloc(n, image_ndim, image_shape, classes);
+    if (!ds)
+        return data_error(AG_ERR_NOMEM, "%s: no memory", fn);
+    if (n > 0) {
+        memcpy(ds->images, images, (size_t)total);
+        memcpy(ds->labels, labels, (size_t)n * sizeof *labels);
+    }
+    *out = ds;
+    return AG_OK;
+}
+
+/* Checks loaded images and labels and builds the data set from them. */
+static ag_status dataset_from_idx(const nn_idx *im, const char *im_path, const nn_idx *lb,
+                                  const char *lb_path, int64_t classes, nn_dataset **out)
+{
+    static const char *fn = "nn_dataset_load_idx";
+    if (im->type != NN_IDX_U8 || im->ndim < 2)
+        return data_error(AG_ERR_FORMAT,
+                          "%s: %s: images must be u8 with at least 2 dims, found type 0x%02x "
+                          "with %d dims", fn, im_path, (unsigned)im->type, im->ndim);
+    if (lb->ndim != 1 || lb->type == NN_IDX_F32 || lb->type == NN_IDX_F64)
+        return data_error(AG_ERR_FORMAT,
+                          "%s: %s: labels must be 1-D integers, found type 0x%02x with %d dims",
+                          fn, lb_path, (unsigned)lb->type, lb->ndim);
+    int64_t n = im->shape[0];
+    if (lb->shape[0] != n)
+        return data_error(AG_ERR_FORMAT, "%s: %s has %lld images but %s has %lld labels", fn,
+                          im_path, (long long)n, lb_path, (long long)lb->shape[0]);
+    int64_t max = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double v = nn_idx_get(lb, i);
+        if (v < 0 || (classes > 0 && v >= (double)classes))
+            return data_error(AG_ERR_FORMAT, "%s: %s: label %.0f of sample %lld outside "
+                              "[0, %lld)", fn, lb_path, v, (long long)i, (long long)classes);
+        max = (int64_t)v > max ? (int64_t)v : max;
+    }
+    if (classes == 0 && (classes = max + 1) == 0)
+        return data_error(AG_ERR_FORMAT, "%s: %s: no labels to count the classes from", fn,
+                          lb_path);
+    nn_dataset *ds = dataset_alloc(n, im->ndim - 1, im->shape + 1, classes);
+    if (!ds)
+        return data_error(AG_ERR_NOMEM, "%s: no memory", fn);
+    if (n > 0)
+        memcpy(ds->images, im->data, (size_t)(n * ds->features));
+    for (int64_t i = 0; i < n; i++)
+        ds->labels[i] = (int64_t)nn_idx_get(lb, i);
+    *out = ds;
+    return AG_OK;
+}
+
+ag_status nn_dataset_load_idx(const char *images_path, const char *labels_path,
+                              int64_t classes, nn_dataset **out)
+{
+    if (out)
+        *out = NULL;
+    if (!images_path || !labels_path || !out || classes < 0)
+        return data_error(AG_ERR_ARG, "nn_dataset_load_idx: %s",
+                          classes < 0 ? "classes < 0" : "NULL argument");
+    nn_idx *im = NULL, *lb = NULL;
+    ag_status s = nn_idx_load(labels_path, &lb);
+    if (s == AG_OK)
+        s = nn_idx_load(images_path, &im);
+    if (s == AG_OK)
+        s = dataset_from_idx(im, images_path, lb, labels_path, classes, out);
+    nn_idx_free(im);
+    nn_idx_free(lb);
+    return s;
+}
+
+/* path = dir/name.gz when that exists, else dir/name (which may not exist:
+ * the loader then says so).  AG_ERR_ARG when it does not fit. */
+static ag_status mnist_path(const char *dir, const char *name, char *path)
+{
+    size_t len = strlen(dir);
+    const char *sep = len > 0 && dir[len - 1] == '/' ? "" : "/";
+    int k = snprintf(path, NN_PATH_MAX, "%s%s%s.gz", dir, sep, name);
+    if (k < 0 || k >= NN_PATH_MAX)
+        return data_error(AG_ERR_ARG, "nn_mnist_load: folder name too long");
+    struct stat st;
+    if (stat(path, &st) != 0)
+        path[k - 3] = '\0';
+    return AG_OK;
+}
+
+ag_status nn_mnist_load(const char *dir, bool train, nn_dataset **out)
+{
+    if (out)
+        *out = NULL;
+    if (!out)
+        return data_error(AG_ERR_ARG, "nn_mnist_load: out is NULL");
+    if (!dir)
+        dir = NN_FASHION_MNIST_DIR;
+    struct stat st;
+    char eb[128];
+    bool found = stat(dir, &st) == 0;
+    if (!found || !S_ISDIR(st.st_mode)) {
+        const char *why = found ? "not a folder" : errno_str(errno, eb, sizeof eb);
+        if (install_hint(dir)[0])
+            return data_error(AG_ERR_IO, "nn_mnist_load: folder %s not found (%s); install "
+                              "Fashion-MNIST with: apt-get install dataset-fashion-mnist",
+                              dir, why);
+        return data_error(AG_ERR_IO, "nn_mnist_load: folder %s not found (%s)", dir, why);
+    }
+    const char *set = train ? "train" : "t10k";
+    char name[32], im_path[NN_PATH_MAX], lb_path[NN_PATH_MAX];
+    snprintf(name, sizeof name, "%s-images-idx3-ubyte", set);
+    ag_status s = mnist_path(dir, name, im_path);
+    snprintf(name, sizeof name, "%s-labels-idx1-ubyte", set);
+    if (s == AG_OK)
+        s = mnist_path(dir, name, lb_path);
+    if (s == AG_OK)
+        s = nn_dataset_load_idx(im_path, lb_path, 10, out);
+    return s;
+}
+
+ag_status nn_dataset_subset(const nn_dataset *ds, int64_t start, int64_t count,
+                            nn_dataset **out)
+{
+    if (out)
+        *out = NULL;
+    if (!ds || !out)
+        return data_error(AG_ERR_ARG, "nn_dataset_subset: NULL argument");
+    if (start < 0 || count < 0 || start > ds->n || count > ds->n - start)
+        return data_error(AG_ERR_ARG, "nn_dataset_subset: samples [%lld, %lld) are not "
+                          "inside [0, %lld)", (long long)start,
+                          (long long)start + (long long)count, (long long)ds->n);
+    nn_dataset *sub = dataset_alloc(count, ds->image_ndim, ds->image_shape, ds->classes);
+    if (!sub)
+        return data_error(AG_ERR_NOMEM, "nn_dataset_subset: no memory");
+    if (count > 0) {
+        memcpy(sub->images, ds->images + start * ds->features, (size_t)(count * ds->features));
+        memcpy(sub->labels, ds->labels + start, (size_t)count * sizeof *ds->labels);
+    }
+    *out = sub;
+    return AG_OK;
+}
+
+/* Appends sample i of src to dst at position *k. */
+static void copy_sample(nn_dataset *dst, int64_t *k, const nn_dataset *src, int64_t i)
+{
+    memcpy(dst->images + *k * dst->features, src->images + i * src->features,
+           (size_t)src->features);
+    dst->labels[(*k)++] = src->labels[i];
+}
+
+ag_status nn_dataset_split(const nn_dataset *ds, int64_t n_val, ag_rng *rng,
+                           nn_dataset **train, nn_dataset **val)
+{
+    static const char *fn = "nn_dataset_split";
+    if (train)
+        *train = NULL;
+    if (val)
+        *val = NULL;
+    if (!ds || !train || !val)
+        return data_error(AG_ERR_ARG, "%s: NULL argument", fn);
+    if (n_val < 0 || n_val > ds->n)
+        return data_error(AG_ERR_ARG, "%s: n_val %lld outside [0, %lld]", fn,
+                          (long long)n_val, (long long)ds->n);
+    /* in_val[i]: sample i goes to the validation part */
+    bool *in_val = data_alloc(ds->n > 0 ? (size_t)ds->n : 1);
+    int64_t *perm = rng && ds->n > 0 ? data_alloc((size_t)ds->n * sizeof *perm) : NULL;
+    nn_dataset *tr = dataset_alloc(ds->n - n_val, ds->image_ndim, ds->image_shape, ds->classes);
+    nn_dataset *va = dataset_alloc(n_val, ds->image_ndim, ds->image_shape, ds->classes);
+    if (!in_val || (rng && ds->n > 0 && !perm) || !tr || !va) {
+        data_free(in_val);
+        data_free(perm);
+        nn_dataset_free(tr);
+        nn_dataset_free(va);
+        return data_error(AG_ERR_NOMEM, "%s: no memory", fn);
+    }
+    for (int64_t i = 0; i < ds->n; i++)
+        in_val[i] = !rng && i >= ds->n - n_val;
+    if (rng) { /* the first n_val steps of a Fisher-Yates shuffle pick them */
+        for (int64_t i = 0; i < ds->n; i++)
+            perm[i] = i;
+        for (int64_t i = 0; i < n_val; i++) {
+            int64_t j = i + (int64_t)ag_rng_below(rng, (uint64_t)(ds->n - i));
+            int64_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+            in_val[perm[i]] = true;
+        }
+    }
+    int64_t kt = 0, kv = 0;
+    for (int64_t i = 0; i < ds->n; i++)
+        copy_sample(in_val[i] ? va : tr, in_val[i] ? &kv : &kt, ds, i);
+    data_free(in_val);
+    data_free(perm);
+    *train = tr;
+    *val = va;
+    return AG_OK;
+}
+
+/* ---- minibatches ------------------------------------------------------------- */
+
+struct nn_batcher {
+    const nn_dataset *ds;
+    nn_batch_opts o;
+    int64_t *order;  /* (n) sample order of this epoch */
+    int64_t pos;     /* next position in order */
+    int64_t *labels; /* (B) labels of the last batch */
+    float lut32[256];  /* pixel value -> normalised value */
+    double lut64[256];
+};
+
+ag_status nn_batcher_new(const nn_dataset *ds, const nn_batch_opts *opts, nn_batcher **out)
+{
+    static const char *fn = "nn_batcher_new";
+    if (out)
+        *out = NULL;
+    if (!ds || !opts || !out)
+        return data_error(AG_ERR_ARG, "%s: NULL argument", fn);
+    nn_batch_opts o = *opts;
+    if (o.std == 0.0)
+        o.std = 1.0;
+    if (o.batch <= 0 || (o.dtype != AG_F32 && o.dtype != AG_F64) || !isfinite(o.mean) ||
+        !isfinite(o.std) || o.std < 0.0)
+        return data_error(AG_ERR_ARG, "%s: bad options: batch %lld (> 0), dtype %d (F32 "
+                          "or F64), mean %g (finite), std %g (finite, >= 0)", fn,
+                          (long long)o.batch, (int)o.dtype, o.mean, o.std);
+    nn_batcher *b = data_alloc(sizeof *b);
+    if (!b)
+        return data_error(AG_ERR_NOMEM, "%s: no memory", fn);
+    memset(b, 0, sizeof *b);
+    b->ds = ds;
+    b->o = o;
+    b->order = data_alloc((size_t)(ds->n > 0 ? ds->n : 1) * sizeof *b->order);
+    size_t lab = (size_t)(o.batch < ds->n ? o.batch : (ds->n > 0 ? ds->n : 1));
+    b->labels = data_alloc(lab * sizeof *b->labels);
+    if (!b->order || !b->labels) {
+        nn_batcher_free(b);
+        return data_error(AG_ERR_NOMEM, "%s: no memory", fn);
+    }
+    for (int v = 0; v < 256; v++) {
+        b->lut64[v] = (v / 255.0 - o.mean) / o.std;
+        b->lut32[v] = (float)b->lut64[v];
+    }
+    nn_batcher_start(b, NULL);
+    *out = b;
+    return AG_OK;
+}
+
+void nn_batcher_free(nn_batcher *b)
+{
+    if (!b)
+        return;
+    data_free(b->order);
+    data_free(b->labels);
+    data_free(b);
+}
+
+void nn_batcher_start(nn_batcher *b, ag_rng *rng)
+{
+    int64_t n = b->ds->n;
+    for (int64_t i = 0; i < n; i++)
+        b->order[i] = i;
+    for (int64_t i = n - 1; rng && i > 0; i--) { /* Fisher-Yates */
+        int64_t j = (int64_t)ag_rng_below(rng, (uint64_t)i + 1);
+        int64_t t = b->order[i];
+        b->order[i] = b->order[j];
+        b->order[j] = t;
+    }
+    b->pos = 0;
+}
+
+int64_t nn_batcher_count(const nn_batcher *b)
+{
+    int64_t n = b->ds->n, B = b->o.batch;
+    return b->o.drop_last ? n / B : (n + B - 1) / B;
+}
+
+const int64_t *nn_batcher_order(const nn_batcher *b) { return b->order; }
+
+/* Rows in the next batch (0 at the end of the epoch). */
+static int64_t next_rows(const nn_batcher *b)
+{
+    int64_t left = b->ds->n - b->pos;
+    int64_t r = left < b->o.batch ? left : b->o.batch;
+    return r < b->o.batch && b->o.drop_last ? 0 : r;
+}
+
+/* Writes r rows (dst (r, F), dtype of opts) and labels, and advances. */
+static void fill_batch(nn_batcher *b, int64_t r, void *dst, int64_t *labels)
+{
+    const int64_t F = b->ds->features;
+    for (int64_t i = 0; i < r; i++) {
+        int64_t s = b->order[b->pos + i];
+        const uint8_t *src = b->ds->images + s * F;
+        if (b->o.dtype == AG_F64) {
+            double *d = (double *)dst + i * F;
+            for (int64_t j = 0; j < F; j++)
+                d[j] = b->lut64[src[j]];
+        } else {
+            float *d = (float *)dst + i * F;
+            for (int64_t j = 0; j < F; j++)
+                d[j] = b->lut32[src[j]];
+        }
+        labels[i] = b->ds->labels[s];
+    }
+    b->pos += r;
+}
+
+int64_t nn_batcher_next(nn_batcher *b, ag_tape *tape, ag_tensor **x, const int64_t **labels)
+{
+    if (x)
+        *x = NULL;
+    if (labels)
+        *labels = NULL;
+    if (!b || !tape || !x || !labels) {
+        data_error(AG_ERR_ARG, "nn_batcher_next: NULL argument");
+        return -1;
+    }
+    int64_t r = next_rows(b);
+    if (r == 0) {
+        b->pos = b->ds->n;
+        return 0;
+    }
+    ag_tensor *t = ag_tape_tensor(tape, b->o.dtype, 2, (int64_t[]){r, b->ds->features});
+    if (!t) {
+        const char *why = ag_tape_error(tape);
+        data_error(AG_ERR_NOMEM, "nn_batcher_next: no tape tensor: %s", why ? why : "?");
+        return -1;
+    }
+    fill_batch(b, r, ag_data(t), b->labels);
+    *x = t;
+    *labels = b->labels;
+    return r;
+}
+
+int64_t nn_batcher_next_into(nn_batcher *b, ag_tensor *x, int64_t *labels)
+{
+    if (!b || !x || !labels) {
+        data_error(AG_ERR_ARG, "nn_batcher_next_into: NULL argument");
+        return -1;
+    }
+    int64_t r = next_rows(b);
+    const int64_t *shape = ag_shape(x);
+    if (ag_dtype_of(x) != b->o.dtype || ag_ndim(x) != 2 || shape[1] != b->ds->features ||
+        shape[0] < b->o.batch) {
+        char sb[96];
+        data_error(AG_ERR_ARG, "nn_batcher_next_into: x is %s %s, expected %s [>= %lld, %lld]",
+                   ag_dtype_of(x) == AG_F64 ? "f64" : "f32", ag_shape_str(x, sb, sizeof sb),
+                   b->o.dtype == AG_F64 ? "f64" : "f32", (long long)b->o.batch,
+                   (long long)b->ds->features);
+        return -1;
+    }
+    if (r == 0) {
+        b->pos = b->ds->n;
+        return 0;
+    }
+    fill_batch(b, r, ag_data(x), labels);
+    return r;
+}
