@@ -244,27 +244,35 @@ ag_tensor *ag_argmax(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
 /* Same elements, new shape; one dim may be -1 (inferred).  The element
  * count must match (AG_ERR_SHAPE). */
 ag_tensor *ag_reshape(ag_tape *t, ag_tensor *a, int ndim, const int64_t *shape);
-/* Swaps dims d0 and d1 (negative counts from the end). */
+/* Swaps dims d0 and d1 (negative counts from the end; a 0-d tensor takes
+ * 0 or -1, as torch).  AG_ERR_ARG for an axis out of range. */
 ag_tensor *ag_transpose(ag_tape *t, ag_tensor *a, int d0, int d1);
-/* Output dim i is input dim perm[i]; perm is a permutation of 0..ndim-1. */
+/* Output dim i is input dim perm[i]; perm is a permutation of 0..ndim-1
+ * (negative entries count from the end).  AG_ERR_ARG names perm otherwise. */
 ag_tensor *ag_permute(ag_tape *t, ag_tensor *a, const int *perm);
 /* Elements start, start+step, ... < stop along axis (step >= 1; start and
  * stop may be negative, counting from the end, and must lie in range:
- * past the end is AG_ERR_ARG, not clamped). */
+ * past the end is AG_ERR_ARG, not clamped).  start >= stop gives an empty
+ * axis, as a[5:2] does in torch. */
 ag_tensor *ag_slice(ag_tape *t, ag_tensor *a, int axis, int64_t start, int64_t stop,
                     int64_t step);
-/* Joins n tensors along an existing axis; all other dims must agree. */
+/* Joins n >= 1 tensors along an existing axis; all other dims must agree
+ * (AG_ERR_SHAPE names the index and shape of the first that does not). */
 ag_tensor *ag_concat(ag_tape *t, ag_tensor *const *tensors, int n, int axis);
-/* Joins n same-shaped tensors along a new axis. */
+/* Joins n >= 1 same-shaped tensors along a new axis, in [-(ndim+1), ndim]. */
 ag_tensor *ag_stack(ag_tape *t, ag_tensor *const *tensors, int n, int axis);
-/* Broadcasts a to shape (NumPy rules; torch.broadcast_to). */
+/* Broadcasts a to shape (NumPy rules; torch.broadcast_to): -1 keeps a's
+ * size of a dim a has (not allowed for new leading dims).  Backward sums
+ * the gradient over the broadcast dims. */
 ag_tensor *ag_expand(ag_tape *t, ag_tensor *a, int ndim, const int64_t *shape);
-/* Removes dim axis (must have size 1); AG_ALL removes every size-1 dim. */
+/* Removes dim axis (must have size 1, else AG_ERR_SHAPE, unlike torch's
+ * silent no-op); AG_ALL removes every size-1 dim. */
 ag_tensor *ag_squeeze(ag_tape *t, ag_tensor *a, int axis);
 /* Inserts a size-1 dim at axis (in [-(ndim+1), ndim]). */
 ag_tensor *ag_unsqueeze(ag_tape *t, ag_tensor *a, int axis);
 /* Constant padding: pad[2*i] elements before and pad[2*i+1] after dim i,
- * for every dim i of a (non-negative), filled with value. */
+ * for every dim i of a (non-negative), filled with value.  Dim 0 comes
+ * first, unlike F.pad's list, which starts at the last dim. */
 ag_tensor *ag_pad(ag_tape *t, ag_tensor *a, const int64_t *pad, double value);
 
 /* ---- indexing ---- */

@@ -1,0 +1,542 @@
+/* ops_shape.c — shape ops whose result holds the input's elements in the
+ * same order: reshape, squeeze, unsqueeze (forward: memcpy; backward:
+ * dx += g elementwise); the reordering ops transpose and permute; expand
+ * (broadcast_to).  slice, pad, concat and stack live in ops_shape2.c.
+ * Every result is a new contiguous tensor.
+ *
+ * The strided mover.  A reordering op is described by a walk: dims of
+ * size n, with an element stride sx on the input side x and sy on the
+ * output side y, plus base offsets x0 and y0.  Forward copies y = x at
+ * every position of the walk; backward adds dx += dy along the same walk,
+ * so an op's forward and backward share one description.  Size-1 dims
+ * drop out and dims that are contiguous on both sides merge, so a 3-D
+ * permute that only swaps the last two dims is a batch of 2-D transposes
+ * and an identity permute is a single row.  Rows contiguous on both sides
+ * are plain loops; when the output is contiguous but the input is not, a
+ * dim where the input is contiguous is paired with the last one and moved
+ * in TILE x TILE blocks (the blocked 2-D transpose); anything else is an
+ * odometer over strided rows.  D = ndim, N = numel. */
+#include "ops_shape_internal.h"
+
+#define TILE 32
+
+void ag_walk_dim(ag_walk *w, int64_t n, int64_t sx, int64_t sy)
+{
+    if (n == 0)
+        w->empty = true;
+    if (n <= 1)
+        return;
+    int p = w->nd - 1;
+    if (p >= 0 && w->sx[p] == sx * n && w->sy[p] == sy * n) {
+        w->n[p] *= n; /* the outer dim continues this one on both sides */
+        w->sx[p] = sx;
+        w->sy[p] = sy;
+        return;
+    }
+    AG_ASSERT(w->nd < AG_MAX_DIMS);
+    w->n[w->nd] = n;
+    w->sx[w->nd] = sx;
+    w->sy[w->nd] = sy;
+    w->nd++;
+}
+
+void ag_contig_strides(int nd, const int64_t *shape, int64_t *st)
+{
+    int64_t s = 1;
+    for (int i = nd - 1; i >= 0; i--) {
+        st[i] = s;
+        s *= shape[i];
+    }
+}
+
+/* A mover applies ELEM(x[.], y[.]) along a row (n elements, strides sx and
+ * sy) or a tile (i: x stride 1, y stride sy; j: x stride sx, y stride 1). */
+typedef struct {
+    void (*row)(void *x, void *y, int64_t xo, int64_t yo, int64_t n, int64_t sx,
+                int64_t sy);
+    void (*tile)(void *x, void *y, int64_t xo, int64_t yo, int64_t ni, int64_t nj,
+                 int64_t sx, int64_t sy);
+} mover;
+
+#define MOVER(NAME, T, ELEM)                                                  \
+    static void NAME##_row(void *vx, void *vy, int64_t xo, int64_t yo, int64_t n, \
+                           int64_t sx, int64_t sy)                            \
+    {                                                                         \
+        T *x = (T *)vx + xo, *y = (T *)vy + yo;                               \
+        if (sx == 1 && sy == 1)                                               \
+            for (int64_t i = 0; i < n; i++)                                   \
+                ELEM(x[i], y[i]);                                             \
+        else                                                                  \
+            for (int64_t i = 0; i < n; i++)                                   \
+                ELEM(x[i * sx], y[i * sy]);                                   \
+    }                                                                         \
+    static void NAME##_tile(void *vx, void *vy, int64_t xo, int64_t yo, int64_t ni, \
+                            int64_t nj, int64_t sx, int64_t sy)               \
+    {                                                                         \
+        T *x = (T *)vx + xo, *y = (T *)vy + yo;                               \
+        for (int64_t i0 = 0; i0 < ni; i0 += TILE)                             \
+            for (int64_t j0 = 0; j0 < nj; j0 += TILE) {                       \
+                int64_t ie = i0 + TILE < ni ? i0 + TILE : ni;                 \
+                int64_t je = j0 + TILE < nj ? j0 + TILE : nj;                 \
+                for (int64_t i = i0; i < ie; i++)                             \
+                    for (int64_t j = j0; j < je; j++)                         \
+                        ELEM(x[i + j * sx], y[i * sy + j]);                   \
+            }                                                                 \
+    }                                                                         \
+    static const mover NAME = {NAME##_row, NAME##_tile};
+
+#define ELEM_COPY(xe, ye) ((ye) = (xe))  /* forward: y = x */
+#define ELEM_ADD(xe, ye) ((xe) += (ye))  /* backward: dx += dy */
+MOVER(copy_f32, float, ELEM_COPY)
+MOVER(copy_f64, double, ELEM_COPY)
+MOVER(add_f32, float, ELEM_ADD)
+MOVER(add_f64, double, ELEM_ADD)
+
+static void walk_run(const ag_walk *w, const mover *m, void *x, void *y)
+{
+    if (w->empty)
+        return;
+    if (w->nd == 0) {
+        m->row(x, y, w->x0, w->y0, 1, 1, 1);
+        return;
+    }
+    int last = w->nd - 1, k = -1;
+    if (w->sy[last] == 1 && w->sx[last] != 1)
+        for (int d = 0; d < last; d++)
+            if (w->sx[d] == 1)
+                k = d; /* tile dims k and last: a blocked 2-D transpose */
+    int no = 0;
+    int64_t on[AG_MAX_DIMS], ox[AG_MAX_DIMS], oy[AG_MAX_DIMS], idx[AG_MAX_DIMS];
+    int64_t total = 1, xo = w->x0, yo = w->y0;
+    for (int d = 0; d < last; d++)
+        if (d != k) {
+            on[no] = w->n[d];
+            ox[no] = w->sx[d];
+            oy[no] = w->sy[d];
+            idx[no++] = 0;
+            total *= w->n[d];
+        }
+    for (int64_t c = 0; c < total; c++) {
+        if (k >= 0)
+            m->tile(x, y, xo, yo, w->n[k], w->n[last], w->sx[last], w->sy[k]);
+        else
+            m->row(x, y, xo, yo, w->n[last], w->sx[last], w->sy[last]);
+        for (int d = no - 1; d >= 0; d--) { /* odometer over the outer dims */
+            idx[d]++;
+            xo += ox[d];
+            yo += oy[d];
+            if (idx[d] < on[d])
+                break;
+            xo -= ox[d] * on[d];
+            yo -= oy[d] * on[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+void ag_walk_forward(const ag_walk *w, const ag_tensor *x, ag_tensor *y)
+{
+    walk_run(w, y->dtype == AG_F64 ? &copy_f64 : &copy_f32, x->data, y->data);
+}
+
+void ag_walk_backward(const ag_walk *w, void *dx, const ag_tensor *gy)
+{
+    walk_run(w, gy->dtype == AG_F64 ? &add_f64 : &add_f32, dx, gy->data);
+}
+
+bool ag_shape_result_ok(ag_tape *tape, const char *op, int nd, const int64_t *shape)
+{
+    int64_t numel;
+    if (nd > AG_MAX_DIMS) {
+        ag_fail(tape, AG_ERR_SHAPE, "%s: result would have %d dims (at most %d)", op, nd,
+                AG_MAX_DIMS);
+        return false;
+    }
+    if (!ag_shape_valid(nd, shape, &numel)) {
+        char b[AG_SHAPE_BUF];
+        ag_fail(tape, AG_ERR_SHAPE, "%s: result shape %s is too large", op,
+                ag_fmt_shape(b, sizeof b, nd, shape));
+        return false;
+    }
+    return true;
+}
+
+bool ag_shape_axis0(ag_tape *tape, const char *op, int ndim, int *axis)
+{
+    if (ndim == 0 && (*axis == 0 || *axis == -1)) {
+        *axis = 0;
+        return true;
+    }
+    return ag_check_axis(tape, op, ndim, axis);
+}
+
+/* ---- reshape, squeeze, unsqueeze: the same elements in the same order ---- */
+
+static void same_forward(ag_entry *e)
+{
+    memcpy(e->out->data, e->in[0]->data, (size_t)e->out->numel * ag_dtype_size(e->out->dtype));
+}
+
+/* dx[i] += g[i]: the flat element order is unchanged */
+static void same_backward(ag_tape *tape, ag_entry *e)
+{
+    void *dx = ag_grad_data(tape, e->in[0]);
+    if (!dx)
+        return;
+    ag_walk w = {0};
+    ag_walk_dim(&w, e->out->numel, 1, 1);
+    ag_walk_backward(&w, dx, e->out->grad);
+}
+
+static ag_tensor *same_run(ag_tape *t, const ag_op_def *def, ag_tensor *a, int nd,
+                           const int64_t *shape)
+{
+    ag_op_call c = {.def = def, .in = &a, .n_in = 1, .dtype = a->dtype, .ndim = nd,
+                    .shape = shape};
+    return ag_op_run(t, &c);
+}
+
+ag_tensor *ag_reshape(ag_tape *t, ag_tensor *a, int ndim, const int64_t *shape)
+{
+    if (!ag_check_inputs(t, "ag_reshape", 1, &a))
+        return NULL;
+    if (ndim < 0 || ndim > AG_MAX_DIMS)
+        return ag_fail(t, AG_ERR_SHAPE, "ag_reshape: ndim %d outside [0, %d]", ndim,
+                       AG_MAX_DIMS);
+    if (ndim > 0 && !shape)
+        return ag_fail(t, AG_ERR_ARG, "ag_reshape: shape is NULL");
+    int64_t out[AG_MAX_DIMS], known = 1;
+    int infer = -1;
+    bool zero = false, overflow = false;
+    char b1[AG_SHAPE_BUF], b2[AG_SHAPE_BUF];
+    for (int i = 0; i < ndim; i++) {
+        out[i] = shape[i];
+        if (shape[i] == -1 && infer < 0) {
+            infer = i;
+        } else if (shape[i] < 0) {
+            return ag_fail(t, AG_ERR_ARG,
+                           "ag_reshape: bad shape %s for %s (dim %d is %lld; one dim may "
+                           "be -1, the others must be >= 0)",
+                           ag_fmt_shape(b1, sizeof b1, ndim, shape),
+                           ag_shape_str(a, b2, sizeof b2), i, (long long)shape[i]);
+        } else if (shape[i] == 0) {
+            zero = true;
+        } else if (known > INT64_MAX / shape[i]) {
+            overflow = true;
+        } else {
+            known *= shape[i];
+        }
+    }
+    if (zero)
+        known = 0, overflow = false;
+    if (infer >= 0 && !overflow && known > 0 && a->numel % known == 0)
+        out[infer] = a->numel / known;
+    else if (infer >= 0 || overflow || known != a->numel)
+        return ag_fail(t, AG_ERR_SHAPE,
+                       "ag_reshape: cannot reshape %s (%lld elements) into %s", 
+                       ag_shape_str(a, b1, sizeof b1), (long long)a->numel,
+                       ag_fmt_shape(b2, sizeof b2, ndim, shape));
+    return same_run(t, &ag_op_reshape, a, ndim, out);
+}
+
+ag_tensor *ag_squeeze(ag_tape *t, ag_tensor *a, int axis)
+{
+    if (!ag_check_inputs(t, "ag_squeeze", 1, &a))
+        return NULL;
+    int64_t shape[AG_MAX_DIMS];
+    int nd = 0, ax = axis;
+    if (axis != AG_ALL) {
+        if (!ag_shape_axis0(t, "ag_squeeze", a->ndim, &ax))
+            return NULL;
+        if (a->ndim > 0 && a->shape[ax] != 1) {
+            char b[AG_SHAPE_BUF];
+            return ag_fail(t, AG_ERR_SHAPE, "ag_squeeze: dim %d of %s has size %lld, not 1",
+                           axis, ag_shape_str(a, b, sizeof b), (long long)a->shape[ax]);
+        }
+    }
+    for (int i = 0; i < a->ndim; i++)
+        if (axis == AG_ALL ? a->shape[i] != 1 : i != ax)
+            shape[nd++] = a->shape[i];
+    return same_run(t, &ag_op_squeeze, a, nd, shape);
+}
+
+ag_tensor *ag_unsqueeze(ag_tape *t, ag_tensor *a, int axis)
+{
+    if (!ag_check_inputs(t, "ag_unsqueeze", 1, &a))
+        return NULL;
+    int nd = a->ndim, ax = axis < 0 ? axis + nd + 1 : axis;
+    if (ax < 0 || ax > nd)
+        return ag_fail(t, AG_ERR_ARG, "ag_unsqueeze: axis %d out of range for %d dims "
+                       "(allowed: %d to %d)", axis, nd, -(nd + 1), nd);
+    if (nd + 1 > AG_MAX_DIMS) {
+        char b[AG_SHAPE_BUF];
+        return ag_fail(t, AG_ERR_SHAPE, "ag_unsqueeze: %s already has %d dims (at most %d)",
+                       ag_shape_str(a, b, sizeof b), nd, AG_MAX_DIMS);
+    }
+    int64_t shape[AG_MAX_DIMS];
+    for (int i = 0, j = 0; i <= nd; i++)
+        shape[i] = i == ax ? 1 : a->shape[j++];
+    return same_run(t, &ag_op_unsqueeze, a, nd + 1, shape);
+}
+
+/* ---- transpose, permute: output dim i is input dim perm[i] ----
+ * iattr[0]: perm packed 4 bits per dim, dim i in bits 4i..4i+3. */
+
+static int perm_at(const ag_entry *e, int i)
+{
+    return (int)((e->iattr[0] >> (4 * i)) & 15);
+}
+
+static void permute_walk(const ag_entry *e, ag_walk *w)
+{
+    const ag_tensor *a = e->in[0], *z = e->out;
+    int64_t sa[AG_MAX_DIMS], sz[AG_MAX_DIMS];
+    ag_contig_strides(a->ndim, a->shape, sa);
+    ag_contig_strides(z->ndim, z->shape, sz);
+    *w = (ag_walk){0};
+    for (int i = 0; i < z->ndim; i++)
+        ag_walk_dim(w, z->shape[i], sa[perm_at(e, i)], sz[i]);
+}
+
+static void permute_forward(ag_entry *e)
+{
+    ag_walk w;
+    permute_walk(e, &w);
+    ag_walk_forward(&w, e->in[0], e->out);
+}
+
+/* dx[.., j_perm[i], ..] += g[.., j_i, ..]: the inverse permutation of g */
+static void permute_backward(ag_tape *tape, ag_entry *e)
+{
+    void *dx = ag_grad_data(tape, e->in[0]);
+    if (!dx)
+        return;
+    ag_walk w;
+    permute_walk(e, &w);
+    ag_walk_backward(&w, dx, e->out->grad);
+}
+
+static ag_tensor *permute_run(ag_tape *t, const ag_op_def *def, ag_tensor *a,
+                              const int *perm)
+{
+    int nd = a->ndim;
+    int64_t shape[AG_MAX_DIMS], packed = 0;
+    bool seen[AG_MAX_DIMS] = {false};
+    for (int i = 0; i < nd; i++) {
+        int p = perm[i] < 0 ? perm[i] + nd : perm[i];
+        if (p < 0 || p >= nd || seen[p]) {
+            char b[AG_SHAPE_BUF], pb[AG_SHAPE_BUF];
+            int64_t p64[AG_MAX_DIMS];
+            for (int j = 0; j < nd; j++)
+                p64[j] = perm[j];
+            return ag_fail(t, AG_ERR_ARG,
+                           "ag_permute: perm %s is not a permutation of the %d dims of %s "
+                           "(entry %d)", ag_fmt_shape(pb, sizeof pb, nd, p64), nd,
+                           ag_shape_str(a, b, sizeof b), i);
+        }
+        seen[p] = true;
+        shape[i] = a->shape[p];
+        packed |= (int64_t)p << (4 * i);
+    }
+    ag_op_call c = {.def = def, .in = &a, .n_in = 1, .dtype = a->dtype, .ndim = nd,
+                    .shape = shape, .iattr = {packed}};
+    return ag_op_run(t, &c);
+}
+
+ag_tensor *ag_permute(ag_tape *t, ag_tensor *a, const int *perm)
+{
+    if (!ag_check_inputs(t, "ag_permute", 1, &a))
+        return NULL;
+    if (a->ndim > 0 && !perm)
+        return ag_fail(t, AG_ERR_ARG, "ag_permute: perm is NULL");
+    return permute_run(t, &ag_op_permute, a, perm);
+}
+
+ag_tensor *ag_transpose(ag_tape *t, ag_tensor *a, int d0, int d1)
+{
+    if (!ag_check_inputs(t, "ag_transpose", 1, &a) ||
+        !ag_shape_axis0(t, "ag_transpose", a->ndim, &d0) ||
+        !ag_shape_axis0(t, "ag_transpose", a->ndim, &d1))
+        return NULL;
+    int perm[AG_MAX_DIMS];
+    for (int i = 0; i < a->ndim; i++)
+        perm[i] = i;
+    if (a->ndim > 0) {
+        perm[d0] = d1;
+        perm[d1] = d0;
+    }
+    return permute_run(t, &ag_op_transpose, a, perm);
+}
+
+/* ---- expand: broadcast a (right-aligned) to the output shape ---- */
+
+static void expand_forward(ag_entry *e)
+{
+    const ag_tensor *a = e->in[0], *z = e->out;
+    int64_t sa[AG_MAX_DIMS], sz[AG_MAX_DIMS];
+    ag_broadcast_strides(a, z->ndim, z->shape, sa); /* 0 on broadcast dims */
+    ag_contig_strides(z->ndim, z->shape, sz);
+    ag_walk w = {0};
+    for (int i = 0; i < z->ndim; i++)
+        ag_walk_dim(&w, z->shape[i], sa[i], sz[i]);
+    ag_walk_forward(&w, a, e->out);
+}
+
+/* dx += g summed over the broadcast dims (f32 sums of a row run in double) */
+static void expand_backward(ag_tape *tape, ag_entry *e)
+{
+    void *dx = ag_grad_data(tape, e->in[0]);
+    if (dx)
+        ag_reduce_into(dx, e->in[0], e->out->grad->data, e->out->dtype, e->out->ndim,
+                       e->out->shape);
+}
+
+ag_tensor *ag_expand(ag_tape *t, ag_tensor *a, int ndim, const int64_t *shape)
+{
+    if (!ag_check_inputs(t, "ag_expand", 1, &a))
+        return NULL;
+    if (ndim < 0 || ndim > AG_MAX_DIMS)
+        return ag_fail(t, AG_ERR_SHAPE, "ag_expand: ndim %d outside [0, %d]", ndim,
+                       AG_MAX_DIMS);
+    if (ndim > 0 && !shape)
+        return ag_fail(t, AG_ERR_ARG, "ag_expand: shape is NULL");
+    char b1[AG_SHAPE_BUF], b2[AG_SHAPE_BUF];
+    if (ndim < a->ndim)
+        return ag_fail(t, AG_ERR_SHAPE, "ag_expand: cannot broadcast %s to %s (fewer dims)",
+                       ag_shape_str(a, b1, sizeof b1), ag_fmt_shape(b2, sizeof b2, ndim, shape));
+    int64_t out[AG_MAX_DIMS];
+    for (int i = 0; i < ndim; i++) {
+        int ia = i - (ndim - a->ndim);
+        int64_t da = ia >= 0 ? a->shape[ia] : 1;
+        out[i] = shape[i] == -1 && ia >= 0 ? da : shape[i]; /* -1 keeps a's size */
+        if (out[i] < 0 || (da != out[i] && da != 1))
+            return ag_fail(t, AG_ERR_SHAPE, "ag_expand: cannot broadcast %s to %s "
+                           "(dim %d: %lld vs %lld)", ag_shape_str(a, b1, sizeof b1),
+                           ag_fmt_shape(b2, sizeof b2, ndim, shape), i, (long long)da,
+                           (long long)shape[i]);
+    }
+    if (!ag_shape_result_ok(t, "ag_expand", ndim, out))
+        return NULL;
+    ag_op_call c = {.def = &ag_op_expand, .in = &a, .n_in = 1, .dtype = a->dtype,
+                    .ndim = ndim, .shape = out};
+    return ag_op_run(t, &c);
+}
+
+/* ---- samples: size-1 dims, 0-d tensors, negative axes ---- */
+
+ag_tensor *ag_shape_sample_in(ag_rng *rng, int nd, const int64_t *shape)
+{
+    return ag_sample_tensor(rng, nd, shape, AG_SAMPLE_RANGE, -2, 2);
+}
+
+/* one input and a shape argument: reshape, expand */
+typedef struct {
+    int nd;
+    int64_t shape[4];
+    int arg_nd;
+    int64_t arg[4];
+} shape_case;
+
+static const shape_case reshape_cases[] = {
+    {3, {2, 3, 4}, 2, {6, 4}},   {3, {2, 3, 4}, 2, {4, -1}}, {3, {3, 1, 2}, 1, {-1}},
+    {0, {0}, 2, {1, 1}},         {1, {5}, 2, {5, 1}},        {2, {1, 6}, 3, {3, -1, 1}},
+};
+static const shape_case expand_cases[] = {
+    {2, {3, 1}, 3, {2, 3, 4}}, {1, {1}, 1, {5}},        {0, {0}, 2, {2, 2}},
+    {3, {2, 1, 3}, 3, {2, 4, 3}}, {2, {1, 3}, 2, {4, -1}}, {2, {2, 3}, 2, {2, 3}},
+};
+
+#define SHAPE_CASE_OP(NAME, CASES)                                            \
+    static ag_tensor *NAME##_apply(ag_tape *t, ag_tensor **in, void *ctx)     \
+    {                                                                         \
+        const shape_case *k = &CASES[((ag_op_sample *)ctx)->iarg[0]];         \
+        return ag_##NAME(t, in[0], k->arg_nd, k->arg);                        \
+    }                                                                         \
+    static bool NAME##_sample(int which, ag_rng *rng, ag_op_sample *s)        \
+    {                                                                         \
+        if (which >= (int)(sizeof CASES / sizeof CASES[0]))                   \
+            return false;                                                     \
+        s->fn = NAME##_apply;                                                 \
+        s->iarg[0] = which;                                                   \
+        s->in[0] = ag_shape_sample_in(rng, CASES[which].nd, CASES[which].shape); \
+        s->n_in = 1;                                                          \
+        return true;                                                          \
+    }
+SHAPE_CASE_OP(reshape, reshape_cases)
+SHAPE_CASE_OP(expand, expand_cases)
+
+/* one input and up to two int arguments: squeeze, unsqueeze, transpose */
+typedef struct {
+    int nd;
+    int64_t shape[4];
+    int arg[2];
+} axis_case;
+
+static const axis_case squeeze_cases[] = {
+    {3, {2, 1, 3}, {1}}, {3, {2, 1, 3}, {-2}}, {3, {1, 3, 1}, {AG_ALL}},
+    {1, {1}, {0}},       {2, {3, 1}, {-1}},    {0, {0}, {0}},
+};
+static const axis_case unsqueeze_cases[] = {
+    {2, {2, 3}, {0}}, {2, {2, 3}, {-1}}, {2, {2, 3}, {1}}, {0, {0}, {0}}, {1, {4}, {-2}},
+};
+static const axis_case transpose_cases[] = {
+    {2, {2, 3}, {0, 1}},       {3, {2, 3, 4}, {-1, 0}}, {3, {2, 1, 3}, {1, 2}},
+    {4, {4, 3, 2, 2}, {1, -1}}, {1, {3}, {0, 0}},       {2, {37, 35}, {1, 0}},
+    {3, {2, 3, 33}, {-2, -1}},
+};
+
+#define AXIS_CASE_OP(NAME, CASES, CALL)                                       \
+    static ag_tensor *NAME##_apply(ag_tape *t, ag_tensor **in, void *ctx)     \
+    {                                                                         \
+        const axis_case *k = &CASES[((ag_op_sample *)ctx)->iarg[0]];         \
+        return CALL;                                                          \
+    }                                                                         \
+    static bool NAME##_sample(int which, ag_rng *rng, ag_op_sample *s)        \
+    {                                                                         \
+        if (which >= (int)(sizeof CASES / sizeof CASES[0]))                   \
+            return false;                                                     \
+        s->fn = NAME##_apply;                                                 \
+        s->iarg[0] = which;                                                   \
+        s->in[0] = ag_shape_sample_in(rng, CASES[which].nd, CASES[which].shape); \
+        s->n_in = 1;                                                          \
+        return true;                                                          \
+    }
+AXIS_CASE_OP(squeeze, squeeze_cases, ag_squeeze(t, in[0], k->arg[0]))
+AXIS_CASE_OP(unsqueeze, unsqueeze_cases, ag_unsqueeze(t, in[0], k->arg[0]))
+AXIS_CASE_OP(transpose, transpose_cases, ag_transpose(t, in[0], k->arg[0], k->arg[1]))
+
+static const struct {
+    int nd;
+    int64_t shape[4];
+    int perm[4];
+} permute_cases[] = {
+    {3, {2, 3, 4}, {2, 0, 1}},       {3, {2, 3, 4}, {1, 2, 0}}, {3, {2, 3, 4}, {0, 2, 1}},
+    {4, {2, 1, 3, 2}, {3, -4, 2, 1}}, {2, {1, 5}, {1, 0}},      {3, {2, 3, 4}, {0, 1, 2}},
+    {0, {0}, {0}},
+};
+
+static ag_tensor *permute_apply(ag_tape *t, ag_tensor **in, void *ctx)
+{
+    return ag_permute(t, in[0], permute_cases[((ag_op_sample *)ctx)->iarg[0]].perm);
+}
+
+static bool permute_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    if (which >= (int)(sizeof permute_cases / sizeof permute_cases[0]))
+        return false;
+    s->fn = permute_apply;
+    s->iarg[0] = which;
+    s->in[0] = ag_shape_sample_in(rng, permute_cases[which].nd, permute_cases[which].shape);
+    s->n_in = 1;
+    return true;
+}
+
+const ag_op_def ag_op_reshape = {"reshape", 1, same_forward, same_backward, reshape_sample};
+const ag_op_def ag_op_squeeze = {"squeeze", 1, same_forward, same_backward, squeeze_sample};
+const ag_op_def ag_op_unsqueeze = {"unsqueeze", 1, same_forward, same_backward,
+                                   unsqueeze_sample};
+const ag_op_def ag_op_transpose = {"transpose", 1, permute_forward, permute_backward,
+                                   transpose_sample};
+const ag_op_def ag_op_permute = {"permute", 1, permute_forward, permute_backward,
+                                 permute_sample};
+const ag_op_def ag_op_expand = {"expand", 1, expand_forward, expand_backward, expand_sample};
