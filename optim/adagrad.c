@@ -1,0 +1,110 @@
+/* adagrad.c — torch.optim.Adagrad (single-tensor path, PyTorch 1.13):
+ *   t += 1
+ *   g = g + wd * p
+ *   clr = lr / (1 + (t - 1) * lr_decay)
+ *   sum = sum + g * g
+ *   p = p - clr * g / (sqrt(sum) + eps)
+ * Legend: N = elements of one parameter. */
+#include "optim_internal.h"
+
+#include <string.h>
+
+enum { ADAGRAD_SUM = 0 };
+
+optim_adagrad_opts optim_adagrad_defaults(void)
+{
+    return (optim_adagrad_opts){.lr = 1e-2, .eps = 1e-10};
+}
+
+static unsigned adagrad_needs(const optim *o, const optim_pstate *st)
+{
+    (void)o;
+    (void)st;
+    return 1u << ADAGRAD_SUM;
+}
+
+static void adagrad_update(optim *o, optim_pstate *st, const ag_tensor *g)
+{
+    const optim_adagrad_opts *op = &o->opts.adagrad;
+    const double wd = op->weight_decay, eps = op->eps;
+    const ag_dtype dt = ag_dtype_of(st->param);
+    const int64_t N = ag_numel(st->param);
+    void *p = ag_data(st->param);
+    const void *gd = ag_data_const(g);
+    void *sum = ag_data(st->buf[ADAGRAD_SUM]);
+
+    st->steps++;
+    const double clr = op->lr / (1 + ((double)st->steps - 1) * op->lr_decay);
+    for (int64_t i = 0; i < N; i++) {
+        double pi = optim_ld(p, dt, i), gi = optim_ld(gd, dt, i);
+        if (wd != 0)
+            gi = gi + wd * pi;
+        optim_st(sum, dt, i, optim_ld(sum, dt, i) + 1.0 * gi * gi);
+        double std = sqrt(optim_ld(sum, dt, i)) + eps;
+        optim_st(p, dt, i, pi + -clr * gi / std);
+    }
+}
+
+static bool adagrad_opts_ok(const char *fn, const optim_adagrad_opts *op)
+{
+    return optim_check_nonneg(fn, "lr", op->lr) &&
+           optim_check_nonneg(fn, "lr_decay", op->lr_decay) &&
+           optim_check_nonneg(fn, "weight_decay", op->weight_decay) &&
+           optim_check_nonneg(fn, "eps", op->eps) &&
+           optim_check_nonneg(fn, "initial_accumulator_value", op->initial_accumulator_value);
+}
+
+static int adagrad_opts_pack(const optim *o, double *out)
+{
+    const optim_adagrad_opts *op = &o->opts.adagrad;
+    double v[] = {op->lr, op->lr_decay, op->weight_decay, op->eps,
+                  op->initial_accumulator_value};
+    memcpy(out, v, sizeof v);
+    return 5;
+}
+
+static bool adagrad_opts_unpack(optim *o, const double *in, int n, bool apply)
+{
+    if (n != 5)
+        return false;
+    optim_adagrad_opts op = {in[0], in[1], in[2], in[3], in[4]};
+    if (!adagrad_opts_ok("optim_checkpoint_load", &op))
+        return false;
+    if (apply)
+        o->opts.adagrad = op;
+    return true;
+}
+
+const optim_kind_def optim_adagrad_def = {
+    .name = "adagrad",
+    .buf_names = {"sum"},
+    .needs = adagrad_needs,
+    .update = adagrad_update,
+    .opts_pack = adagrad_opts_pack,
+    .opts_unpack = adagrad_opts_unpack,
+};
+
+optim *optim_adagrad(ag_tensor **params, int n, optim_adagrad_opts opts)
+{
+    const char *fn = "optim_adagrad";
+    if (!adagrad_opts_ok(fn, &opts))
+        return NULL;
+    optim *o = optim_new_common(fn, OPTIM_ADAGRAD, params, n);
+    if (!o)
+        return NULL;
+    o->opts.adagrad = opts;
+    /* PyTorch fills the sums at construction and counts steps from there. */
+    for (int i = 0; i < n; i++) {
+        optim_pstate *st = &o->states[i];
+        if (!optim_buf_ensure(st, ADAGRAD_SUM)) {
+            ag_set_last_error("%s: out of memory for the state of parameter #%d", fn, i);
+            optim_free(o);
+            return NULL;
+        }
+        void *sum = ag_data(st->buf[ADAGRAD_SUM]);
+        for (int64_t j = 0; j < ag_numel(st->param); j++)
+            optim_st(sum, ag_dtype_of(st->param), j, opts.initial_accumulator_value);
+        st->init = true;
+    }
+    return o;
+}

@@ -1,0 +1,157 @@
+/* adam.c — torch.optim.Adam and AdamW (single-tensor path, PyTorch 1.13):
+ *   t += 1
+ *   Adam:  g = g + wd * p            AdamW:  p = p * (1 - lr * wd)
+ *   m = beta1 * m + (1 - beta1) * g
+ *   v = beta2 * v + (1 - beta2) * g * g
+ *   vmax = max(vmax, v)                          (amsgrad; then v := vmax)
+ *   denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+ *   p = p - (lr / (1 - beta1^t)) * m / denom
+ * Legend: N = elements of one parameter. */
+#include "optim_internal.h"
+
+#include <string.h>
+
+enum { ADAM_M = 0, ADAM_V, ADAM_VMAX };
+
+optim_adam_opts optim_adam_defaults(void)
+{
+    return (optim_adam_opts){.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
+}
+
+optim_adam_opts optim_adamw_defaults(void)
+{
+    optim_adam_opts o = optim_adam_defaults();
+    o.weight_decay = 1e-2;
+    return o;
+}
+
+static unsigned adam_needs(const optim *o, const optim_pstate *st)
+{
+    (void)st;
+    return 1u << ADAM_M | 1u << ADAM_V | (o->opts.adam.amsgrad ? 1u << ADAM_VMAX : 0u);
+}
+
+/* torch.maximum: NaN wins. */
+static inline double nan_max(double a, double b)
+{
+    return (isnan(a) || a > b) ? a : b;
+}
+
+static void adam_update(optim *o, optim_pstate *st, const ag_tensor *g)
+{
+    const optim_adam_opts *op = &o->opts.adam;
+    const bool decoupled = o->kind == OPTIM_ADAMW;
+    const double lr = op->lr, b1 = op->beta1, b2 = op->beta2, eps = op->eps;
+    const double wd = op->weight_decay;
+    const ag_dtype dt = ag_dtype_of(st->param);
+    const int64_t N = ag_numel(st->param);
+    void *p = ag_data(st->param);
+    const void *gd = ag_data_const(g);
+    void *m = ag_data(st->buf[ADAM_M]), *v = ag_data(st->buf[ADAM_V]);
+    void *vmax = op->amsgrad ? ag_data(st->buf[ADAM_VMAX]) : NULL;
+
+    st->steps++;
+    st->init = true;
+    const double t = (double)st->steps;
+    const double bc1 = 1 - pow(b1, t), bc2 = 1 - pow(b2, t);
+    const double step_size = lr / bc1, bc2_sqrt = sqrt(bc2);
+    const double p_scale = 1 - lr * wd;
+
+    for (int64_t i = 0; i < N; i++) {
+        double pi = optim_ld(p, dt, i), gi = optim_ld(gd, dt, i);
+        if (decoupled)
+            pi = pi * p_scale;
+        else if (wd != 0)
+            gi = gi + wd * pi;
+        double mi = optim_ld(m, dt, i) * b1 + (1 - b1) * gi;
+        double vi = optim_ld(v, dt, i) * b2 + (1 - b2) * gi * gi;
+        optim_st(m, dt, i, mi);
+        optim_st(v, dt, i, vi);
+        mi = optim_ld(m, dt, i);
+        vi = optim_ld(v, dt, i);
+        if (vmax) {
+            vi = nan_max(optim_ld(vmax, dt, i), vi);
+            optim_st(vmax, dt, i, vi);
+        }
+        double denom = sqrt(vi) / bc2_sqrt + eps;
+        optim_st(p, dt, i, pi + -step_size * mi / denom);
+    }
+}
+
+static bool beta_ok(const char *fn, const char *name, double b)
+{
+    if (b >= 0 && b < 1)
+        return true;
+    ag_set_last_error("%s: %s = %g is outside [0, 1)", fn, name, b);
+    return false;
+}
+
+static bool adam_opts_ok(const char *fn, const optim_adam_opts *op)
+{
+    return optim_check_nonneg(fn, "lr", op->lr) && optim_check_nonneg(fn, "eps", op->eps) &&
+           beta_ok(fn, "beta1", op->beta1) && beta_ok(fn, "beta2", op->beta2) &&
+           optim_check_nonneg(fn, "weight_decay", op->weight_decay);
+}
+
+static int adam_opts_pack(const optim *o, double *out)
+{
+    const optim_adam_opts *op = &o->opts.adam;
+    double v[] = {op->lr, op->beta1, op->beta2, op->eps, op->weight_decay, op->amsgrad};
+    memcpy(out, v, sizeof v);
+    return 6;
+}
+
+/* A one-cycle schedule may have set beta1 to any momentum >= 0, so a
+ * restored beta1 is only checked for that. */
+static bool adam_opts_unpack(optim *o, const double *in, int n, bool apply)
+{
+    if (n != 6 || (in[5] != 0 && in[5] != 1))
+        return false;
+    optim_adam_opts op = {in[0], 0, in[2], in[3], in[4], in[5] != 0};
+    if (!adam_opts_ok("optim_checkpoint_load", &op) ||
+        !optim_check_nonneg("optim_checkpoint_load", "beta1", in[1]))
+        return false;
+    op.beta1 = in[1];
+    if (apply)
+        o->opts.adam = op;
+    return true;
+}
+
+const optim_kind_def optim_adam_def = {
+    .name = "adam",
+    .buf_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    .needs = adam_needs,
+    .update = adam_update,
+    .opts_pack = adam_opts_pack,
+    .opts_unpack = adam_opts_unpack,
+};
+
+const optim_kind_def optim_adamw_def = {
+    .name = "adamw",
+    .buf_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    .needs = adam_needs,
+    .update = adam_update,
+    .opts_pack = adam_opts_pack,
+    .opts_unpack = adam_opts_unpack,
+};
+
+static optim *adam_new(const char *fn, optim_kind kind, ag_tensor **params, int n,
+                       optim_adam_opts opts)
+{
+    if (!adam_opts_ok(fn, &opts))
+        return NULL;
+    optim *o = optim_new_common(fn, kind, params, n);
+    if (o)
+        o->opts.adam = opts;
+    return o;
+}
+
+optim *optim_adam(ag_tensor **params, int n, optim_adam_opts opts)
+{
+    return adam_new("optim_adam", OPTIM_ADAM, params, n, opts);
+}
+
+optim *optim_adamw(ag_tensor **params, int n, optim_adam_opts opts)
+{
+    return adam_new("optim_adamw", OPTIM_ADAMW, params, n, opts);
+}

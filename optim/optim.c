@@ -1,0 +1,202 @@
+/* optim.c — what every optimizer shares: construction, per-parameter state
+ * keyed by tensor, the step loop, lr access and freeing. */
+#include "optim_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+static const optim_kind_def *const kind_defs[OPTIM_KIND_COUNT] = {
+    [OPTIM_SGD] = &optim_sgd_def,
+    [OPTIM_ADAM] = &optim_adam_def,
+    [OPTIM_ADAMW] = &optim_adamw_def,
+    [OPTIM_RMSPROP] = &optim_rmsprop_def,
+    [OPTIM_ADAGRAD] = &optim_adagrad_def,
+};
+
+bool optim_check_nonneg(const char *fn, const char *opt, double v)
+{
+    if (v >= 0 && v <= INFINITY)
+        return true;
+    ag_set_last_error("%s: %s = %g must be >= 0", fn, opt, v);
+    return false;
+}
+
+optim *optim_new_common(const char *fn, optim_kind kind, ag_tensor **params, int n)
+{
+    if (!params || n < 1) {
+        ag_set_last_error("%s: need at least one parameter (params %s, n = %d)", fn,
+                          params ? "given" : "NULL", n);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!params[i]) {
+            ag_set_last_error("%s: parameter #%d is NULL", fn, i);
+            return NULL;
+        }
+    }
+    optim *o = calloc(1, sizeof *o);
+    if (o) {
+        o->params = calloc((size_t)n, sizeof *o->params);
+        o->states = calloc((size_t)n, sizeof *o->states);
+    }
+    if (!o || !o->params || !o->states) {
+        optim_free(o);
+        ag_set_last_error("%s: out of memory for %d parameters", fn, n);
+        return NULL;
+    }
+    o->kind = kind;
+    o->def = kind_defs[kind];
+    o->n = n;
+    memcpy(o->params, params, (size_t)n * sizeof *params);
+    for (int i = 0; i < n; i++) {
+        optim_pstate *st = &o->states[i], *dup = NULL;
+        HASH_FIND_PTR(o->by_tensor, &params[i], dup);
+        if (dup) {
+            ag_set_last_error("%s: parameter #%d is the same tensor as #%d", fn, i,
+                              dup->index);
+            optim_free(o);
+            return NULL;
+        }
+        st->param = params[i];
+        st->index = i;
+        HASH_ADD_PTR(o->by_tensor, param, st);
+        if (HASH_COUNT(o->by_tensor) != (unsigned)i + 1) {
+            ag_set_last_error("%s: out of memory for the state table", fn);
+            optim_free(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+optim_pstate *optim_find_state(const optim *o, const ag_tensor *param)
+{
+    optim_pstate *st = NULL;
+    if (o && param)
+        HASH_FIND_PTR(o->by_tensor, &param, st);
+    return st;
+}
+
+bool optim_buf_ensure(optim_pstate *st, int i)
+{
+    if (!st->buf[i])
+        st->buf[i] = ag_tensor_new(ag_dtype_of(st->param), ag_ndim(st->param),
+                                   ag_shape(st->param));
+    return st->buf[i] != NULL;
+}
+
+ag_status optim_step(optim *o)
+{
+    if (!o) {
+        ag_set_last_error("optim_step: optimizer is NULL");
+        return AG_ERR_ARG;
+    }
+    /* Allocate every buffer this step needs first, so that running out of
+     * memory leaves all parameters as they were. */
+    for (int i = 0; i < o->n; i++) {
+        optim_pstate *st = &o->states[i];
+        if (!ag_grad(st->param))
+            continue;
+        unsigned need = o->def->needs(o, st);
+        for (int b = 0; b < OPTIM_MAX_BUFS; b++) {
+            if ((need >> b & 1u) && !optim_buf_ensure(st, b)) {
+                ag_set_last_error("optim_step: out of memory for the state of "
+                                  "parameter #%d (%lld elements)",
+                                  i, (long long)ag_numel(st->param));
+                return AG_ERR_NOMEM;
+            }
+        }
+    }
+    for (int i = 0; i < o->n; i++) {
+        optim_pstate *st = &o->states[i];
+        const ag_tensor *g = ag_grad(st->param);
+        if (g)
+            o->def->update(o, st, g);
+    }
+    return AG_OK;
+}
+
+void optim_zero_grad(optim *o)
+{
+    for (int i = 0; o && i < o->n; i++)
+        ag_zero_grad(o->params[i]);
+}
+
+double *optim_lr_ref(optim *o)
+{
+    switch (o->kind) {
+    case OPTIM_SGD: return &o->opts.sgd.lr;
+    case OPTIM_ADAM:
+    case OPTIM_ADAMW: return &o->opts.adam.lr;
+    case OPTIM_RMSPROP: return &o->opts.rmsprop.lr;
+    case OPTIM_ADAGRAD: return &o->opts.adagrad.lr;
+    case OPTIM_KIND_COUNT: break;
+    }
+    return NULL;
+}
+
+double *optim_momentum_ref(optim *o)
+{
+    switch (o->kind) {
+    case OPTIM_SGD: return &o->opts.sgd.momentum;
+    case OPTIM_ADAM:
+    case OPTIM_ADAMW: return &o->opts.adam.beta1;
+    case OPTIM_RMSPROP: return &o->opts.rmsprop.momentum;
+    case OPTIM_ADAGRAD:
+    case OPTIM_KIND_COUNT: break;
+    }
+    return NULL;
+}
+
+void optim_set_lr(optim *o, double lr)
+{
+    if (!o) {
+        ag_set_last_error("optim_set_lr: optimizer is NULL");
+        return;
+    }
+    if (!optim_check_nonneg("optim_set_lr", "lr", lr))
+        return;
+    *optim_lr_ref(o) = lr;
+}
+
+double optim_get_lr(const optim *o)
+{
+    return o ? *optim_lr_ref((optim *)o) : NAN;
+}
+
+const char *optim_name(const optim *o)
+{
+    return o ? o->def->name : NULL;
+}
+
+const ag_tensor *optim_state(const optim *o, const ag_tensor *param, const char *name)
+{
+    const optim_pstate *st = optim_find_state(o, param);
+    if (!st || !name)
+        return NULL;
+    for (int b = 0; b < OPTIM_MAX_BUFS; b++) {
+        const char *bn = o->def->buf_names[b];
+        if (bn && strcmp(bn, name) == 0)
+            return st->buf[b];
+    }
+    return NULL;
+}
+
+int64_t optim_state_steps(const optim *o, const ag_tensor *param)
+{
+    const optim_pstate *st = optim_find_state(o, param);
+    return st ? st->steps : 0;
+}
+
+void optim_free(optim *o)
+{
+    if (!o)
+        return;
+    HASH_CLEAR(hh, o->by_tensor);
+    for (int i = 0; o->states && i < o->n; i++)
+        for (int b = 0; b < OPTIM_MAX_BUFS; b++)
+            ag_tensor_free(o->states[i].buf[b]);
+    free(o->states);
+    free(o->params);
+    free(o);
+}

@@ -1,0 +1,119 @@
+/* optim_internal.h — what the files of optim/ share: the optimizer and
+ * per-parameter state structs, the per-kind update kernels and the element
+ * accessors.  optim/ stands on autograd's public header only. */
+#ifndef TAPEGRAD_OPTIM_INTERNAL_H
+#define TAPEGRAD_OPTIM_INTERNAL_H
+
+#include "optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+/* uthash must not exit() on out of memory: a failed add leaves the element
+ * out of the table, which optim_new_common detects by counting. */
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+
+typedef enum optim_kind {
+    OPTIM_SGD = 0,
+    OPTIM_ADAM,
+    OPTIM_ADAMW,
+    OPTIM_RMSPROP,
+    OPTIM_ADAGRAD,
+    OPTIM_KIND_COUNT
+} optim_kind;
+
+#define OPTIM_MAX_BUFS 3
+
+/* State of one parameter: PyTorch's optimizer.state[p]. */
+typedef struct optim_pstate {
+    ag_tensor *param;             /* hash key (the pointer) */
+    int index;                    /* position in optim.params */
+    int64_t steps;                /* updates applied to param */
+    bool init;                    /* PyTorch's state exists (first step done;
+                                     SGD: momentum buffer taken) */
+    ag_tensor *buf[OPTIM_MAX_BUFS]; /* param's shape and dtype; NULL until needed */
+    UT_hash_handle hh;
+} optim_pstate;
+
+/* Per-kind behaviour: buffer names (PyTorch's) and the update. */
+typedef struct optim_kind_def {
+    const char *name;
+    const char *buf_names[OPTIM_MAX_BUFS]; /* NULL: unused slot */
+    /* Which buffers this step needs for a parameter (bit i: buf[i]). */
+    unsigned (*needs)(const optim *o, const optim_pstate *st);
+    /* Updates one parameter whose gradient g exists and whose needed
+     * buffers are allocated. */
+    void (*update)(optim *o, optim_pstate *st, const ag_tensor *g);
+    /* Options as doubles (bools as 0/1) in struct order, for checkpoints:
+     * pack returns the count (<= OPTIM_MAX_OPTS); unpack validates them like
+     * the constructor and stores them only when valid (when apply). */
+    int (*opts_pack)(const optim *o, double *out);
+    bool (*opts_unpack)(optim *o, const double *in, int n, bool apply);
+} optim_kind_def;
+
+#define OPTIM_MAX_OPTS 8
+
+struct optim {
+    optim_kind kind;
+    const optim_kind_def *def;
+    int n;
+    ag_tensor **params;           /* copy of the caller's array */
+    optim_pstate *states;         /* n entries, in params order */
+    optim_pstate *by_tensor;      /* uthash head over states, keyed by param */
+    union {
+        optim_sgd_opts sgd;
+        optim_adam_opts adam;     /* Adam and AdamW */
+        optim_rmsprop_opts rmsprop;
+        optim_adagrad_opts adagrad;
+    } opts;
+    /* PyTorch's param_group['initial_lr']: set by the first schedule. */
+    double initial_lr;
+    bool has_initial_lr;
+};
+
+extern const optim_kind_def optim_sgd_def, optim_adam_def, optim_adamw_def,
+    optim_rmsprop_def, optim_adagrad_def;
+
+/* Builds the common part of an optimizer (params checked and copied, state
+ * hashed); NULL with ag_last_error naming `fn` on failure. */
+optim *optim_new_common(const char *fn, optim_kind kind, ag_tensor **params, int n);
+optim_pstate *optim_find_state(const optim *o, const ag_tensor *param);
+/* Allocates buffer i of st (zeros) if absent; false on no memory. */
+bool optim_buf_ensure(optim_pstate *st, int i);
+
+/* The momentum-like hyperparameter a one-cycle schedule cycles: SGD and
+ * RMSprop momentum, Adam/AdamW beta1; NULL for Adagrad. */
+double *optim_momentum_ref(optim *o);
+double *optim_lr_ref(optim *o);
+
+/* Element i of a float or double array, as double; store rounds to dtype. */
+static inline double optim_ld(const void *base, ag_dtype dt, int64_t i)
+{
+    return dt == AG_F64 ? ((const double *)base)[i] : (double)((const float *)base)[i];
+}
+
+static inline void optim_st(void *base, ag_dtype dt, int64_t i, double v)
+{
+    if (dt == AG_F64)
+        ((double *)base)[i] = v;
+    else
+        ((float *)base)[i] = (float)v;
+}
+
+/* Schedules, for checkpoints.  optim_sched_pack writes the position of s
+ * (last epoch, step count, base and last lr, for each part of a warm-up)
+ * into out (when not NULL) and returns the number of values, at most
+ * OPTIM_SCHED_STATE_MAX.  optim_sched_unpack checks them and, when apply,
+ * restores them: false (changing nothing) when count or values do not fit.  optim_sched_describe
+ * writes the kind and configuration ("cosine(t_max=50,eta_min=0)"). */
+#define OPTIM_SCHED_STATE_MAX 16
+int  optim_sched_pack(const optim_sched *s, double *out);
+bool optim_sched_unpack(optim_sched *s, const double *in, int n, bool apply);
+void optim_sched_describe(const optim_sched *s, char *buf, size_t n);
+const optim *optim_sched_optimizer(const optim_sched *s);
+
+/* Checks shared by the option validators: v >= 0 and not NaN. */
+bool optim_check_nonneg(const char *fn, const char *opt, double v);
+
+#endif

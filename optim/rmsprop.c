@@ -1,0 +1,115 @@
+/* rmsprop.c — torch.optim.RMSprop (single-tensor path, PyTorch 1.13):
+ *   g = g + wd * p
+ *   sq = alpha * sq + (1 - alpha) * g * g
+ *   centered:  ga = alpha * ga + (1 - alpha) * g;  avg = sqrt(sq - ga * ga)
+ *   otherwise: avg = sqrt(sq)
+ *   avg = avg + eps
+ *   momentum > 0:  buf = momentum * buf + g / avg;  p = p - lr * buf
+ *   otherwise:     p = p - lr * g / avg
+ * Legend: N = elements of one parameter. */
+#include "optim_internal.h"
+
+#include <string.h>
+
+enum { RMS_SQ = 0, RMS_MOMENTUM, RMS_GRAD_AVG };
+
+optim_rmsprop_opts optim_rmsprop_defaults(void)
+{
+    return (optim_rmsprop_opts){.lr = 1e-2, .alpha = 0.99, .eps = 1e-8};
+}
+
+/* PyTorch creates the momentum buffer and the gradient average together
+ * with square_avg, at the first step; a later change of momentum (by a
+ * one-cycle schedule) finds the buffer there or creates it zeroed. */
+static unsigned rmsprop_needs(const optim *o, const optim_pstate *st)
+{
+    (void)st;
+    const optim_rmsprop_opts *op = &o->opts.rmsprop;
+    return 1u << RMS_SQ | (op->momentum > 0 ? 1u << RMS_MOMENTUM : 0u) |
+           (op->centered ? 1u << RMS_GRAD_AVG : 0u);
+}
+
+static void rmsprop_update(optim *o, optim_pstate *st, const ag_tensor *g)
+{
+    const optim_rmsprop_opts *op = &o->opts.rmsprop;
+    const double lr = op->lr, alpha = op->alpha, eps = op->eps;
+    const double wd = op->weight_decay, mom = op->momentum;
+    const ag_dtype dt = ag_dtype_of(st->param);
+    const int64_t N = ag_numel(st->param);
+    void *p = ag_data(st->param);
+    const void *gd = ag_data_const(g);
+    void *sq = ag_data(st->buf[RMS_SQ]);
+    void *buf = mom > 0 ? ag_data(st->buf[RMS_MOMENTUM]) : NULL;
+    void *ga = op->centered ? ag_data(st->buf[RMS_GRAD_AVG]) : NULL;
+
+    for (int64_t i = 0; i < N; i++) {
+        double pi = optim_ld(p, dt, i), gi = optim_ld(gd, dt, i);
+        if (wd != 0)
+            gi = gi + wd * pi;
+        optim_st(sq, dt, i, optim_ld(sq, dt, i) * alpha + (1 - alpha) * gi * gi);
+        double avg, sqi = optim_ld(sq, dt, i);
+        if (ga) {
+            optim_st(ga, dt, i, optim_ld(ga, dt, i) * alpha + (1 - alpha) * gi);
+            double gai = optim_ld(ga, dt, i);
+            avg = sqrt(sqi + -1.0 * gai * gai);
+        } else {
+            avg = sqrt(sqi);
+        }
+        avg = avg + eps;
+        if (buf) {
+            optim_st(buf, dt, i, optim_ld(buf, dt, i) * mom + 1.0 * gi / avg);
+            optim_st(p, dt, i, pi + -lr * optim_ld(buf, dt, i));
+        } else {
+            optim_st(p, dt, i, pi + -lr * gi / avg);
+        }
+    }
+    st->steps++;
+    st->init = true;
+}
+
+static bool rmsprop_opts_ok(const char *fn, const optim_rmsprop_opts *op)
+{
+    return optim_check_nonneg(fn, "lr", op->lr) && optim_check_nonneg(fn, "alpha", op->alpha) &&
+           optim_check_nonneg(fn, "eps", op->eps) &&
+           optim_check_nonneg(fn, "weight_decay", op->weight_decay) &&
+           optim_check_nonneg(fn, "momentum", op->momentum);
+}
+
+static int rmsprop_opts_pack(const optim *o, double *out)
+{
+    const optim_rmsprop_opts *op = &o->opts.rmsprop;
+    double v[] = {op->lr, op->alpha, op->eps, op->weight_decay, op->momentum, op->centered};
+    memcpy(out, v, sizeof v);
+    return 6;
+}
+
+static bool rmsprop_opts_unpack(optim *o, const double *in, int n, bool apply)
+{
+    if (n != 6 || (in[5] != 0 && in[5] != 1))
+        return false;
+    optim_rmsprop_opts op = {in[0], in[1], in[2], in[3], in[4], in[5] != 0};
+    if (!rmsprop_opts_ok("optim_checkpoint_load", &op))
+        return false;
+    if (apply)
+        o->opts.rmsprop = op;
+    return true;
+}
+
+const optim_kind_def optim_rmsprop_def = {
+    .name = "rmsprop",
+    .buf_names = {"square_avg", "momentum_buffer", "grad_avg"},
+    .needs = rmsprop_needs,
+    .update = rmsprop_update,
+    .opts_pack = rmsprop_opts_pack,
+    .opts_unpack = rmsprop_opts_unpack,
+};
+
+optim *optim_rmsprop(ag_tensor **params, int n, optim_rmsprop_opts opts)
+{
+    if (!rmsprop_opts_ok("optim_rmsprop", &opts))
+        return NULL;
+    optim *o = optim_new_common("optim_rmsprop", OPTIM_RMSPROP, params, n);
+    if (o)
+        o->opts.rmsprop = opts;
+    return o;
+}

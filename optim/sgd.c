@@ -1,0 +1,110 @@
+/* sgd.c — torch.optim.SGD (single-tensor path, PyTorch 1.13):
+ *   d = g + wd * p
+ *   buf = d (first step)  or  buf = momentum * buf + (1 - dampening) * d
+ *   d = nesterov ? d + momentum * buf : buf          (when momentum != 0)
+ *   p = p - lr * d
+ * Legend: N = elements of one parameter. */
+#include "optim_internal.h"
+
+#include <string.h>
+
+enum { SGD_MOMENTUM = 0 };
+
+optim_sgd_opts optim_sgd_defaults(void)
+{
+    return (optim_sgd_opts){.lr = 1e-3};
+}
+
+static unsigned sgd_needs(const optim *o, const optim_pstate *st)
+{
+    (void)st;
+    return o->opts.sgd.momentum != 0 ? 1u << SGD_MOMENTUM : 0u;
+}
+
+static void sgd_update(optim *o, optim_pstate *st, const ag_tensor *g)
+{
+    const optim_sgd_opts *op = &o->opts.sgd;
+    const double lr = op->lr, wd = op->weight_decay, mom = op->momentum;
+    const double damp = 1 - op->dampening;
+    const ag_dtype dt = ag_dtype_of(st->param);
+    const int64_t N = ag_numel(st->param);
+    void *p = ag_data(st->param);
+    const void *gd = ag_data_const(g);
+    void *buf = mom != 0 ? ag_data(st->buf[SGD_MOMENTUM]) : NULL;
+    const bool first = !st->init;
+
+    for (int64_t i = 0; i < N; i++) {
+        double pi = optim_ld(p, dt, i);
+        double d = optim_ld(gd, dt, i);
+        if (wd != 0)
+            d = d + wd * pi;
+        if (mom != 0) {
+            double b = first ? d : optim_ld(buf, dt, i) * mom + damp * d;
+            optim_st(buf, dt, i, b);
+            b = optim_ld(buf, dt, i); /* as stored (f32 rounds) */
+            d = op->nesterov ? d + mom * b : b;
+        }
+        optim_st(p, dt, i, pi + -lr * d);
+    }
+    if (mom != 0)
+        st->init = true;
+    st->steps++;
+}
+
+static bool sgd_opts_ok(const char *fn, const optim_sgd_opts *op)
+{
+    if (!optim_check_nonneg(fn, "lr", op->lr) ||
+        !optim_check_nonneg(fn, "momentum", op->momentum) ||
+        !optim_check_nonneg(fn, "weight_decay", op->weight_decay))
+        return false;
+    if (isnan(op->dampening)) {
+        ag_set_last_error("%s: dampening is NaN", fn);
+        return false;
+    }
+    if (op->nesterov && (op->momentum <= 0 || op->dampening != 0)) {
+        ag_set_last_error("%s: nesterov needs momentum > 0 and dampening 0 "
+                          "(momentum = %g, dampening = %g)",
+                          fn, op->momentum, op->dampening);
+        return false;
+    }
+    return true;
+}
+
+static int sgd_opts_pack(const optim *o, double *out)
+{
+    const optim_sgd_opts *op = &o->opts.sgd;
+    double v[] = {op->lr, op->momentum, op->dampening, op->weight_decay, op->nesterov};
+    memcpy(out, v, sizeof v);
+    return 5;
+}
+
+static bool sgd_opts_unpack(optim *o, const double *in, int n, bool apply)
+{
+    if (n != 5 || (in[4] != 0 && in[4] != 1))
+        return false;
+    optim_sgd_opts op = {in[0], in[1], in[2], in[3], in[4] != 0};
+    if (!sgd_opts_ok("optim_checkpoint_load", &op))
+        return false;
+    if (apply)
+        o->opts.sgd = op;
+    return true;
+}
+
+const optim_kind_def optim_sgd_def = {
+    .name = "sgd",
+    .buf_names = {"momentum_buffer"},
+    .needs = sgd_needs,
+    .update = sgd_update,
+    .opts_pack = sgd_opts_pack,
+    .opts_unpack = sgd_opts_unpack,
+};
+
+optim *optim_sgd(ag_tensor **params, int n, optim_sgd_opts opts)
+{
+    if (!sgd_opts_ok("optim_sgd", &opts))
+        return NULL;
+    optim *o = optim_new_common("optim_sgd", OPTIM_SGD, params, n);
+    if (o)
+        o->opts.sgd = opts;
+    return o;
+}
