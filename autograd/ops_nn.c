@@ -180,7 +180,7 @@ typedef struct {
     void *probs;
 } ce_saved;
 
-/* Row r, label y, eps, m = max, lse = log sum exp x:
+/* Row r, label y, eps, m = max, lse = m + log sum exp(x - m):
  *   loss_r = (1-eps) (lse - x_y) + eps * mean_c (lse - x_c)
  * which is PyTorch's (1-eps) nll + eps/C * sum_c -log p_c.  Ignored rows
  * give 0 and are not counted by the mean. */
@@ -209,10 +209,11 @@ typedef struct {
                 pr[j] *= inv;                                                 \
             double loss = 0;                                                  \
             if (y[r] != ignore) {                                             \
-                double lse = (double)m + log(sum);                            \
-                loss = (1 - eps) * (lse - (double)xr[y[r]]);                  \
+                /* lse - x_y = (m - x_y) + log(sum): no cancellation */       \
+                double ls = log(sum);                                         \
+                loss = (1 - eps) * (((double)m - (double)xr[y[r]]) + ls);     \
                 if (eps != 0)                                                 \
-                    loss += eps * (lse - xsum / (double)c);                   \
+                    loss += eps * (((double)m - xsum / (double)c) + ls);      \
             }                                                                 \
             if (red == AG_REDUCE_NONE)                                        \
                 z[r] = (T)loss;                                               \
