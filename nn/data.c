@@ -434,8 +434,9 @@ ag_status nn_dataset_from_u8(int64_t n, int image_ndim, const int64_t *image_sha
     return AG_OK;
 }
 
-/* Checks loaded images and labels and builds the data set from them. */
-static ag_status dataset_from_idx(const nn_idx *im, const char *im_path, const nn_idx *lb,
+/* Checks loaded images and labels and builds the data set from them; the
+ * data set takes over the pixel buffer of im. */
+static ag_status dataset_from_idx(nn_idx *im, const char *im_path, const nn_idx *lb,
                                   const char *lb_path, int64_t classes, nn_dataset **out)
 {
     static const char *fn = "nn_dataset_load_idx";
@@ -465,8 +466,11 @@ static ag_status dataset_from_idx(const nn_idx *im, const char *im_path, const n
     nn_dataset *ds = dataset_alloc(n, im->ndim - 1, im->shape + 1, classes);
     if (!ds)
         return data_error(AG_ERR_NOMEM, "%s: no memory", fn);
-    if (n > 0)
-        memcpy(ds->images, im->data, (size_t)(n * ds->features));
+    if (n > 0 && im->data) { /* same allocator: take it rather than copy */
+        data_free(ds->images);
+        ds->images = im->data;
+        im->data = NULL;
+    }
     for (int64_t i = 0; i < n; i++)
         ds->labels[i] = (int64_t)nn_idx_get(lb, i);
     *out = ds;

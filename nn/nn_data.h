@@ -67,7 +67,9 @@ typedef struct nn_idx nn_idx;
 /* Reads an IDX file, gzipped (detected by its magic 1f 8b) or plain.
  * Validates the magic, the type code, ndim in 1..NN_IDX_MAX_DIMS, the dims
  * (their product must not overflow and the data must fit NN_IDX_MAX_BYTES),
- * that the data is complete, and that nothing follows it.
+ * that the data is complete, and that nothing follows it (in a gzipped
+ * file: in the decompressed stream; like gzip, zlib ignores non-gzip bytes
+ * after the last gzip member).
  * Returns AG_OK and a caller-owned *out, or:
  *   AG_ERR_ARG    path or out is NULL;
  *   AG_ERR_IO     the file cannot be opened or read (for a path in the
@@ -196,8 +198,8 @@ int64_t nn_batcher_next(nn_batcher *b, ag_tape *tape, ag_tensor **x,
                         const int64_t **labels);
 /* The same into caller buffers: x is a 2-D tensor (persistent or tape) of
  * opts.dtype and shape [R, features] with R >= B; rows past r are left
- * as they were.  labels receives r values (room for B).  -1 with
- * AG_ERR_ARG-style message on a NULL, dtype or shape mismatch. */
+ * as they were.  labels receives r values (room for B).  -1 (message in
+ * ag_last_error) for a NULL argument or a dtype or shape mismatch. */
 int64_t nn_batcher_next_into(nn_batcher *b, ag_tensor *x, int64_t *labels);
 
 #ifdef __cplusplus
