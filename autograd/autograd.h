@@ -424,6 +424,36 @@ ag_status ag_tape_profile(const ag_tape *tape, FILE *out);
 /* Totals in nanoseconds (0 when profiling never ran). */
 void ag_tape_profile_totals(const ag_tape *tape, double *forward_ns, double *backward_ns);
 
+/* ---- user-defined ops ------------------------------------------------------
+ * An op of your own, with its forward and backward, recorded on the tape
+ * like any built-in one (check it with ag_gradcheck):
+ *
+ *   static void cube_fwd(ag_tensor *const *in, int n, ag_tensor *out, void *ctx)
+ *   { for (i...) ag_set(out, i, pow(ag_get(in[0], i), 3)); }
+ *   static void cube_bwd(ag_tensor *const *in, int n, const ag_tensor *out,
+ *                        const ag_tensor *gout, ag_tensor *const *gin, void *ctx)
+ *   { if (gin[0]) for (i...) ag_set(gin[0], i, ag_get(gin[0], i)
+ *                                   + ag_get(gout, i) * 3 * pow(ag_get(in[0], i), 2)); }
+ *   static const ag_custom_op cube = {"cube", cube_fwd, cube_bwd};
+ *   ag_tensor *y = ag_custom(tape, &cube, &x, 1, ag_ndim(x), ag_shape(x), NULL);
+ */
+typedef struct ag_custom_op {
+    const char *name;
+    /* Fills out (already shaped, of the inputs' dtype) from the inputs. */
+    void (*forward)(ag_tensor *const *in, int n_in, ag_tensor *out, void *ctx);
+    /* Adds d loss / d in[k] into gin[k] given gout = d loss / d out;
+     * gin[k] is NULL for inputs that need no gradient.  Add, never
+     * overwrite: gradients accumulate. */
+    void (*backward)(ag_tensor *const *in, int n_in, const ag_tensor *out,
+                     const ag_tensor *gout, ag_tensor *const *gin, void *ctx);
+} ag_custom_op;
+
+/* Records op over n_in (1..8) inputs sharing a dtype, with an output of
+ * the given shape.  op and ctx must outlive the tape's step.  The result
+ * is a tape tensor, or NULL with the error kept on the tape. */
+ag_tensor *ag_custom(ag_tape *t, const ag_custom_op *op, ag_tensor *const *in, int n_in,
+                     int out_ndim, const int64_t *out_shape, void *ctx);
+
 /* ---- gradient checking -----------------------------------------------------
  * fn records a function of inputs on the tape and returns its output (any
  * shape).  Inputs must be persistent f64 tensors; those with requires_grad

@@ -193,6 +193,48 @@ static void test_tape_foreign_tensor_rejected(void **state)
     ag_tensor_free(a);
 }
 
+static void ident_fwd(ag_tensor *const *in, int n, ag_tensor *out, void *ctx)
+{
+    (void)n;
+    (void)ctx;
+    for (int64_t i = 0; i < ag_numel(out); i++)
+        ag_set(out, i, ag_get(in[0], i));
+}
+
+static void ident_bwd(ag_tensor *const *in, int n, const ag_tensor *out,
+                      const ag_tensor *gout, ag_tensor *const *gin, void *ctx)
+{
+    (void)in;
+    (void)n;
+    (void)ctx;
+    for (int64_t i = 0; gin[0] && i < ag_numel(out); i++)
+        ag_set(gin[0], i, ag_get(gin[0], i) + 2 * ag_get(gout, i));
+}
+
+static void test_tape_custom_op_records_and_checks(void **state)
+{
+    (void)state;
+    static const ag_custom_op op = {"twice_grad", ident_fwd, ident_bwd};
+    int64_t s[] = {3};
+    ag_tensor *x = param(AG_F32, 1, s, 1.5), *y = param(AG_F64, 1, s, 1);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *z = ag_custom(t, &op, &x, 1, 1, s, NULL);
+    assert_true(ag_get(z, 2) == 1.5);
+    assert_int_equal(ag_backward(t, ag_sum(t, z, AG_ALL, false)), AG_OK);
+    assert_true(ag_get(ag_grad(x), 0) == 2.0);
+    ag_tape_reset(t);
+    ag_tensor *xy[2] = {x, y};
+    assert_null(ag_custom(t, &op, xy, 2, 1, s, NULL));
+    assert_int_equal(ag_tape_status(t), AG_ERR_DTYPE);
+    assert_non_null(strstr(ag_tape_error(t), "twice_grad"));
+    ag_tape_reset(t);
+    assert_null(ag_custom(t, &op, &x, 0, 1, s, NULL));
+    assert_int_equal(ag_tape_status(t), AG_ERR_ARG);
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(y);
+}
+
 /* ---- the allocation hook ---- */
 
 static long g_allocs;
@@ -256,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_tape_error_nonscalar_root),
         cmocka_unit_test(test_tape_error_invalid_axis),
         cmocka_unit_test(test_tape_foreign_tensor_rejected),
+        cmocka_unit_test(test_tape_custom_op_records_and_checks),
         cmocka_unit_test(test_tape_no_allocation_after_warmup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
