@@ -1,0 +1,377 @@
+/*
+ * nn.h — layers, activations, losses, initializers, named parameters and
+ * checkpoints, all built on autograd.h.  Nothing here has a backward of its
+ * own: every layer and loss is a composition of ag_ ops, so gradients come
+ * from the tape.  Names and layouts follow PyTorch (a linear layer "fc1"
+ * holds fc1.weight [out, in] and fc1.bias [out]), so a torch module with the
+ * same names reads a tapegrad checkpoint with load_state_dict and the other
+ * way round.
+ *
+ *   ag_rng rng;  ag_rng_seed(&rng, 42);
+ *   nn_params *params = nn_params_new();              (owns every weight)
+ *   nn_linear *fc1 = nn_linear_new(params, "fc1", 784, 256, true, &rng);
+ *   nn_linear *fc2 = nn_linear_new(params, "fc2", 256, 10, true, &rng);
+ *   if (!fc1 || !fc2) { fprintf(stderr, "%s\n", ag_last_error()); ... }
+ *   int n;  ag_tensor **w = nn_params_tensors(params, &n);   (for optim_*)
+ *
+ *   ag_tensor *h      = nn_relu(tape, nn_linear_forward(tape, fc1, x));
+ *   ag_tensor *logits = nn_linear_forward(tape, fc2, h);
+ *   ag_tensor *loss   = nn_cross_entropy(tape, logits, labels, batch);
+ *   if (ag_backward(tape, loss) != AG_OK) fprintf(stderr, "%s\n", ag_tape_error(tape));
+ *   ... optim_step(opt); ag_tape_reset(tape); ...
+ *
+ *   nn_params_save(params, "model.safetensors");       (atomic)
+ *   nn_params_load(params, "model.safetensors");       (strict: names, shapes, dtypes)
+ *   nn_linear_free(fc1);  nn_linear_free(fc2);  nn_params_free(params);
+ *
+ * Ownership.  An nn_params owns every tensor registered in it (weights and
+ * buffers) and frees them in nn_params_free.  A layer is a small struct that
+ * points into its nn_params: free it with its nn_<layer>_free (NULL is a
+ * no-op) and use it only while its nn_params lives.  Forward functions,
+ * activations and losses return tape tensors (they die with the tape).
+ *
+ * Errors.  Constructors return NULL and functions without a tape return an
+ * ag_status; both set the per-thread message read by ag_last_error().
+ * Functions taking a tape follow the tape's rules: on a bad argument or
+ * shape they keep the error on the tape (message naming the nn_ function)
+ * and return NULL; given NULL they return NULL at once, so a whole forward
+ * pass can be checked once, at ag_backward.  A constructor that fails adds
+ * nothing to its nn_params.
+ *
+ * dtypes.  Layers create parameters in their nn_params' dtype (AG_F32 unless
+ * nn_params_set_dtype says otherwise); inputs must have the same dtype.
+ *
+ * Modes.  An nn_params is in training mode until nn_params_set_training
+ * (p, false); batch_norm1d and dropout read the mode of the nn_params they
+ * were created in (PyTorch's module.train() / module.eval()).
+ */
+#ifndef TAPEGRAD_NN_H
+#define TAPEGRAD_NN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "autograd.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ==== named parameters ======================================================
+ * A map name -> tensor (uthash) that keeps insertion order.  Two kinds of
+ * entries: parameters (trained: requires_grad on unless frozen) and buffers
+ * (saved and loaded but never trained, e.g. batch-norm running statistics;
+ * requires_grad always off). */
+typedef struct nn_params nn_params;
+
+/* An empty set in training mode with dtype AG_F32; NULL on no memory. */
+nn_params *nn_params_new(void);
+/* Frees every registered tensor and the set.  NULL is a no-op. */
+void nn_params_free(nn_params *p);
+
+/* dtype of the parameters that layers create from now on (AG_F32 or
+ * AG_F64); already registered tensors keep theirs.  Ignored for NULL p or a
+ * bad dtype. */
+void     nn_params_set_dtype(nn_params *p, ag_dtype dt);
+ag_dtype nn_params_dtype(const nn_params *p);
+/* Training (default) or evaluation mode for batch_norm1d and dropout. */
+void nn_params_set_training(nn_params *p, bool on);
+bool nn_params_training(const nn_params *p);
+
+/* Registers a persistent tensor under name (copied; unique, non-empty, not
+ * "__metadata__"), sets requires_grad on and names the tensor after the
+ * entry (ag_tensor_set_name).  p owns t from this call on, also when it
+ * fails: then t is freed, so `nn_params_add(p, "w", ag_tensor_new(...))`
+ * never leaks.  AG_ERR_ARG (NULL p/name/t, a tape tensor, a duplicate or bad
+ * name) or AG_ERR_NOMEM. */
+ag_status nn_params_add(nn_params *p, const char *name, ag_tensor *t);
+/* The same for a buffer: requires_grad stays off and freezing ignores it. */
+ag_status nn_params_add_buffer(nn_params *p, const char *name, ag_tensor *t);
+
+/* The tensor registered under name (owned by p), or NULL. */
+ag_tensor *nn_params_get(const nn_params *p, const char *name);
+/* Entries (parameters and buffers) in insertion order: 0 <= i < count.
+ * Out of range gives NULL / false. */
+int         nn_params_count(const nn_params *p);
+const char *nn_params_name(const nn_params *p, int i);
+ag_tensor  *nn_params_at(const nn_params *p, int i);
+bool        nn_params_is_buffer(const nn_params *p, int i);
+/* Elements in all parameters (buffers not counted); with trainable_only,
+ * only those not frozen.  PyTorch's sum(p.numel() for p in parameters()). */
+int64_t nn_params_numel(const nn_params *p, bool trainable_only);
+
+/* Clears the gradient of every parameter (ag_zero_grad). */
+void nn_params_zero_grad(nn_params *p);
+/* Freeze: requires_grad off (backward leaves the tensor alone); unfreeze:
+ * on again.  prefix selects names equal to it or starting with prefix + "."
+ * ("fc1" matches fc1.weight, not fc10.weight); a prefix ending in '.' is a
+ * plain prefix; NULL or "" selects every parameter.  Buffers are never
+ * touched.  Returns the number of parameters selected (0 for NULL p). */
+int nn_params_freeze(nn_params *p, const char *prefix);
+int nn_params_unfreeze(nn_params *p, const char *prefix);
+
+/* The trainable parameters (requires_grad on: buffers and frozen ones are
+ * left out) in insertion order, for optimizers; *n receives the count.  The
+ * array belongs to p and stays valid until the next nn_params_tensors /
+ * nn_params_names call or a change to p (add, freeze, unfreeze, free):
+ * freeze first, then build the optimizer (it copies the array).  NULL with
+ * *n = 0 on NULL p or no memory. */
+ag_tensor **nn_params_tensors(nn_params *p, int *n);
+/* Names of the same parameters, index for index (same lifetime rules). */
+const char *const *nn_params_names(nn_params *p, int *n);
+
+/* ---- checkpoints (safetensors) ---------------------------------------------
+ * Saving writes every entry (parameters and buffers, F32/F64, by name) plus
+ * a "__metadata__" map, through ag_safetensors_save: atomic (a temporary
+ * file renamed over path), so a failure leaves an existing file whole. */
+ag_status nn_params_save(const nn_params *p, const char *path);
+/* The same with n_meta metadata pairs (e.g. {"description", "step"} ->
+ * {"fashion mlp", "1200"}); read them back with ag_safetensors_meta. */
+ag_status nn_params_save_meta(const nn_params *p, const char *path, int n_meta,
+                              const char *const *keys, const char *const *values);
+
+typedef struct nn_load_opts {
+    bool non_strict;     /* allow names missing from the file or not in p */
+    bool convert_dtype;  /* F32 <-> F64 conversion instead of a dtype error */
+} nn_load_opts;
+
+typedef struct nn_load_report {
+    int loaded;          /* entries of p filled from the file */
+    int missing;         /* entries of p the file lacks */
+    int unexpected;      /* tensors of the file p lacks */
+} nn_load_report;
+
+/* Strict load: every entry of p must be in the file and every tensor of
+ * the file in p, with the same shape and dtype.  Everything is validated
+ * before any data is copied, so on failure p is unchanged.  AG_ERR_IO or
+ * AG_ERR_FORMAT (a malformed file, or a mismatch: the message lists the
+ * missing and unexpected names and each shape/dtype mismatch by name). */
+ag_status nn_params_load(nn_params *p, const char *path);
+/* The same with options (NULL: strict) and a report (may be NULL; counts
+ * are filled also on failure).  Non-strict still checks shape and dtype of
+ * every name present in both. */
+ag_status nn_params_load_opts(nn_params *p, const char *path, const nn_load_opts *opts,
+                              nn_load_report *report);
+/* The same from a file already loaded with ag_safetensors_load (e.g. one
+ * that also holds optimizer state: use non_strict). */
+ag_status nn_params_load_from(nn_params *p, const ag_safetensors *f,
+                              const nn_load_opts *opts, nn_load_report *report);
+
+/* ==== initializers ==========================================================
+ * torch.nn.init on a persistent tensor, in place, drawing from rng in
+ * element order (the same rng state gives the same values; the values
+ * differ from torch's generator).  AG_ERR_ARG for a NULL tensor or rng, a
+ * bad argument, or (fan-based ones) a tensor with fewer than 2 dims.
+ * Fans follow torch: fan_in = shape[1] * receptive field, fan_out =
+ * shape[0] * receptive field, receptive field = product of shape[2:]. */
+
+typedef enum nn_fan_mode { NN_FAN_IN = 0, NN_FAN_OUT } nn_fan_mode;
+
+/* torch.nn.init.calculate_gain: "linear", "conv1d".., "sigmoid" -> 1,
+ * "tanh" -> 5/3, "relu" -> sqrt(2), "leaky_relu" -> sqrt(2 / (1 + param^2))
+ * (param: the negative slope; torch's default 0.01 is not applied here),
+ * "selu" -> 3/4.  An unknown name gives NaN and sets ag_last_error. */
+double    nn_init_gain(const char *nonlinearity, double param);
+ag_status nn_init_fans(const ag_tensor *t, int64_t *fan_in, int64_t *fan_out);
+
+ag_status nn_init_uniform(ag_tensor *t, double lo, double hi, ag_rng *rng);
+ag_status nn_init_normal(ag_tensor *t, double mean, double std, ag_rng *rng);
+ag_status nn_init_constant(ag_tensor *t, double value);
+ag_status nn_init_zeros(ag_tensor *t);
+ag_status nn_init_ones(ag_tensor *t);
+/* U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)). */
+ag_status nn_init_xavier_uniform(ag_tensor *t, double gain, ag_rng *rng);
+/* N(0, std), std = gain * sqrt(2 / (fan_in + fan_out)). */
+ag_status nn_init_xavier_normal(ag_tensor *t, double gain, ag_rng *rng);
+/* U(-b, b), b = sqrt(3) * gain / sqrt(fan), gain = nn_init_gain
+ * (nonlinearity, a); torch's kaiming_uniform_(t, a, mode, nonlinearity). */
+ag_status nn_init_kaiming_uniform(ag_tensor *t, double a, nn_fan_mode mode,
+                                  const char *nonlinearity, ag_rng *rng);
+/* N(0, std), std = gain / sqrt(fan). */
+ag_status nn_init_kaiming_normal(ag_tensor *t, double a, nn_fan_mode mode,
+                                 const char *nonlinearity, ag_rng *rng);
+
+/* ==== activations ===========================================================
+ * Elementwise (softmax / log_softmax along axis); result has x's shape. */
+
+ag_tensor *nn_relu(ag_tape *t, ag_tensor *x);
+ag_tensor *nn_leaky_relu(ag_tape *t, ag_tensor *x, double slope);  /* torch default 0.01 */
+/* x > 0 ? x : alpha * (e^x - 1); torch default alpha 1.  d/dx at exactly 0
+ * is 0 here (torch: alpha). */
+ag_tensor *nn_elu(ag_tape *t, ag_tensor *x, double alpha);
+/* x * Phi(x) (erf), or with tanh_approx torch's approximate='tanh'. */
+ag_tensor *nn_gelu(ag_tape *t, ag_tensor *x, bool tanh_approx);
+ag_tensor *nn_silu(ag_tape *t, ag_tensor *x);                      /* x * sigmoid(x) */
+ag_tensor *nn_tanh(ag_tape *t, ag_tensor *x);
+ag_tensor *nn_sigmoid(ag_tape *t, ag_tensor *x);
+/* log(1 + e^(beta x)) / beta, beta > 0 (torch default 1).  Unlike torch
+ * there is no linear cut-off above beta x > 20 (the two differ by < 1e-9
+ * relative there). */
+ag_tensor *nn_softplus(ag_tape *t, ag_tensor *x, double beta);
+ag_tensor *nn_softmax(ag_tape *t, ag_tensor *x, int axis);
+ag_tensor *nn_log_softmax(ag_tape *t, ag_tensor *x, int axis);
+
+/* Activation by name, for nn_mlp; torch's default parameters (leaky slope
+ * 0.01, elu alpha 1, softplus beta 1). */
+typedef enum nn_activation {
+    NN_ACT_NONE = 0,  /* identity */
+    NN_ACT_RELU,
+    NN_ACT_LEAKY_RELU,
+    NN_ACT_ELU,
+    NN_ACT_GELU,
+    NN_ACT_GELU_TANH,
+    NN_ACT_SILU,
+    NN_ACT_TANH,
+    NN_ACT_SIGMOID,
+    NN_ACT_SOFTPLUS
+} nn_activation;
+ag_tensor *nn_activate(ag_tape *t, nn_activation act, ag_tensor *x);
+
+/* ==== layers =================================================================
+ * Each constructor registers its tensors in p under "<name>.weight", ...
+ * (name "" registers bare "weight", like a top-level torch module), takes
+ * an rng for the default initialization (NULL: zeros, e.g. before loading
+ * a checkpoint), and returns NULL with ag_last_error on a bad argument, a
+ * name already taken, or no memory.  Fields are read-only for callers. */
+
+/* ---- linear: y = x W^T + b -------------------------------------------------
+ * weight [out, in], bias [out]; default init as torch.nn.Linear:
+ * kaiming_uniform(a = sqrt(5)) for the weight, i.e. U(-1/sqrt(in),
+ * 1/sqrt(in)), and U(-1/sqrt(in), 1/sqrt(in)) for the bias. */
+typedef struct nn_linear {
+    ag_tensor *weight;   /* [out, in], owned by the nn_params */
+    ag_tensor *bias;     /* [out], or NULL without bias */
+    int64_t in, out;
+} nn_linear;
+
+nn_linear *nn_linear_new(nn_params *p, const char *name, int64_t in, int64_t out, bool bias,
+                         ag_rng *rng);
+/* x [..., in] (at least 1-D) -> [..., out]. */
+ag_tensor *nn_linear_forward(ag_tape *t, nn_linear *l, ag_tensor *x);
+void nn_linear_free(nn_linear *l);
+
+/* ---- MLP: linear layers with an activation between them ---------------------
+ * widths[0] is the input width, widths[n_widths-1] the output width
+ * (n_widths >= 2); the activation follows every layer but the last.
+ * Layer i is registered as "<name>.<2i>" (".weight", ".bias"), the names
+ * of torch.nn.Sequential(Linear, Act, Linear, Act, ..., Linear). */
+typedef struct nn_mlp {
+    int n_layers;
+    nn_linear **layers;  /* (n_layers) */
+    nn_activation act;
+} nn_mlp;
+
+nn_mlp *nn_mlp_new(nn_params *p, const char *name, int n_widths, const int64_t *widths,
+                   bool bias, nn_activation act, ag_rng *rng);
+ag_tensor *nn_mlp_forward(ag_tape *t, nn_mlp *m, ag_tensor *x);
+void nn_mlp_free(nn_mlp *m);
+
+/* ---- embedding: rows of a table --------------------------------------------
+ * weight [num, dim], default init N(0, 1) as torch.nn.Embedding. */
+typedef struct nn_embedding {
+    ag_tensor *weight;   /* [num, dim] */
+    int64_t num, dim;
+} nn_embedding;
+
+nn_embedding *nn_embedding_new(nn_params *p, const char *name, int64_t num, int64_t dim,
+                               ag_rng *rng);
+/* Rows idx[0..n) -> [n, dim] (ag_index_select; an index outside [0, num)
+ * is AG_ERR_ARG on the tape).  Reshape for more dims. */
+ag_tensor *nn_embedding_forward(ag_tape *t, nn_embedding *e, const int64_t *idx, int64_t n);
+void nn_embedding_free(nn_embedding *e);
+
+/* ---- layer_norm over the trailing dims ---------------------------------------
+ * y = (x - mean) / sqrt(var + eps) * weight + bias, mean and (biased)
+ * variance over the last ndim dims of x, which must equal shape.  weight
+ * (ones) and bias (zeros) have that shape; affine false: none.  torch's
+ * default eps is 1e-5. */
+typedef struct nn_layer_norm {
+    ag_tensor *weight, *bias;   /* shape, or NULL without affine */
+    int ndim;
+    int64_t shape[AG_MAX_DIMS];
+    double eps;
+} nn_layer_norm;
+
+nn_layer_norm *nn_layer_norm_new(nn_params *p, const char *name, int ndim,
+                                 const int64_t *shape, double eps, bool affine);
+ag_tensor *nn_layer_norm_forward(ag_tape *t, nn_layer_norm *l, ag_tensor *x);
+void nn_layer_norm_free(nn_layer_norm *l);
+
+/* ---- batch_norm1d: x [N, C] or [N, C, L] ------------------------------------
+ * Training mode (of p): normalizes with the batch mean and biased
+ * variance over N (and L), and updates the buffers running_mean /
+ * running_var as torch does: r = (1 - momentum) r + momentum * s, with the
+ * unbiased variance for s (N*L must be > 1).  Evaluation mode normalizes
+ * with the running statistics.  weight (ones) and bias (zeros) are [C]
+ * (affine false: none); running_mean starts at 0, running_var at 1.  torch's
+ * defaults: eps 1e-5, momentum 0.1.  torch's num_batches_tracked is not
+ * kept (torch's load_state_dict fills it in). */
+typedef struct nn_batch_norm {
+    ag_tensor *weight, *bias;               /* [C] or NULL */
+    ag_tensor *running_mean, *running_var;  /* [C] buffers */
+    int64_t c;
+    double eps, momentum;
+    nn_params *owner;                       /* whose mode applies */
+} nn_batch_norm;
+
+nn_batch_norm *nn_batch_norm1d_new(nn_params *p, const char *name, int64_t c, double eps,
+                                   double momentum, bool affine);
+ag_tensor *nn_batch_norm1d_forward(ag_tape *t, nn_batch_norm *b, ag_tensor *x);
+void nn_batch_norm_free(nn_batch_norm *b);
+
+/* ---- dropout ---------------------------------------------------------------------
+ * Zeroes each element with probability prob in training mode (of p) and
+ * scales the rest by 1/(1-prob); the identity in evaluation mode.  Registers
+ * nothing.  prob in [0, 1). */
+typedef struct nn_dropout {
+    double prob;
+    nn_params *owner;
+} nn_dropout;
+
+nn_dropout *nn_dropout_new(nn_params *p, double prob);
+ag_tensor *nn_dropout_forward(ag_tape *t, nn_dropout *d, ag_tensor *x, ag_rng *rng);
+void nn_dropout_free(nn_dropout *d);
+
+/* ==== losses =================================================================
+ * reduction: AG_REDUCE_MEAN (0-d mean over elements), AG_REDUCE_SUM (0-d
+ * sum) or AG_REDUCE_NONE (per element, input's shape).  input and target
+ * must have the same shape and dtype (no broadcasting). */
+
+ag_tensor *nn_mse_loss(ag_tape *t, ag_tensor *input, ag_tensor *target, ag_reduction red);
+ag_tensor *nn_l1_loss(ag_tape *t, ag_tensor *input, ag_tensor *target, ag_reduction red);
+/* torch's smooth_l1_loss: |d| < beta ? 0.5 d^2 / beta : |d| - 0.5 beta
+ * (d = input - target, beta >= 0; beta 0 is the L1 loss). */
+ag_tensor *nn_smooth_l1_loss(ag_tape *t, ag_tensor *input, ag_tensor *target, double beta,
+                             ag_reduction red);
+/* torch's huber_loss: |d| < delta ? 0.5 d^2 : delta (|d| - 0.5 delta),
+ * delta > 0 (= delta * smooth_l1 with beta = delta). */
+ag_tensor *nn_huber_loss(ag_tape *t, ag_tensor *input, ag_tensor *target, double delta,
+                         ag_reduction red);
+
+/* Cross-entropy of logits [n, C] against labels[n] in [0, C): the mean
+ * over rows of -log softmax(logits)[i, labels[i]] (F.cross_entropy with
+ * its defaults, ignore_index -100 included).  0-d result. */
+ag_tensor *nn_cross_entropy(ag_tape *t, ag_tensor *logits, const int64_t *labels, int64_t n);
+/* The same with label smoothing, ignore_index and reduction (ag_ce_opts;
+ * NULL: the defaults above).  Wraps the fused ag_cross_entropy_logits. */
+ag_tensor *nn_cross_entropy_opts(ag_tape *t, ag_tensor *logits, const int64_t *labels,
+                                 int64_t n, const ag_ce_opts *opts);
+/* Negative log-likelihood of log-probabilities logp [n, C]: -logp[i,
+ * labels[i]], rows whose label is ignore_index skipped (AG_CE_NO_IGNORE:
+ * none); mean is over the rows kept (NaN when none is, as in torch); NONE
+ * gives [n] with 0 for ignored rows.  F.nll_loss. */
+ag_tensor *nn_nll_loss(ag_tape *t, ag_tensor *logp, const int64_t *labels, int64_t n,
+                       int64_t ignore_index, ag_reduction red);
+/* Binary cross-entropy of logits x against targets y in [0, 1], in the
+ * stable form max(x, 0) - x y + log(1 + e^-|x|) (BCEWithLogitsLoss). */
+ag_tensor *nn_bce_with_logits(ag_tape *t, ag_tensor *logits, ag_tensor *target,
+                              ag_reduction red);
+
+#ifdef __cplusplus
+}
+#endif
+
+/* The data helpers (IDX files, data sets, minibatches) are part of nn. */
+#include "nn_data.h"
+
+#endif
