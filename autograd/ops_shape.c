@@ -14,11 +14,14 @@
  * and an identity permute is a single row.  Rows contiguous on both sides
  * are plain loops; when the output is contiguous but the input is not, a
  * dim where the input is contiguous is paired with the last one and moved
- * in TILE x TILE blocks (the blocked 2-D transpose); anything else is an
- * odometer over strided rows.  D = ndim, N = numel. */
+ * in cache blocks of 8 x 8 squares (the blocked 2-D transpose); anything
+ * else is an odometer over strided rows.  D = ndim, N = numel. */
 #include "ops_shape_internal.h"
 
-#define TILE 32
+/* Tiles: TILE x TILE blocks for the caches, moved as MICRO x MICRO
+ * squares whose fixed bounds the compiler unrolls. */
+#define TILE 64
+#define MICRO 8
 
 void ag_walk_dim(ag_walk *w, int64_t n, int64_t sx, int64_t sy)
 {
@@ -70,18 +73,30 @@ typedef struct {
             for (int64_t i = 0; i < n; i++)                                   \
                 ELEM(x[i * sx], y[i * sy]);                                   \
     }                                                                         \
+    static void NAME##_block(T *x, T *y, int64_t ie, int64_t je, int64_t sx,  \
+                             int64_t sy)                                      \
+    {                                                                         \
+        for (int64_t i = 0; i < ie; i++)                                      \
+            for (int64_t j = 0; j < je; j++)                                  \
+                ELEM(x[i + j * sx], y[i * sy + j]);                           \
+    }                                                                         \
     static void NAME##_tile(void *vx, void *vy, int64_t xo, int64_t yo, int64_t ni, \
                             int64_t nj, int64_t sx, int64_t sy)               \
     {                                                                         \
         T *x = (T *)vx + xo, *y = (T *)vy + yo;                               \
         for (int64_t i0 = 0; i0 < ni; i0 += TILE)                             \
-            for (int64_t j0 = 0; j0 < nj; j0 += TILE) {                       \
-                int64_t ie = i0 + TILE < ni ? i0 + TILE : ni;                 \
-                int64_t je = j0 + TILE < nj ? j0 + TILE : nj;                 \
-                for (int64_t i = i0; i < ie; i++)                             \
-                    for (int64_t j = j0; j < je; j++)                         \
-                        ELEM(x[i + j * sx], y[i * sy + j]);                   \
-            }                                                                 \
+            for (int64_t j0 = 0; j0 < nj; j0 += TILE)                         \
+                for (int64_t i = i0; i < i0 + TILE && i < ni; i += MICRO)     \
+                    for (int64_t j = j0; j < j0 + TILE && j < nj; j += MICRO) \
+                        if (i + MICRO <= ni && j + MICRO <= nj) {             \
+                            T *xs = x + i + j * sx, *ys = y + i * sy + j;     \
+                            for (int a = 0; a < MICRO; a++)                   \
+                                for (int b = 0; b < MICRO; b++)               \
+                                    ELEM(xs[a + b * sx], ys[a * sy + b]);     \
+                        } else                                                \
+                            NAME##_block(x + i + j * sx, y + i * sy + j,      \
+                                         ni - i < MICRO ? ni - i : MICRO,     \
+                                         nj - j < MICRO ? nj - j : MICRO, sx, sy); \
     }                                                                         \
     static const mover NAME = {NAME##_row, NAME##_tile};
 
