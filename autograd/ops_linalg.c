@@ -89,26 +89,6 @@ static void mm_batch(const mm_plan *p, int64_t t, int64_t *ia, int64_t *ib)
     }
 }
 
-/* TEMPORARY: naive GEMM until autograd/kernels builds (same contract). */
-#define NAIVE_GEMM(T, NAME)                                                   \
-    static void NAME(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, \
-                     const T *A, int64_t lda, const T *B, int64_t ldb, T beta,  \
-                     T *C, int64_t ldc)                                       \
-    {                                                                         \
-        for (int64_t i = 0; i < M; i++)                                       \
-            for (int64_t j = 0; j < N; j++) {                                 \
-                T acc = 0;                                                    \
-                for (int64_t k = 0; k < K; k++)                               \
-                    acc += (ta ? A[k * lda + i] : A[i * lda + k]) *           \
-                           (tb ? B[j * ldb + k] : B[k * ldb + j]);            \
-                C[i * ldc + j] = alpha * acc + (beta == 0 ? 0 : beta * C[i * ldc + j]); \
-            }                                                                 \
-    }
-NAIVE_GEMM(float, naive_gemm_f32)
-NAIVE_GEMM(double, naive_gemm_f64)
-#define ag_gemm_f32 naive_gemm_f32
-#define ag_gemm_f64 naive_gemm_f64
-
 /* C = op(A) op(B) + beta C in the tensors' dtype; offsets are in elements. */
 static void gemm(ag_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                  const void *A, int64_t lda, const void *B, int64_t ldb, double beta,
