@@ -164,6 +164,12 @@ double optim_get_lr(const optim *o)
     return o ? *optim_lr_ref((optim *)o) : NAN;
 }
 
+double optim_get_momentum(const optim *o)
+{
+    const double *m = o ? optim_momentum_ref((optim *)o) : NULL;
+    return m ? *m : NAN;
+}
+
 const char *optim_name(const optim *o)
 {
     return o ? o->def->name : NULL;

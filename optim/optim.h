@@ -145,6 +145,11 @@ void optim_zero_grad(optim *o);
 void   optim_set_lr(optim *o, double lr);
 double optim_get_lr(const optim *o);       /* NaN for NULL */
 
+/* The momentum the next step uses: SGD's and RMSprop's momentum, Adam's
+ * and AdamW's beta1 (a one-cycle schedule cycles it); NaN for Adagrad and
+ * for NULL. */
+double optim_get_momentum(const optim *o);
+
 /* "sgd", "adam", "adamw", "rmsprop" or "adagrad". */
 const char *optim_name(const optim *o);
 

@@ -1,0 +1,910 @@
+/* test_optim.c — optim/: trajectories, schedules and clipping against
+ * torch.optim fixtures (tests/reference/make_optim_fixtures.py), resumable
+ * checkpoints, and the error paths. */
+#include "test_util.h"
+
+#include "optim.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TRAJ_RTOL 1e-10
+#define SCHED_RTOL 1e-12
+
+static ag_safetensors *g_traj, *g_sched, *g_clip;
+
+static ag_safetensors *load_fixture(const char *rel)
+{
+    ag_safetensors *f = NULL;
+    if (ag_safetensors_load(tg_path(rel), &f) != AG_OK)
+        print_message("cannot load %s: %s\n", rel, ag_last_error());
+    return f;
+}
+
+static int fixtures_setup(void **state)
+{
+    (void)state;
+    g_traj = load_fixture("tests/reference/optim/trajectories.safetensors");
+    g_sched = load_fixture("tests/reference/optim/schedules.safetensors");
+    g_clip = load_fixture("tests/reference/optim/clip.safetensors");
+    return g_traj && g_sched && g_clip ? 0 : -1;
+}
+
+static int fixtures_teardown(void **state)
+{
+    (void)state;
+    ag_safetensors_free(g_traj);
+    ag_safetensors_free(g_sched);
+    ag_safetensors_free(g_clip);
+    return 0;
+}
+
+static const ag_tensor *fx(const ag_safetensors *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static const ag_tensor *fx(const ag_safetensors *f, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const ag_tensor *t = ag_safetensors_get(f, name);
+    if (!t)
+        print_message("fixture tensor %s is missing\n", name);
+    assert_non_null(t);
+    return t;
+}
+
+/* Splits a comma list from the fixture metadata into at most max items
+ * (pointers into buf). */
+static int split_list(const char *text, char *buf, size_t n, char **items, int max)
+{
+    assert_non_null(text);
+    snprintf(buf, n, "%s", text);
+    int k = 0;
+    for (char *s = strtok(buf, ","); s && k < max; s = strtok(NULL, ","))
+        items[k++] = s;
+    return k;
+}
+
+/* Max over elements of |a - b| / |b| (|a - b| where |b| < 1e-3), and a
+ * failure (with label) beyond rtol. */
+static double rel_err(const ag_tensor *a, const ag_tensor *b)
+{
+    double worst = 0;
+    for (int64_t i = 0; i < ag_numel(b); i++) {
+        double x = ag_get(a, i), y = ag_get(b, i);
+        double e = fabs(x - y) / (fabs(y) < 1e-3 ? 1e-3 : fabs(y));
+        if (!(e <= worst))
+            worst = e;
+    }
+    return worst;
+}
+
+static void check_close(const ag_tensor *got, const ag_tensor *want, double rtol,
+                        double *maxrel, const char *label)
+{
+    assert_int_equal(ag_numel(got), ag_numel(want));
+    double e = rel_err(got, want);
+    if (!(e <= rtol))
+        print_message("%s: relative error %.3g > %.3g\n", label, e, rtol);
+    assert_true(e <= rtol);
+    if (e > *maxrel)
+        *maxrel = e;
+}
+
+/* ---- fixed problems ------------------------------------------------------- */
+
+typedef struct problem {
+    const char *name;
+    int np;
+    char pnames[4][8];
+    ag_tensor *p[4];
+    ag_tensor *data[2];
+} problem;
+
+static void problem_init(problem *pr, const char *name, ag_dtype dt)
+{
+    memset(pr, 0, sizeof *pr);
+    pr->name = name;
+    bool quad = strcmp(name, "quad") == 0;
+    const char *dn[2] = {quad ? "A" : "X", quad ? "b" : "T"};
+    for (int i = 0; i < 2; i++)
+        pr->data[i] = tg_convert(fx(g_traj, "%s.data.%s", name, dn[i]), dt);
+    char buf[64], *items[4];
+    char key[32];
+    snprintf(key, sizeof key, "params.%s", name);
+    pr->np = split_list(ag_safetensors_meta(g_traj, key), buf, sizeof buf, items, 4);
+    for (int i = 0; i < pr->np; i++) {
+        snprintf(pr->pnames[i], sizeof pr->pnames[i], "%s", items[i]);
+        pr->p[i] = tg_convert(fx(g_traj, "%s.init.%s", name, items[i]), dt);
+        ag_set_requires_grad(pr->p[i], true);
+    }
+}
+
+static void problem_free(problem *pr)
+{
+    for (int i = 0; i < pr->np; i++)
+        ag_tensor_free(pr->p[i]);
+    ag_tensor_free(pr->data[0]);
+    ag_tensor_free(pr->data[1]);
+}
+
+/* Loss of the problem on (x, y) data; backward fills the gradients. */
+static ag_tensor *problem_loss(ag_tape *t, problem *pr, ag_tensor *x, ag_tensor *y)
+{
+    if (strcmp(pr->name, "quad") == 0) {
+        /* 0.5 x^T A x - b^T x */
+        ag_tensor *v = pr->p[0];
+        ag_tensor *q = ag_sum(t, ag_mul(t, ag_matmul(t, v, x), v), AG_ALL, false);
+        return ag_sub(t, ag_mul_scalar(t, q, 0.5), ag_sum(t, ag_mul(t, y, v), AG_ALL, false));
+    }
+    /* mean((tanh(X w1 + b1) w2 + b2 - T)^2) */
+    ag_tensor *h = ag_tanh(t, ag_add(t, ag_matmul(t, x, pr->p[0]), pr->p[1]));
+    ag_tensor *r = ag_sub(t, ag_add(t, ag_matmul(t, h, pr->p[2]), pr->p[3]), y);
+    return ag_mean(t, ag_mul(t, r, r), AG_ALL, false);
+}
+
+static void problem_backward(ag_tape *t, problem *pr, ag_tensor *x, ag_tensor *y)
+{
+    ag_tensor *loss = problem_loss(t, pr, x, y);
+    ag_status s = ag_backward(t, loss);
+    if (s != AG_OK)
+        print_message("backward: %s\n", ag_tape_error(t));
+    assert_int_equal(s, AG_OK);
+    ag_tape_reset(t);
+}
+
+/* An optimizer from a fixture configuration (options in C struct order). */
+static optim *make_optim(const char *kind, const double *v, ag_tensor **p, int n)
+{
+    if (strcmp(kind, "sgd") == 0)
+        return optim_sgd(p, n, (optim_sgd_opts){v[0], v[1], v[2], v[3], v[4] != 0});
+    if (strcmp(kind, "adam") == 0)
+        return optim_adam(p, n, (optim_adam_opts){v[0], v[1], v[2], v[3], v[4], v[5] != 0});
+    if (strcmp(kind, "adamw") == 0)
+        return optim_adamw(p, n, (optim_adam_opts){v[0], v[1], v[2], v[3], v[4], v[5] != 0});
+    if (strcmp(kind, "rmsprop") == 0)
+        return optim_rmsprop(p, n,
+                             (optim_rmsprop_opts){v[0], v[1], v[2], v[3], v[4], v[5] != 0});
+    if (strcmp(kind, "adagrad") == 0)
+        return optim_adagrad(p, n, (optim_adagrad_opts){v[0], v[1], v[2], v[3], v[4]});
+    return NULL;
+}
+
+/* ---- trajectories ---------------------------------------------------------- */
+
+static int record_steps(int *steps, int max)
+{
+    char buf[128], *items[16];
+    int k = split_list(ag_safetensors_meta(g_traj, "steps"), buf, sizeof buf, items, 16);
+    for (int i = 0; i < k && i < max; i++)
+        steps[i] = atoi(items[i]);
+    return k < max ? k : max;
+}
+
+static double run_config(const char *cfg, const char *prob)
+{
+    char key[96];
+    snprintf(key, sizeof key, "kind.%s", cfg);
+    const char *kind = ag_safetensors_meta(g_traj, key);
+    assert_non_null(kind);
+    const ag_tensor *opts = fx(g_traj, "cfg.%s.opts", cfg);
+    int steps[16], n_rec = record_steps(steps, 16), r = 0;
+    problem pr;
+    problem_init(&pr, prob, AG_F64);
+    optim *o = make_optim(kind, ag_data_const(opts), pr.p, pr.np);
+    if (!o)
+        print_message("%s: %s\n", cfg, ag_last_error());
+    assert_non_null(o);
+    ag_tape *t = ag_tape_new();
+    double worst = 0;
+    for (int step = 1; step <= steps[n_rec - 1]; step++) {
+        optim_zero_grad(o);
+        problem_backward(t, &pr, pr.data[0], pr.data[1]);
+        assert_int_equal(optim_step(o), AG_OK);
+        if (step != steps[r])
+            continue;
+        for (int i = 0; i < pr.np; i++) {
+            char label[160];
+            snprintf(label, sizeof label, "%s on %s: %s after step %d", cfg, prob,
+                     pr.pnames[i], step);
+            check_close(pr.p[i], fx(g_traj, "%s.%s.%s.step%d", cfg, prob, pr.pnames[i], step),
+                        TRAJ_RTOL, &worst, label);
+        }
+        r++;
+    }
+    ag_tape_free(t);
+    optim_free(o);
+    problem_free(&pr);
+    return worst;
+}
+
+static void run_all_configs(const char *prob)
+{
+    char buf[2048], *cfgs[64];
+    int n = split_list(ag_safetensors_meta(g_traj, "configs"), buf, sizeof buf, cfgs, 64);
+    assert_true(n >= 20);
+    double worst = 0;
+    const char *worst_cfg = "";
+    for (int i = 0; i < n; i++) {
+        double e = run_config(cfgs[i], prob);
+        if (e >= worst) {
+            worst = e;
+            worst_cfg = cfgs[i];
+        }
+    }
+    print_message("  %s: %d configurations, 100 steps; max relative error %.3g (%s)\n", prob,
+                  n, worst, worst_cfg);
+}
+
+static void test_optim_quadratic_matches_torch(void **state)
+{
+    (void)state;
+    run_all_configs("quad");
+}
+
+static void test_optim_mlp_matches_torch(void **state)
+{
+    (void)state;
+    run_all_configs("mlp");
+}
+
+/* f32: tapegrad computes in double and rounds on store; PyTorch rounds each
+ * operation, so the two agree to f32 precision, not bit for bit. */
+static void test_optim_f32_params_follow_torch(void **state)
+{
+    (void)state;
+    problem pr;
+    problem_init(&pr, "quad", AG_F32);
+    optim_adam_opts ao = optim_adam_defaults();
+    ao.lr = 0.01;
+    optim *o = optim_adam(pr.p, 1, ao);
+    ag_tape *t = ag_tape_new();
+    double worst = 0;
+    for (int step = 1; step <= 100; step++) {
+        optim_zero_grad(o);
+        problem_backward(t, &pr, pr.data[0], pr.data[1]);
+        optim_step(o);
+        if (step == 10 || step == 100)
+            check_close(pr.p[0], fx(g_traj, "f32.quad.x.step%d", step), 1e-4, &worst, "f32 adam");
+    }
+    assert_int_equal(ag_dtype_of(optim_state(o, pr.p[0], "exp_avg")), AG_F32);
+    print_message("  f32 adam: max relative error %.3g\n", worst);
+    ag_tape_free(t);
+    optim_free(o);
+    problem_free(&pr);
+}
+
+/* ---- schedules ------------------------------------------------------------- */
+
+static optim *sched_optimizer(const char *name, ag_tensor *p)
+{
+    if (strstr(name, "nomom")) {
+        optim_adagrad_opts a = optim_adagrad_defaults();
+        a.lr = 0.05;
+        return optim_adagrad(&p, 1, a);
+    }
+    if (strcmp(name, "step_gamma") == 0 || strcmp(name, "cosine_long") == 0 ||
+        strcmp(name, "linear_down") == 0 || strcmp(name, "warmup_step") == 0 ||
+        strcmp(name, "onecycle_adam") == 0) {
+        optim_adam_opts a = optim_adam_defaults();
+        a.lr = 0.01;
+        return optim_adam(&p, 1, a);
+    }
+    optim_sgd_opts s = optim_sgd_defaults();
+    s.lr = strcmp(name, "cosine_odd") == 0 ? 0.3 : 0.1;
+    s.momentum = 0.9;
+    return optim_sgd(&p, 1, s);
+}
+
+/* The schedules of make_optim_fixtures.py's SCHEDULES table. */
+static optim_sched *sched_make(const char *name, optim *o)
+{
+#define IS(s) (strcmp(name, s) == 0)
+    if (IS("step"))
+        return optim_sched_step(o, 30, 0.1);
+    if (IS("step_gamma"))
+        return optim_sched_step(o, 7, 0.9);
+    if (IS("multistep"))
+        return optim_sched_multistep(o, (const int64_t[]){30, 80, 80, 150}, 4, 0.5);
+    if (IS("exponential"))
+        return optim_sched_exponential(o, 0.97);
+    if (IS("cosine"))
+        return optim_sched_cosine(o, 50, 0.001);
+    if (IS("cosine_long"))
+        return optim_sched_cosine(o, 200, 0);
+    if (IS("cosine_odd"))
+        return optim_sched_cosine(o, 7, 0.01);
+    if (IS("linear"))
+        return optim_sched_linear(o, 0.25, 1.0, 40);
+    if (IS("linear_down"))
+        return optim_sched_linear(o, 1.0, 0.1, 150);
+    if (IS("warmup_cosine"))
+        return optim_sched_warmup(o, 0.1, 10, optim_sched_cosine(o, 190, 1e-4));
+    if (IS("warmup_step"))
+        return optim_sched_warmup(o, 0.01, 20, optim_sched_step(o, 50, 0.5));
+    if (IS("warmup_exponential"))
+        return optim_sched_warmup(o, 0.5, 5, optim_sched_exponential(o, 0.98));
+    if (IS("warmup_multistep"))
+        return optim_sched_warmup(o, 0.2, 15,
+                                  optim_sched_multistep(o, (const int64_t[]){0, 40, 100}, 3, 0.3));
+    if (IS("warmup_onecycle"))
+        return optim_sched_warmup(o, 0.5, 5,
+                                  optim_sched_onecycle(o, optim_onecycle_defaults(0.2, 195)));
+    if (IS("onecycle"))
+        return optim_sched_onecycle(o, optim_onecycle_defaults(0.1, 200));
+    if (IS("onecycle_adam")) {
+        optim_onecycle_opts oc = optim_onecycle_defaults(0.01, 250);
+        oc.pct_start = 0.25;
+        oc.anneal = OPTIM_ANNEAL_LINEAR;
+        oc.three_phase = true;
+        oc.div_factor = 10;
+        oc.final_div_factor = 100;
+        oc.base_momentum = 0.8;
+        oc.max_momentum = 0.9;
+        return optim_sched_onecycle(o, oc);
+    }
+    if (IS("onecycle_nomom")) {
+        optim_onecycle_opts oc = optim_onecycle_defaults(0.5, 200);
+        oc.cycle_momentum = false;
+        return optim_sched_onecycle(o, oc);
+    }
+#undef IS
+    return NULL;
+}
+
+static void test_sched_matches_torch(void **state)
+{
+    (void)state;
+    char buf[1024], *names[32];
+    int n = split_list(ag_safetensors_meta(g_sched, "schedules"), buf, sizeof buf, names, 32);
+    assert_true(n >= 15);
+    double worst = 0;
+    int exact = 0, total = 0;
+    for (int k = 0; k < n; k++) {
+        ag_tensor *p = ag_tensor_new(AG_F64, 1, (const int64_t[]){2});
+        optim *o = sched_optimizer(names[k], p);
+        assert_non_null(o);
+        optim_sched *s = sched_make(names[k], o);
+        if (!s)
+            print_message("%s: %s\n", names[k], ag_last_error());
+        assert_non_null(s);
+        const ag_tensor *want = fx(g_sched, "sched.%s.lr", names[k]);
+        const ag_tensor *want_m = fx(g_sched, "sched.%s.momentum", names[k]);
+        assert_int_equal(ag_numel(want), 201);
+        for (int i = 0; i <= 200; i++) {
+            if (i > 0) {
+                assert_int_equal(optim_step(o), AG_OK); /* no gradient: skips */
+                assert_int_equal(optim_sched_step_once(s), AG_OK);
+            }
+            double got = optim_sched_get_last_lr(s), w = ag_get(want, i);
+            assert_true(got == optim_get_lr(o));
+            double m = optim_get_momentum(o), wm = ag_get(want_m, i);
+            if (!(m == wm || (isnan(m) && wm == 0)))
+                print_message("%s step %d: momentum %.17g, torch %.17g\n", names[k], i, m, wm);
+            assert_true(fabs(m - wm) <= SCHED_RTOL * fabs(wm) || (isnan(m) && wm == 0));
+            double e = got == w ? 0 : fabs(got - w) / fabs(w);
+            exact += got == w;
+            total++;
+            if (!(e <= SCHED_RTOL))
+                print_message("%s step %d: lr %.17g, torch %.17g\n", names[k], i, got, w);
+            assert_true(e <= SCHED_RTOL);
+            if (e > worst)
+                worst = e;
+        }
+        assert_int_equal(optim_sched_last_epoch(s), 200);
+        optim_sched_free(s);
+        optim_free(o);
+        ag_tensor_free(p);
+    }
+    print_message("  %d schedules x 201 lrs: %d of %d bit-identical, max relative error %.3g\n",
+                  n, exact, total, worst);
+}
+
+static void test_sched_onecycle_past_end_is_error(void **state)
+{
+    (void)state;
+    ag_tensor *p = ag_tensor_new(AG_F64, 1, (const int64_t[]){1});
+    optim *o = optim_sgd(&p, 1, optim_sgd_defaults());
+    optim_sched *s = optim_sched_onecycle(o, optim_onecycle_defaults(0.1, 10));
+    assert_non_null(s);
+    /* SGD without momentum gets PyTorch's max_momentum at construction */
+    assert_true(optim_get_momentum(o) > 0.9);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(optim_sched_step_once(s), AG_OK);
+    double lr = optim_get_lr(o);
+    assert_int_equal(optim_sched_step_once(s), AG_ERR_STATE);
+    assert_non_null(strstr(ag_last_error(), "total_steps"));
+    assert_true(optim_get_lr(o) == lr);
+    assert_int_equal(optim_sched_last_epoch(s), 10);
+    optim_sched_free(s);
+    optim_free(o);
+    ag_tensor_free(p);
+}
+
+static void test_sched_bad_arguments(void **state)
+{
+    (void)state;
+    ag_tensor *p = ag_tensor_new(AG_F64, 1, (const int64_t[]){1});
+    optim *o = optim_adagrad(&p, 1, optim_adagrad_defaults());
+    assert_null(optim_sched_step(o, 0, 0.1));
+    assert_non_null(strstr(ag_last_error(), "step_size"));
+    assert_null(optim_sched_step(NULL, 1, 0.1));
+    assert_null(optim_sched_cosine(o, 0, 0));
+    assert_null(optim_sched_exponential(o, NAN));
+    assert_null(optim_sched_multistep(o, NULL, 0, 0.1));
+    assert_null(optim_sched_linear(o, 0, 1, 5));
+    assert_null(optim_sched_warmup(o, 0.1, 5, NULL));
+    assert_non_null(strstr(ag_last_error(), "NULL"));
+    /* a failing warm-up frees the schedule it was given */
+    assert_null(optim_sched_warmup(o, 2.0, 5, optim_sched_exponential(o, 0.9)));
+    assert_non_null(strstr(ag_last_error(), "start_factor"));
+    assert_null(optim_sched_onecycle(o, optim_onecycle_defaults(0.1, 10)));
+    assert_non_null(strstr(ag_last_error(), "adagrad"));
+    optim_onecycle_opts oc = optim_onecycle_defaults(0.1, 10);
+    oc.pct_start = 1.5;
+    oc.cycle_momentum = false;
+    assert_null(optim_sched_onecycle(o, oc));
+    assert_non_null(strstr(ag_last_error(), "pct_start"));
+    assert_int_equal(optim_sched_step_once(NULL), AG_ERR_ARG);
+    optim_sched_free(NULL);
+    optim_free(o);
+    ag_tensor_free(p);
+}
+
+/* ---- clipping -------------------------------------------------------------- */
+
+/* Gives p the gradient g exactly: backward of sum(p * g). */
+static void set_grad(ag_tensor *p, const ag_tensor *g)
+{
+    ag_tape *t = ag_tape_new();
+    ag_tensor *c = ag_tensor_clone(g);
+    ag_set_requires_grad(p, true);
+    ag_zero_grad(p);
+    assert_int_equal(ag_backward(t, ag_sum(t, ag_mul(t, p, c), AG_ALL, false)), AG_OK);
+    ag_tensor_free(c);
+    ag_tape_free(t);
+}
+
+static int clip_params(ag_tensor **p)
+{
+    int n = atoi(ag_safetensors_meta(g_clip, "count"));
+    for (int i = 0; i < n; i++) {
+        const ag_tensor *g = fx(g_clip, "clip.grad%d", i);
+        p[i] = ag_tensor_new(AG_F64, ag_ndim(g), ag_shape(g));
+        set_grad(p[i], g);
+    }
+    return n;
+}
+
+static void test_clip_grad_norm_matches_torch(void **state)
+{
+    (void)state;
+    char buf[256], *cases[16];
+    int nc = split_list(ag_safetensors_meta(g_clip, "norm_cases"), buf, sizeof buf, cases, 16);
+    assert_true(nc >= 5);
+    double worst = 0;
+    for (int c = 0; c < nc; c++) {
+        ag_tensor *p[8];
+        int n = clip_params(p);
+        const ag_tensor *args = fx(g_clip, "clip.%s.args", cases[c]);
+        double total = 0;
+        assert_int_equal(optim_clip_grad_norm(p, n, ag_get(args, 0), ag_get(args, 1), &total),
+                         AG_OK);
+        double want = ag_get(fx(g_clip, "clip.%s.total", cases[c]), 0);
+        double e = total == want ? 0 : fabs(total - want) / want;
+        if (e > worst)
+            worst = e;
+        assert_true(e <= 1e-12);
+        for (int i = 0; i < n; i++) {
+            check_close(ag_grad(p[i]), fx(g_clip, "clip.%s.out%d", cases[c], i), 1e-12, &worst,
+                        cases[c]);
+            ag_tensor_free(p[i]);
+        }
+    }
+    print_message("  clip_grad_norm: %d cases, max relative error %.3g\n", nc, worst);
+}
+
+static void test_clip_grad_value_matches_torch(void **state)
+{
+    (void)state;
+    ag_tensor *p[8];
+    int n = clip_params(p);
+    assert_int_equal(optim_clip_grad_value(p, n, atof(ag_safetensors_meta(g_clip, "clip_value"))),
+                     AG_OK);
+    for (int i = 0; i < n; i++) {
+        assert_tensor_close(ag_grad(p[i]), fx(g_clip, "clip.value.out%d", i), 0, 0);
+        ag_tensor_free(p[i]);
+    }
+    assert_int_equal(optim_clip_grad_value(p, n, -1), AG_ERR_ARG);
+}
+
+static void test_clip_grad_norm_nonfinite_leaves_grads(void **state)
+{
+    (void)state;
+    ag_tensor *p[2];
+    p[0] = ag_tensor_new(AG_F32, 1, (const int64_t[]){3});
+    p[1] = ag_tensor_new(AG_F64, 1, (const int64_t[]){2});
+    ag_tensor *g0 = ag_tensor_from_f32(1, (const int64_t[]){3}, (const float[]){1, 2, 3});
+    ag_tensor *g1 = ag_tensor_from_f64(1, (const int64_t[]){2}, (const double[]){4, 5});
+    set_grad(p[0], g0);
+    set_grad(p[1], g1);
+    ag_set(ag_grad(p[1]), 1, INFINITY);
+    double total = 0;
+    assert_int_equal(optim_clip_grad_norm(p, 2, 1.0, 2.0, &total), AG_ERR_NUMERIC);
+    assert_true(isinf(total));
+    assert_non_null(strstr(ag_last_error(), "inf"));
+    assert_tensor_close(ag_grad(p[0]), g0, 0, 0);
+    assert_true(ag_get(ag_grad(p[1]), 0) == 4);
+    ag_set(ag_grad(p[1]), 1, NAN);
+    assert_int_equal(optim_clip_grad_norm(p, 2, 1.0, INFINITY, &total), AG_ERR_NUMERIC);
+    assert_true(isnan(total));
+    /* finite, mixed dtypes: norm sqrt(1+4+9+16+25) */
+    ag_set(ag_grad(p[1]), 1, 5);
+    assert_int_equal(optim_clip_grad_norm(p, 2, 1.0, 2.0, &total), AG_OK);
+    assert_true(fabs(total - sqrt(55.0)) < 1e-12);
+    assert_true(fabs(ag_get(ag_grad(p[1]), 0) - 4 / (sqrt(55.0) + 1e-6)) < 1e-12);
+    /* no gradients at all: norm 0 */
+    ag_tensor *q = ag_tensor_new(AG_F64, 1, (const int64_t[]){2});
+    assert_int_equal(optim_clip_grad_norm(&q, 1, 1.0, 2.0, &total), AG_OK);
+    assert_true(total == 0);
+    assert_int_equal(optim_clip_grad_norm(p, 2, -1.0, 2.0, &total), AG_ERR_ARG);
+    assert_int_equal(optim_clip_grad_norm(p, 2, 1.0, 0.0, &total), AG_ERR_ARG);
+    assert_int_equal(optim_clip_grad_norm(NULL, 2, 1.0, 2.0, NULL), AG_ERR_ARG);
+    ag_tensor_free(q);
+    ag_tensor_free(g0);
+    ag_tensor_free(g1);
+    ag_tensor_free(p[0]);
+    ag_tensor_free(p[1]);
+}
+
+/* ---- optimizer behaviour ------------------------------------------------------ */
+
+static void test_optim_bad_options(void **state)
+{
+    (void)state;
+    ag_tensor *p[2] = {ag_tensor_new(AG_F64, 1, (const int64_t[]){2}), NULL};
+    optim_sgd_opts so = optim_sgd_defaults();
+    so.lr = -1;
+    assert_null(optim_sgd(p, 1, so));
+    assert_non_null(strstr(ag_last_error(), "lr"));
+    so = optim_sgd_defaults();
+    so.nesterov = true;
+    assert_null(optim_sgd(p, 1, so));
+    assert_non_null(strstr(ag_last_error(), "nesterov"));
+    so.momentum = 0.9;
+    so.dampening = 0.1;
+    assert_null(optim_sgd(p, 1, so));
+    optim_adam_opts ao = optim_adam_defaults();
+    ao.beta2 = 1.0;
+    assert_null(optim_adam(p, 1, ao));
+    assert_non_null(strstr(ag_last_error(), "beta2"));
+    ao = optim_adamw_defaults();
+    ao.beta1 = -0.1;
+    assert_null(optim_adamw(p, 1, ao));
+    assert_non_null(strstr(ag_last_error(), "beta1"));
+    ao.beta1 = NAN;
+    assert_null(optim_adamw(p, 1, ao));
+    optim_rmsprop_opts ro = optim_rmsprop_defaults();
+    ro.alpha = -1;
+    assert_null(optim_rmsprop(p, 1, ro));
+    assert_non_null(strstr(ag_last_error(), "alpha"));
+    optim_adagrad_opts ad = optim_adagrad_defaults();
+    ad.initial_accumulator_value = -1;
+    assert_null(optim_adagrad(p, 1, ad));
+    assert_non_null(strstr(ag_last_error(), "initial_accumulator_value"));
+    /* parameter lists */
+    assert_null(optim_adam(p, 2, optim_adam_defaults()));
+    assert_non_null(strstr(ag_last_error(), "#1 is NULL"));
+    assert_null(optim_adam(NULL, 1, optim_adam_defaults()));
+    assert_null(optim_adam(p, 0, optim_adam_defaults()));
+    p[1] = p[0];
+    assert_null(optim_adam(p, 2, optim_adam_defaults()));
+    assert_non_null(strstr(ag_last_error(), "same tensor"));
+    assert_int_equal(optim_step(NULL), AG_ERR_ARG);
+    optim_zero_grad(NULL);
+    optim_free(NULL);
+    assert_true(isnan(optim_get_lr(NULL)));
+    ag_tensor_free(p[0]);
+}
+
+static void test_optim_defaults_are_torch(void **state)
+{
+    (void)state;
+    optim_adam_opts a = optim_adam_defaults(), w = optim_adamw_defaults();
+    assert_true(a.lr == 1e-3 && a.beta1 == 0.9 && a.beta2 == 0.999 && a.eps == 1e-8);
+    assert_true(a.weight_decay == 0 && w.weight_decay == 1e-2 && !a.amsgrad);
+    optim_rmsprop_opts r = optim_rmsprop_defaults();
+    assert_true(r.lr == 1e-2 && r.alpha == 0.99 && r.eps == 1e-8 && r.momentum == 0);
+    optim_adagrad_opts g = optim_adagrad_defaults();
+    assert_true(g.lr == 1e-2 && g.eps == 1e-10 && g.initial_accumulator_value == 0);
+    optim_onecycle_opts oc = optim_onecycle_defaults(0.1, 100);
+    assert_true(oc.pct_start == 0.3 && oc.div_factor == 25 && oc.final_div_factor == 1e4);
+    assert_true(oc.cycle_momentum && oc.anneal == OPTIM_ANNEAL_COS);
+}
+
+/* A parameter without a gradient is skipped and keeps no state. */
+static void test_optim_skips_params_without_grad(void **state)
+{
+    (void)state;
+    ag_tensor *p[2] = {ag_tensor_from_f64(1, (const int64_t[]){2}, (const double[]){1, 2}),
+                       ag_tensor_from_f64(1, (const int64_t[]){2}, (const double[]){3, 4})};
+    ag_tensor *g = ag_tensor_from_f64(1, (const int64_t[]){2}, (const double[]){0.5, -1});
+    set_grad(p[0], g);
+    optim_adam_opts ao = optim_adam_defaults();
+    ao.lr = 0.1;
+    optim *o = optim_adam(p, 2, ao);
+    assert_non_null(o);
+    assert_null(optim_state(o, p[0], "exp_avg"));
+    assert_int_equal(optim_step(o), AG_OK);
+    assert_int_equal(optim_state_steps(o, p[0]), 1);
+    assert_int_equal(optim_state_steps(o, p[1]), 0);
+    assert_null(optim_state(o, p[1], "exp_avg"));
+    assert_null(optim_state(o, p[0], "max_exp_avg_sq"));
+    assert_null(optim_state(o, p[0], "nonsense"));
+    /* first Adam step moves each element by lr * sign(g) (eps aside) */
+    assert_true(fabs(ag_get(p[0], 0) - 0.9) < 1e-6 && fabs(ag_get(p[0], 1) - 2.1) < 1e-6);
+    assert_true(ag_get(p[1], 0) == 3 && ag_get(p[1], 1) == 4);
+    const ag_tensor *m = optim_state(o, p[0], "exp_avg");
+    assert_non_null(m);
+    assert_true(fabs(ag_get(m, 0) - 0.05) < 1e-15);
+    optim_zero_grad(o);
+    assert_true(ag_get(ag_grad(p[0]), 0) == 0);
+    optim_set_lr(o, 0.5);
+    assert_true(optim_get_lr(o) == 0.5);
+    optim_set_lr(o, -1);
+    assert_true(optim_get_lr(o) == 0.5);
+    assert_string_equal(optim_name(o), "adam");
+    optim_free(o);
+    ag_tensor_free(g);
+    ag_tensor_free(p[0]);
+    ag_tensor_free(p[1]);
+}
+
+/* ---- resumable training --------------------------------------------------------- */
+
+typedef struct run {
+    problem pr;
+    optim *o;
+    optim_sched *s;
+    ag_rng rng;
+    ag_tensor *xb, *yb; /* (8, 4), (8, 3): a random minibatch per step */
+} run;
+
+static void run_new(run *r, int which, ag_dtype dt)
+{
+    problem_init(&r->pr, "mlp", dt);
+    ag_tensor **p = r->pr.p;
+    int n = r->pr.np;
+    switch (which) {
+    case 0: {
+        optim_adam_opts a = optim_adam_defaults();
+        a.lr = 0.02;
+        a.amsgrad = true;
+        r->o = optim_adam(p, n, a);
+        r->s = optim_sched_warmup(r->o, 0.1, 10, optim_sched_cosine(r->o, 40, 1e-4));
+        break;
+    }
+    case 1: {
+        optim_sgd_opts s = optim_sgd_defaults();
+        s.lr = 0.1;
+        s.momentum = 0.9;
+        s.nesterov = true;
+        r->o = optim_sgd(p, n, s);
+        r->s = optim_sched_onecycle(r->o, optim_onecycle_defaults(0.2, 60));
+        break;
+    }
+    case 2: {
+        optim_rmsprop_opts s = optim_rmsprop_defaults();
+        s.momentum = 0.5;
+        s.centered = true;
+        s.weight_decay = 0.01;
+        r->o = optim_rmsprop(p, n, s);
+        r->s = optim_sched_multistep(r->o, (const int64_t[]){5, 30}, 2, 0.5);
+        break;
+    }
+    case 3: {
+        optim_adagrad_opts s = optim_adagrad_defaults();
+        s.lr = 0.1;
+        s.lr_decay = 0.01;
+        r->o = optim_adagrad(p, n, s);
+        r->s = optim_sched_exponential(r->o, 0.98);
+        break;
+    }
+    default: {
+        r->o = optim_adamw(p, n, optim_adamw_defaults());
+        r->s = optim_sched_step(r->o, 7, 0.7);
+        break;
+    }
+    }
+    assert_non_null(r->o);
+    assert_non_null(r->s);
+    ag_rng_seed(&r->rng, 1234);
+    r->xb = ag_tensor_new(dt, 2, (const int64_t[]){8, 4});
+    r->yb = ag_tensor_new(dt, 2, (const int64_t[]){8, 3});
+}
+
+static void run_free(run *r)
+{
+    optim_sched_free(r->s);
+    optim_free(r->o);
+    ag_tensor_free(r->xb);
+    ag_tensor_free(r->yb);
+    problem_free(&r->pr);
+}
+
+static void run_steps(run *r, ag_tape *t, int steps)
+{
+    for (int k = 0; k < steps; k++) {
+        for (int i = 0; i < 8; i++) {
+            int64_t row = (int64_t)ag_rng_below(&r->rng, 16);
+            for (int j = 0; j < 4; j++)
+                ag_set(r->xb, i * 4 + j, ag_get(r->pr.data[0], row * 4 + j));
+            for (int j = 0; j < 3; j++)
+                ag_set(r->yb, i * 3 + j, ag_get(r->pr.data[1], row * 3 + j));
+        }
+        optim_zero_grad(r->o);
+        problem_backward(t, &r->pr, r->xb, r->yb);
+        assert_int_equal(optim_clip_grad_norm(r->pr.p, r->pr.np, 1.0, 2.0, NULL), AG_OK);
+        assert_int_equal(optim_step(r->o), AG_OK);
+        assert_int_equal(optim_sched_step_once(r->s), AG_OK);
+    }
+}
+
+static const char *const *run_names(run *r, const char **buf)
+{
+    for (int i = 0; i < r->pr.np; i++)
+        buf[i] = r->pr.pnames[i];
+    return buf;
+}
+
+static void resume_case(int which, ag_dtype dt)
+{
+    enum { N = 25 };
+    char path[] = "/tmp/tg_optim_ckpt_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    ag_tape *t = ag_tape_new();
+    const char *names[4];
+
+    run a, b, c;
+    run_new(&a, which, dt);
+    run_steps(&a, t, 2 * N);
+
+    run_new(&b, which, dt);
+    run_steps(&b, t, N);
+    ag_status st = optim_checkpoint_save(path, run_names(&b, names), b.pr.p, b.pr.np, b.o, b.s,
+                                         &b.rng);
+    if (st != AG_OK)
+        print_message("save: %s\n", ag_last_error());
+    assert_int_equal(st, AG_OK);
+    run_free(&b);
+
+    run_new(&c, which, dt);
+    st = optim_checkpoint_load(path, run_names(&c, names), c.pr.p, c.pr.np, c.o, c.s, &c.rng);
+    if (st != AG_OK)
+        print_message("load: %s\n", ag_last_error());
+    assert_int_equal(st, AG_OK);
+    run_steps(&c, t, N);
+
+    for (int i = 0; i < a.pr.np; i++) {
+        size_t bytes = (size_t)ag_numel(a.pr.p[i]) * ag_dtype_size(dt);
+        if (memcmp(ag_data(a.pr.p[i]), ag_data(c.pr.p[i]), bytes) != 0)
+            print_message("%s (case %d): %s differs after resuming\n", optim_name(a.o), which,
+                          a.pr.pnames[i]);
+        assert_memory_equal(ag_data(a.pr.p[i]), ag_data(c.pr.p[i]), bytes);
+    }
+    assert_true(optim_get_lr(a.o) == optim_get_lr(c.o));
+    assert_true(optim_sched_get_last_lr(a.s) == optim_sched_get_last_lr(c.s));
+    assert_int_equal(optim_sched_last_epoch(a.s), optim_sched_last_epoch(c.s));
+    assert_true(ag_rng_next(&a.rng) == ag_rng_next(&c.rng));
+    run_free(&a);
+    run_free(&c);
+    ag_tape_free(t);
+    unlink(path);
+}
+
+static void test_checkpoint_resume_is_bit_identical(void **state)
+{
+    (void)state;
+    for (int which = 0; which < 5; which++)
+        resume_case(which, AG_F64);
+    resume_case(0, AG_F32);
+    resume_case(1, AG_F32);
+}
+
+static void test_checkpoint_rejects_what_does_not_fit(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/tg_optim_ckpt_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    ag_tape *t = ag_tape_new();
+    const char *names[4];
+    run a, b;
+    run_new(&a, 0, AG_F64);
+    run_steps(&a, t, 3);
+    assert_int_equal(optim_checkpoint_save(path, run_names(&a, names), a.pr.p, a.pr.np, a.o,
+                                           a.s, &a.rng),
+                     AG_OK);
+
+    /* another optimizer kind: rejected, nothing changed */
+    run_new(&b, 2, AG_F64);
+    double before = ag_get(b.pr.p[0], 0), lr = optim_get_lr(b.o);
+    assert_int_equal(optim_checkpoint_load(path, run_names(&b, names), b.pr.p, b.pr.np, b.o,
+                                           NULL, NULL),
+                     AG_ERR_FORMAT);
+    assert_non_null(strstr(ag_last_error(), "kind"));
+    assert_true(ag_get(b.pr.p[0], 0) == before && optim_get_lr(b.o) == lr);
+    /* another schedule: rejected */
+    assert_int_equal(optim_checkpoint_load(path, run_names(&b, names), b.pr.p, b.pr.np, NULL,
+                                           b.s, NULL),
+                     AG_ERR_FORMAT);
+    assert_non_null(strstr(ag_last_error(), "schedule"));
+    /* parameters only, and the generator: fine */
+    ag_rng r;
+    assert_int_equal(optim_checkpoint_load(path, run_names(&b, names), b.pr.p, b.pr.np, NULL,
+                                           NULL, &r),
+                     AG_OK);
+    assert_true(ag_get(b.pr.p[0], 0) == ag_get(a.pr.p[0], 0));
+    assert_memory_equal(&r, &a.rng, sizeof r);
+    /* a parameter of another shape */
+    ag_tensor *wrong = ag_tensor_new(AG_F64, 1, (const int64_t[]){3});
+    ag_tensor *ps[1] = {wrong};
+    assert_int_equal(optim_checkpoint_load(path, (const char *const[]){"b1"}, ps, 1, NULL,
+                                           NULL, NULL),
+                     AG_ERR_FORMAT);
+    assert_non_null(strstr(ag_last_error(), "b1"));
+    /* a missing name, a reserved name, an unnamed optimizer parameter */
+    assert_int_equal(optim_checkpoint_load(path, (const char *const[]){"zz"}, ps, 1, NULL, NULL,
+                                           NULL),
+                     AG_ERR_FORMAT);
+    assert_int_equal(optim_checkpoint_save(path, (const char *const[]){"optim.x"}, ps, 1, NULL,
+                                           NULL, NULL),
+                     AG_ERR_ARG);
+    assert_int_equal(optim_checkpoint_save(path, run_names(&a, names), a.pr.p, 2, a.o, NULL,
+                                           NULL),
+                     AG_ERR_ARG);
+    assert_non_null(strstr(ag_last_error(), "not among"));
+    /* a missing file */
+    assert_int_equal(optim_checkpoint_load("/nonexistent/x.safetensors", names, a.pr.p, 0,
+                                           NULL, NULL, NULL),
+                     AG_ERR_IO);
+    ag_tensor_free(wrong);
+    run_free(&a);
+    run_free(&b);
+    ag_tape_free(t);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest fixture_tests[] = {
+        cmocka_unit_test(test_optim_quadratic_matches_torch),
+        cmocka_unit_test(test_optim_mlp_matches_torch),
+        cmocka_unit_test(test_optim_f32_params_follow_torch),
+        cmocka_unit_test(test_sched_matches_torch),
+        cmocka_unit_test(test_clip_grad_norm_matches_torch),
+        cmocka_unit_test(test_clip_grad_value_matches_torch),
+        cmocka_unit_test(test_checkpoint_resume_is_bit_identical),
+        cmocka_unit_test(test_checkpoint_rejects_what_does_not_fit),
+    };
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_optim_bad_options),
+        cmocka_unit_test(test_optim_defaults_are_torch),
+        cmocka_unit_test(test_optim_skips_params_without_grad),
+        cmocka_unit_test(test_sched_onecycle_past_end_is_error),
+        cmocka_unit_test(test_sched_bad_arguments),
+        cmocka_unit_test(test_clip_grad_norm_nonfinite_leaves_grads),
+    };
+    int failed = cmocka_run_group_tests_name("optim", tests, NULL, NULL);
+    failed += cmocka_run_group_tests_name("optim_fixtures", fixture_tests, fixtures_setup,
+                                          fixtures_teardown);
+    return failed;
+}
