@@ -222,6 +222,10 @@ ag_tensor *ag_mean(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
  * whose batch dims broadcast.  AG_ERR_SHAPE names both shapes when the
  * inner dims differ. */
 ag_tensor *ag_matmul(ag_tape *t, ag_tensor *a, ag_tensor *b);
+/* A dense layer in one op: y = x W^T + b with x [..., in], W [out, in]
+ * (PyTorch's layout), b [out] or NULL; y is [..., out].  The GEMMs read W
+ * transposed in place, so neither direction copies it. */
+ag_tensor *ag_linear(ag_tape *t, ag_tensor *x, ag_tensor *w, ag_tensor *b);
 
 /* ---- more reductions (axis or AG_ALL, negative axes count from the end) */
 

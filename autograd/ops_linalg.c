@@ -221,3 +221,107 @@ static bool matmul_sample(int which, ag_rng *rng, ag_op_sample *s)
 }
 
 const ag_op_def ag_op_matmul = {"matmul", 2, matmul_forward, matmul_backward, matmul_sample};
+
+/* ---- linear: y = x W^T + b, fused ----
+ * x (M, I) with M = product of x's leading dims, W (O, I) as PyTorch
+ * stores it, b (O) optional.  Reading W transposed inside the GEMM saves
+ * the transpose copy a matmul composition would make, both ways. */
+
+static void linear_forward(ag_entry *e)
+{
+    const ag_tensor *x = e->in[0], *w = e->in[1];
+    ag_tensor *y = e->out;
+    int64_t O = w->shape[0], I = w->shape[1], M = x->numel / (I ? I : 1);
+    gemm(y->dtype, false, true, M, O, I, x->data, I, w->data, I, 0.0, y->data, O);
+    if (e->n_in < 3)
+        return;
+    if (y->dtype == AG_F64) {
+        const double *b = e->in[2]->data;
+        double *yd = y->data;
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t o = 0; o < O; o++)
+                yd[m * O + o] += b[o];
+    } else {
+        const float *b = e->in[2]->data;
+        float *yd = y->data;
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t o = 0; o < O; o++)
+                yd[m * O + o] += b[o];
+    }
+}
+
+/* db[o] += sum_m g[m, o] */
+static void bias_grad(const ag_tensor *g, void *db, int64_t M, int64_t O)
+{
+    for (int64_t m = 0; m < M; m++) {
+        if (g->dtype == AG_F64) {
+            const double *gd = (const double *)g->data + m * O;
+            for (int64_t o = 0; o < O; o++)
+                ((double *)db)[o] += gd[o];
+        } else {
+            const float *gd = (const float *)g->data + m * O;
+            for (int64_t o = 0; o < O; o++)
+                ((float *)db)[o] += gd[o];
+        }
+    }
+}
+
+static void linear_backward(ag_tape *tape, ag_entry *e)
+{
+    ag_tensor *x = e->in[0], *w = e->in[1], *y = e->out;
+    int64_t O = w->shape[0], I = w->shape[1], M = x->numel / (I ? I : 1);
+    void *dx = ag_grad_data(tape, x), *dw = ag_grad_data(tape, w);
+    void *db = e->n_in > 2 ? ag_grad_data(tape, e->in[2]) : NULL;
+    if (dx) /* dx += g W */
+        gemm(y->dtype, false, false, M, I, O, y->grad->data, O, w->data, I, 1.0, dx, I);
+    if (dw) /* dW += g^T x */
+        gemm(y->dtype, true, false, O, I, M, y->grad->data, O, x->data, I, 1.0, dw, I);
+    if (db)
+        bias_grad(y->grad, db, M, O);
+}
+
+ag_tensor *ag_linear(ag_tape *t, ag_tensor *x, ag_tensor *w, ag_tensor *b)
+{
+    ag_tensor *in[3] = {x, w, b};
+    int n = b ? 3 : 2;
+    if (!ag_check_inputs(t, "ag_linear", n, in) || !ag_check_same_dtype(t, "ag_linear", x, w) ||
+        (b && !ag_check_same_dtype(t, "ag_linear", x, b)))
+        return NULL;
+    char s1[128], s2[128], s3[128];
+    if (w->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1])
+        return ag_fail(t, AG_ERR_SHAPE, "ag_linear: x %s and weight %s do not fit (x's last "
+                       "dim must equal the weight's second)", ag_shape_str(x, s1, sizeof s1),
+                       ag_shape_str(w, s2, sizeof s2));
+    if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
+        return ag_fail(t, AG_ERR_SHAPE, "ag_linear: bias %s does not match weight %s",
+                       ag_shape_str(b, s3, sizeof s3), ag_shape_str(w, s2, sizeof s2));
+    int64_t shape[AG_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = w->shape[0];
+    ag_op_call c = {.def = &ag_op_linear, .in = in, .n_in = n, .dtype = x->dtype,
+                    .ndim = x->ndim, .shape = shape};
+    return ag_op_run(t, &c);
+}
+
+static ag_tensor *linear_apply(ag_tape *t, ag_tensor **in, void *ctx)
+{
+    ag_op_sample *s = ctx;
+    return ag_linear(t, in[0], in[1], s->n_in > 2 ? in[2] : NULL);
+}
+
+static bool linear_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    static const int64_t xs[][4] = {{2, 3, 4}, {1, 4}, {3, 2, 2, 4}};
+    static const int64_t ws[] = {5, 4}, bs[] = {5};
+    if (which >= 3)
+        return false;
+    s->fn = linear_apply;
+    s->in[0] = ag_sample_tensor(rng, (int)xs[which][0], xs[which] + 1, AG_SAMPLE_RANGE, -1, 1);
+    s->in[1] = ag_sample_tensor(rng, 2, ws, AG_SAMPLE_RANGE, -1, 1);
+    s->n_in = 2;
+    if (which != 1) /* case 1 has no bias */
+        s->in[s->n_in++] = ag_sample_tensor(rng, 1, bs, AG_SAMPLE_RANGE, -1, 1);
+    return true;
+}
+
+const ag_op_def ag_op_linear = {"linear", -1, linear_forward, linear_backward, linear_sample};

@@ -32,6 +32,7 @@ AG_OP(SUM, ag_op_sum)
 AG_OP(MEAN, ag_op_mean)
 /* ops_linalg.c */
 AG_OP(MATMUL, ag_op_matmul)
+AG_OP(LINEAR, ag_op_linear)
 /* ops_reduce.c (issue 3 reductions) */
 AG_OP(MAX, ag_op_max)
 AG_OP(MIN, ag_op_min)

@@ -123,6 +123,12 @@ FX_REDUCE(sum) FX_REDUCE(mean) FX_REDUCE(max) FX_REDUCE(min) FX_REDUCE(logsumexp
 FX_REDUCE(argmax)
 FX_AXIS(squeeze) FX_AXIS(unsqueeze) FX_AXIS(softmax) FX_AXIS(log_softmax)
 
+static ag_tensor *fx_linear(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
+{
+    (void)c;
+    return ag_linear(t, in[0], in[1], n > 2 ? in[2] : NULL);
+}
+
 static ag_tensor *fx_variance(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
 {
     (void)n;
@@ -249,7 +255,7 @@ static const struct {
     FX(sigmoid), FX(relu), FX(leaky_relu), FX(gelu), FX(gelu_tanh), FX(softplus),
     FX(add_scalar), FX(mul_scalar), FX(pow_scalar),
     FX(sum), FX(mean), FX(max), FX(min), FX(logsumexp), FX(variance), FX(argmax),
-    FX(matmul),
+    FX(matmul), FX(linear),
     FX(reshape), FX(squeeze), FX(unsqueeze), FX(transpose), FX(permute), FX(expand),
     FX(slice), FX(pad), FX(concat), FX(stack),
     FX(gather), FX(index_select), FX(where), FX(clamp),

@@ -204,6 +204,18 @@ def _matmul(rng):
     return [Case([uni(rng, sa), uni(rng, sb)], lambda t, a: torch.matmul(t[0], t[1]))
             for sa, sb in shapes]
 
+
+
+@op('linear')
+def _linear(rng):
+    shapes = [((3, 4), True), ((4,), False), ((2, 3, 4), True)]
+    out = []
+    for sx, bias in shapes:
+        ins = [uni(rng, sx), uni(rng, (5, 4))] + ([uni(rng, (5,))] if bias else [])
+        out.append(Case(ins, lambda t, a: torch.nn.functional.linear(
+            t[0], t[1], t[2] if len(t) > 2 else None)))
+    return out
+
 # ---- shape ------------------------------------------------------------------
 
 
