@@ -65,9 +65,7 @@ ag_tensor *nn_linear_forward(ag_tape *t, nn_linear *l, ag_tensor *x)
     }
     if (!nn_check_dtype(t, fn, x, ag_dtype_of(l->weight)))
         return NULL;
-    ag_tensor *wt = ag_transpose(t, l->weight, 0, 1);   /* (I, O) */
-    ag_tensor *y = ag_matmul(t, x, wt);                 /* (N, O) */
-    return l->bias ? ag_add(t, y, l->bias) : y;
+    return ag_linear(t, x, l->weight, l->bias);   /* (N, O): W read transposed */
 }
 
 void nn_linear_free(nn_linear *l) { ag_mem_free(l); }
