@@ -205,7 +205,6 @@ def _matmul(rng):
             for sa, sb in shapes]
 
 
-
 @op('linear')
 def _linear(rng):
     shapes = [((3, 4), True), ((4,), False), ((2, 3, 4), True)]
