@@ -373,6 +373,26 @@ static void test_safetensors_save_overwrites(void **state)
     tmpdir_remove(&d);
 }
 
+/* A bare file name: the temporary file and the folder sync use ".". */
+static void test_safetensors_save_relative_path(void **state)
+{
+    (void)state;
+    tmpdir d;
+    tmpdir_new(&d);
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(d.path), 0);
+    ckpt c;
+    ckpt_make(&c, 2);
+    ag_status st = ckpt_save(&c, "rel.safetensors");
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(st, AG_OK);
+    ckpt_assert_file(&c, tmpdir_file(&d, "rel.safetensors"));
+    assert_int_equal(tmpdir_count(&d, ""), 1);
+    ckpt_free(&c);
+    tmpdir_remove(&d);
+}
+
 /* ---- save errors ---- */
 
 static void test_safetensors_save_rejects_bad_arguments(void **state)
@@ -900,6 +920,7 @@ int main(void)
         T(test_safetensors_roundtrip_no_tensors),
         T(test_safetensors_save_file_layout),
         T(test_safetensors_save_overwrites),
+        T(test_safetensors_save_relative_path),
         T(test_safetensors_save_rejects_bad_arguments),
         T(test_safetensors_save_io_errors),
         T(test_safetensors_save_failure_keeps_old_file),
