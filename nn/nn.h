@@ -304,8 +304,9 @@ void nn_layer_norm_free(nn_layer_norm *l);
  * unbiased variance for s (N*L must be > 1).  Evaluation mode normalizes
  * with the running statistics.  weight (ones) and bias (zeros) are [C]
  * (affine false: none); running_mean starts at 0, running_var at 1.  torch's
- * defaults: eps 1e-5, momentum 0.1.  torch's num_batches_tracked is not
- * kept (torch's load_state_dict fills it in). */
+ * defaults: eps 1e-5, momentum 0.1 (torch's momentum=None, a cumulative
+ * average, is not offered).  torch's num_batches_tracked is not kept
+ * (torch's load_state_dict fills it in). */
 typedef struct nn_batch_norm {
     ag_tensor *weight, *bias;               /* [C] or NULL */
     ag_tensor *running_mean, *running_var;  /* [C] buffers */
