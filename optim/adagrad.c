@@ -23,26 +23,35 @@ static unsigned adagrad_needs(const optim *o, const optim_pstate *st)
     return 1u << ADAGRAD_SUM;
 }
 
+OPTIM_KERNEL void adagrad_loop(double clr, double wd, double eps, int64_t N,
+                               void *restrict p, const void *restrict g, void *restrict sum,
+                               ag_dtype dt)
+{
+    const int nt = ag_get_num_threads();
+    (void)nt;
+    OPTIM_PARALLEL_FOR
+    for (int64_t i = 0; i < N; i++) {
+        double pi = optim_ld(p, dt, i), gi = optim_ld(g, dt, i);
+        gi = wd != 0 ? gi + wd * pi : gi;
+        double si = optim_round(dt, optim_ld(sum, dt, i) + 1.0 * gi * gi);
+        optim_st(sum, dt, i, si);
+        double std = sqrt(si) + eps;
+        optim_st(p, dt, i, pi + -clr * gi / std);
+    }
+}
+
 static void adagrad_update(optim *o, optim_pstate *st, const ag_tensor *g)
 {
     const optim_adagrad_opts *op = &o->opts.adagrad;
-    const double wd = op->weight_decay, eps = op->eps;
-    const ag_dtype dt = ag_dtype_of(st->param);
-    const int64_t N = ag_numel(st->param);
-    void *p = ag_data(st->param);
-    const void *gd = ag_data_const(g);
-    void *sum = ag_data(st->buf[ADAGRAD_SUM]);
-
     st->steps++;
     const double clr = op->lr / (1 + ((double)st->steps - 1) * op->lr_decay);
-    for (int64_t i = 0; i < N; i++) {
-        double pi = optim_ld(p, dt, i), gi = optim_ld(gd, dt, i);
-        if (wd != 0)
-            gi = gi + wd * pi;
-        optim_st(sum, dt, i, optim_ld(sum, dt, i) + 1.0 * gi * gi);
-        double std = sqrt(optim_ld(sum, dt, i)) + eps;
-        optim_st(p, dt, i, pi + -clr * gi / std);
-    }
+    const int64_t N = ag_numel(st->param);
+    void *p = ag_data(st->param), *sum = ag_data(st->buf[ADAGRAD_SUM]);
+    const void *gd = ag_data_const(g);
+    if (ag_dtype_of(st->param) == AG_F32)
+        adagrad_loop(clr, op->weight_decay, op->eps, N, p, gd, sum, AG_F32);
+    else
+        adagrad_loop(clr, op->weight_decay, op->eps, N, p, gd, sum, AG_F64);
 }
 
 static bool adagrad_opts_ok(const char *fn, const optim_adagrad_opts *op)

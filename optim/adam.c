@@ -32,50 +32,69 @@ static unsigned adam_needs(const optim *o, const optim_pstate *st)
 }
 
 /* torch.maximum: NaN wins. */
-static inline double nan_max(double a, double b)
+OPTIM_KERNEL double nan_max(double a, double b)
 {
     return (isnan(a) || a > b) ? a : b;
 }
 
-static void adam_update(optim *o, optim_pstate *st, const ag_tensor *g)
+typedef struct adam_k {
+    double b1, b2, eps, wd, step_size, bc2_sqrt, p_scale;
+    bool decoupled;
+} adam_k;
+
+/* amsgrad: a constant at each call site, like dt. */
+OPTIM_KERNEL void adam_loop(const adam_k *k, int64_t N, void *restrict p,
+                            const void *restrict g, void *restrict m, void *restrict v,
+                            void *restrict vmax, ag_dtype dt, bool amsgrad)
 {
-    const optim_adam_opts *op = &o->opts.adam;
-    const bool decoupled = o->kind == OPTIM_ADAMW;
-    const double lr = op->lr, b1 = op->beta1, b2 = op->beta2, eps = op->eps;
-    const double wd = op->weight_decay;
-    const ag_dtype dt = ag_dtype_of(st->param);
-    const int64_t N = ag_numel(st->param);
-    void *p = ag_data(st->param);
-    const void *gd = ag_data_const(g);
-    void *m = ag_data(st->buf[ADAM_M]), *v = ag_data(st->buf[ADAM_V]);
-    void *vmax = op->amsgrad ? ag_data(st->buf[ADAM_VMAX]) : NULL;
-
-    st->steps++;
-    st->init = true;
-    const double t = (double)st->steps;
-    const double bc1 = 1 - pow(b1, t), bc2 = 1 - pow(b2, t);
-    const double step_size = lr / bc1, bc2_sqrt = sqrt(bc2);
-    const double p_scale = 1 - lr * wd;
-
+    const double b1 = k->b1, b2 = k->b2, eps = k->eps, wd = k->wd;
+    const double step_size = k->step_size, bc2_sqrt = k->bc2_sqrt, p_scale = k->p_scale;
+    const bool decoupled = k->decoupled;
+    const int nt = ag_get_num_threads();
+    (void)nt;
+    OPTIM_PARALLEL_FOR
     for (int64_t i = 0; i < N; i++) {
-        double pi = optim_ld(p, dt, i), gi = optim_ld(gd, dt, i);
-        if (decoupled)
-            pi = pi * p_scale;
-        else if (wd != 0)
-            gi = gi + wd * pi;
-        double mi = optim_ld(m, dt, i) * b1 + (1 - b1) * gi;
-        double vi = optim_ld(v, dt, i) * b2 + (1 - b2) * gi * gi;
+        double pi = optim_ld(p, dt, i), gi = optim_ld(g, dt, i);
+        pi = decoupled ? optim_round(dt, pi * p_scale) : pi;
+        gi = !decoupled && wd != 0 ? gi + wd * pi : gi;
+        double mi = optim_round(dt, optim_ld(m, dt, i) * b1 + (1 - b1) * gi);
+        double vi = optim_round(dt, optim_ld(v, dt, i) * b2 + (1 - b2) * gi * gi);
         optim_st(m, dt, i, mi);
         optim_st(v, dt, i, vi);
-        mi = optim_ld(m, dt, i);
-        vi = optim_ld(v, dt, i);
-        if (vmax) {
+        if (amsgrad) {
             vi = nan_max(optim_ld(vmax, dt, i), vi);
             optim_st(vmax, dt, i, vi);
         }
         double denom = sqrt(vi) / bc2_sqrt + eps;
         optim_st(p, dt, i, pi + -step_size * mi / denom);
     }
+}
+
+static void adam_update(optim *o, optim_pstate *st, const ag_tensor *g)
+{
+    const optim_adam_opts *op = &o->opts.adam;
+    st->steps++;
+    st->init = true;
+    const double t = (double)st->steps;
+    const double bc1 = 1 - pow(op->beta1, t), bc2 = 1 - pow(op->beta2, t);
+    const adam_k k = {
+        .b1 = op->beta1, .b2 = op->beta2, .eps = op->eps, .wd = op->weight_decay,
+        .step_size = op->lr / bc1, .bc2_sqrt = sqrt(bc2),
+        .p_scale = 1 - op->lr * op->weight_decay, .decoupled = o->kind == OPTIM_ADAMW,
+    };
+    const int64_t N = ag_numel(st->param);
+    void *p = ag_data(st->param), *m = ag_data(st->buf[ADAM_M]), *v = ag_data(st->buf[ADAM_V]);
+    const void *gd = ag_data_const(g);
+    void *vmax = op->amsgrad ? ag_data(st->buf[ADAM_VMAX]) : NULL;
+    const bool f32 = ag_dtype_of(st->param) == AG_F32;
+    if (f32 && vmax)
+        adam_loop(&k, N, p, gd, m, v, vmax, AG_F32, true);
+    else if (f32)
+        adam_loop(&k, N, p, gd, m, v, NULL, AG_F32, false);
+    else if (vmax)
+        adam_loop(&k, N, p, gd, m, v, vmax, AG_F64, true);
+    else
+        adam_loop(&k, N, p, gd, m, v, NULL, AG_F64, false);
 }
 
 static bool beta_ok(const char *fn, const char *name, double b)

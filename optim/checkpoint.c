@@ -194,7 +194,7 @@ ag_status optim_checkpoint_save(const char *path, const char *const *param_names
     if (ok && s)
         ok = list_add(&l, "sched.state", f64_vector(sv, optim_sched_pack(s, sv)), false, true);
 
-    char sched_desc[512] = "", rng_text[80] = "";
+    char sched_desc[1024] = "", rng_text[80] = "";
     const char *keys[4], *vals[4];
     int n_meta = 0;
     keys[n_meta] = "format", vals[n_meta++] = CKPT_FORMAT;
@@ -390,7 +390,7 @@ static ag_status load_checked(const char *fn, const char *path, const ag_safeten
     int64_t n_sched = 0;
     const double *sv = NULL;
     if (s) {
-        char desc[512];
+        char desc[1024];
         optim_sched_describe(s, desc, sizeof desc);
         const char *kind = ag_safetensors_meta(f, "sched.kind");
         if (!kind || strcmp(kind, desc) != 0)

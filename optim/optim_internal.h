@@ -87,18 +87,39 @@ bool optim_buf_ensure(optim_pstate *st, int i);
 double *optim_momentum_ref(optim *o);
 double *optim_lr_ref(optim *o);
 
+/* Kernels are written once over a dtype argument and instantiated for
+ * AG_F32 and AG_F64 by calling them with a constant: always_inline makes
+ * the compiler fold the dtype tests out of the loops. */
+#define OPTIM_KERNEL static inline __attribute__((always_inline))
+
+/* Put before a kernel's element loop (over i < N, with int nt threads in
+ * scope): large parameters are split across threads.  Every element is
+ * updated independently, so results do not depend on the thread count. */
+#ifdef _OPENMP
+#define OPTIM_PARALLEL_FOR \
+    _Pragma("omp parallel for schedule(static) num_threads(nt) if (N >= 65536)")
+#else
+#define OPTIM_PARALLEL_FOR
+#endif
+
 /* Element i of a float or double array, as double; store rounds to dtype. */
-static inline double optim_ld(const void *base, ag_dtype dt, int64_t i)
+OPTIM_KERNEL double optim_ld(const void *base, ag_dtype dt, int64_t i)
 {
     return dt == AG_F64 ? ((const double *)base)[i] : (double)((const float *)base)[i];
 }
 
-static inline void optim_st(void *base, ag_dtype dt, int64_t i, double v)
+OPTIM_KERNEL void optim_st(void *base, ag_dtype dt, int64_t i, double v)
 {
     if (dt == AG_F64)
         ((double *)base)[i] = v;
     else
         ((float *)base)[i] = (float)v;
+}
+
+/* v as it reads back after a store in dtype dt. */
+OPTIM_KERNEL double optim_round(ag_dtype dt, double v)
+{
+    return dt == AG_F64 ? v : (double)(float)v;
 }
 
 /* Schedules, for checkpoints.  optim_sched_pack writes the position of s

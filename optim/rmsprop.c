@@ -29,40 +29,77 @@ static unsigned rmsprop_needs(const optim *o, const optim_pstate *st)
            (op->centered ? 1u << RMS_GRAD_AVG : 0u);
 }
 
-static void rmsprop_update(optim *o, optim_pstate *st, const ag_tensor *g)
-{
-    const optim_rmsprop_opts *op = &o->opts.rmsprop;
-    const double lr = op->lr, alpha = op->alpha, eps = op->eps;
-    const double wd = op->weight_decay, mom = op->momentum;
-    const ag_dtype dt = ag_dtype_of(st->param);
-    const int64_t N = ag_numel(st->param);
-    void *p = ag_data(st->param);
-    const void *gd = ag_data_const(g);
-    void *sq = ag_data(st->buf[RMS_SQ]);
-    void *buf = mom > 0 ? ag_data(st->buf[RMS_MOMENTUM]) : NULL;
-    void *ga = op->centered ? ag_data(st->buf[RMS_GRAD_AVG]) : NULL;
+typedef struct rms_k {
+    double lr, alpha, eps, wd, mom;
+} rms_k;
 
+/* centered, has_buf: constants at each call site, like dt. */
+OPTIM_KERNEL void rmsprop_loop(const rms_k *k, int64_t N, void *restrict p,
+                               const void *restrict g, void *restrict sq,
+                               void *restrict buf, void *restrict ga, ag_dtype dt,
+                               bool centered, bool has_buf)
+{
+    const double lr = k->lr, alpha = k->alpha, eps = k->eps, wd = k->wd, mom = k->mom;
+    const int nt = ag_get_num_threads();
+    (void)nt;
+    OPTIM_PARALLEL_FOR
     for (int64_t i = 0; i < N; i++) {
-        double pi = optim_ld(p, dt, i), gi = optim_ld(gd, dt, i);
-        if (wd != 0)
-            gi = gi + wd * pi;
-        optim_st(sq, dt, i, optim_ld(sq, dt, i) * alpha + (1 - alpha) * gi * gi);
-        double avg, sqi = optim_ld(sq, dt, i);
-        if (ga) {
-            optim_st(ga, dt, i, optim_ld(ga, dt, i) * alpha + (1 - alpha) * gi);
-            double gai = optim_ld(ga, dt, i);
+        double pi = optim_ld(p, dt, i), gi = optim_ld(g, dt, i);
+        gi = wd != 0 ? gi + wd * pi : gi;
+        double sqi = optim_round(dt, optim_ld(sq, dt, i) * alpha + (1 - alpha) * gi * gi);
+        optim_st(sq, dt, i, sqi);
+        double avg;
+        if (centered) {
+            double gai = optim_round(dt, optim_ld(ga, dt, i) * alpha + (1 - alpha) * gi);
+            optim_st(ga, dt, i, gai);
             avg = sqrt(sqi + -1.0 * gai * gai);
         } else {
             avg = sqrt(sqi);
         }
         avg = avg + eps;
-        if (buf) {
-            optim_st(buf, dt, i, optim_ld(buf, dt, i) * mom + 1.0 * gi / avg);
-            optim_st(p, dt, i, pi + -lr * optim_ld(buf, dt, i));
+        if (has_buf) {
+            double b = optim_round(dt, optim_ld(buf, dt, i) * mom + 1.0 * gi / avg);
+            optim_st(buf, dt, i, b);
+            optim_st(p, dt, i, pi + -lr * b);
         } else {
             optim_st(p, dt, i, pi + -lr * gi / avg);
         }
     }
+}
+
+/* One instantiation per (centered, has_buf), dt given. */
+static void rmsprop_dispatch(const rms_k *k, int64_t N, void *p, const void *g, void *sq,
+                             void *buf, void *ga, ag_dtype dt)
+{
+    if (dt == AG_F32) {
+        if (ga && buf)
+            rmsprop_loop(k, N, p, g, sq, buf, ga, AG_F32, true, true);
+        else if (ga)
+            rmsprop_loop(k, N, p, g, sq, NULL, ga, AG_F32, true, false);
+        else if (buf)
+            rmsprop_loop(k, N, p, g, sq, buf, NULL, AG_F32, false, true);
+        else
+            rmsprop_loop(k, N, p, g, sq, NULL, NULL, AG_F32, false, false);
+    } else {
+        if (ga && buf)
+            rmsprop_loop(k, N, p, g, sq, buf, ga, AG_F64, true, true);
+        else if (ga)
+            rmsprop_loop(k, N, p, g, sq, NULL, ga, AG_F64, true, false);
+        else if (buf)
+            rmsprop_loop(k, N, p, g, sq, buf, NULL, AG_F64, false, true);
+        else
+            rmsprop_loop(k, N, p, g, sq, NULL, NULL, AG_F64, false, false);
+    }
+}
+
+static void rmsprop_update(optim *o, optim_pstate *st, const ag_tensor *g)
+{
+    const optim_rmsprop_opts *op = &o->opts.rmsprop;
+    const rms_k k = {op->lr, op->alpha, op->eps, op->weight_decay, op->momentum};
+    void *buf = k.mom > 0 ? ag_data(st->buf[RMS_MOMENTUM]) : NULL;
+    void *ga = op->centered ? ag_data(st->buf[RMS_GRAD_AVG]) : NULL;
+    rmsprop_dispatch(&k, ag_numel(st->param), ag_data(st->param), ag_data_const(g),
+                     ag_data(st->buf[RMS_SQ]), buf, ga, ag_dtype_of(st->param));
     st->steps++;
     st->init = true;
 }

@@ -599,10 +599,16 @@ bool optim_sched_unpack(optim_sched *s, const double *in, int n, bool apply)
 {
     if (n != optim_sched_pack(s, NULL))
         return false;
-    for (int i = 0; i < n; i += 4) /* counts must be integers of sane size */
+    for (int i = 0; i < n; i += 4) {
+        /* last_epoch >= -1 and step count >= 0, integers of sane size;
+         * lrs finite and >= 0 */
         for (int j = 0; j < 2; j++)
-            if (!(fabs(in[i + j]) < 9e15) || in[i + j] != floor(in[i + j]))
+            if (!(in[i + j] >= -1 + j && in[i + j] < 9e15) || in[i + j] != floor(in[i + j]))
                 return false;
+        for (int j = 2; j < 4; j++)
+            if (!(in[i + j] >= 0 && in[i + j] < INFINITY))
+                return false;
+    }
     if (!apply)
         return true;
     unpack_one(s, in);
@@ -615,7 +621,7 @@ bool optim_sched_unpack(optim_sched *s, const double *in, int n, bool apply)
 
 void optim_sched_describe(const optim_sched *s, char *buf, size_t n)
 {
-    char inner[256] = "";
+    char inner[512] = "";
     int used = 0;
     switch (s->kind) {
     case SCHED_STEP:

@@ -21,32 +21,55 @@ static unsigned sgd_needs(const optim *o, const optim_pstate *st)
     return o->opts.sgd.momentum != 0 ? 1u << SGD_MOMENTUM : 0u;
 }
 
-static void sgd_update(optim *o, optim_pstate *st, const ag_tensor *g)
-{
-    const optim_sgd_opts *op = &o->opts.sgd;
-    const double lr = op->lr, wd = op->weight_decay, mom = op->momentum;
-    const double damp = 1 - op->dampening;
-    const ag_dtype dt = ag_dtype_of(st->param);
-    const int64_t N = ag_numel(st->param);
-    void *p = ag_data(st->param);
-    const void *gd = ag_data_const(g);
-    void *buf = mom != 0 ? ag_data(st->buf[SGD_MOMENTUM]) : NULL;
-    const bool first = !st->init;
+/* Scalars of one update. */
+typedef struct sgd_k {
+    double lr, wd, mom, damp;
+    bool nesterov, first;
+} sgd_k;
 
+/* has_buf: momentum != 0 (a constant at each call site, like dt). */
+OPTIM_KERNEL void sgd_loop(const sgd_k *k, int64_t N, void *restrict p,
+                           const void *restrict g, void *restrict buf, ag_dtype dt,
+                           bool has_buf)
+{
+    const double lr = k->lr, wd = k->wd, mom = k->mom, damp = k->damp;
+    const bool nesterov = k->nesterov, first = k->first;
+    const int nt = ag_get_num_threads();
+    (void)nt;
+    OPTIM_PARALLEL_FOR
     for (int64_t i = 0; i < N; i++) {
         double pi = optim_ld(p, dt, i);
-        double d = optim_ld(gd, dt, i);
-        if (wd != 0)
-            d = d + wd * pi;
-        if (mom != 0) {
-            double b = first ? d : optim_ld(buf, dt, i) * mom + damp * d;
+        double d = optim_ld(g, dt, i);
+        d = wd != 0 ? d + wd * pi : d;
+        if (has_buf) {
+            double old = optim_ld(buf, dt, i);
+            double b = optim_round(dt, first ? d : old * mom + damp * d);
             optim_st(buf, dt, i, b);
-            b = optim_ld(buf, dt, i); /* as stored (f32 rounds) */
-            d = op->nesterov ? d + mom * b : b;
+            d = nesterov ? d + mom * b : b;
         }
         optim_st(p, dt, i, pi + -lr * d);
     }
-    if (mom != 0)
+}
+
+static void sgd_update(optim *o, optim_pstate *st, const ag_tensor *g)
+{
+    const optim_sgd_opts *op = &o->opts.sgd;
+    const sgd_k k = {op->lr, op->weight_decay, op->momentum, 1 - op->dampening, op->nesterov,
+                     !st->init};
+    const int64_t N = ag_numel(st->param);
+    void *p = ag_data(st->param);
+    const void *gd = ag_data_const(g);
+    void *buf = k.mom != 0 ? ag_data(st->buf[SGD_MOMENTUM]) : NULL;
+    const bool f32 = ag_dtype_of(st->param) == AG_F32;
+    if (f32 && buf)
+        sgd_loop(&k, N, p, gd, buf, AG_F32, true);
+    else if (f32)
+        sgd_loop(&k, N, p, gd, NULL, AG_F32, false);
+    else if (buf)
+        sgd_loop(&k, N, p, gd, buf, AG_F64, true);
+    else
+        sgd_loop(&k, N, p, gd, NULL, AG_F64, false);
+    if (buf)
         st->init = true;
     st->steps++;
 }
