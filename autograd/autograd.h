@@ -300,6 +300,10 @@ ag_tensor *ag_clamp(ag_tape *t, ag_tensor *a, double lo, double hi);
 
 /* ---- neural-network primitives ---- */
 
+/* exp(a) / sum(exp(a)) and its log along axis (negative counts from the
+ * end; a 0-d tensor takes axis 0 or -1), same shape as a.  Computed
+ * shifted by the lane's maximum, so logits of +-1e4 stay finite; a NaN in
+ * a lane makes the whole lane NaN.  Bad axis: AG_ERR_ARG. */
 ag_tensor *ag_softmax(ag_tape *t, ag_tensor *a, int axis);
 ag_tensor *ag_log_softmax(ag_tape *t, ag_tensor *a, int axis);
 
@@ -312,14 +316,23 @@ typedef struct ag_ce_opts {
 #define AG_CE_NO_IGNORE INT64_MIN
 /* Cross-entropy of logits [n, C] against labels[n] in [0, C) (or the
  * ignore index), fused with log-softmax for stability: PyTorch's
- * F.cross_entropy with the same options.  opts NULL: mean, no smoothing,
+ * F.cross_entropy with the same options.  Per row, with eps the smoothing:
+ * (1-eps) * -log p_label + eps * mean_c(-log p_c); ignored rows give 0 and
+ * MEAN divides by the rows not ignored (every row ignored: NaN, as in
+ * PyTorch, and a zero gradient).  opts NULL: mean, no smoothing,
  * ignore_index -100 (PyTorch's default).  Result: 0-d, or [n] for NONE.
- * Labels out of range: AG_ERR_ARG naming the row. */
+ * labels are copied when the op is recorded; the softmax is saved for
+ * backward (n*C values on the tape).  Errors: logits not 2-D or n !=
+ * rows (AG_ERR_SHAPE); labels NULL, smoothing outside [0, 1), an unknown
+ * reduction, or a label out of range (AG_ERR_ARG naming the row). */
 ag_tensor *ag_cross_entropy_logits(ag_tape *t, ag_tensor *logits, const int64_t *labels,
                                    int64_t n, const ag_ce_opts *opts);
 /* Inverted dropout: in training, zeroes each element with probability p
- * (drawn from rng) and scales the rest by 1/(1-p); otherwise (or p == 0)
- * returns a unchanged.  p in [0, 1). */
+ * (one draw from rng per element, at record time; the mask is kept for
+ * backward) and scales the rest by 1/(1-p).  Not training, or p == 0:
+ * returns a itself (no copy, nothing recorded, rng untouched and may be
+ * NULL).  p outside [0, 1) (also when not training) or a NULL rng in
+ * training: AG_ERR_ARG. */
 ag_tensor *ag_dropout(ag_tape *t, ag_tensor *a, double p, bool training, ag_rng *rng);
 
 /* ---- the scalar path -------------------------------------------------------
