@@ -46,6 +46,9 @@
  * optimizer, which must outlive the schedule.  Every *_free accepts NULL.
  *
  * Threads.  An optimizer or schedule is used by one thread at a time.
+ * optim_step splits parameters of 65536 elements or more over
+ * ag_get_num_threads() OpenMP threads; every element is updated on its
+ * own, so results do not depend on the thread count.
  */
 #ifndef TAPEGRAD_OPTIM_H
 #define TAPEGRAD_OPTIM_H
@@ -205,10 +208,11 @@ optim_sched *optim_sched_linear(optim *o, double start_factor, double end_factor
  *                milestones=[warmup_steps])
  * Create `then` on the same optimizer first (any schedule but another
  * warm-up, which PyTorch cannot nest either); it starts at step
- * warmup_steps, counting its own steps from 0 there.  The new schedule owns `then` and frees it,
- * also when construction fails (so a NULL `then` from a failed inner
- * constructor is reported, not leaked).  0 < start_factor <= 1,
- * warmup_steps >= 1. */
+ * warmup_steps, counting its own steps from 0 there.  The new schedule
+ * owns `then` and frees it, also when construction fails (so a NULL `then`
+ * from a failed inner constructor is reported, not leaked; what `then`'s
+ * own construction did to the optimizer's lr stays).
+ * 0 < start_factor <= 1, warmup_steps >= 1. */
 optim_sched *optim_sched_warmup(optim *o, double start_factor, int64_t warmup_steps,
                                 optim_sched *then);
 

@@ -64,6 +64,8 @@ struct optim_sched {
     double oc_vals[5];
     oc_phase phases[3];
     int n_phases;
+    /* the optimizer as it was before construction, restored if it fails */
+    optim saved;
 };
 
 /* Python's a // b and a % b for b > 0. */
@@ -275,6 +277,7 @@ static optim_sched *sched_new(const char *fn, optim *o, sched_kind kind)
     }
     s->kind = kind;
     s->o = o;
+    s->saved = *o;
     if (!o->has_initial_lr) {
         o->initial_lr = optim_get_lr(o);
         o->has_initial_lr = true;
@@ -284,11 +287,15 @@ static optim_sched *sched_new(const char *fn, optim *o, sched_kind kind)
     return s;
 }
 
-/* _initial_step: step count 0, then one step to last_epoch 0. */
+/* _initial_step: step count 0, then one step to last_epoch 0.  On failure
+ * the optimizer gets back its options and initial_lr. */
 static optim_sched *sched_start(optim_sched *s)
 {
     s->step_count = 0;
     if (sched_step(s, -1) != AG_OK) {
+        s->o->opts = s->saved.opts;
+        s->o->initial_lr = s->saved.initial_lr;
+        s->o->has_initial_lr = s->saved.has_initial_lr;
         optim_sched_free(s);
         return NULL;
     }
@@ -433,9 +440,11 @@ optim_sched *optim_sched_warmup(optim *o, double start_factor, int64_t warmup_st
         optim_sched_free(then);
         return NULL;
     }
+    const double lr0 = optim_get_lr(o);
     optim_sched *first = optim_sched_linear(o, start_factor, 1.0, warmup_steps);
     optim_sched *s = first ? sched_new(fn, o, SCHED_WARMUP) : NULL;
     if (!s) {
+        *optim_lr_ref(o) = lr0;
         optim_sched_free(first);
         optim_sched_free(then);
         return NULL;
