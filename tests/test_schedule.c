@@ -265,6 +265,17 @@ static void test_sched_bad_arguments(void **state)
     assert_null(optim_sched_onecycle(o, oc));
     assert_non_null(strstr(ag_last_error(), "pct_start"));
     assert_int_equal(optim_sched_step_once(NULL), AG_ERR_ARG);
+    /* pct_start * total_steps == 1: a first phase without length, where
+     * PyTorch divides by zero; the optimizer keeps its lr and momentum */
+    optim_sgd_opts so = optim_sgd_defaults();
+    so.lr = 0.5;
+    optim *sgd = optim_sgd(&p, 1, so);
+    oc = optim_onecycle_defaults(0.1, 10);
+    oc.pct_start = 0.1;
+    assert_null(optim_sched_onecycle(sgd, oc));
+    assert_non_null(strstr(ag_last_error(), "phase"));
+    assert_true(optim_get_lr(sgd) == 0.5 && optim_get_momentum(sgd) == 0);
+    optim_free(sgd);
     optim_sched_free(NULL);
     optim_free(o);
     ag_tensor_free(p);
