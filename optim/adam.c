@@ -70,6 +70,31 @@ OPTIM_KERNEL void adam_loop(const adam_k *k, int64_t N, void *restrict p,
     }
 }
 
+/* f32 without amsgrad, the training case: float math in torch's order.
+ * A separate function, so OpenMP's outlined body sees plain float arrays
+ * and vectorises (the generic loop's dtype test defeats that). */
+static void adam_f32(const adam_k *k, int64_t N, float *restrict p, const float *restrict g,
+                     float *restrict m, float *restrict v)
+{
+    const float b1 = (float)k->b1, b2 = (float)k->b2, c1 = (float)(1 - k->b1);
+    const float c2 = (float)(1 - k->b2), eps = (float)k->eps, wd = (float)k->wd;
+    const float step = (float)k->step_size, bc2 = (float)k->bc2_sqrt;
+    const float scale = (float)k->p_scale;
+    const bool decoupled = k->decoupled, coupled_wd = !decoupled && k->wd != 0;
+    const int nt = ag_get_num_threads();
+    (void)nt;
+    OPTIM_PARALLEL_FOR
+    for (int64_t i = 0; i < N; i++) {
+        float pi = decoupled ? p[i] * scale : p[i];
+        float gi = coupled_wd ? g[i] + wd * pi : g[i];
+        float mi = m[i] * b1 + c1 * gi;          /* m = b1 m + (1 - b1) g */
+        float vi = v[i] * b2 + c2 * gi * gi;     /* v = b2 v + (1 - b2) g^2 */
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - step * mi / (sqrtf(vi) / bc2 + eps);
+    }
+}
+
 static void adam_update(optim *o, optim_pstate *st, const ag_tensor *g)
 {
     const optim_adam_opts *op = &o->opts.adam;
@@ -90,7 +115,7 @@ static void adam_update(optim *o, optim_pstate *st, const ag_tensor *g)
     if (f32 && vmax)
         adam_loop(&k, N, p, gd, m, v, vmax, AG_F32, true);
     else if (f32)
-        adam_loop(&k, N, p, gd, m, v, NULL, AG_F32, false);
+        adam_f32(&k, N, p, gd, m, v);
     else if (vmax)
         adam_loop(&k, N, p, gd, m, v, vmax, AG_F64, true);
     else
