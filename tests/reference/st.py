@@ -13,7 +13,7 @@ _DT = {np.dtype('float32'): 'F32', np.dtype('float64'): 'F64'}
 def write(path, tensors, metadata=None):
     header, blobs, off = {}, [], 0
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr, order='C')  # ascontiguousarray turns 0-d into [1]
         raw = arr.astype(arr.dtype.newbyteorder('<')).tobytes()
         header[name] = {'dtype': _DT[arr.dtype], 'shape': list(arr.shape),
                         'data_offsets': [off, off + len(raw)]}
