@@ -85,6 +85,11 @@ typedef struct ag_allocator {
     void *ctx;
 } ag_allocator;
 void ag_set_allocator(const ag_allocator *a);
+/* Memory from that allocator, 64-byte aligned (NULL on failure), for
+ * modules built on autograd so one hook sees every allocation. */
+void *ag_mem_alloc(size_t size);
+void *ag_mem_calloc(size_t size);   /* zeroed */
+void  ag_mem_free(void *p);         /* NULL is a no-op */
 
 /* ---- random numbers ---------------------------------------------------- */
 
@@ -164,6 +169,12 @@ int64_t  ag_tape_entries(const ag_tape *tape);
 /* Bytes of arena memory in use / reserved. */
 size_t   ag_tape_bytes_used(const ag_tape *tape);
 size_t   ag_tape_bytes_reserved(const ag_tape *tape);
+
+/* Keeps an error on the tape the way ops do (the first one sticks; also
+ * sets ag_last_error), for layers and user functions built on ops.
+ * Returns NULL, so `return ag_tape_fail(...)` ends an op-like function. */
+void *ag_tape_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* A tape-owned tensor of zeros (a constant, or a buffer to fill). */
 ag_tensor *ag_tape_tensor(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape);

@@ -103,10 +103,6 @@ struct ag_entry {
     int line;
 };
 
-/* ---- memory (all system allocation goes through these) ---- */
-void *ag_mem_alloc(size_t size);   /* AG_ALIGN-aligned, NULL on failure */
-void *ag_mem_calloc(size_t size);
-void  ag_mem_free(void *p);
 
 /* ---- errors ---- */
 /* Keeps the first error on the tape; returns NULL for `return ag_fail(...)`. */

@@ -87,6 +87,16 @@ void *ag_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
     return NULL;
 }
 
+void *ag_tape_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return ag_fail(tape, s, "%s", buf);
+}
+
 /* ---- arena ---- */
 
 static ag_block *block_new(size_t size)

@@ -7,7 +7,7 @@
 bool nn_check_input(ag_tape *t, const char *fn, const ag_tensor *x)
 {
     if (!x) {
-        ag_fail(t, AG_ERR_NULL, "%s: input is NULL (an earlier op failed?)", fn);
+        ag_tape_fail(t, AG_ERR_NULL, "%s: input is NULL (an earlier op failed?)", fn);
         return false;
     }
     return true;
@@ -16,7 +16,7 @@ bool nn_check_input(ag_tape *t, const char *fn, const ag_tensor *x)
 bool nn_check_dtype(ag_tape *t, const char *fn, const ag_tensor *x, ag_dtype dt)
 {
     if (ag_dtype_of(x) != dt) {
-        ag_fail(t, AG_ERR_DTYPE, "%s: input is %s, the layer's parameters are %s", fn,
+        ag_tape_fail(t, AG_ERR_DTYPE, "%s: input is %s, the layer's parameters are %s", fn,
                 ag_dtype_of(x) == AG_F64 ? "F64" : "F32", dt == AG_F64 ? "F64" : "F32");
         return false;
     }
@@ -68,7 +68,7 @@ ag_tensor *nn_sigmoid(ag_tape *t, ag_tensor *x) { return ag_sigmoid(t, x); }
 ag_tensor *nn_softplus(ag_tape *t, ag_tensor *x, double beta)
 {
     if (!(beta > 0))
-        return ag_fail(t, AG_ERR_ARG, "nn_softplus: beta %g must be > 0", beta);
+        return ag_tape_fail(t, AG_ERR_ARG, "nn_softplus: beta %g must be > 0", beta);
     if (beta == 1.0)
         return ag_softplus(t, x);
     /* log(1 + e^(beta x)) / beta */
@@ -96,5 +96,5 @@ ag_tensor *nn_activate(ag_tape *t, nn_activation act, ag_tensor *x)
     case NN_ACT_SIGMOID: return ag_sigmoid(t, x);
     case NN_ACT_SOFTPLUS: return ag_softplus(t, x);
     }
-    return ag_fail(t, AG_ERR_ARG, "nn_activate: unknown activation %d", (int)act);
+    return ag_tape_fail(t, AG_ERR_ARG, "nn_activate: unknown activation %d", (int)act);
 }

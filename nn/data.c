@@ -5,7 +5,6 @@
 
 /* Only for ag_mem_alloc / ag_mem_free (the library's one door to system
  * memory), reached through data_alloc / data_free below and nowhere else. */
-#include "autograd_internal.h"
 
 #include <errno.h>
 #include <math.h>

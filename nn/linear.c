@@ -54,13 +54,13 @@ ag_tensor *nn_linear_forward(ag_tape *t, nn_linear *l, ag_tensor *x)
 {
     const char *fn = "nn_linear_forward";
     if (!l)
-        return ag_fail(t, AG_ERR_ARG, "%s: layer is NULL", fn);
+        return ag_tape_fail(t, AG_ERR_ARG, "%s: layer is NULL", fn);
     if (!nn_check_input(t, fn, x))
         return NULL;
     int nd = ag_ndim(x);
     if (nd < 1 || ag_shape(x)[nd - 1] != l->in) {
         char b[96];
-        return ag_fail(t, AG_ERR_SHAPE, "%s: x is %s, the layer expects [..., %lld]", fn,
+        return ag_tape_fail(t, AG_ERR_SHAPE, "%s: x is %s, the layer expects [..., %lld]", fn,
                        ag_shape_str(x, b, sizeof b), (long long)l->in);
     }
     if (!nn_check_dtype(t, fn, x, ag_dtype_of(l->weight)))
@@ -111,7 +111,7 @@ nn_mlp *nn_mlp_new(nn_params *p, const char *name, int n_widths, const int64_t *
 ag_tensor *nn_mlp_forward(ag_tape *t, nn_mlp *m, ag_tensor *x)
 {
     if (!m)
-        return ag_fail(t, AG_ERR_ARG, "nn_mlp_forward: mlp is NULL");
+        return ag_tape_fail(t, AG_ERR_ARG, "nn_mlp_forward: mlp is NULL");
     for (int i = 0; i < m->n_layers; i++) {
         x = nn_linear_forward(t, m->layers[i], x);
         if (i + 1 < m->n_layers)
@@ -161,13 +161,13 @@ nn_embedding *nn_embedding_new(nn_params *p, const char *name, int64_t num, int6
 ag_tensor *nn_embedding_forward(ag_tape *t, nn_embedding *e, const int64_t *idx, int64_t n)
 {
     if (!e)
-        return ag_fail(t, AG_ERR_ARG, "nn_embedding_forward: layer is NULL");
+        return ag_tape_fail(t, AG_ERR_ARG, "nn_embedding_forward: layer is NULL");
     if (n < 0 || (n > 0 && !idx))
-        return ag_fail(t, AG_ERR_ARG, "nn_embedding_forward: bad index list (n = %lld)",
+        return ag_tape_fail(t, AG_ERR_ARG, "nn_embedding_forward: bad index list (n = %lld)",
                        (long long)n);
     for (int64_t i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= e->num)
-            return ag_fail(t, AG_ERR_ARG,
+            return ag_tape_fail(t, AG_ERR_ARG,
                            "nn_embedding_forward: idx[%lld] = %lld is outside [0, %lld)",
                            (long long)i, (long long)idx[i], (long long)e->num);
     return ag_index_select(t, e->weight, 0, idx, n);   /* (n, dim) */

@@ -11,7 +11,7 @@ ag_tensor *nn_reduce(ag_tape *t, const char *fn, ag_tensor *l, ag_reduction red)
     case AG_REDUCE_SUM: return ag_sum(t, l, AG_ALL, false);
     case AG_REDUCE_NONE: return l;
     }
-    return ag_fail(t, AG_ERR_ARG, "%s: unknown reduction %d", fn, (int)red);
+    return ag_tape_fail(t, AG_ERR_ARG, "%s: unknown reduction %d", fn, (int)red);
 }
 
 /* input and target present, with the same shape and dtype. */
@@ -21,7 +21,7 @@ static bool check_pair(ag_tape *t, const char *fn, const ag_tensor *a, const ag_
     if (!nn_check_input(t, fn, a) || !nn_check_input(t, fn, b))
         return false;
     if ((unsigned)red > AG_REDUCE_NONE) {
-        ag_fail(t, AG_ERR_ARG, "%s: unknown reduction %d", fn, (int)red);
+        ag_tape_fail(t, AG_ERR_ARG, "%s: unknown reduction %d", fn, (int)red);
         return false;
     }
     bool same = ag_ndim(a) == ag_ndim(b);
@@ -29,12 +29,12 @@ static bool check_pair(ag_tape *t, const char *fn, const ag_tensor *a, const ag_
         same = ag_shape(a)[i] == ag_shape(b)[i];
     if (!same) {
         char sa[96], sb[96];
-        ag_fail(t, AG_ERR_SHAPE, "%s: input is %s, target is %s (shapes must match)", fn,
+        ag_tape_fail(t, AG_ERR_SHAPE, "%s: input is %s, target is %s (shapes must match)", fn,
                 ag_shape_str(a, sa, sizeof sa), ag_shape_str(b, sb, sizeof sb));
         return false;
     }
     if (ag_dtype_of(a) != ag_dtype_of(b)) {
-        ag_fail(t, AG_ERR_DTYPE, "%s: input and target dtypes differ", fn);
+        ag_tape_fail(t, AG_ERR_DTYPE, "%s: input and target dtypes differ", fn);
         return false;
     }
     return true;
@@ -75,7 +75,7 @@ ag_tensor *nn_smooth_l1_loss(ag_tape *t, ag_tensor *input, ag_tensor *target, do
     if (!check_pair(t, fn, input, target, red))
         return NULL;
     if (!(beta >= 0))
-        return ag_fail(t, AG_ERR_ARG, "%s: beta %g must be >= 0", fn, beta);
+        return ag_tape_fail(t, AG_ERR_ARG, "%s: beta %g must be >= 0", fn, beta);
     if (beta == 0)
         return nn_reduce(t, fn, ag_abs(t, ag_sub(t, input, target)), red);
     /* 0.5 m^2 / beta + (a - m) */
@@ -89,7 +89,7 @@ ag_tensor *nn_huber_loss(ag_tape *t, ag_tensor *input, ag_tensor *target, double
     if (!check_pair(t, fn, input, target, red))
         return NULL;
     if (!(delta > 0))
-        return ag_fail(t, AG_ERR_ARG, "%s: delta %g must be > 0", fn, delta);
+        return ag_tape_fail(t, AG_ERR_ARG, "%s: delta %g must be > 0", fn, delta);
     /* 0.5 m^2 + delta (a - m) */
     return nn_reduce(t, fn, quad_lin(t, input, target, delta, 0.5, delta), red);
 }
@@ -116,7 +116,7 @@ static bool nll_inputs(ag_tape *t, ag_tensor *logp, const int64_t *labels, int64
         return false;
     char sb[96];
     if (ag_ndim(logp) != 2 || ag_shape(logp)[0] != n || n < 0 || (n > 0 && !labels)) {
-        ag_fail(t, AG_ERR_SHAPE, "%s: logp is %s, expected [%lld, C] with %lld labels", fn,
+        ag_tape_fail(t, AG_ERR_SHAPE, "%s: logp is %s, expected [%lld, C] with %lld labels", fn,
                 ag_shape_str(logp, sb, sizeof sb), (long long)n, (long long)n);
         return false;
     }
@@ -130,7 +130,7 @@ static bool nll_inputs(ag_tape *t, ag_tensor *logp, const int64_t *labels, int64
         if (labels[i] == ignore)
             continue;
         if (labels[i] < 0 || labels[i] >= c) {
-            ag_fail(t, AG_ERR_ARG, "%s: labels[%lld] = %lld is outside [0, %lld)", fn,
+            ag_tape_fail(t, AG_ERR_ARG, "%s: labels[%lld] = %lld is outside [0, %lld)", fn,
                     (long long)i, (long long)labels[i], (long long)c);
             return false;
         }
@@ -146,7 +146,7 @@ ag_tensor *nn_nll_loss(ag_tape *t, ag_tensor *logp, const int64_t *labels, int64
 {
     const char *fn = "nn_nll_loss";
     if ((unsigned)red > AG_REDUCE_NONE)
-        return ag_fail(t, AG_ERR_ARG, "%s: unknown reduction %d", fn, (int)red);
+        return ag_tape_fail(t, AG_ERR_ARG, "%s: unknown reduction %d", fn, (int)red);
     ag_tensor *idx, *keep;
     int64_t kept;
     if (!nll_inputs(t, logp, labels, n, ignore_index, &idx, &keep, &kept))

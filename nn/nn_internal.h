@@ -1,14 +1,12 @@
 /* nn_internal.h — what the files of nn/ share: the nn_params struct, name
- * joining, argument checks and the one door to autograd's internals. */
+ * joining and argument checks.  nn/ stands on autograd's public header
+ * only (ag_mem_alloc for memory, ag_tape_fail for errors on a tape). */
 #ifndef TAPEGRAD_NN_INTERNAL_H
 #define TAPEGRAD_NN_INTERNAL_H
 
 #include "nn.h"
 
-/* Only for ag_mem_alloc / ag_mem_free (the library's one door to system
- * memory) and ag_fail (keeping an nn_ function's error on the tape, as ops
- * do); nn/ reaches autograd's internals for nothing else. */
-#include "autograd_internal.h"
+#include <stdio.h>
 
 #include <stdlib.h>
 #include <string.h>

@@ -47,7 +47,7 @@ ag_tensor *nn_layer_norm_forward(ag_tape *t, nn_layer_norm *l, ag_tensor *x)
 {
     const char *fn = "nn_layer_norm_forward";
     if (!l)
-        return ag_fail(t, AG_ERR_ARG, "%s: layer is NULL", fn);
+        return ag_tape_fail(t, AG_ERR_ARG, "%s: layer is NULL", fn);
     if (!nn_check_input(t, fn, x))
         return NULL;
     int nd = ag_ndim(x), k = l->ndim;
@@ -59,7 +59,7 @@ ag_tensor *nn_layer_norm_forward(ag_tape *t, nn_layer_norm *l, ag_tensor *x)
     }
     if (!fits) {
         char b[96];
-        return ag_fail(t, AG_ERR_SHAPE, "%s: x is %s, its last %d dims must be the layer's",
+        return ag_tape_fail(t, AG_ERR_SHAPE, "%s: x is %s, its last %d dims must be the layer's",
                        fn, ag_shape_str(x, b, sizeof b), k);
     }
     if (l->weight && !nn_check_dtype(t, fn, x, ag_dtype_of(l->weight)))
@@ -142,13 +142,13 @@ ag_tensor *nn_batch_norm1d_forward(ag_tape *t, nn_batch_norm *b, ag_tensor *x)
 {
     const char *fn = "nn_batch_norm1d_forward";
     if (!b)
-        return ag_fail(t, AG_ERR_ARG, "%s: layer is NULL", fn);
+        return ag_tape_fail(t, AG_ERR_ARG, "%s: layer is NULL", fn);
     if (!nn_check_input(t, fn, x))
         return NULL;
     int nd = ag_ndim(x);
     char sb[96];
     if ((nd != 2 && nd != 3) || ag_shape(x)[1] != b->c)
-        return ag_fail(t, AG_ERR_SHAPE, "%s: x is %s, expected [N, %lld] or [N, %lld, L]", fn,
+        return ag_tape_fail(t, AG_ERR_SHAPE, "%s: x is %s, expected [N, %lld] or [N, %lld, L]", fn,
                        ag_shape_str(x, sb, sizeof sb), (long long)b->c, (long long)b->c);
     if (!nn_check_dtype(t, fn, x, ag_dtype_of(b->running_mean)))
         return NULL;
@@ -157,7 +157,7 @@ ag_tensor *nn_batch_norm1d_forward(ag_tape *t, nn_batch_norm *b, ag_tensor *x)
     if (nn_params_training(b->owner)) {
         int64_t count = ag_numel(x) / b->c;   /* N * L */
         if (count < 2)
-            return ag_fail(t, AG_ERR_SHAPE,
+            return ag_tape_fail(t, AG_ERR_SHAPE,
                            "%s: x is %s: training needs more than 1 value per channel", fn,
                            ag_shape_str(x, sb, sizeof sb));
         ag_tensor *mu = channel_mean(t, x);
@@ -201,7 +201,7 @@ nn_dropout *nn_dropout_new(nn_params *p, double prob)
 ag_tensor *nn_dropout_forward(ag_tape *t, nn_dropout *d, ag_tensor *x, ag_rng *rng)
 {
     if (!d)
-        return ag_fail(t, AG_ERR_ARG, "nn_dropout_forward: layer is NULL");
+        return ag_tape_fail(t, AG_ERR_ARG, "nn_dropout_forward: layer is NULL");
     if (!nn_check_input(t, "nn_dropout_forward", x))
         return NULL;
     return ag_dropout(t, x, d->prob, nn_params_training(d->owner), rng);

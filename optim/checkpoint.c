@@ -80,7 +80,7 @@ static ag_status name_states(const char *fn, const optim *o, ag_tensor **params,
 static char *state_key(const char *pname, const char *what)
 {
     size_t len = strlen("optim.state.") + strlen(pname) + 1 + strlen(what) + 1;
-    char *k = malloc(len);
+    char *k = ag_mem_alloc(len);
     if (k)
         snprintf(k, len, "optim.state.%s.%s", pname, what);
     return k;
@@ -102,7 +102,7 @@ static bool list_add(save_list *l, const char *name, const ag_tensor *t, bool ow
 {
     if (!name || !t) {
         if (own_name)
-            free((char *)name);
+            ag_mem_free((char *)name);
         if (own_tensor)
             ag_tensor_free((ag_tensor *)t);
         return false;
@@ -150,13 +150,13 @@ static bool add_optim(save_list *l, const optim *o, const char *const *names,
 static void list_free(save_list *l)
 {
     for (int i = 0; i < l->n_owned_names; i++)
-        free(l->owned_names[i]);
+        ag_mem_free(l->owned_names[i]);
     for (int i = 0; i < l->n_owned; i++)
         ag_tensor_free(l->owned[i]);
-    free(l->names);
-    free(l->tensors);
-    free(l->owned_names);
-    free(l->owned);
+    ag_mem_free(l->names);
+    ag_mem_free(l->tensors);
+    ag_mem_free(l->owned_names);
+    ag_mem_free(l->owned);
 }
 
 ag_status optim_checkpoint_save(const char *path, const char *const *param_names,
@@ -169,22 +169,22 @@ ag_status optim_checkpoint_save(const char *path, const char *const *param_names
         return rc;
     int *name_of = NULL;
     if (o) {
-        name_of = malloc((size_t)o->n * sizeof *name_of);
+        name_of = ag_mem_alloc((size_t)o->n * sizeof *name_of);
         if (!name_of) {
             ag_set_last_error("%s: out of memory", fn);
             return AG_ERR_NOMEM;
         }
         if ((rc = name_states(fn, o, params, n, name_of)) != AG_OK) {
-            free(name_of);
+            ag_mem_free(name_of);
             return rc;
         }
     }
     save_list l = {0};
     l.cap = n + 2 + (o ? o->n * (OPTIM_MAX_BUFS + 1) : 0);
-    l.names = calloc((size_t)l.cap, sizeof *l.names);
-    l.tensors = calloc((size_t)l.cap, sizeof *l.tensors);
-    l.owned_names = calloc((size_t)l.cap, sizeof *l.owned_names);
-    l.owned = calloc((size_t)l.cap, sizeof *l.owned);
+    l.names = ag_mem_calloc((size_t)l.cap * sizeof *l.names);
+    l.tensors = ag_mem_calloc((size_t)l.cap * sizeof *l.tensors);
+    l.owned_names = ag_mem_calloc((size_t)l.cap * sizeof *l.owned_names);
+    l.owned = ag_mem_calloc((size_t)l.cap * sizeof *l.owned);
     bool ok = l.names && l.tensors && l.owned_names && l.owned;
     for (int i = 0; ok && i < n; i++)
         ok = list_add(&l, param_names[i], params[i], false, false);
@@ -216,7 +216,7 @@ ag_status optim_checkpoint_save(const char *path, const char *const *param_names
         rc = AG_ERR_NOMEM;
     }
     list_free(&l);
-    free(name_of);
+    ag_mem_free(name_of);
     return rc;
 }
 
@@ -278,7 +278,7 @@ static ag_status check_optim(const char *fn, const char *path, const ag_safetens
         if (!key)
             return AG_ERR_NOMEM;
         const ag_tensor *t = ag_safetensors_get(f, key);
-        free(key);
+        ag_mem_free(key);
         loaded_state *L = &ls[i];
         if (t) {
             double v = ag_numel(t) == 1 && ag_dtype_of(t) == AG_F64 ? ag_get(t, 0) : -1;
@@ -293,7 +293,7 @@ static ag_status check_optim(const char *fn, const char *path, const ag_safetens
             if (!(key = state_key(pname, o->def->buf_names[b])))
                 return AG_ERR_NOMEM;
             L->src[b] = ag_safetensors_get(f, key);
-            free(key);
+            ag_mem_free(key);
             if (L->src[b] && (!L->present || !same_layout(L->src[b], st->param)))
                 return bad(fn, path, "a state buffer does not fit parameter", pname);
         }
@@ -427,11 +427,11 @@ ag_status optim_checkpoint_load(const char *path, const char *const *param_names
     ag_status rc = check_args(fn, path, param_names, params, n);
     if (rc != AG_OK)
         return rc;
-    loaded_state *ls = o ? calloc((size_t)o->n, sizeof *ls) : NULL;
-    int *name_of = o ? malloc((size_t)o->n * sizeof *name_of) : NULL;
+    loaded_state *ls = o ? ag_mem_calloc((size_t)o->n * sizeof *ls) : NULL;
+    int *name_of = o ? ag_mem_alloc((size_t)o->n * sizeof *name_of) : NULL;
     if (o && (!ls || !name_of)) {
-        free(ls);
-        free(name_of);
+        ag_mem_free(ls);
+        ag_mem_free(name_of);
         ag_set_last_error("%s: out of memory", fn);
         return AG_ERR_NOMEM;
     }
@@ -445,7 +445,7 @@ ag_status optim_checkpoint_load(const char *path, const char *const *param_names
         for (int b = 0; b < OPTIM_MAX_BUFS; b++)
             ag_tensor_free(ls[i].fresh[b]);
     ag_safetensors_free(f);
-    free(ls);
-    free(name_of);
+    ag_mem_free(ls);
+    ag_mem_free(name_of);
     return rc;
 }

@@ -34,10 +34,10 @@ optim *optim_new_common(const char *fn, optim_kind kind, ag_tensor **params, int
             return NULL;
         }
     }
-    optim *o = calloc(1, sizeof *o);
+    optim *o = ag_mem_calloc(sizeof *o);
     if (o) {
-        o->params = calloc((size_t)n, sizeof *o->params);
-        o->states = calloc((size_t)n, sizeof *o->states);
+        o->params = ag_mem_calloc((size_t)n * sizeof *o->params);
+        o->states = ag_mem_calloc((size_t)n * sizeof *o->states);
     }
     if (!o || !o->params || !o->states) {
         optim_free(o);
@@ -202,7 +202,7 @@ void optim_free(optim *o)
     for (int i = 0; o->states && i < o->n; i++)
         for (int b = 0; b < OPTIM_MAX_BUFS; b++)
             ag_tensor_free(o->states[i].buf[b]);
-    free(o->states);
-    free(o->params);
-    free(o);
+    ag_mem_free(o->states);
+    ag_mem_free(o->params);
+    ag_mem_free(o);
 }

@@ -12,6 +12,8 @@
 /* uthash must not exit() on out of memory: a failed add leaves the element
  * out of the table, which optim_new_common detects by counting. */
 #define HASH_NONFATAL_OOM 1
+#define uthash_malloc(sz) ag_mem_alloc(sz)
+#define uthash_free(ptr, sz) ag_mem_free(ptr)
 #include <uthash.h>
 
 typedef enum optim_kind {

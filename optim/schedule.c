@@ -270,7 +270,7 @@ static optim_sched *sched_new(const char *fn, optim *o, sched_kind kind)
         ag_set_last_error("%s: optimizer is NULL", fn);
         return NULL;
     }
-    optim_sched *s = calloc(1, sizeof *s);
+    optim_sched *s = ag_mem_calloc(sizeof *s);
     if (!s) {
         ag_set_last_error("%s: out of memory", fn);
         return NULL;
@@ -345,7 +345,7 @@ optim_sched *optim_sched_multistep(optim *o, const int64_t *milestones, int n, d
     optim_sched *s = sched_new(fn, o, SCHED_MULTISTEP);
     if (!s)
         return NULL;
-    s->milestones = malloc((size_t)n * sizeof *milestones);
+    s->milestones = ag_mem_alloc((size_t)n * sizeof *milestones);
     if (!s->milestones) {
         ag_set_last_error("%s: out of memory", fn);
         optim_sched_free(s);
@@ -573,8 +573,8 @@ void optim_sched_free(optim_sched *s)
         return;
     optim_sched_free(s->first);
     optim_sched_free(s->then);
-    free(s->milestones);
-    free(s);
+    ag_mem_free(s->milestones);
+    ag_mem_free(s);
 }
 
 /* ---- checkpoint support ---- */
