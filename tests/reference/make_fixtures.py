@@ -26,7 +26,6 @@ dim 0 first, F.pad the last dim first: converted here).
 """
 import json
 import os
-import struct
 import sys
 import zlib
 
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import st  # noqa: E402  (its dtype names)
+import st  # noqa: E402
 
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ops')
 OPS = {}
@@ -426,26 +425,6 @@ def _dropout(rng):
 # ---- writing ----------------------------------------------------------------
 
 
-def write_st(path, tensors, metadata):
-    """st.write's format, keeping 0-d tensors 0-d (st.write stores them as
-    [1], which other fixture scripts rely on; scalar cases need shape [])."""
-    header, blobs, off = {}, [], 0
-    for name, arr in tensors.items():
-        arr = np.asarray(arr)
-        raw = arr.astype(arr.dtype.newbyteorder('<')).tobytes(order='C')
-        header[name] = {'dtype': st._DT[arr.dtype], 'shape': list(arr.shape),
-                        'data_offsets': [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    header['__metadata__'] = {str(k): str(v) for k, v in metadata.items()}
-    h = json.dumps(header, separators=(',', ':')).encode()
-    h += b' ' * (-len(h) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(h)))
-        f.write(h)
-        f.write(b''.join(blobs))
-
-
 def run_case(case, dtype, seed_np):
     ts = [torch.tensor(x, dtype=dtype, requires_grad=d) for x, d in zip(case.inputs, case.diff)]
     torch.manual_seed(0)
@@ -495,7 +474,7 @@ def write_op(name):
             for i, g in grads.items():
                 tensors[p + 'grad%d' % i] = g.numpy().astype(npdt)
             meta[p + 'args'] = json.dumps(case.args, sort_keys=True)
-        write_st(os.path.join(OUT_DIR, '%s.%s.safetensors' % (name, tag)), tensors, meta)
+        st.write(os.path.join(OUT_DIR, '%s.%s.safetensors' % (name, tag)), tensors, meta)
 
 
 def main():
