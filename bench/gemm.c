@@ -6,7 +6,9 @@
  *
  * Each number is the median of `repeats` timed runs; a run repeats the
  * product until it has taken >= 20 ms.  Ratios: builtin / openblas and
- * builtin / peak. */
+ * builtin / peak.  With one thread the clock is the thread's CPU time, so
+ * neighbours on a shared machine do not count (their cache pollution
+ * still does); with more, wall time. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +25,12 @@
 #include <immintrin.h>
 #endif
 
+static clockid_t g_clock = CLOCK_MONOTONIC;
+
 static double now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(g_clock, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -65,7 +69,7 @@ static double fma_peak(void)
         return 0;
     double t[7];
     volatile float sink = 0;
-    int64_t iters = 20 * 1000 * 1000;
+    int64_t iters = 50 * 1000 * 1000;
     for (int r = 0; r < 7; r++) {
         double t0 = now();
         sink += fma_loop(iters);
@@ -115,26 +119,41 @@ static void run(const prod *p, backend be)
         ag_gemm_f32(p->ta, p->tb, n, n, n, 1.0f, p->A, n, p->B, n, 0.0f, p->C, n);
 }
 
-static double gflops(const prod *p, backend be, int repeats)
+/* One timed run: repeats the product for >= 20 ms; GFLOP/s. */
+static double timed(const prod *p, backend be)
 {
     double flop = 2.0 * (double)p->n * (double)p->n * (double)p->n;
-    double *rate = malloc((size_t)repeats * sizeof *rate);
-    if (!rate)
-        return 0;
-    run(p, be); /* warm-up: pack buffers, thread pools, page faults */
+    int calls = 0;
+    double t0 = now(), t;
+    do {
+        run(p, be);
+        calls++;
+    } while ((t = now() - t0) < 0.02);
+    return flop * calls / t * 1e-9;
+}
+
+/* Medians of `repeats` runs of each backend, taken in turns so both see
+ * the same machine (frequency, neighbours). */
+static void gflops(const prod *p, int repeats, bool blas, double *bi, double *ob)
+{
+    double *rb = malloc(2 * (size_t)repeats * sizeof *rb), *ro = rb + repeats;
+    *bi = *ob = 0;
+    if (!rb)
+        return;
+    ag_gemm_force_builtin(true);
+    run(p, BUILTIN); /* warm-up: pack buffers, thread pools, page faults */
+    if (blas)
+        run(p, OPENBLAS);
     for (int r = 0; r < repeats; r++) {
-        int calls = 0;
-        double t0 = now(), t;
-        do {
-            run(p, be);
-            calls++;
-        } while ((t = now() - t0) < 0.02);
-        rate[r] = flop * calls / t * 1e-9;
+        rb[r] = timed(p, BUILTIN);
+        ro[r] = blas ? timed(p, OPENBLAS) : 0;
     }
-    qsort(rate, (size_t)repeats, sizeof *rate, cmp_double);
-    double med = rate[repeats / 2];
-    free(rate);
-    return med;
+    ag_gemm_force_builtin(false);
+    qsort(rb, (size_t)repeats, sizeof *rb, cmp_double);
+    qsort(ro, (size_t)repeats, sizeof *ro, cmp_double);
+    *bi = rb[repeats / 2];
+    *ob = ro[repeats / 2];
+    free(rb);
 }
 
 static void *random_matrix(int64_t n, bool f64)
@@ -159,16 +178,18 @@ static void *random_matrix(int64_t n, bool f64)
 
 static void row(const char *label, prod *p, int repeats, double peak)
 {
-    ag_gemm_force_builtin(true);
-    double b = gflops(p, BUILTIN, repeats);
-    ag_gemm_force_builtin(false);
-    printf("%-8s %5lld  %8.1f", label, (long long)p->n, b);
 #ifdef AG_HAVE_BLAS
-    double o = gflops(p, OPENBLAS, repeats);
-    printf("  %8.1f  %6.2f", o, o > 0 ? b / o : 0);
+    bool blas = true;
 #else
-    printf("  %8s  %6s", "-", "-");
+    bool blas = false;
 #endif
+    double b, o;
+    gflops(p, repeats, blas, &b, &o);
+    printf("%-8s %5lld  %8.1f", label, (long long)p->n, b);
+    if (blas)
+        printf("  %8.1f  %6.2f", o, o > 0 ? b / o : 0);
+    else
+        printf("  %8s  %6s", "-", "-");
     /* f64 peak is half the f32 one */
     if (peak > 0)
         printf("  %5.0f%%", 100 * b / (p->f64 ? peak / 2 : peak));
@@ -205,9 +226,13 @@ int main(int argc, char **argv)
     if (repeats < 1)
         repeats = 1;
     ag_set_num_threads(threads); /* also sizes OpenBLAS's pool */
+    if (ag_get_num_threads() == 1)
+        g_clock = CLOCK_THREAD_CPUTIME_ID;
+    const char *dflt = ag_gemm_backend();
     ag_gemm_force_builtin(true);
-    printf("# gemm: builtin = %s, threads = %d, median of %d\n", ag_gemm_backend(),
-           ag_get_num_threads(), repeats);
+    printf("# gemm: builtin = %s, default backend = %s, threads = %d, median of %d, %s\n",
+           ag_gemm_backend(), dflt, ag_get_num_threads(), repeats,
+           g_clock == CLOCK_MONOTONIC ? "wall time" : "thread CPU time");
     ag_gemm_force_builtin(false);
     double peak = fma_peak() * ag_get_num_threads();
     printf("# FMA peak (f32, %d thread%s): %.1f GFLOP/s\n",

@@ -286,11 +286,11 @@ static void test_gemm_threads_same_bits(void **state)
 static void test_gemm_builtin_matches_openblas(void **state)
 {
     (void)state;
-    ag_gemm_force_builtin(false);
-    if (strcmp(ag_gemm_backend(), "openblas") != 0) {
+    if (!ag_gemm_force_openblas(true)) {
         printf("# gemm: built without OpenBLAS, skipped\n");
         return;
     }
+    assert_string_equal(ag_gemm_backend(), "openblas");
     static const dims d[] = {{257, 129, 300}, {64, 1000, 33}};
     for (size_t s = 0; s < 2; s++)
         for (int t = 0; t < 8; t++) {
@@ -305,7 +305,7 @@ static void test_gemm_builtin_matches_openblas(void **state)
             case_reset_c(&g);
             ag_gemm_force_builtin(true);
             case_run(&g);
-            ag_gemm_force_builtin(false);
+            assert_true(ag_gemm_force_openblas(true));
             double tol = g.f64 ? 1e-12 : 1e-4;
             for (size_t i = 0; i < n; i++)
                 assert_true(fabs(blas[i] - c_at(&g, (int64_t)i)) <=
@@ -313,6 +313,29 @@ static void test_gemm_builtin_matches_openblas(void **state)
             free(blas);
             case_free(&g);
         }
+    ag_gemm_force_openblas(false);
+}
+
+/* The switches land where they say, and undo. */
+static void test_gemm_backend_switches(void **state)
+{
+    (void)state;
+    const char *dflt = ag_gemm_backend();
+    ag_gemm_force_builtin(true);
+    assert_int_equal(strncmp(ag_gemm_backend(), "builtin-", 8), 0);
+    ag_gemm_force_builtin(false);
+    assert_string_equal(ag_gemm_backend(), dflt);
+    if (ag_gemm_force_openblas(true))
+        assert_string_equal(ag_gemm_backend(), "openblas");
+    assert_true(ag_gemm_force_openblas(false));
+    assert_string_equal(ag_gemm_backend(), dflt);
+    assert_false(ag_gemm_set_arch("no-such-arch"));
+    assert_true(ag_gemm_set_arch("generic"));
+    ag_gemm_force_builtin(true);
+    assert_string_equal(ag_gemm_backend(), "builtin-generic");
+    ag_gemm_force_builtin(false);
+    assert_true(ag_gemm_set_arch(NULL));
+    assert_string_equal(ag_gemm_backend(), dflt);
 }
 
 /* Freed buffers come back on the next product. */
@@ -341,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_gemm_threads_same_bits),
         cmocka_unit_test(test_gemm_builtin_matches_openblas),
         cmocka_unit_test(test_gemm_release_buffers),
+        cmocka_unit_test(test_gemm_backend_switches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,9 +17,8 @@
  * micro-kernel arithmetic whatever the split, so the result is
  * bit-identical for any thread count.
  *
- * Backend default.  Measured with bench/gemm on the 2-core Zen 4 (AVX2
- * visible, no AVX-512), one thread, medians of 7:
- *   <filled in from the bench, see the comment at pick_blas()>
+ * Which backend runs by default (built-in or OpenBLAS), and the numbers
+ * behind it: see use_blas().
  */
 #include "kernels_internal.h"
 
@@ -36,9 +35,11 @@
 #include <cblas.h>
 #endif
 
-/* Below this many multiply-adds the packing and tiling cost more than
- * they save: a direct loop runs instead (measured crossover, bench/gemm). */
-#define GEMM_SMALL_MACS (32.0 * 32 * 32)
+/* Below this many multiply-adds a direct loop runs instead of packing.
+ * Measured (Zen 4, f32, all layouts): packing pays from about 5^3 on;
+ * 8^3 takes 0.22 us packed vs 0.56 us direct, 32^3 1.3 us vs 30 us, and
+ * skinny products (64x784x1, 1x256x256) win 4-15x packed too. */
+#define GEMM_SMALL_MACS 128.0
 /* Below this a second thread costs more (wake-up, duplicated packing)
  * than it saves. */
 #define GEMM_PARALLEL_MACS (96.0 * 96 * 96)
@@ -80,7 +81,8 @@ static const ag_gemm_arch *const k_archs[] = {
 };
 
 static _Atomic(const ag_gemm_arch *) g_arch;
-static atomic_bool g_force_builtin;
+enum { MODE_DEFAULT, MODE_BUILTIN, MODE_BLAS };
+static atomic_int g_mode;
 
 static const ag_gemm_arch *best_arch(void)
 {
@@ -120,14 +122,46 @@ bool ag_gemm_set_arch(const char *name)
 
 void ag_gemm_force_builtin(bool on)
 {
-    atomic_store(&g_force_builtin, on);
+    atomic_store(&g_mode, on ? MODE_BUILTIN : MODE_DEFAULT);
 }
 
-/* Whether large products go to OpenBLAS. */
+bool ag_gemm_force_openblas(bool on)
+{
+#ifdef AG_HAVE_BLAS
+    atomic_store(&g_mode, on ? MODE_BLAS : MODE_DEFAULT);
+    return true;
+#else
+    return !on;
+#endif
+}
+
+/* Whether large products go to OpenBLAS.
+ *
+ * Default: the built-in GEMM where its path was measured on par with
+ * OpenBLAS, OpenBLAS (when built with it) everywhere else.  Measured with
+ * bench/gemm and a train-step mix on the 2-core Zen 4 of issue 9 (AVX2
+ * visible, AVX-512 not), OpenBLAS 0.3.21 (pthread), best of 21 runs:
+ *   1 thread, f32 NN/NT/TN/TT n = 64..1024:  built-in 0.95-1.1x OpenBLAS
+ *   2 threads, f32 n = 256 / 512 / 1024:      265 / 1732 / 15537 us
+ *                                  vs OpenBLAS 331 / 2176 / 16840 us
+ *   2 threads, two GEMMs + two OpenMP elementwise loops, n = 256 / 512:
+ *                                  1.43 / 4.4 ms vs OpenBLAS 1.98 / 8.0 ms
+ * The last row is the deciding one: OpenBLAS keeps its own thread pool,
+ * which spins against the OpenMP pool the other kernels use.  The built-in
+ * path also gives the same bits for any thread count.  The AVX-512 path
+ * has not been timed on hardware yet and the generic one is several times
+ * slower, so those defer to OpenBLAS. */
 static bool use_blas(void)
 {
 #ifdef AG_HAVE_BLAS
-    return !atomic_load_explicit(&g_force_builtin, memory_order_relaxed);
+    int mode = atomic_load_explicit(&g_mode, memory_order_relaxed);
+    if (mode != MODE_DEFAULT)
+        return mode == MODE_BLAS;
+#ifdef AG_GEMM_X86
+    return cur_arch() != &ag_gemm_arch_avx2;
+#else
+    return true;
+#endif
 #else
     return false;
 #endif

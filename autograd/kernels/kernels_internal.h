@@ -32,11 +32,15 @@ void ag_gemm_f64(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                  int64_t ldb, double beta, double *C, int64_t ldc);
 
 /* Backend that large products use now: "openblas", "builtin-avx512",
- * "builtin-avx2" or "builtin-generic". */
+ * "builtin-avx2" or "builtin-generic".  The default is chosen in gemm.c
+ * (use_blas) from measurements; these switches are for tests and benches
+ * and last until the next call of either. */
 const char *ag_gemm_backend(void);
-/* true: always use the built-in GEMM even when OpenBLAS was found (tests
- * and benches compare the two); false: back to the default backend. */
+/* true: always the built-in GEMM; false: back to the default. */
 void ag_gemm_force_builtin(bool on);
+/* true: always OpenBLAS (false, and nothing changes, when the build has
+ * none); false: back to the default. */
+bool ag_gemm_force_openblas(bool on);
 /* Selects the built-in code path by name ("avx512", "avx2", "generic");
  * NULL restores the best one the CPU supports.  Returns false (and changes
  * nothing) when the CPU or the build lacks it.  For tests and benches. */
