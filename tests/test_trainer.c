@@ -158,6 +158,7 @@ static void test_train_one_epoch_lowers_loss(void **state)
         skip();
     fm_config c;
     small_config(&c, 2000, 1);
+    c.test_limit = 500;
     /* the loss of the untrained model: same seed, same initialisation */
     ag_rng rng;
     ag_rng_seed(&rng, c.seed);
@@ -197,7 +198,7 @@ static void test_train_deterministic_resume_and_eval(void **state)
     if (!have_data())
         skip();
     fm_config c;
-    small_config(&c, 600, 2);
+    small_config(&c, 300, 2);
     fm_epoch_row a[2], b[2], r[2];
     int na, nb, nr;
     assert_int_equal(fm_run_train(&c, a, &na), FM_EXIT_OK);
@@ -231,6 +232,33 @@ static void test_train_deterministic_resume_and_eval(void **state)
     assert_int_equal(fm_run_train(&c, r, &nr), FM_EXIT_OK);
     assert_int_equal(nr, 1);
     assert_rows_equal(&r[0], &a[1]);
+}
+
+static void test_explain_report(void **state)
+{
+    (void)state;
+    if (!have_data())
+        skip();
+    ag_rng rng;
+    ag_rng_seed(&rng, 3);
+    fm_model *m = fm_model_new(1, (const int64_t[]){16}, AG_F32, &rng);
+    nn_dataset *test = NULL;
+    assert_int_equal(fm_load_data(NULL, false, 100, &test), FM_EXIT_OK);
+    FILE *out = tmpfile();
+    assert_non_null(out);
+    assert_int_equal(fm_explain(m, test, 16, 3, out), AG_OK);
+    rewind(out);
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 1, out);
+    buf[n] = '\0';
+    fclose(out);
+    printf("%s", buf);
+    assert_non_null(strstr(buf, "per-tensor gradients"));
+    assert_non_null(strstr(buf, "fc1.weight"));
+    assert_non_null(strstr(buf, " 3. "));
+    assert_non_null(strstr(buf, "first-order prediction"));
+    nn_dataset_free(test);
+    fm_model_free(m);
 }
 
 /* README's first C block is examples/regression.c after its comment. */
@@ -288,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_eval_malformed_model_fails_cleanly),
         cmocka_unit_test(test_train_one_epoch_lowers_loss),
         cmocka_unit_test(test_train_deterministic_resume_and_eval),
+        cmocka_unit_test(test_explain_report),
         cmocka_unit_test(test_readme_snippet_is_regression_example),
     };
     return cmocka_run_group_tests(tests, make_tmpdir, remove_tmpdir);

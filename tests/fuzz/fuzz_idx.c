@@ -1,0 +1,166 @@
+/* fuzz_idx.c — libFuzzer target for the IDX reader (nn_idx_load).
+ *
+ * nn_idx_load reads a path (gzipped or plain, told apart by the gzip
+ * magic), so each input is written to one temporary file and loaded from
+ * there.  When it loads, the target checks what a loaded array promises:
+ * a known type, 1..8 dims whose product is numel, data within
+ * NN_IDX_MAX_BYTES, data present exactly when numel > 0 (every element is
+ * read, so ASan sees any short buffer), and for a plain file an exact size
+ * (header + data, nothing after).  A failure must leave *out NULL with a
+ * message.  A crash, sanitizer report, leak or abort() is a finding.
+ *
+ * Build (clang; the library gets coverage through fuzzer-no-link):
+ *   CC=clang CFLAGS=-fsanitize=fuzzer-no-link meson setup build-fuzz \
+ *       -Db_sanitize=address,undefined -Db_lundef=false
+ *   ninja -C build-fuzz tests/fuzz/fuzz_idx
+ * Run (the committed IDX files as seeds; new finds go to the first folder):
+ *   mkdir -p /tmp/idx-corpus
+ *   UBSAN_OPTIONS=halt_on_error=1 build-fuzz/tests/fuzz/fuzz_idx \
+ *       -dict=tests/fuzz/idx.dict -max_len=4096 -max_total_time=600 \
+ *       /tmp/idx-corpus tests/data/idx
+ * Replay a crash:  build-fuzz/tests/fuzz/fuzz_idx crash-<hash>
+ *
+ * Built with -DTG_FUZZ_REPLAY instead (any compiler; tests/fuzz/meson.build
+ * runs it over tests/data/idx as a test), main() below feeds it every file
+ * named on the command line or found in a named folder. */
+#include "nn.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CHECK(x)                                                              \
+    do {                                                                      \
+        if (!(x)) {                                                           \
+            fprintf(stderr, "fuzz_idx: %s:%d: %s\n", __FILE__, __LINE__, #x); \
+            abort();                                                          \
+        }                                                                     \
+    } while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static char tmp_path[64];
+
+static void remove_tmp(void)
+{
+    unlink(tmp_path);
+}
+
+/* Writes the input to the one temporary file of this process. */
+static void write_input(const uint8_t *data, size_t size)
+{
+    if (!tmp_path[0]) {
+        snprintf(tmp_path, sizeof tmp_path, "/tmp/fuzz_idx_XXXXXX");
+        int fd = mkstemp(tmp_path);
+        CHECK(fd >= 0);
+        close(fd);
+        atexit(remove_tmp);
+    }
+    FILE *f = fopen(tmp_path, "wb");
+    CHECK(f != NULL);
+    CHECK(size == 0 || fwrite(data, 1, size, f) == size);
+    CHECK(fclose(f) == 0);
+}
+
+static void check_loaded(const nn_idx *a, const uint8_t *data, size_t size)
+{
+    size_t es = nn_idx_type_size(nn_idx_type_of(a));
+    CHECK(es == 1 || es == 2 || es == 4 || es == 8);
+    int nd = nn_idx_ndim(a);
+    CHECK(nd >= 1 && nd <= NN_IDX_MAX_DIMS);
+    int64_t numel = 1;            /* a zero dim makes any other dims fine */
+    bool zero = false, overflow = false;
+    for (int d = 0; d < nd; d++) {
+        CHECK(nn_idx_shape(a)[d] >= 0);
+        zero |= nn_idx_shape(a)[d] == 0;
+        overflow |= __builtin_mul_overflow(numel, nn_idx_shape(a)[d], &numel);
+    }
+    if (zero)
+        numel = 0;
+    CHECK(!overflow || zero);
+    CHECK(numel == nn_idx_numel(a));
+    CHECK(numel <= NN_IDX_MAX_BYTES / (int64_t)es);
+    CHECK((nn_idx_data(a) != NULL) == (numel > 0));
+    double sum = 0;
+    for (int64_t i = 0; i < numel; i++)
+        sum += nn_idx_get(a, i) != 0;
+    CHECK(sum <= (double)numel);
+    bool gz = size >= 2 && data[0] == 0x1f && data[1] == 0x8b;
+    if (!gz)
+        CHECK(size == 4 + 4 * (size_t)nd + (size_t)numel * es);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    write_input(data, size);
+    nn_idx *a = (nn_idx *)&a;
+    ag_status st = nn_idx_load(tmp_path, &a);
+    if (st != AG_OK) {
+        CHECK(a == NULL);
+        CHECK(st == AG_ERR_FORMAT || st == AG_ERR_NOMEM);
+        CHECK(ag_last_error() != NULL);
+        return 0;
+    }
+    CHECK(a != NULL);
+    check_loaded(a, data, size);
+    nn_idx_free(a);
+    return 0;
+}
+
+#ifdef TG_FUZZ_REPLAY
+#include <dirent.h>
+#include <sys/stat.h>
+
+static int replay_file(const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        perror(path);
+        return 1;
+    }
+    size_t cap = 4096, n = 0;
+    uint8_t *buf = malloc(cap);
+    for (size_t k; buf && (k = fread(buf + n, 1, cap - n, fp)) > 0;) {
+        n += k;
+        if (n == cap) {
+            uint8_t *nb = realloc(buf, cap *= 2);
+            if (!nb)
+                free(buf);
+            buf = nb;
+        }
+    }
+    fclose(fp);
+    if (!buf)
+        return 1;
+    LLVMFuzzerTestOneInput(buf, n);
+    free(buf);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int bad = 0, runs = 0;
+    for (int i = 1; i < argc; i++) {
+        struct stat sb;
+        DIR *dir = stat(argv[i], &sb) == 0 && S_ISDIR(sb.st_mode) ? opendir(argv[i]) : NULL;
+        if (!dir) {
+            bad |= replay_file(argv[i]);
+            runs++;
+            continue;
+        }
+        char path[4096];
+        for (struct dirent *e; (e = readdir(dir));) {
+            snprintf(path, sizeof path, "%s/%s", argv[i], e->d_name);
+            if (e->d_name[0] != '.' && stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+                bad |= replay_file(path);
+                runs++;
+            }
+        }
+        closedir(dir);
+    }
+    printf("fuzz_idx: replayed %d inputs\n", runs);
+    return bad || runs == 0;
+}
+#endif
