@@ -132,21 +132,38 @@ static double timed(const prod *p, backend be)
     return flop * calls / t * 1e-9;
 }
 
-/* Medians of `repeats` runs of each backend, taken in turns so both see
- * the same machine (frequency, neighbours). */
+/* Lets the other backend's idle threads stop spinning and park
+ * (OpenBLAS spins ~0.1 s after a call, OpenMP a little). */
+static void settle(void)
+{
+    struct timespec ts = {0, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+/* Medians of `repeats` runs of each backend.  One thread: taken in turns
+ * so both see the same machine.  More: one backend after the other with a
+ * pause between, since in turns each pool's spinning threads would steal
+ * the cores of the other (a real cost of mixing pools, but not the one
+ * measured here). */
 static void gflops(const prod *p, int repeats, bool blas, double *bi, double *ob)
 {
     double *rb = malloc(2 * (size_t)repeats * sizeof *rb), *ro = rb + repeats;
     *bi = *ob = 0;
     if (!rb)
         return;
+    bool turns = ag_get_num_threads() == 1;
     ag_gemm_force_builtin(true);
     run(p, BUILTIN); /* warm-up: pack buffers, thread pools, page faults */
-    if (blas)
-        run(p, OPENBLAS);
     for (int r = 0; r < repeats; r++) {
         rb[r] = timed(p, BUILTIN);
-        ro[r] = blas ? timed(p, OPENBLAS) : 0;
+        ro[r] = blas && turns ? timed(p, OPENBLAS) : 0;
+    }
+    if (blas && !turns) {
+        settle();
+        run(p, OPENBLAS);
+        for (int r = 0; r < repeats; r++)
+            ro[r] = timed(p, OPENBLAS);
+        settle();
     }
     ag_gemm_force_builtin(false);
     qsort(rb, (size_t)repeats, sizeof *rb, cmp_double);

@@ -17,6 +17,14 @@
  * micro-kernel arithmetic whatever the split, so the result is
  * bit-identical for any thread count.
  *
+ * On a machine busier than its cores (other processes runnable), the
+ * thread that finishes first spins at the end of the parallel region
+ * (libgomp's default OMP_WAIT_POLICY) while the other waits for a core:
+ * measured on the shared 2-core box, 2 threads at n = 128 fell to 0.5
+ * GFLOP/s, against 35 with OMP_WAIT_POLICY=passive or one thread.  Such
+ * users want ag_set_num_threads(1) or that variable; nothing a library
+ * can set after libgomp has started.
+ *
  * Which backend runs by default (built-in or OpenBLAS), and the numbers
  * behind it: see use_blas().
  */
@@ -40,8 +48,9 @@
  * 8^3 takes 0.22 us packed vs 0.56 us direct, 32^3 1.3 us vs 30 us, and
  * skinny products (64x784x1, 1x256x256) win 4-15x packed too. */
 #define GEMM_SMALL_MACS 128.0
-/* Below this a second thread costs more (wake-up, duplicated packing)
- * than it saves. */
+/* Below this a second thread costs more (wake-up, barrier, duplicated
+ * packing) than it saves: on the 2-core Zen 4, best of 15, 96^3 took
+ * 36 us on one thread and 35 on two, 192^3 282 vs 168 us. */
 #define GEMM_PARALLEL_MACS (96.0 * 96 * 96)
 
 /* One product, dtype-erased: alpha and beta travel as double (a float
