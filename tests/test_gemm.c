@@ -316,6 +316,79 @@ static void test_gemm_builtin_matches_openblas(void **state)
     ag_gemm_force_openblas(false);
 }
 
+/* One packer against the layout it promises: panels of R rows, k-major,
+ * zero-padded, nothing written past the end. */
+static void check_pack(const ag_gemm_arch *arch, bool f64, int R, bool along,
+                       int64_t rows, int64_t kb)
+{
+    int64_t ld = (along ? rows : kb) + 5, nsrc = (along ? kb : rows) * ld;
+    int64_t nout = (rows + R - 1) / R * R * kb;
+    double *src = malloc((size_t)nsrc * sizeof(double));
+    double *out = malloc((size_t)(nout + 8) * sizeof(double));
+    assert_true(src && out);
+    for (int64_t i = 0; i < nsrc; i++)
+        src[i] = (double)(i + 1);
+    for (int64_t i = 0; i < nout + 8; i++)
+        out[i] = -1; /* junk the packer must overwrite, or leave past the end */
+    void *s = to_dtype(src, (size_t)nsrc, f64);
+    void *d = to_dtype(out, (size_t)(nout + 8), f64);
+    if (f64)
+        arch->dpack(s, ld, along, rows, kb, R, d);
+    else
+        arch->spack(s, ld, along, rows, kb, R, d);
+    for (int64_t i = 0; i < nout + 8; i++)
+        out[i] = f64 ? ((double *)d)[i] : ((float *)d)[i];
+    for (int64_t r = 0; r < (rows + R - 1) / R * R; r++) {
+        for (int64_t p = 0; p < kb; p++) {
+            double want = r >= rows ? 0 : src[along ? p * ld + r : r * ld + p];
+            double got = out[(r / R) * R * kb + p * R + r % R];
+            if (got != want) {
+                fprintf(stderr, "pack %s %s R=%d along=%d rows=%lld kb=%lld: (%lld,%lld) = %g, want %g\n",
+                        arch->name, f64 ? "f64" : "f32", R, along, (long long)rows,
+                        (long long)kb, (long long)r, (long long)p, got, want);
+                fail();
+            }
+        }
+    }
+    for (int64_t i = nout; i < nout + 8; i++) /* untouched past the end */
+        assert_true(out[i] == -1);
+    free(src);
+    free(out);
+    free(s);
+    free(d);
+}
+
+/* Every packer, at the panel widths of every tile (the AVX-512 ones too:
+ * its packers are the AVX2 ones, so they are checked here on any AVX2
+ * CPU), edge panels and k tails included. */
+static void test_gemm_pack_layouts(void **state)
+{
+    (void)state;
+    static const int widths[] = {2, 4, 6, 8, 12, 16, 32};
+    static const int64_t kbs[] = {1, 3, 4, 8, 17, 33};
+    const ag_gemm_arch *archs[] = {
+        &ag_gemm_arch_generic,
+#ifdef AG_GEMM_X86
+        &ag_gemm_arch_avx2,
+        &ag_gemm_arch_avx512,
+#endif
+    };
+    for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++) {
+        /* the AVX-512 descriptor packs with AVX2 */
+        if (archs[a] != &ag_gemm_arch_generic && !ag_gemm_set_arch("avx2"))
+            continue;
+        for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
+            for (size_t k = 0; k < sizeof kbs / sizeof kbs[0]; k++)
+                for (int v = 0; v < 4; v++) {
+                    int R = widths[w];
+                    int64_t rows[] = {1, R, 2 * R + 3};
+                    for (int r = 0; r < 3; r++)
+                        check_pack(archs[a], v & 1, R, v >> 1, rows[r], kbs[k]);
+                }
+    }
+    assert_true(ag_gemm_set_arch(NULL));
+}
+
 /* The switches land where they say, and undo. */
 static void test_gemm_backend_switches(void **state)
 {
@@ -365,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_gemm_builtin_matches_openblas),
         cmocka_unit_test(test_gemm_release_buffers),
         cmocka_unit_test(test_gemm_backend_switches),
+        cmocka_unit_test(test_gemm_pack_layouts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
