@@ -147,19 +147,23 @@ bool ag_gemm_force_openblas(bool on)
 /* Whether large products go to OpenBLAS.
  *
  * Default: the built-in GEMM where its path was measured on par with
- * OpenBLAS, OpenBLAS (when built with it) everywhere else.  Measured with
- * bench/gemm and a train-step mix on the 2-core Zen 4 of issue 9 (AVX2
- * visible, AVX-512 not), OpenBLAS 0.3.21 (pthread), best of 21 runs:
- *   1 thread, f32 NN/NT/TN/TT n = 64..1024:  built-in 0.95-1.1x OpenBLAS
- *   2 threads, f32 n = 256 / 512 / 1024:      265 / 1732 / 15537 us
- *                                  vs OpenBLAS 331 / 2176 / 16840 us
+ * OpenBLAS, OpenBLAS (when built with it) everywhere else.  Measured on
+ * the 2-core Zen 4 of issue 9 (AVX2 visible, AVX-512 not) against
+ * OpenBLAS 0.3.21 (pthread):
+ *   1 thread, bench/gemm medians of 7, built-in / OpenBLAS GFLOP/s:
+ *     f32 NN n = 256 / 512 / 1024: 83.5/69.5  79.8/74.6  80.6/79.2
+ *     f32 NT, TN n = 512: 85.0/80.0  78.6/70.4;  f64 n = 512: 39.7/37.4
+ *   2 threads, quiet moments, best of 21, n = 256 / 512 / 1024:
+ *     265 / 1732 / 15537 us vs OpenBLAS 331 / 2176 / 16840 us
  *   2 threads, two GEMMs + two OpenMP elementwise loops, n = 256 / 512:
- *                                  1.43 / 4.4 ms vs OpenBLAS 1.98 / 8.0 ms
- * The last row is the deciding one: OpenBLAS keeps its own thread pool,
- * which spins against the OpenMP pool the other kernels use.  The built-in
- * path also gives the same bits for any thread count.  The AVX-512 path
- * has not been timed on hardware yet and the generic one is several times
- * slower, so those defer to OpenBLAS. */
+ *     1.43 / 4.4 ms vs OpenBLAS 1.98 / 8.0 ms
+ * The last row decides it: OpenBLAS keeps its own thread pool, which
+ * spins against the OpenMP pool the other kernels use.  The built-in path
+ * also gives the same bits for any thread count.  Against it: OpenBLAS
+ * waits by yielding, so on a machine busier than its cores it does not
+ * collapse the way libgomp's default spin does (see the top of the file).
+ * The AVX-512 path has not been timed on hardware yet and the generic one
+ * runs at ~0.3x, so those defer to OpenBLAS. */
 static bool use_blas(void)
 {
 #ifdef AG_HAVE_BLAS
