@@ -1,6 +1,7 @@
 /* memory.c — the one door to system memory, so a test can count it and a
  * user can route it elsewhere; plus the per-thread error message. */
 #include "autograd_internal.h"
+#include "kernels/kernels_internal.h"
 
 static void *default_alloc(size_t size, size_t align, void *ctx)
 {
@@ -20,6 +21,8 @@ static ag_allocator g_alloc = {default_alloc, default_free, NULL};
 
 void ag_set_allocator(const ag_allocator *a)
 {
+    /* pack buffers made by the old allocator must go back to it */
+    ag_gemm_release_buffers();
     if (a && a->alloc && a->free)
         g_alloc = *a;
     else
