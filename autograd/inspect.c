@@ -151,8 +151,9 @@ ag_status ag_tape_print(const ag_tape *tape, FILE *out)
         char shape[128];
         fprintf(out, "#%-4lld %-16s", (long long)i, e->op->name);
         for (int k = 0; k < e->n_in; k++)
-            fprintf(out, "%s%s %s%s", k ? ", " : "", e->in[k]->name ? e->in[k]->name : "",
-                    ag_shape_str(e->in[k], shape, sizeof shape), dt_name(e->in[k]->dtype));
+            fprintf(out, "%s%s%s%s %s", k ? ", " : "", e->in[k]->name ? e->in[k]->name : "",
+                    e->in[k]->name ? " " : "", ag_shape_str(e->in[k], shape, sizeof shape),
+                    dt_name(e->in[k]->dtype));
         fprintf(out, " -> %s %s", ag_shape_str(e->out, shape, sizeof shape),
                 dt_name(e->out->dtype));
         if (e->site)
