@@ -198,7 +198,7 @@ static void test_train_deterministic_resume_and_eval(void **state)
     if (!have_data())
         skip();
     fm_config c;
-    small_config(&c, 300, 2);
+    small_config(&c, 192, 2);
     fm_epoch_row a[2], b[2], r[2];
     int na, nb, nr;
     assert_int_equal(fm_run_train(&c, a, &na), FM_EXIT_OK);

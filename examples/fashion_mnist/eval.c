@@ -13,7 +13,7 @@ int fm_load_data(const char *dir, bool train, int64_t limit, nn_dataset **out)
     *out = NULL;
     if (nn_mnist_load(d, train, &ds) != AG_OK) {
         fprintf(stderr, "%s\n", ag_last_error());
-        return stat(d, &sb) != 0 ? FM_EXIT_NO_DATA : FM_EXIT_ERROR;
+        return !dir && stat(d, &sb) != 0 ? FM_EXIT_NO_DATA : FM_EXIT_ERROR;   /* not installed */
     }
     if (limit > 0 && limit < nn_dataset_count(ds)) {
         nn_dataset *sub = NULL;
@@ -170,8 +170,11 @@ int fm_run_eval(const fm_config *c)
         rc = FM_EXIT_ERROR;
     }
     if (rc == FM_EXIT_OK) {
-        printf("test loss %.4f, test accuracy %.2f%% (%lld images)\n", mt.loss,
-               100 * mt.acc, (long long)mt.n);
+        int64_t hits = 0;
+        for (int k = 0; k < FM_CLASSES; k++)
+            hits += mt.confusion[k][k];
+        printf("test loss %.4f, test accuracy %.2f%% (%lld/%lld)\n", mt.loss, 100 * mt.acc,
+               (long long)hits, (long long)mt.n);
         fm_print_confusion(stdout, &mt);
         if (c->explain > 0 && fm_explain(m, test, c->batch, c->explain, stdout) != AG_OK)
             rc = FM_EXIT_ERROR;

@@ -119,6 +119,7 @@ static void plot_script(FILE *g, const char *png, const char *csv)
             "plot '%s' using 1:2 with linespoints title 'train', "
             "'' using 1:4 with linespoints title 'test'\n"
             "set title 'accuracy (%%)'\n"
+            "set key bottom right\n"
             "plot '%s' using 1:($3*100) with linespoints title 'train', "
             "'' using 1:($5*100) with linespoints title 'test'\n"
             "unset multiplot\n",

@@ -90,8 +90,12 @@ static int setup(trainer *t)
         goto fail;
     t->first_epoch = 1;
     if (c->resume_path) {
-        if (checkpoint(t, c->resume_path, true) != AG_OK)
-            goto fail;
+        if (checkpoint(t, c->resume_path, true) != AG_OK) {
+            fprintf(stderr, "resume failed: %s\n(resume a PATH.ckpt of --save with the flags "
+                            "of the saved run: --epochs --batch --optimizer --schedule "
+                            "--hidden --limit)\n", ag_last_error());
+            return FM_EXIT_ERROR;
+        }
         t->first_epoch = (int)ag_get(t->state, 0) + 1;
         printf("resumed from %s after epoch %d\n", c->resume_path, t->first_epoch - 1);
     }

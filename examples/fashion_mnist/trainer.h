@@ -37,7 +37,7 @@ typedef struct fm_config {
     fm_optimizer optimizer;
     fm_schedule schedule;
     uint64_t seed;
-    int threads;              /* 0: every core */
+    int threads;              /* 0: every core; -1: chosen by fm_parse_args */
     const char *data_dir;     /* NULL: NN_FASHION_MNIST_DIR */
     const char *save_path;    /* model; the resumable checkpoint goes to <path>.ckpt */
     const char *resume_path;
