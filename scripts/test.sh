@@ -4,7 +4,7 @@
 # through pkg-config.
 set -eu
 cd "$(dirname "$0")/.."
-sh scripts/deps.sh
+sh scripts/deps.sh dataset-fashion-mnist
 BUILD=${BUILD:-build}
 [ -d "$BUILD" ] || meson setup "$BUILD" --buildtype=debugoptimized
 meson compile -C "$BUILD"
