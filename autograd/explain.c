@@ -156,8 +156,9 @@ static ag_status run(ex_state *s, ag_explain_opts *o, ag_explain_item *items, FI
         for (int64_t i = 0; s->params[k]->grad && i < s->params[k]->numel; i++)
             consider(items, &m, o->top, k, i, ag_get(s->params[k]->grad, i));
     if (out && st == AG_OK) {
-        fprintf(out, "loss %.6g; the %d weights with the largest |dL/dw|:\n", l0, m);
+        fprintf(out, "loss %.6g\n", l0);
         print_norms(out, s);
+        fprintf(out, "the %d weights with the largest |dL/dw|:\n", m);
     }
     for (int r = 0; r < m && st == AG_OK; r++) {
         st = verify(s, o, l0, &items[r]);
