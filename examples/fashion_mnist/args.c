@@ -57,6 +57,8 @@ void fm_usage(FILE *out, const char *prog)
             "  --data DIR          IDX files (default %s)\n"
             "  --limit N           train on the first N training images only\n"
             "  --test-limit N      evaluate on the first N test images only\n"
+            "  --val N             hold out N training images (a seeded draw) and report\n"
+            "                      validation loss and accuracy after each epoch\n"
             "  --save PATH         write the model (safetensors) after each epoch, and a\n"
             "                      resumable checkpoint to PATH.ckpt\n"
             "  --resume PATH       continue from a checkpoint (PATH.ckpt of --save) up to\n"
@@ -129,6 +131,8 @@ static bool set_number(fm_config *c, const char *flag, const char *v)
         c->limit = i;
     else if (strcmp(flag, "test-limit") == 0 && parse_int(v, 1, 10000, &i))
         c->test_limit = i;
+    else if (strcmp(flag, "val") == 0 && parse_int(v, 0, 59999, &i))
+        c->val = i;
     else if (strcmp(flag, "seed") == 0 && v[0] != '-' && parse_int(v, 0, LLONG_MAX, &i))
         c->seed = (uint64_t)i;
     else if (strcmp(flag, "lr") == 0) {
@@ -175,6 +179,7 @@ static bool set_option(fm_config *c, const char *flag, const char *v)
 static const char *const value_flags[] = {
     "epochs", "batch", "lr", "optimizer", "schedule", "seed", "threads", "data", "save",
     "resume", "log", "plot", "eval", "hidden", "explain", "limit", "test-limit",
+    "val",
 };
 
 static bool known_flag(const char *name, size_t len)

@@ -17,7 +17,7 @@ typedef struct trainer {
     optim_sched *sched;
     ag_rng rng;                 /* initialisation, then shuffling */
     ag_tensor *state;           /* [1] f64: epochs done (saved in the checkpoint) */
-    nn_dataset *train, *test;
+    nn_dataset *train, *test, *val; /* val: held out of train, or NULL */
     nn_batcher *it;
     ag_tape *tape;
     FILE *csv;
@@ -68,6 +68,27 @@ static ag_status checkpoint(trainer *t, const char *path, bool load)
                 : optim_checkpoint_save(path, all_names, all, n + 1, t->opt, t->sched, &t->rng);
 }
 
+/* Replaces the training set by all but c->val images, drawn with an rng
+ * of its own so the training run's draws stay as they were. */
+static ag_status hold_out(trainer *t)
+{
+    ag_rng r;
+    ag_rng_seed(&r, t->c->seed ^ 0x76616cull);
+    nn_dataset *rest = NULL;
+    ag_status st = nn_dataset_split(t->train, t->c->val, &r, &rest, &t->val);
+    if (st == AG_OK && nn_dataset_count(rest) == 0) {
+        ag_set_last_error("no training images left");
+        st = AG_ERR_ARG;
+    }
+    if (st == AG_OK) {
+        nn_dataset_free(t->train);
+        t->train = rest;
+    } else {
+        nn_dataset_free(rest);
+    }
+    return st;
+}
+
 static int setup(trainer *t)
 {
     const fm_config *c = t->c;
@@ -76,6 +97,10 @@ static int setup(trainer *t)
         rc = fm_load_data(c->data_dir, false, c->test_limit, &t->test);
     if (rc != FM_EXIT_OK)
         return rc;
+    if (c->val > 0 && hold_out(t) != AG_OK) {
+        fprintf(stderr, "--val %lld: %s\n", (long long)c->val, ag_last_error());
+        return FM_EXIT_USAGE;
+    }
     ag_rng_seed(&t->rng, c->seed);
     nn_batch_opts bo = {.batch = c->batch, .mean = NN_FASHION_MNIST_MEAN,
                         .std = NN_FASHION_MNIST_STD};
@@ -119,6 +144,7 @@ static void teardown(trainer *t)
     fm_model_free(t->m);
     nn_dataset_free(t->train);
     nn_dataset_free(t->test);
+    nn_dataset_free(t->val);
 }
 
 /* One optimisation step; returns the batch loss (NaN on error) and adds
@@ -181,6 +207,16 @@ static bool finish_epoch(trainer *t, fm_epoch_row *row, fm_metrics *mt)
     row->test_loss = mt->loss;
     row->test_acc = mt->acc;
     fm_print_epoch(stdout, row, t->c->epochs);
+    if (t->val) {
+        fm_metrics vm;
+        if (fm_evaluate(t->m, t->val, t->tape, &vm) != AG_OK) {
+            fprintf(stderr, "validation failed: %s\n", ag_last_error());
+            return false;
+        }
+        printf("epoch %2d/%d  val loss %.4f  val acc %.2f%% (%lld held-out images)\n",
+               row->epoch, t->c->epochs, vm.loss, 100 * vm.acc,
+               (long long)nn_dataset_count(t->val));
+    }
     if (t->csv)
         fm_csv_row(t->csv, row);
     const char *path = t->c->save_path;

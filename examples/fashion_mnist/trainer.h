@@ -49,6 +49,7 @@ typedef struct fm_config {
     int explain;              /* top-N weights for ag_explain; 0: no report */
     int64_t limit;            /* train on the first N images; 0: all */
     int64_t test_limit;       /* evaluate on the first N test images; 0: all */
+    int64_t val;              /* hold out N training images for validation; 0: none */
     int stop_after;           /* stop after this epoch, as if interrupted; 0: no (tests) */
     bool quiet;               /* no progress output (tests) */
 } fm_config;
