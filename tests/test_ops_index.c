@@ -28,23 +28,6 @@ static void check_values(const ag_tensor *t, const double *want, int64_t n)
     assert_doubles_close(got, want, n, 0, 0);
 }
 
-static void assert_shape(const ag_tensor *t, int ndim, const int64_t *shape)
-{
-    assert_non_null(t);
-    assert_int_equal(ag_ndim(t), ndim);
-    for (int i = 0; i < ndim; i++)
-        assert_int_equal(ag_shape(t)[i], shape[i]);
-}
-
-static void assert_error(ag_tape *t, ag_status st, const char *substr)
-{
-    assert_int_equal(ag_tape_status(t), st);
-    const char *msg = ag_tape_error(t);
-    assert_non_null(msg);
-    if (!strstr(msg, substr))
-        fail_msg("message \"%s\" lacks \"%s\"", msg, substr);
-}
-
 /* ---- gather ---- */
 
 static void test_gather_values_and_scatter_gradient(void **state)
@@ -57,10 +40,10 @@ static void test_gather_values_and_scatter_gradient(void **state)
         ag_tensor *i0 = make(AG_F64, 2, S(1, 2), D(1, 0)); /* other dtype: fine */
         ag_tape *t = ag_tape_new();
         ag_tensor *g1 = ag_gather(t, a, -1, i1); /* out[i][j] = a[i][idx[i][j]] */
-        assert_shape(g1, 2, S(2, 4));
+        tg_assert_shape(g1, 2, S(2, 4));
         assert_values(g1, D(3, 1, 3, 3, 5, 5, 4, 6));
         ag_tensor *g0 = ag_gather(t, a, 0, i0); /* out[0][j] = a[idx[0][j]][j] */
-        assert_shape(g0, 2, S(1, 2));
+        tg_assert_shape(g0, 2, S(1, 2));
         assert_values(g0, D(4, 2));
         ag_tensor *l = ag_add(t, ag_sum(t, g1, AG_ALL, false), ag_sum(t, g0, AG_ALL, false));
         assert_int_equal(ag_backward(t, l), AG_OK);
@@ -85,23 +68,23 @@ static void test_gather_rejects_bad_index(void **state)
     ag_tensor *wide = ag_tensor_new(AG_F64, 2, S(3, 1));
     ag_tape *t = ag_tape_new();
     assert_null(ag_gather(t, a, 1, big));
-    assert_error(t, AG_ERR_ARG, "ag_gather: index 3 at element 1 of [1,2] is out of range "
+    tg_assert_tape_error(t, AG_ERR_ARG, "ag_gather: index 3 at element 1 of [1,2] is out of range "
                                 "[0, 3) for axis 1 of [2,3]");
     ag_tensor *bad[] = {neg, frac, nan};
     for (int k = 0; k < 3; k++) {
         ag_tape_reset(t);
         assert_null(ag_gather(t, a, 1, bad[k]));
-        assert_error(t, AG_ERR_ARG, "out of range");
+        tg_assert_tape_error(t, AG_ERR_ARG, "out of range");
     }
     ag_tape_reset(t);
     assert_null(ag_gather(t, a, 0, flat));
-    assert_error(t, AG_ERR_SHAPE, "ag_gather: index [2] has 1 dims, input [2,3] has 2");
+    tg_assert_tape_error(t, AG_ERR_SHAPE, "ag_gather: index [2] has 1 dims, input [2,3] has 2");
     ag_tape_reset(t);
     assert_null(ag_gather(t, a, 1, wide)); /* dim 0: 3 > 2 */
-    assert_error(t, AG_ERR_SHAPE, "larger than input [2,3] in dim 0 (3 > 2)");
+    tg_assert_tape_error(t, AG_ERR_SHAPE, "larger than input [2,3] in dim 0 (3 > 2)");
     ag_tape_reset(t);
     assert_null(ag_gather(t, a, 2, big));
-    assert_error(t, AG_ERR_ARG, "ag_gather: axis 2 out of range");
+    tg_assert_tape_error(t, AG_ERR_ARG, "ag_gather: axis 2 out of range");
     ag_tape_reset(t);
     assert_null(ag_gather(t, a, 0, NULL));
     assert_int_equal(ag_tape_status(t), AG_ERR_NULL);
@@ -126,10 +109,10 @@ static void test_index_select_rows_and_repeated_gradient(void **state)
         ag_set_requires_grad(e, true);
         ag_tape *t = ag_tape_new();
         ag_tensor *r = ag_index_select(t, e, 0, S(3, 1, 3), 3);
-        assert_shape(r, 2, S(3, 2));
+        tg_assert_shape(r, 2, S(3, 2));
         assert_values(r, D(30, 31, 10, 11, 30, 31));
         ag_tensor *c = ag_index_select(t, e, -1, S(1), 1); /* column 1 */
-        assert_shape(c, 2, S(4, 1));
+        tg_assert_shape(c, 2, S(4, 1));
         assert_values(c, D(1, 11, 21, 31));
         ag_tensor *l = ag_add(t, ag_sum(t, r, AG_ALL, false), ag_sum(t, c, AG_ALL, false));
         assert_int_equal(ag_backward(t, l), AG_OK);
@@ -146,10 +129,10 @@ static void test_index_select_middle_axis(void **state)
     ag_tensor *a = tg_f64(3, S(2, 3, 2), D(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11));
     ag_tape *t = ag_tape_new();
     ag_tensor *r = ag_index_select(t, a, 1, S(2, 0), 2);
-    assert_shape(r, 3, S(2, 2, 2));
+    tg_assert_shape(r, 3, S(2, 2, 2));
     assert_values(r, D(4, 5, 0, 1, 10, 11, 6, 7));
     ag_tensor *z = ag_index_select(t, a, 1, NULL, 0); /* no rows: empty */
-    assert_shape(z, 3, S(2, 0, 2));
+    tg_assert_shape(z, 3, S(2, 0, 2));
     ag_tape_free(t);
     ag_tensor_free(a);
 }
@@ -160,20 +143,20 @@ static void test_index_select_rejects_bad_index(void **state)
     ag_tensor *a = ag_tensor_new(AG_F32, 2, S(4, 2));
     ag_tape *t = ag_tape_new();
     assert_null(ag_index_select(t, a, 0, S(0, 4), 2));
-    assert_error(t, AG_ERR_ARG, "ag_index_select: index 4 (position 1) is out of range "
+    tg_assert_tape_error(t, AG_ERR_ARG, "ag_index_select: index 4 (position 1) is out of range "
                                 "[0, 4) for axis 0 of [4,2]");
     ag_tape_reset(t);
     assert_null(ag_index_select(t, a, 1, S(-1), 1));
-    assert_error(t, AG_ERR_ARG, "index -1 (position 0) is out of range [0, 2)");
+    tg_assert_tape_error(t, AG_ERR_ARG, "index -1 (position 0) is out of range [0, 2)");
     ag_tape_reset(t);
     assert_null(ag_index_select(t, a, 2, S(0), 1));
-    assert_error(t, AG_ERR_ARG, "ag_index_select: axis 2 out of range");
+    tg_assert_tape_error(t, AG_ERR_ARG, "ag_index_select: axis 2 out of range");
     ag_tape_reset(t);
     assert_null(ag_index_select(t, a, 0, NULL, 2));
-    assert_error(t, AG_ERR_ARG, "idx is NULL");
+    tg_assert_tape_error(t, AG_ERR_ARG, "idx is NULL");
     ag_tape_reset(t);
     assert_null(ag_index_select(t, a, 0, S(0), -1));
-    assert_error(t, AG_ERR_ARG, "negative index count");
+    tg_assert_tape_error(t, AG_ERR_ARG, "negative index count");
     ag_tape_free(t);
     ag_tensor_free(a);
 }
@@ -191,7 +174,7 @@ static void test_where_broadcasts_all_three(void **state)
         ag_set_requires_grad(b, true);
         ag_tape *t = ag_tape_new();
         ag_tensor *w = ag_where(t, cond, a, b);
-        assert_shape(w, 2, S(2, 3));
+        tg_assert_shape(w, 2, S(2, 3));
         assert_values(w, D(1, 2, 3, -5, -5, -5));
         assert_int_equal(ag_backward(t, ag_sum(t, w, AG_ALL, false)), AG_OK);
         assert_values(ag_grad(a), D(1, 1, 1)); /* row 0 only */
@@ -213,10 +196,10 @@ static void test_where_rejects_bad_shapes(void **state)
     ag_tensor *b32 = ag_tensor_new(AG_F32, 1, S(2));
     ag_tape *t = ag_tape_new();
     assert_null(ag_where(t, c, a, b));
-    assert_error(t, AG_ERR_SHAPE, "ag_where: shapes [2], [3,1] and [3] do not broadcast");
+    tg_assert_tape_error(t, AG_ERR_SHAPE, "ag_where: shapes [2], [3,1] and [3] do not broadcast");
     ag_tape_reset(t);
     assert_null(ag_where(t, c, a, b32));
-    assert_error(t, AG_ERR_DTYPE, "ag_where");
+    tg_assert_tape_error(t, AG_ERR_DTYPE, "ag_where");
     ag_tape_free(t);
     ag_tensor_free(c);
     ag_tensor_free(a);
@@ -255,7 +238,7 @@ static void test_clamp_keeps_nan_and_rejects_nan_bounds(void **state)
     assert_true(isnan(ag_get(y, 0)));
     assert_true(ag_get(y, 1) == 1);
     assert_null(ag_clamp(t, x, NAN, 1));
-    assert_error(t, AG_ERR_ARG, "ag_clamp: bounds must not be NaN");
+    tg_assert_tape_error(t, AG_ERR_ARG, "ag_clamp: bounds must not be NaN");
     ag_tape_free(t);
     ag_tensor_free(x);
 }

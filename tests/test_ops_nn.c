@@ -33,15 +33,6 @@ static void check_values_n(const ag_tensor *t, const double *want, int64_t n)
     assert_doubles_close(got, want, n, r, r);
 }
 
-static void assert_error(ag_tape *t, ag_status st, const char *substr)
-{
-    assert_int_equal(ag_tape_status(t), st);
-    const char *msg = ag_tape_error(t);
-    assert_non_null(msg);
-    if (!strstr(msg, substr))
-        fail_msg("message \"%s\" lacks \"%s\"", msg, substr);
-}
-
 /* The PyTorch example: logits [4,3], labels {0, 2, ignored, 1}. */
 static const double ce_x[] = {1, 2, 3, 1, -1, 0.5, 0.5, 0, 0, 2, 1, -1};
 static const int64_t ce_y[] = {0, 2, -100, 1};
@@ -142,17 +133,17 @@ static void test_softmax_bad_axis(void **state)
     ag_tape *t = ag_tape_new();
     ag_tensor *a = ag_tensor_new(AG_F32, 2, S(2, 3));
     assert_null(ag_softmax(t, a, 2));
-    assert_error(t, AG_ERR_ARG, "axis 2 out of range for 2 dims");
+    tg_assert_tape_error(t, AG_ERR_ARG, "axis 2 out of range for 2 dims");
     ag_tape_reset(t);
     assert_null(ag_log_softmax(t, a, -3));
-    assert_error(t, AG_ERR_ARG, "log_softmax");
+    tg_assert_tape_error(t, AG_ERR_ARG, "log_softmax");
     ag_tape_reset(t);
     ag_tensor *s = ag_tensor_new(AG_F32, 0, NULL);
     assert_null(ag_softmax(t, s, 1));
-    assert_error(t, AG_ERR_ARG, "axis 1 out of range for 0 dims");
+    tg_assert_tape_error(t, AG_ERR_ARG, "axis 1 out of range for 0 dims");
     ag_tape_reset(t);
     assert_null(ag_softmax(t, NULL, 0));
-    assert_error(t, AG_ERR_NULL, "softmax");
+    tg_assert_tape_error(t, AG_ERR_NULL, "softmax");
     ag_tensor_free(a);
     ag_tensor_free(s);
     ag_tape_free(t);
@@ -313,11 +304,11 @@ static void test_cross_entropy_label_out_of_range(void **state)
     ag_tape *t = ag_tape_new();
     ag_tensor *a = ag_tensor_new(AG_F32, 2, S(4, 10));
     assert_null(ag_cross_entropy_logits(t, a, (const int64_t[]){1, 2, 3, 12}, 4, NULL));
-    assert_error(t, AG_ERR_ARG, "label 12 of row 3 is outside [0, 10)");
+    tg_assert_tape_error(t, AG_ERR_ARG, "label 12 of row 3 is outside [0, 10)");
     ag_tape_reset(t);
     ag_ce_opts o = {0, AG_CE_NO_IGNORE, AG_REDUCE_MEAN};
     assert_null(ag_cross_entropy_logits(t, a, (const int64_t[]){1, -100, 3, 4}, 4, &o));
-    assert_error(t, AG_ERR_ARG, "label -100 of row 1");
+    tg_assert_tape_error(t, AG_ERR_ARG, "label -100 of row 1");
     ag_tensor_free(a);
     ag_tape_free(t);
 }
@@ -329,28 +320,28 @@ static void test_cross_entropy_bad_args(void **state)
     ag_tensor *a = ag_tensor_new(AG_F64, 2, S(2, 3)), *v = ag_tensor_new(AG_F64, 1, S(3));
     const int64_t y[] = {0, 1};
     assert_null(ag_cross_entropy_logits(t, v, y, 3, NULL));
-    assert_error(t, AG_ERR_SHAPE, "logits are [3], expected [n, C]");
+    tg_assert_tape_error(t, AG_ERR_SHAPE, "logits are [3], expected [n, C]");
     ag_tape_reset(t);
     assert_null(ag_cross_entropy_logits(t, a, y, 5, NULL));
-    assert_error(t, AG_ERR_SHAPE, "logits are [2,3] but n is 5");
+    tg_assert_tape_error(t, AG_ERR_SHAPE, "logits are [2,3] but n is 5");
     ag_tape_reset(t);
     assert_null(ag_cross_entropy_logits(t, a, NULL, 2, NULL));
-    assert_error(t, AG_ERR_ARG, "labels are NULL");
+    tg_assert_tape_error(t, AG_ERR_ARG, "labels are NULL");
     ag_tape_reset(t);
     ag_ce_opts o = {1.0, -100, AG_REDUCE_MEAN};
     assert_null(ag_cross_entropy_logits(t, a, y, 2, &o));
-    assert_error(t, AG_ERR_ARG, "label_smoothing 1 is outside [0, 1)");
+    tg_assert_tape_error(t, AG_ERR_ARG, "label_smoothing 1 is outside [0, 1)");
     ag_tape_reset(t);
     o = (ag_ce_opts){NAN, -100, AG_REDUCE_MEAN};
     assert_null(ag_cross_entropy_logits(t, a, y, 2, &o));
-    assert_error(t, AG_ERR_ARG, "label_smoothing");
+    tg_assert_tape_error(t, AG_ERR_ARG, "label_smoothing");
     ag_tape_reset(t);
     o = (ag_ce_opts){0, -100, (ag_reduction)7};
     assert_null(ag_cross_entropy_logits(t, a, y, 2, &o));
-    assert_error(t, AG_ERR_ARG, "unknown reduction 7");
+    tg_assert_tape_error(t, AG_ERR_ARG, "unknown reduction 7");
     ag_tape_reset(t);
     assert_null(ag_cross_entropy_logits(t, NULL, y, 2, NULL));
-    assert_error(t, AG_ERR_NULL, "ag_cross_entropy_logits");
+    tg_assert_tape_error(t, AG_ERR_NULL, "ag_cross_entropy_logits");
     ag_tensor_free(a);
     ag_tensor_free(v);
     ag_tape_free(t);
@@ -440,16 +431,16 @@ static void test_dropout_bad_args(void **state)
     const double bad[] = {-0.1, 1.0, 1.5, NAN};
     for (int i = 0; i < NELEM(bad); i++) {
         assert_null(ag_dropout(t, a, bad[i], true, &rng));
-        assert_error(t, AG_ERR_ARG, "is outside [0, 1)");
+        tg_assert_tape_error(t, AG_ERR_ARG, "is outside [0, 1)");
         ag_tape_reset(t);
         assert_null(ag_dropout(t, a, bad[i], false, &rng)); /* checked in eval too */
         ag_tape_reset(t);
     }
     assert_null(ag_dropout(t, a, 0.5, true, NULL));
-    assert_error(t, AG_ERR_ARG, "ag_dropout: rng is NULL");
+    tg_assert_tape_error(t, AG_ERR_ARG, "ag_dropout: rng is NULL");
     ag_tape_reset(t);
     assert_null(ag_dropout(t, NULL, 0.5, true, &rng));
-    assert_error(t, AG_ERR_NULL, "ag_dropout");
+    tg_assert_tape_error(t, AG_ERR_NULL, "ag_dropout");
     ag_tensor_free(a);
     ag_tape_free(t);
 }

@@ -37,60 +37,6 @@ static int fixtures_teardown(void **state)
     return 0;
 }
 
-static const ag_tensor *fx(const ag_safetensors *f, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static const ag_tensor *fx(const ag_safetensors *f, const char *fmt, ...)
-{
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    const ag_tensor *t = ag_safetensors_get(f, name);
-    if (!t)
-        print_message("fixture tensor %s is missing\n", name);
-    assert_non_null(t);
-    return t;
-}
-
-/* Splits a comma list from the fixture metadata into at most max items
- * (pointers into buf). */
-static int split_list(const char *text, char *buf, size_t n, char **items, int max)
-{
-    assert_non_null(text);
-    snprintf(buf, n, "%s", text);
-    int k = 0;
-    for (char *s = strtok(buf, ","); s && k < max; s = strtok(NULL, ","))
-        items[k++] = s;
-    return k;
-}
-
-/* Max over elements of |a - b| / |b| (|a - b| where |b| < 1e-3), and a
- * failure (with label) beyond rtol. */
-static double rel_err(const ag_tensor *a, const ag_tensor *b)
-{
-    double worst = 0;
-    for (int64_t i = 0; i < ag_numel(b); i++) {
-        double x = ag_get(a, i), y = ag_get(b, i);
-        double e = fabs(x - y) / (fabs(y) < 1e-3 ? 1e-3 : fabs(y));
-        if (!(e <= worst))
-            worst = e;
-    }
-    return worst;
-}
-
-static void check_close(const ag_tensor *got, const ag_tensor *want, double rtol,
-                        double *maxrel, const char *label)
-{
-    assert_int_equal(ag_numel(got), ag_numel(want));
-    double e = rel_err(got, want);
-    if (!(e <= rtol))
-        print_message("%s: relative error %.3g > %.3g\n", label, e, rtol);
-    assert_true(e <= rtol);
-    if (e > *maxrel)
-        *maxrel = e;
-}
-
 /* ---- fixed problems ------------------------------------------------------- */
 
 typedef struct problem {
@@ -108,14 +54,14 @@ static void problem_init(problem *pr, const char *name, ag_dtype dt)
     bool quad = strcmp(name, "quad") == 0;
     const char *dn[2] = {quad ? "A" : "X", quad ? "b" : "T"};
     for (int i = 0; i < 2; i++)
-        pr->data[i] = tg_convert(fx(g_traj, "%s.data.%s", name, dn[i]), dt);
+        pr->data[i] = tg_convert(tg_fixture(g_traj, "%s.data.%s", name, dn[i]), dt);
     char buf[64], *items[4];
     char key[32];
     snprintf(key, sizeof key, "params.%s", name);
-    pr->np = split_list(ag_safetensors_meta(g_traj, key), buf, sizeof buf, items, 4);
+    pr->np = tg_split_list(ag_safetensors_meta(g_traj, key), buf, sizeof buf, items, 4);
     for (int i = 0; i < pr->np; i++) {
         snprintf(pr->pnames[i], sizeof pr->pnames[i], "%s", items[i]);
-        pr->p[i] = tg_convert(fx(g_traj, "%s.init.%s", name, items[i]), dt);
+        pr->p[i] = tg_convert(tg_fixture(g_traj, "%s.init.%s", name, items[i]), dt);
         ag_set_requires_grad(pr->p[i], true);
     }
 }
@@ -175,7 +121,7 @@ static optim *make_optim(const char *kind, const double *v, ag_tensor **p, int n
 static int record_steps(int *steps, int max)
 {
     char buf[128], *items[16];
-    int k = split_list(ag_safetensors_meta(g_traj, "steps"), buf, sizeof buf, items, 16);
+    int k = tg_split_list(ag_safetensors_meta(g_traj, "steps"), buf, sizeof buf, items, 16);
     for (int i = 0; i < k && i < max; i++)
         steps[i] = atoi(items[i]);
     return k < max ? k : max;
@@ -187,7 +133,7 @@ static double run_config(const char *cfg, const char *prob)
     snprintf(key, sizeof key, "kind.%s", cfg);
     const char *kind = ag_safetensors_meta(g_traj, key);
     assert_non_null(kind);
-    const ag_tensor *opts = fx(g_traj, "cfg.%s.opts", cfg);
+    const ag_tensor *opts = tg_fixture(g_traj, "cfg.%s.opts", cfg);
     int steps[16], n_rec = record_steps(steps, 16), r = 0;
     problem pr;
     problem_init(&pr, prob, AG_F64);
@@ -207,7 +153,7 @@ static double run_config(const char *cfg, const char *prob)
             char label[160];
             snprintf(label, sizeof label, "%s on %s: %s after step %d", cfg, prob,
                      pr.pnames[i], step);
-            check_close(pr.p[i], fx(g_traj, "%s.%s.%s.step%d", cfg, prob, pr.pnames[i], step),
+            tg_check_rel(pr.p[i], tg_fixture(g_traj, "%s.%s.%s.step%d", cfg, prob, pr.pnames[i], step),
                         TRAJ_RTOL, &worst, label);
         }
         r++;
@@ -221,7 +167,7 @@ static double run_config(const char *cfg, const char *prob)
 static void run_all_configs(const char *prob)
 {
     char buf[2048], *cfgs[64];
-    int n = split_list(ag_safetensors_meta(g_traj, "configs"), buf, sizeof buf, cfgs, 64);
+    int n = tg_split_list(ag_safetensors_meta(g_traj, "configs"), buf, sizeof buf, cfgs, 64);
     assert_true(n >= 20);
     double worst = 0;
     const char *worst_cfg = "";
@@ -265,7 +211,7 @@ static void test_optim_f32_params_follow_torch(void **state)
         problem_backward(t, &pr, pr.data[0], pr.data[1]);
         optim_step(o);
         if (step == 10 || step == 100)
-            check_close(pr.p[0], fx(g_traj, "f32.quad.x.step%d", step), 1e-4, &worst, "f32 adam");
+            tg_check_rel(pr.p[0], tg_fixture(g_traj, "f32.quad.x.step%d", step), 1e-4, &worst, "f32 adam");
     }
     assert_int_equal(ag_dtype_of(optim_state(o, pr.p[0], "exp_avg")), AG_F32);
     print_message("  f32 adam: max relative error %.3g\n", worst);

@@ -39,60 +39,6 @@ static int fixtures_teardown(void **state)
     return 0;
 }
 
-static const ag_tensor *fx(const ag_safetensors *f, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static const ag_tensor *fx(const ag_safetensors *f, const char *fmt, ...)
-{
-    char name[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    const ag_tensor *t = ag_safetensors_get(f, name);
-    if (!t)
-        print_message("fixture tensor %s is missing\n", name);
-    assert_non_null(t);
-    return t;
-}
-
-/* Splits a comma list from the fixture metadata into at most max items
- * (pointers into buf). */
-static int split_list(const char *text, char *buf, size_t n, char **items, int max)
-{
-    assert_non_null(text);
-    snprintf(buf, n, "%s", text);
-    int k = 0;
-    for (char *s = strtok(buf, ","); s && k < max; s = strtok(NULL, ","))
-        items[k++] = s;
-    return k;
-}
-
-/* Max over elements of |a - b| / |b| (|a - b| where |b| < 1e-3), and a
- * failure (with label) beyond rtol. */
-static double rel_err(const ag_tensor *a, const ag_tensor *b)
-{
-    double worst = 0;
-    for (int64_t i = 0; i < ag_numel(b); i++) {
-        double x = ag_get(a, i), y = ag_get(b, i);
-        double e = fabs(x - y) / (fabs(y) < 1e-3 ? 1e-3 : fabs(y));
-        if (!(e <= worst))
-            worst = e;
-    }
-    return worst;
-}
-
-static void check_close(const ag_tensor *got, const ag_tensor *want, double rtol,
-                        double *maxrel, const char *label)
-{
-    assert_int_equal(ag_numel(got), ag_numel(want));
-    double e = rel_err(got, want);
-    if (!(e <= rtol))
-        print_message("%s: relative error %.3g > %.3g\n", label, e, rtol);
-    assert_true(e <= rtol);
-    if (e > *maxrel)
-        *maxrel = e;
-}
-
 /* ---- schedules ------------------------------------------------------------- */
 
 static optim *sched_optimizer(const char *name, ag_tensor *p)
@@ -175,7 +121,7 @@ static void test_sched_matches_torch(void **state)
 {
     (void)state;
     char buf[1024], *names[32];
-    int n = split_list(ag_safetensors_meta(g_sched, "schedules"), buf, sizeof buf, names, 32);
+    int n = tg_split_list(ag_safetensors_meta(g_sched, "schedules"), buf, sizeof buf, names, 32);
     assert_true(n >= 15);
     double worst = 0;
     int exact = 0, total = 0;
@@ -187,8 +133,8 @@ static void test_sched_matches_torch(void **state)
         if (!s)
             print_message("%s: %s\n", names[k], ag_last_error());
         assert_non_null(s);
-        const ag_tensor *want = fx(g_sched, "sched.%s.lr", names[k]);
-        const ag_tensor *want_m = fx(g_sched, "sched.%s.momentum", names[k]);
+        const ag_tensor *want = tg_fixture(g_sched, "sched.%s.lr", names[k]);
+        const ag_tensor *want_m = tg_fixture(g_sched, "sched.%s.momentum", names[k]);
         assert_int_equal(ag_numel(want), 201);
         for (int i = 0; i <= 200; i++) {
             if (i > 0) {
@@ -299,7 +245,7 @@ static int clip_params(ag_tensor **p)
 {
     int n = atoi(ag_safetensors_meta(g_clip, "count"));
     for (int i = 0; i < n; i++) {
-        const ag_tensor *g = fx(g_clip, "clip.grad%d", i);
+        const ag_tensor *g = tg_fixture(g_clip, "clip.grad%d", i);
         p[i] = ag_tensor_new(AG_F64, ag_ndim(g), ag_shape(g));
         set_grad(p[i], g);
     }
@@ -310,23 +256,23 @@ static void test_clip_grad_norm_matches_torch(void **state)
 {
     (void)state;
     char buf[256], *cases[16];
-    int nc = split_list(ag_safetensors_meta(g_clip, "norm_cases"), buf, sizeof buf, cases, 16);
+    int nc = tg_split_list(ag_safetensors_meta(g_clip, "norm_cases"), buf, sizeof buf, cases, 16);
     assert_true(nc >= 5);
     double worst = 0;
     for (int c = 0; c < nc; c++) {
         ag_tensor *p[8];
         int n = clip_params(p);
-        const ag_tensor *args = fx(g_clip, "clip.%s.args", cases[c]);
+        const ag_tensor *args = tg_fixture(g_clip, "clip.%s.args", cases[c]);
         double total = 0;
         assert_int_equal(optim_clip_grad_norm(p, n, ag_get(args, 0), ag_get(args, 1), &total),
                          AG_OK);
-        double want = ag_get(fx(g_clip, "clip.%s.total", cases[c]), 0);
+        double want = ag_get(tg_fixture(g_clip, "clip.%s.total", cases[c]), 0);
         double e = total == want ? 0 : fabs(total - want) / want;
         if (e > worst)
             worst = e;
         assert_true(e <= 1e-12);
         for (int i = 0; i < n; i++) {
-            check_close(ag_grad(p[i]), fx(g_clip, "clip.%s.out%d", cases[c], i), 1e-12, &worst,
+            tg_check_rel(ag_grad(p[i]), tg_fixture(g_clip, "clip.%s.out%d", cases[c], i), 1e-12, &worst,
                         cases[c]);
             ag_tensor_free(p[i]);
         }
@@ -342,7 +288,7 @@ static void test_clip_grad_value_matches_torch(void **state)
     assert_int_equal(optim_clip_grad_value(p, n, atof(ag_safetensors_meta(g_clip, "clip_value"))),
                      AG_OK);
     for (int i = 0; i < n; i++) {
-        assert_tensor_close(ag_grad(p[i]), fx(g_clip, "clip.value.out%d", i), 0, 0);
+        assert_tensor_close(ag_grad(p[i]), tg_fixture(g_clip, "clip.value.out%d", i), 0, 0);
         ag_tensor_free(p[i]);
     }
     assert_int_equal(optim_clip_grad_value(p, n, -1), AG_ERR_ARG);

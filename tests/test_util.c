@@ -1,6 +1,7 @@
 #include "test_util.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -86,4 +87,70 @@ ag_tensor *tg_convert(const ag_tensor *t, ag_dtype dt)
     for (int64_t i = 0; c && i < ag_numel(t); i++)
         ag_set(c, i, ag_get(t, i));
     return c;
+}
+
+void tg_assert_shape(const ag_tensor *t, int ndim, const int64_t *shape)
+{
+    assert_non_null(t);
+    assert_int_equal(ag_ndim(t), ndim);
+    for (int i = 0; i < ndim; i++)
+        assert_int_equal(ag_shape(t)[i], shape[i]);
+}
+
+void tg_assert_tape_error(const ag_tape *t, ag_status st, const char *substr)
+{
+    assert_int_equal(ag_tape_status(t), st);
+    const char *msg = ag_tape_error(t);
+    assert_non_null(msg);
+    if (!strstr(msg, substr))
+        fail_msg("message \"%s\" lacks \"%s\"", msg, substr);
+}
+
+const ag_tensor *tg_fixture(const ag_safetensors *f, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const ag_tensor *t = ag_safetensors_get(f, name);
+    if (!t)
+        print_message("fixture tensor %s is missing\n", name);
+    assert_non_null(t);
+    return t;
+}
+
+int tg_split_list(const char *text, char *buf, size_t n, char **items, int max)
+{
+    assert_non_null(text);
+    snprintf(buf, n, "%s", text);
+    int k = 0;
+    char *save = NULL;
+    for (char *s = strtok_r(buf, ",", &save); s && k < max; s = strtok_r(NULL, ",", &save))
+        items[k++] = s;
+    return k;
+}
+
+double tg_rel_err(const ag_tensor *a, const ag_tensor *b)
+{
+    double worst = 0;
+    for (int64_t i = 0; i < ag_numel(b); i++) {
+        double x = ag_get(a, i), y = ag_get(b, i);
+        double e = fabs(x - y) / (fabs(y) < 1e-3 ? 1e-3 : fabs(y));
+        if (!(e <= worst))
+            worst = e; /* NaN wins */
+    }
+    return worst;
+}
+
+void tg_check_rel(const ag_tensor *got, const ag_tensor *want, double rtol, double *maxrel,
+                  const char *label)
+{
+    assert_int_equal(ag_numel(got), ag_numel(want));
+    double e = tg_rel_err(got, want);
+    if (!(e <= rtol))
+        print_message("%s: relative error %.3g > %.3g\n", label, e, rtol);
+    assert_true(e <= rtol);
+    if (e > *maxrel)
+        *maxrel = e;
 }

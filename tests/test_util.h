@@ -32,6 +32,27 @@ void tg_assert_doubles_close(const double *a, const double *b, int64_t n, double
 void tg_assert_gradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **in, int n,
                          double rtol, double atol, const char *file, int line);
 
+/* Fails unless t has exactly this shape. */
+void tg_assert_shape(const ag_tensor *t, int ndim, const int64_t *shape);
+/* Fails unless the tape keeps status st with a message containing substr. */
+void tg_assert_tape_error(const ag_tape *t, ag_status st, const char *substr);
+
+/* ---- reference fixtures (safetensors files under tests/reference) ---- */
+
+/* Tensor `printf(fmt, ...)` of a loaded fixture file; fails the test
+ * (naming it) when absent. */
+const ag_tensor *tg_fixture(const ag_safetensors *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Splits a comma list (fixture metadata) into at most max items pointing
+ * into buf; returns the count. */
+int tg_split_list(const char *text, char *buf, size_t n, char **items, int max);
+/* Max over elements of |a - b| / |b|, with |b| below 1e-3 counted as 1e-3. */
+double tg_rel_err(const ag_tensor *a, const ag_tensor *b);
+/* Fails (printing label) unless tg_rel_err(got, want) <= rtol; keeps the
+ * largest error seen in *maxrel. */
+void tg_check_rel(const ag_tensor *got, const ag_tensor *want, double rtol, double *maxrel,
+                  const char *label);
+
 /* An f64 tensor from a literal list. */
 ag_tensor *tg_f64(int ndim, const int64_t *shape, const double *data);
 /* Copy of t converted to the other dtype. */
