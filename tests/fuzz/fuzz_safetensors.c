@@ -17,9 +17,9 @@
  *       /tmp/st-corpus tests/data/safetensors
  * Replay a crash:  build-fuzz/tests/fuzz/fuzz_safetensors crash-<hash>
  *
- * Linked with tests/fuzz/replay.c instead (any compiler; tests/fuzz/meson.build
- * does so and runs it over tests/data/safetensors as a test), main() below
- * feeds it every file named on the command line or found in a named folder. */
+ * Linked with tests/fuzz/replay.c instead (any compiler), it runs as a test
+ * over tests/data/safetensors: replay.c feeds it every file named on the
+ * command line or found in a named folder. */
 #include "autograd.h"
 #include "safetensors_internal.h"
 
