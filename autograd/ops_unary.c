@@ -15,7 +15,9 @@ typedef enum {
     U_LEAKY, U_GELU, U_GELU_TANH, U_SOFTPLUS, U_ADDC, U_MULC, U_POWC
 } un_kind;
 
-static double sigmoid(double x)
+#define AG_INLINE static inline __attribute__((always_inline))
+
+AG_INLINE double sigmoid(double x)
 {
     if (x >= 0)
         return 1.0 / (1.0 + exp(-x));
@@ -23,7 +25,7 @@ static double sigmoid(double x)
     return e / (1.0 + e);
 }
 
-static double f_forward(un_kind k, double x, double c)
+AG_INLINE double f_forward(un_kind k, double x, double c)
 {
     switch (k) {
     case U_NEG: return -x;
@@ -49,7 +51,7 @@ static double f_forward(un_kind k, double x, double c)
 }
 
 /* dz/dx from x, z and c */
-static double f_deriv(un_kind k, double x, double z, double c)
+AG_INLINE double f_deriv(un_kind k, double x, double z, double c)
 {
     switch (k) {
     case U_NEG: return -1;
@@ -78,6 +80,30 @@ static double f_deriv(un_kind k, double x, double z, double c)
     return 0;
 }
 
+/* The loops are instantiated once per op kind (K a constant after
+ * inlining), so the switch in f_forward / f_deriv folds away and the
+ * simple kinds vectorise. */
+#define UN_LOOPS(T)                                                           \
+    AG_INLINE void fwd_##T(un_kind K, const T *x, T *z, int64_t n, double c)  \
+    {                                                                         \
+        for (int64_t i = 0; i < n; i++)                                       \
+            z[i] = (T)f_forward(K, x[i], c);                                  \
+    }                                                                         \
+    /* dx += g * dz/dx */                                                     \
+    AG_INLINE void bwd_##T(un_kind K, const T *x, const T *z, const T *g,     \
+                           T *d, int64_t n, double c)                         \
+    {                                                                         \
+        for (int64_t i = 0; i < n; i++)                                       \
+            d[i] += (T)(g[i] * f_deriv(K, x[i], z[i], c));                    \
+    }
+UN_LOOPS(float)
+UN_LOOPS(double)
+
+#define UN_KINDS(X)                                                           \
+    X(U_NEG) X(U_EXP) X(U_LOG) X(U_SQRT) X(U_ABS) X(U_SIN) X(U_COS) X(U_TANH)   \
+    X(U_SIGMOID) X(U_RELU) X(U_LEAKY) X(U_GELU) X(U_GELU_TANH) X(U_SOFTPLUS)    \
+    X(U_ADDC) X(U_MULC) X(U_POWC)
+
 static void un_forward(ag_entry *e)
 {
     un_kind k = (un_kind)e->iattr[0];
@@ -86,27 +112,20 @@ static void un_forward(ag_entry *e)
     if (e->out->dtype == AG_F64) {
         const double *x = e->in[0]->data;
         double *z = e->out->data;
-        if (k == U_RELU) { /* hot in training: keep it a plain loop */
-            for (int64_t i = 0; i < n; i++)
-                z[i] = x[i] > 0 ? x[i] : 0;
-            return;
+        switch (k) {
+#define FWD64(K) case K: fwd_double(K, x, z, n, c); break;
+            UN_KINDS(FWD64)
         }
-        for (int64_t i = 0; i < n; i++)
-            z[i] = f_forward(k, x[i], c);
     } else {
         const float *x = e->in[0]->data;
         float *z = e->out->data;
-        if (k == U_RELU) {
-            for (int64_t i = 0; i < n; i++)
-                z[i] = x[i] > 0 ? x[i] : 0;
-            return;
+        switch (k) {
+#define FWD32(K) case K: fwd_float(K, x, z, n, c); break;
+            UN_KINDS(FWD32)
         }
-        for (int64_t i = 0; i < n; i++)
-            z[i] = (float)f_forward(k, x[i], c);
     }
 }
 
-/* dx += g * dz/dx */
 static void un_backward(ag_tape *tape, ag_entry *e)
 {
     void *dx = ag_grad_data(tape, e->in[0]);
@@ -117,19 +136,16 @@ static void un_backward(ag_tape *tape, ag_entry *e)
     int64_t n = e->out->numel;
     if (e->out->dtype == AG_F64) {
         const double *x = e->in[0]->data, *z = e->out->data, *g = e->out->grad->data;
-        double *d = dx;
-        for (int64_t i = 0; i < n; i++)
-            d[i] += g[i] * f_deriv(k, x[i], z[i], c);
+        switch (k) {
+#define BWD64(K) case K: bwd_double(K, x, z, g, dx, n, c); break;
+            UN_KINDS(BWD64)
+        }
     } else {
         const float *x = e->in[0]->data, *z = e->out->data, *g = e->out->grad->data;
-        float *d = dx;
-        if (k == U_RELU) {
-            for (int64_t i = 0; i < n; i++)
-                d[i] += x[i] > 0 ? g[i] : 0;
-            return;
+        switch (k) {
+#define BWD32(K) case K: bwd_float(K, x, z, g, dx, n, c); break;
+            UN_KINDS(BWD32)
         }
-        for (int64_t i = 0; i < n; i++)
-            d[i] += (float)(g[i] * f_deriv(k, x[i], z[i], c));
     }
 }
 
