@@ -22,40 +22,64 @@ static red_view view_of(const ag_entry *e)
     return v;
 }
 
+/* Typed loops: double accumulators (f32 sums too), rows of the inner dim
+ * walked contiguously. */
+#define SUM_LOOPS(T)                                                          \
+    static void sum_fwd_##T(const T *a, T *z, red_view v, double scale)        \
+    {                                                                         \
+        for (int64_t o = 0; o < v.outer; o++) {                               \
+            const T *ao = a + o * v.k * v.inner;                              \
+            T *zo = z + o * v.inner;                                          \
+            if (v.inner == 1) {                                               \
+                double acc = 0;                                               \
+                for (int64_t k = 0; k < v.k; k++)                             \
+                    acc += ao[k];                                             \
+                zo[0] = (T)(acc * scale);                                     \
+                continue;                                                     \
+            }                                                                 \
+            for (int64_t i = 0; i < v.inner; i++) {                           \
+                double acc = 0;                                               \
+                for (int64_t k = 0; k < v.k; k++)                             \
+                    acc += ao[k * v.inner + i];                               \
+                zo[i] = (T)(acc * scale);                                     \
+            }                                                                 \
+        }                                                                     \
+    }                                                                         \
+    /* dx[o,k,i] += g[o,i] * scale */                                         \
+    static void sum_bwd_##T(const T *g, T *dx, red_view v, double scale)       \
+    {                                                                         \
+        for (int64_t o = 0; o < v.outer; o++)                                 \
+            for (int64_t k = 0; k < v.k; k++) {                               \
+                T *d = dx + (o * v.k + k) * v.inner;                          \
+                const T *go = g + o * v.inner;                                \
+                for (int64_t i = 0; i < v.inner; i++)                         \
+                    d[i] += (T)(go[i] * scale);                               \
+            }                                                                 \
+    }
+SUM_LOOPS(float)
+SUM_LOOPS(double)
+
 static void sum_forward(ag_entry *e)
 {
     red_view v = view_of(e);
     double scale = e->iattr[2] ? 1.0 / (double)v.k : 1.0;
-    ag_tensor *a = e->in[0], *z = e->out;
-    for (int64_t o = 0; o < v.outer; o++)
-        for (int64_t i = 0; i < v.inner; i++) {
-            double acc = 0; /* f32 sums accumulate in double */
-            for (int64_t k = 0; k < v.k; k++)
-                acc += ag_get(a, (o * v.k + k) * v.inner + i);
-            ag_set(z, o * v.inner + i, acc * scale);
-        }
+    if (e->out->dtype == AG_F64)
+        sum_fwd_double(e->in[0]->data, e->out->data, v, scale);
+    else
+        sum_fwd_float(e->in[0]->data, e->out->data, v, scale);
 }
 
-/* dx[o,k,i] += g[o,i] (times 1/K for mean) */
 static void sum_backward(ag_tape *tape, ag_entry *e)
 {
-    ag_tensor *a = e->in[0];
-    void *dx = ag_grad_data(tape, a);
+    void *dx = ag_grad_data(tape, e->in[0]);
     if (!dx)
         return;
     red_view v = view_of(e);
     double scale = e->iattr[2] ? 1.0 / (double)v.k : 1.0;
-    const ag_tensor *g = e->out->grad;
-    for (int64_t o = 0; o < v.outer; o++)
-        for (int64_t k = 0; k < v.k; k++)
-            for (int64_t i = 0; i < v.inner; i++) {
-                int64_t j = (o * v.k + k) * v.inner + i;
-                double gi = ag_get(g, o * v.inner + i) * scale;
-                if (a->dtype == AG_F64)
-                    ((double *)dx)[j] += gi;
-                else
-                    ((float *)dx)[j] += (float)gi;
-            }
+    if (e->out->dtype == AG_F64)
+        sum_bwd_double(e->out->grad->data, dx, v, scale);
+    else
+        sum_bwd_float(e->out->grad->data, dx, v, scale);
 }
 
 static ag_tensor *reduce_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a, int axis,
