@@ -30,11 +30,17 @@ static red_view view_of(const ag_entry *e)
         for (int64_t o = 0; o < v.outer; o++) {                               \
             const T *ao = a + o * v.k * v.inner;                              \
             T *zo = z + o * v.inner;                                          \
-            if (v.inner == 1) {                                               \
-                double acc = 0;                                               \
-                for (int64_t k = 0; k < v.k; k++)                             \
-                    acc += ao[k];                                             \
-                zo[0] = (T)(acc * scale);                                     \
+            if (v.inner == 1) { /* 8 partial sums: no add-latency chain */    \
+                double acc[8] = {0};                                          \
+                int64_t k = 0;                                                \
+                for (; k + 8 <= v.k; k += 8)                                  \
+                    for (int j = 0; j < 8; j++)                               \
+                        acc[j] += ao[k + j];                                  \
+                for (; k < v.k; k++)                                          \
+                    acc[0] += ao[k];                                          \
+                double sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) +        \
+                             ((acc[4] + acc[5]) + (acc[6] + acc[7]));         \
+                zo[0] = (T)(sum * scale);                                     \
                 continue;                                                     \
             }                                                                 \
             for (int64_t i = 0; i < v.inner; i++) {                           \
@@ -48,6 +54,14 @@ static red_view view_of(const ag_entry *e)
     /* dx[o,k,i] += g[o,i] * scale */                                         \
     static void sum_bwd_##T(const T *g, T *dx, red_view v, double scale)       \
     {                                                                         \
+        if (v.inner == 1) {                                                   \
+            for (int64_t o = 0; o < v.outer; o++) {                           \
+                T go = (T)(g[o] * scale), *d = dx + o * v.k;                  \
+                for (int64_t k = 0; k < v.k; k++)                             \
+                    d[k] += go;                                               \
+            }                                                                 \
+            return;                                                           \
+        }                                                                     \
         for (int64_t o = 0; o < v.outer; o++)                                 \
             for (int64_t k = 0; k < v.k; k++) {                               \
                 T *d = dx + (o * v.k + k) * v.inner;                          \

@@ -16,6 +16,13 @@ typedef enum {
 } un_kind;
 
 #define AG_INLINE static inline __attribute__((always_inline))
+/* A random-sign mask mispredicts half the time as a branch (relu backward
+ * ran at ~15 cycles an element); as a vector loop it is a blend. */
+#ifdef _OPENMP
+#define AG_SIMD _Pragma("omp simd")
+#else
+#define AG_SIMD
+#endif
 
 AG_INLINE double sigmoid(double x)
 {
@@ -80,19 +87,44 @@ AG_INLINE double f_deriv(un_kind k, double x, double z, double c)
     return 0;
 }
 
+/* dx += g * (x > 0), as a mask: a random-sign branch mispredicts half
+ * the time (relu backward ran at ~15 cycles an element). */
+#define RELU_BWD(T)                                                           \
+    static void relu_bwd_##T(const T *restrict x, const T *restrict g,        \
+                             T *restrict d, int64_t n)                        \
+    {                                                                         \
+        AG_SIMD                                                               \
+        for (int64_t i = 0; i < n; i++)                                       \
+            d[i] += g[i] * (T)(x[i] > 0);                                     \
+    }
+RELU_BWD(float)
+RELU_BWD(double)
+
 /* The loops are instantiated once per op kind (K a constant after
  * inlining), so the switch in f_forward / f_deriv folds away and the
  * simple kinds vectorise. */
 #define UN_LOOPS(T)                                                           \
-    AG_INLINE void fwd_##T(un_kind K, const T *x, T *z, int64_t n, double c)  \
+    AG_INLINE void fwd_##T(un_kind K, const T *restrict x, T *restrict z,       \
+                           int64_t n, double c)                               \
     {                                                                         \
+        if (K == U_RELU) {                                                    \
+            AG_SIMD                                                           \
+            for (int64_t i = 0; i < n; i++)                                   \
+                z[i] = x[i] > 0 ? x[i] : (T)0;                                \
+            return;                                                           \
+        }                                                                     \
         for (int64_t i = 0; i < n; i++)                                       \
             z[i] = (T)f_forward(K, x[i], c);                                  \
     }                                                                         \
     /* dx += g * dz/dx */                                                     \
-    AG_INLINE void bwd_##T(un_kind K, const T *x, const T *z, const T *g,     \
-                           T *d, int64_t n, double c)                         \
+    AG_INLINE void bwd_##T(un_kind K, const T *restrict x, const T *restrict z,  \
+                           const T *restrict g, T *restrict d, int64_t n,      \
+                           double c)                                          \
     {                                                                         \
+        if (K == U_RELU) { /* hot in training */                             \
+            relu_bwd_##T(x, g, d, n);                                         \
+            return;                                                           \
+        }                                                                     \
         for (int64_t i = 0; i < n; i++)                                       \
             d[i] += (T)(g[i] * f_deriv(K, x[i], z[i], c));                    \
     }
