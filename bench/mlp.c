@@ -1,7 +1,8 @@
 /* mlp.c — the main job's model as a benchmark: 784-256-128-10 ReLU MLP on
  * Fashion-MNIST, batch 128, Adam(lr 1e-3), seconds per training epoch
  * (median; evaluation excluded), final test accuracy and peak RSS, in the
- * same format as bench/peers/mlp_torch.py.
+ * same format as bench/peers/mlp_torch.py, plus where the last epoch's time
+ * went (batch fill, forward, backward, optimizer step + zero_grad).
  * Usage: bench_mlp [epochs] [threads] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,22 +78,32 @@ int main(int argc, char **argv)
     nn_batcher *it;
     nn_batcher_new(train, &bo, &it);
     ag_tape *t = ag_tape_new();
-    double times[100], acc = 0;
+    double times[100], acc = 0, phase[4];
     for (int e = 0; e < epochs; e++) {
         nn_batcher_start(it, &rng);
-        double t0 = now_s();
+        double t0 = now_s(), q0 = t0;
         ag_tensor *x;
         const int64_t *y;
         int64_t n;
+        phase[0] = phase[1] = phase[2] = phase[3] = 0;
         while ((n = nn_batcher_next(it, t, &x, &y)) > 0) {
+            double q1 = now_s();
             ag_tensor *loss = nn_cross_entropy(t, forward(t, fc, x), y, n);
+            double q2 = now_s();
             if (ag_backward(t, loss) != AG_OK) {
                 fprintf(stderr, "bench_mlp: %s\n", ag_tape_error(t));
                 return 1;
             }
+            double q3 = now_s();
             optim_step(opt);
             optim_zero_grad(opt);
             ag_tape_reset(t);
+            double q4 = now_s();
+            phase[0] += q1 - q0;
+            phase[1] += q2 - q1;
+            phase[2] += q3 - q2;
+            phase[3] += q4 - q3;
+            q0 = q4;
         }
         times[e] = now_s() - t0;
         acc = accuracy(t, fc, test);
@@ -102,6 +113,8 @@ int main(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     printf("mlp_epoch_s %.4f\ntest_acc %.4f\npeak_rss_mb %.1f\n", times[epochs / 2], acc,
            (double)ru.ru_maxrss / 1024.0);
+    printf("last epoch, s: fill %.3f forward %.3f backward %.3f step+zero_grad %.3f\n",
+           phase[0], phase[1], phase[2], phase[3]);
     ag_tape_free(t);
     nn_batcher_free(it);
     optim_free(opt);
