@@ -73,6 +73,7 @@ OPTIM_KERNEL void adam_loop(const adam_k *k, int64_t N, void *restrict p,
 /* f32 without amsgrad, the training case: float math in torch's order.
  * A separate function, so OpenMP's outlined body sees plain float arrays
  * and vectorises (the generic loop's dtype test defeats that). */
+__attribute__((target_clones("avx2", "default")))
 static void adam_f32(const adam_k *k, int64_t N, float *restrict p, const float *restrict g,
                      float *restrict m, float *restrict v)
 {
