@@ -181,6 +181,14 @@ void ag_scalar_free(ag_tape *tape);
  * scalar ops [0, s_end), once the root's gradient is seeded. */
 void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end);
 
+/* ---- axis reductions ---- */
+/* x viewed as (outer, k, inner) around axis (k = the axis; axis < 0: all
+ * elements, as (1, numel, 1)). */
+typedef struct ag_axis_view {
+    int64_t outer, k, inner;
+} ag_axis_view;
+ag_axis_view ag_axis_view_of(const ag_tensor *x, int axis);
+
 /* ---- broadcasting ---- */
 /* Result shape of broadcasting a and b; false (with an error kept naming
  * op and both shapes) if they do not broadcast. */

@@ -3,23 +3,24 @@
  * before the axis, K = the axis, I = product of the dims after it. */
 #include "autograd_internal.h"
 
-typedef struct {
-    int64_t outer, k, inner;
-} red_view;
+typedef ag_axis_view red_view;
+
+ag_axis_view ag_axis_view_of(const ag_tensor *x, int axis)
+{
+    if (axis < 0)
+        return (ag_axis_view){1, x->numel, 1};
+    ag_axis_view v = {1, x->shape[axis], 1};
+    for (int i = 0; i < axis; i++)
+        v.outer *= x->shape[i];
+    for (int i = axis + 1; i < x->ndim; i++)
+        v.inner *= x->shape[i];
+    return v;
+}
 
 /* iattr: [0] axis (-1 for all), [1] keepdim, [2] 1 for mean */
 static red_view view_of(const ag_entry *e)
 {
-    const ag_tensor *a = e->in[0];
-    int axis = (int)e->iattr[0];
-    if (axis < 0)
-        return (red_view){1, a->numel, 1};
-    red_view v = {1, a->shape[axis], 1};
-    for (int i = 0; i < axis; i++)
-        v.outer *= a->shape[i];
-    for (int i = axis + 1; i < a->ndim; i++)
-        v.inner *= a->shape[i];
-    return v;
+    return ag_axis_view_of(e->in[0], (int)e->iattr[0]);
 }
 
 /* Typed loops: double accumulators (f32 sums too), rows of the inner dim

@@ -10,21 +10,12 @@
 
 typedef enum { R_MAX, R_MIN, R_LSE, R_VAR, R_ARGMAX } red_kind;
 
-typedef struct {
-    int64_t outer, k, inner;
-} red_view;
+typedef ag_axis_view red_view;
 
 /* iattr: [0] axis (-1 for all), [1] keepdim, [2] kind, [3] correction */
 static red_view view_of(const ag_tensor *a, int axis)
 {
-    if (axis < 0)
-        return (red_view){1, a->numel, 1};
-    red_view v = {1, a->shape[axis], 1};
-    for (int i = 0; i < axis; i++)
-        v.outer *= a->shape[i];
-    for (int i = axis + 1; i < a->ndim; i++)
-        v.inner *= a->shape[i];
-    return v;
+    return ag_axis_view_of(a, axis);
 }
 
 static inline double ld(const void *p, ag_dtype dt, int64_t i)
