@@ -220,18 +220,6 @@ static void test_optim_f32_params_follow_torch(void **state)
     problem_free(&pr);
 }
 
-/* Gives p the gradient g exactly: backward of sum(p * g). */
-static void set_grad(ag_tensor *p, const ag_tensor *g)
-{
-    ag_tape *t = ag_tape_new();
-    ag_tensor *c = ag_tensor_clone(g);
-    ag_set_requires_grad(p, true);
-    ag_zero_grad(p);
-    assert_int_equal(ag_backward(t, ag_sum(t, ag_mul(t, p, c), AG_ALL, false)), AG_OK);
-    ag_tensor_free(c);
-    ag_tape_free(t);
-}
-
 /* ---- optimizer behaviour ------------------------------------------------------ */
 
 static void test_optim_bad_options(void **state)
@@ -304,7 +292,7 @@ static void test_optim_skips_params_without_grad(void **state)
     ag_tensor *p[2] = {ag_tensor_from_f64(1, (const int64_t[]){2}, (const double[]){1, 2}),
                        ag_tensor_from_f64(1, (const int64_t[]){2}, (const double[]){3, 4})};
     ag_tensor *g = ag_tensor_from_f64(1, (const int64_t[]){2}, (const double[]){0.5, -1});
-    set_grad(p[0], g);
+    tg_set_grad(p[0], g);
     optim_adam_opts ao = optim_adam_defaults();
     ao.lr = 0.1;
     optim *o = optim_adam(p, 2, ao);

@@ -229,25 +229,13 @@ static void test_sched_bad_arguments(void **state)
 
 /* ---- clipping -------------------------------------------------------------- */
 
-/* Gives p the gradient g exactly: backward of sum(p * g). */
-static void set_grad(ag_tensor *p, const ag_tensor *g)
-{
-    ag_tape *t = ag_tape_new();
-    ag_tensor *c = ag_tensor_clone(g);
-    ag_set_requires_grad(p, true);
-    ag_zero_grad(p);
-    assert_int_equal(ag_backward(t, ag_sum(t, ag_mul(t, p, c), AG_ALL, false)), AG_OK);
-    ag_tensor_free(c);
-    ag_tape_free(t);
-}
-
 static int clip_params(ag_tensor **p)
 {
     int n = atoi(ag_safetensors_meta(g_clip, "count"));
     for (int i = 0; i < n; i++) {
         const ag_tensor *g = tg_fixture(g_clip, "clip.grad%d", i);
         p[i] = ag_tensor_new(AG_F64, ag_ndim(g), ag_shape(g));
-        set_grad(p[i], g);
+        tg_set_grad(p[i], g);
     }
     return n;
 }
@@ -302,8 +290,8 @@ static void test_clip_grad_norm_nonfinite_leaves_grads(void **state)
     p[1] = ag_tensor_new(AG_F64, 1, (const int64_t[]){2});
     ag_tensor *g0 = ag_tensor_from_f32(1, (const int64_t[]){3}, (const float[]){1, 2, 3});
     ag_tensor *g1 = ag_tensor_from_f64(1, (const int64_t[]){2}, (const double[]){4, 5});
-    set_grad(p[0], g0);
-    set_grad(p[1], g1);
+    tg_set_grad(p[0], g0);
+    tg_set_grad(p[1], g1);
     ag_set(ag_grad(p[1]), 1, INFINITY);
     double total = 0;
     assert_int_equal(optim_clip_grad_norm(p, 2, 1.0, 2.0, &total), AG_ERR_NUMERIC);

@@ -154,3 +154,14 @@ void tg_check_rel(const ag_tensor *got, const ag_tensor *want, double rtol, doub
     if (e > *maxrel)
         *maxrel = e;
 }
+
+void tg_set_grad(ag_tensor *p, const ag_tensor *g)
+{
+    ag_tape *t = ag_tape_new();
+    ag_tensor *c = ag_tensor_clone(g);
+    ag_set_requires_grad(p, true);
+    ag_zero_grad(p);
+    assert_int_equal(ag_backward(t, ag_sum(t, ag_mul(t, p, c), AG_ALL, false)), AG_OK);
+    ag_tensor_free(c);
+    ag_tape_free(t);
+}

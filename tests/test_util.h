@@ -53,6 +53,10 @@ double tg_rel_err(const ag_tensor *a, const ag_tensor *b);
 void tg_check_rel(const ag_tensor *got, const ag_tensor *want, double rtol, double *maxrel,
                   const char *label);
 
+/* Gives p (made to require grad) the gradient g exactly, by a backward
+ * of sum(p * g). */
+void tg_set_grad(ag_tensor *p, const ag_tensor *g);
+
 /* An f64 tensor from a literal list. */
 ag_tensor *tg_f64(int ndim, const int64_t *shape, const double *data);
 /* Copy of t converted to the other dtype. */
