@@ -461,12 +461,9 @@ static const shape_case expand_cases[] = {
     {3, {2, 1, 3}, 3, {2, 4, 3}}, {2, {1, 3}, 2, {4, -1}}, {2, {2, 3}, 2, {2, 3}},
 };
 
-#define SHAPE_CASE_OP(NAME, CASES)                                            \
-    static ag_tensor *NAME##_apply(ag_tape *t, ag_tensor **in, void *ctx)     \
-    {                                                                         \
-        const shape_case *k = &CASES[((ag_op_sample *)ctx)->iarg[0]];         \
-        return ag_##NAME(t, in[0], k->arg_nd, k->arg);                        \
-    }                                                                         \
+/* Sample `which` of a table of one-input cases (fields nd, shape): the
+ * input, and the case index for NAME##_apply to read its arguments. */
+#define CASE_SAMPLE(NAME, CASES)                                              \
     static bool NAME##_sample(int which, ag_rng *rng, ag_op_sample *s)        \
     {                                                                         \
         if (which >= (int)(sizeof CASES / sizeof CASES[0]))                   \
@@ -477,6 +474,14 @@ static const shape_case expand_cases[] = {
         s->n_in = 1;                                                          \
         return true;                                                          \
     }
+
+#define SHAPE_CASE_OP(NAME, CASES)                                            \
+    static ag_tensor *NAME##_apply(ag_tape *t, ag_tensor **in, void *ctx)     \
+    {                                                                         \
+        const shape_case *k = &CASES[((ag_op_sample *)ctx)->iarg[0]];         \
+        return ag_##NAME(t, in[0], k->arg_nd, k->arg);                        \
+    }                                                                         \
+    CASE_SAMPLE(NAME, CASES)
 SHAPE_CASE_OP(reshape, reshape_cases)
 SHAPE_CASE_OP(expand, expand_cases)
 
@@ -506,16 +511,7 @@ static const axis_case transpose_cases[] = {
         const axis_case *k = &CASES[((ag_op_sample *)ctx)->iarg[0]];         \
         return CALL;                                                          \
     }                                                                         \
-    static bool NAME##_sample(int which, ag_rng *rng, ag_op_sample *s)        \
-    {                                                                         \
-        if (which >= (int)(sizeof CASES / sizeof CASES[0]))                   \
-            return false;                                                     \
-        s->fn = NAME##_apply;                                                 \
-        s->iarg[0] = which;                                                   \
-        s->in[0] = ag_shape_sample_in(rng, CASES[which].nd, CASES[which].shape); \
-        s->n_in = 1;                                                          \
-        return true;                                                          \
-    }
+    CASE_SAMPLE(NAME, CASES)
 AXIS_CASE_OP(squeeze, squeeze_cases, ag_squeeze(t, in[0], k->arg[0]))
 AXIS_CASE_OP(unsqueeze, unsqueeze_cases, ag_unsqueeze(t, in[0], k->arg[0]))
 AXIS_CASE_OP(transpose, transpose_cases, ag_transpose(t, in[0], k->arg[0], k->arg[1]))

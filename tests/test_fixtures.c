@@ -388,11 +388,9 @@ static bool run_file(const char *op, fx_fn fn, const char *dt)
 {
     char rel[256];
     snprintf(rel, sizeof rel, "tests/reference/ops/%s.%s.safetensors", op, dt);
-    ag_safetensors *f = NULL;
-    if (ag_safetensors_load(tg_path(rel), &f) != AG_OK) {
-        print_message("  %s: no fixture %s (%s)\n", op, rel, ag_last_error());
+    ag_safetensors *f = tg_load_fixture(rel);
+    if (!f)
         return false;
-    }
     const char *fop = ag_safetensors_meta(f, "op"), *ncases = ag_safetensors_meta(f, "cases");
     const char *fdt = ag_safetensors_meta(f, "dtype");
     bool ok = fop && strcmp(fop, op) == 0 && fdt && strcmp(fdt, dt) == 0 && ncases &&

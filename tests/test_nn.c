@@ -17,29 +17,16 @@ static char worst_rel[2][64];             /* and the fixture that has it */
 
 static ag_safetensors *fixture(ag_dtype dt)
 {
-    ag_safetensors *f = NULL;
-    const char *rel = dt == AG_F64 ? "tests/reference/nn/layers_f64.safetensors"
-                                   : "tests/reference/nn/layers_f32.safetensors";
-    ag_status s = ag_safetensors_load(tg_path(rel), &f);
-    if (s != AG_OK)
-        print_message("%s\n", ag_last_error());
-    assert_int_equal(s, AG_OK);
+    ag_safetensors *f = tg_load_fixture(dt == AG_F64 ? "tests/reference/nn/layers_f64.safetensors"
+                                                     : "tests/reference/nn/layers_f32.safetensors");
+    assert_non_null(f);
     return f;
-}
-
-static ag_tensor *fx(const ag_safetensors *f, const char *name)
-{
-    ag_tensor *t = ag_safetensors_get(f, name);
-    if (!t)
-        print_message("fixture tensor %s is missing\n", name);
-    assert_non_null(t);
-    return t;
 }
 
 /* Values of got equal the fixture's (0-d results are stored as [1]). */
 static void check_fx(const ag_tensor *got, const ag_safetensors *f, const char *name)
 {
-    const ag_tensor *want = fx(f, name);
+    const ag_tensor *want = tg_fixture(f, "%s", name);
     if (!got)
         print_message("%s: result is NULL\n", name);
     assert_non_null(got);
@@ -68,7 +55,7 @@ static void check_fx(const ag_tensor *got, const ag_safetensors *f, const char *
 /* Integer values of an F64 fixture tensor (labels, indices). */
 static int64_t *ints(const ag_safetensors *f, const char *name, int64_t *n)
 {
-    const ag_tensor *t = fx(f, name);
+    const ag_tensor *t = tg_fixture(f, "%s", name);
     *n = ag_numel(t);
     int64_t *v = malloc((size_t)(*n + 1) * sizeof *v);
     for (int64_t i = 0; i < *n; i++)
@@ -348,15 +335,15 @@ static void test_linear_matches_torch(void **state)
         assert_null(nb->bias);
         load_fx(p, f, 3);
         ag_tape *t = ag_tape_new();
-        check_fx(nn_linear_forward(t, l, fx(f, "lin.x")), f, "lin.y");
-        check_fx(nn_linear_forward(t, l, fx(f, "lin.x3")), f, "lin.y3");
-        check_fx(nn_linear_forward(t, nb, fx(f, "lin.x")), f, "lin_nb.y");
-        ag_tensor *row = ag_reshape(t, ag_slice(t, fx(f, "lin.x"), 0, 0, 1, 1), 1,
+        check_fx(nn_linear_forward(t, l, tg_fixture(f, "lin.x")), f, "lin.y");
+        check_fx(nn_linear_forward(t, l, tg_fixture(f, "lin.x3")), f, "lin.y3");
+        check_fx(nn_linear_forward(t, nb, tg_fixture(f, "lin.x")), f, "lin_nb.y");
+        ag_tensor *row = ag_reshape(t, ag_slice(t, tg_fixture(f, "lin.x"), 0, 0, 1, 1), 1,
                                     (int64_t[]){5});   /* a 1-D x gives a 1-D y */
         ag_tensor *y1 = nn_linear_forward(t, l, row);
         assert_int_equal(ag_ndim(y1), 1);
         for (int j = 0; j < 3; j++)
-            assert_float_equal(ag_get(y1, j), ag_get(fx(f, "lin.y"), j), 1e-6);
+            assert_float_equal(ag_get(y1, j), ag_get(tg_fixture(f, "lin.y"), j), 1e-6);
         ag_tape_free(t);
         nn_linear_free(l);
         nn_linear_free(nb);
@@ -377,7 +364,7 @@ static void test_mlp_matches_torch(void **state)
         assert_non_null(nn_params_get(p, "mlp.4.bias"));
         load_fx(p, f, 6);
         ag_tape *t = ag_tape_new();
-        check_fx(nn_mlp_forward(t, m, fx(f, "lin.x")), f, "mlp.y");
+        check_fx(nn_mlp_forward(t, m, tg_fixture(f, "lin.x")), f, "mlp.y");
         ag_tape_free(t);
         nn_mlp_free(m);
         nn_params_free(p);
@@ -420,9 +407,9 @@ static void test_layer_norm_matches_torch(void **state)
         nn_layer_norm *b = nn_layer_norm_new(p, "ln2", 2, (int64_t[]){2, 3}, 1e-5, true);
         load_fx(p, f, 4);
         ag_tape *t = ag_tape_new();
-        check_fx(nn_layer_norm_forward(t, a, fx(f, "ln.x")), f, "ln.y");
-        check_fx(nn_layer_norm_forward(t, b, fx(f, "ln2.x")), f, "ln2.y");
-        assert_null(nn_layer_norm_forward(t, b, fx(f, "ln.x")));
+        check_fx(nn_layer_norm_forward(t, a, tg_fixture(f, "ln.x")), f, "ln.y");
+        check_fx(nn_layer_norm_forward(t, b, tg_fixture(f, "ln2.x")), f, "ln2.y");
+        assert_null(nn_layer_norm_forward(t, b, tg_fixture(f, "ln.x")));
         assert_int_equal(ag_tape_status(t), AG_ERR_SHAPE);
         assert_non_null(strstr(ag_tape_error(t), "nn_layer_norm_forward: x is [3,6]"));
         ag_tape_free(t);
@@ -442,7 +429,7 @@ static void check_batch_norm(const ag_safetensors *f, ag_dtype dt, const char *n
     load_fx(p, f, 4);
     ag_tape *t = ag_tape_new();
     snprintf(k, sizeof k, "%s.x", name);
-    ag_tensor *x = fx(f, k);
+    ag_tensor *x = tg_fixture(f, "%s", k);
     snprintf(k, sizeof k, "%s.y_train", name);
     check_fx(nn_batch_norm1d_forward(t, b, x), f, k);
     snprintf(k, sizeof k, "%s.running_mean_after", name);
@@ -451,7 +438,7 @@ static void check_batch_norm(const ag_safetensors *f, ag_dtype dt, const char *n
     check_fx(b->running_var, f, k);
     nn_params_set_training(p, false);
     snprintf(k, sizeof k, "%s.x_eval", name);
-    x = fx(f, k);
+    x = tg_fixture(f, "%s", k);
     snprintf(k, sizeof k, "%s.y_eval", name);
     check_fx(nn_batch_norm1d_forward(t, b, x), f, k);
     ag_tape_free(t);
@@ -532,7 +519,7 @@ static void test_activations_match_torch(void **state)
     for (int d = 0; d < 2; d++) {
         ag_safetensors *f = fixture(dtypes[d]);
         ag_tape *t = ag_tape_new();
-        ag_tensor *x = fx(f, "act.x");
+        ag_tensor *x = tg_fixture(f, "act.x");
         check_fx(nn_relu(t, x), f, "act.relu");
         check_fx(nn_leaky_relu(t, x, 0.1), f, "act.leaky_relu");
         check_fx(nn_elu(t, x, 1.3), f, "act.elu");
@@ -561,8 +548,8 @@ static void test_regression_losses_match_torch(void **state)
     for (int d = 0; d < 2; d++) {
         ag_safetensors *f = fixture(dtypes[d]);
         ag_tape *t = ag_tape_new();
-        ag_tensor *in = fx(f, "loss.input"), *tg = fx(f, "loss.target");
-        ag_tensor *logits = ag_mul_scalar(t, in, 3.0), *prob = fx(f, "loss.prob");
+        ag_tensor *in = tg_fixture(f, "loss.input"), *tg = tg_fixture(f, "loss.target");
+        ag_tensor *logits = ag_mul_scalar(t, in, 3.0), *prob = tg_fixture(f, "loss.prob");
         for (int r = 0; r < 3; r++) {
             char k[64];
             ag_reduction red = (ag_reduction)r;
@@ -591,7 +578,7 @@ static void test_classification_losses_match_torch(void **state)
         ag_safetensors *f = fixture(dtypes[d]);
         ag_tape *t = ag_tape_new();
         int64_t n, *y = ints(f, "ce.labels", &n);
-        ag_tensor *logits = fx(f, "ce.logits"), *logp = fx(f, "nll.logp");
+        ag_tensor *logits = tg_fixture(f, "ce.logits"), *logp = tg_fixture(f, "nll.logp");
         check_fx(nn_cross_entropy(t, logits, y, n), f, "ce.mean");
         ag_ce_opts o = {.label_smoothing = 0.1, .ignore_index = AG_CE_NO_IGNORE,
                         .reduction = AG_REDUCE_SUM};

@@ -15,18 +15,10 @@
 
 static ag_safetensors *g_traj;
 
-static ag_safetensors *load_fixture(const char *rel)
-{
-    ag_safetensors *f = NULL;
-    if (ag_safetensors_load(tg_path(rel), &f) != AG_OK)
-        print_message("cannot load %s: %s\n", rel, ag_last_error());
-    return f;
-}
-
 static int fixtures_setup(void **state)
 {
     (void)state;
-    g_traj = load_fixture("tests/reference/optim/trajectories.safetensors");
+    g_traj = tg_load_fixture("tests/reference/optim/trajectories.safetensors");
     return g_traj ? 0 : -1;
 }
 

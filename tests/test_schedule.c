@@ -15,19 +15,11 @@
 
 static ag_safetensors *g_sched, *g_clip;
 
-static ag_safetensors *load_fixture(const char *rel)
-{
-    ag_safetensors *f = NULL;
-    if (ag_safetensors_load(tg_path(rel), &f) != AG_OK)
-        print_message("cannot load %s: %s\n", rel, ag_last_error());
-    return f;
-}
-
 static int fixtures_setup(void **state)
 {
     (void)state;
-    g_sched = load_fixture("tests/reference/optim/schedules.safetensors");
-    g_clip = load_fixture("tests/reference/optim/clip.safetensors");
+    g_sched = tg_load_fixture("tests/reference/optim/schedules.safetensors");
+    g_clip = tg_load_fixture("tests/reference/optim/clip.safetensors");
     return g_sched && g_clip ? 0 : -1;
 }
 

@@ -106,14 +106,22 @@ void tg_assert_tape_error(const ag_tape *t, ag_status st, const char *substr)
         fail_msg("message \"%s\" lacks \"%s\"", msg, substr);
 }
 
-const ag_tensor *tg_fixture(const ag_safetensors *f, const char *fmt, ...)
+ag_safetensors *tg_load_fixture(const char *rel)
+{
+    ag_safetensors *f = NULL;
+    if (ag_safetensors_load(tg_path(rel), &f) != AG_OK)
+        print_message("cannot load %s: %s\n", rel, ag_last_error());
+    return f;
+}
+
+ag_tensor *tg_fixture(const ag_safetensors *f, const char *fmt, ...)
 {
     char name[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
-    const ag_tensor *t = ag_safetensors_get(f, name);
+    ag_tensor *t = ag_safetensors_get(f, name);
     if (!t)
         print_message("fixture tensor %s is missing\n", name);
     assert_non_null(t);

@@ -39,9 +39,12 @@ void tg_assert_tape_error(const ag_tape *t, ag_status st, const char *substr);
 
 /* ---- reference fixtures (safetensors files under tests/reference) ---- */
 
-/* Tensor `printf(fmt, ...)` of a loaded fixture file; fails the test
- * (naming it) when absent. */
-const ag_tensor *tg_fixture(const ag_safetensors *f, const char *fmt, ...)
+/* The fixture file at rel (under the source tree), or NULL after printing
+ * why it could not be loaded. */
+ag_safetensors *tg_load_fixture(const char *rel);
+/* Tensor `printf(fmt, ...)` of a loaded fixture file (borrowed from it);
+ * fails the test (naming it) when absent. */
+ag_tensor *tg_fixture(const ag_safetensors *f, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Splits a comma list (fixture metadata) into at most max items pointing
  * into buf; returns the count. */

@@ -45,37 +45,24 @@
 #include "gemm_ukernel.h"
 
 /* Packers: plain loops (see ag_gemm_pack_f32 for the layout). */
-static void pack_f32(const float *src, int64_t ld, bool along, int64_t rows,
-                     int64_t kb, int R, float *dst)
-{
-    for (int64_t r0 = 0; r0 < rows; r0 += R, dst += kb * R) {
-        int r = rows - r0 < R ? (int)(rows - r0) : R;
-        const float *s = along ? src + r0 : src + r0 * ld;
-        for (int64_t p = 0; p < kb; p++) {
-            float *d = dst + p * R;
-            for (int i = 0; i < r; i++)
-                d[i] = along ? s[p * ld + i] : s[i * ld + p];
-            for (int i = r; i < R; i++)
-                d[i] = 0;
-        }
+#define PACK(T)                                                               \
+    static void pack_##T(const T *src, int64_t ld, bool along, int64_t rows,  \
+                         int64_t kb, int R, T *dst)                           \
+    {                                                                         \
+        for (int64_t r0 = 0; r0 < rows; r0 += R, dst += kb * R) {             \
+            int r = rows - r0 < R ? (int)(rows - r0) : R;                     \
+            const T *s = along ? src + r0 : src + r0 * ld;                    \
+            for (int64_t p = 0; p < kb; p++) {                                \
+                T *d = dst + p * R;                                           \
+                for (int i = 0; i < r; i++)                                   \
+                    d[i] = along ? s[p * ld + i] : s[i * ld + p];             \
+                for (int i = r; i < R; i++)                                   \
+                    d[i] = 0;                                                 \
+            }                                                                 \
+        }                                                                     \
     }
-}
-
-static void pack_f64(const double *src, int64_t ld, bool along, int64_t rows,
-                     int64_t kb, int R, double *dst)
-{
-    for (int64_t r0 = 0; r0 < rows; r0 += R, dst += kb * R) {
-        int r = rows - r0 < R ? (int)(rows - r0) : R;
-        const double *s = along ? src + r0 : src + r0 * ld;
-        for (int64_t p = 0; p < kb; p++) {
-            double *d = dst + p * R;
-            for (int i = 0; i < r; i++)
-                d[i] = along ? s[p * ld + i] : s[i * ld + p];
-            for (int i = r; i < R; i++)
-                d[i] = 0;
-        }
-    }
-}
+PACK(float)
+PACK(double)
 
 static bool generic_supported(void)
 {
@@ -90,6 +77,6 @@ const ag_gemm_arch ag_gemm_arch_generic = {
     .d = {.mr = 4, .nr = 4, .kc = 256, .mc = 64, .nc = 4096},
     .sukr = ukr_generic_f32,
     .dukr = ukr_generic_f64,
-    .spack = pack_f32,
-    .dpack = pack_f64,
+    .spack = pack_float,
+    .dpack = pack_double,
 };
