@@ -190,6 +190,43 @@ ag_status ag_backward(ag_tape *tape, ag_tensor *root);
  * and dtype; persistent or tape tensor). */
 ag_status ag_backward_seeded(ag_tape *tape, ag_tensor *root, const ag_tensor *seed);
 
+/* ---- derivatives of derivatives ------------------------------------------
+ * torch.autograd.grad: grads[i] = d <root, seed> / d wrt[i], a tape tensor
+ * of wrt[i]'s shape and dtype; no persistent gradient buffer is touched.
+ * seed: root's shape and dtype, or NULL for a one-element root (a 1).
+ * wrt: persistent tensors or tape tensors (a PINN's input x); one that root
+ * does not depend on (or that needs no grad) gets zeros.
+ * create_graph: the gradients are recorded with ag_ ops, so they are tape
+ * tensors that can be differentiated again, to any order (and a seed that
+ * requires grad is differentiated too); false: plain values from the fast
+ * backward kernels, recorded nothing.  May be called many times on one
+ * recording.  Ops without a recorded derivative (an ag_custom op without a
+ * vjp) refuse create_graph with AG_ERR_STATE.
+ *
+ *   ag_tensor *g;                                   // du/dx, recorded
+ *   ag_gradients(t, u, NULL, 1, &x, &g, true);
+ *   ag_tensor *gg;                                  // d2u/dx2
+ *   ag_gradients(t, ag_sum(t, g, -1, false), NULL, 1, &x, &gg, true);      */
+ag_status ag_gradients(ag_tape *t, ag_tensor *root, const ag_tensor *seed, int n,
+                       ag_tensor *const *wrt, ag_tensor **grads, bool create_graph);
+
+/* Hessian-vector products of a one-element root: hv[i] = sum_j
+ * (d2 root / d wrt[i] d wrt[j]) v[j], v[j] of wrt[j]'s shape and dtype
+ * (reverse-over-reverse: one recorded gradient, then one gradient of
+ * <grad, v>).  hv are tape tensors, recorded when create_graph. */
+ag_status ag_hvp(ag_tape *t, ag_tensor *root, int n, ag_tensor *const *wrt,
+                 ag_tensor *const *v, ag_tensor **hv, bool create_graph);
+/* Jacobian-vector product of any root: jv = sum_j (d root / d wrt[j]) u[j],
+ * of root's shape (the double-VJP trick: the VJP is linear in its seed, so
+ * differentiating it with respect to the seed in direction u gives J u). */
+ag_status ag_jvp(ag_tape *t, ag_tensor *root, int n, ag_tensor *const *wrt,
+                 ag_tensor *const *u, ag_tensor **jv, bool create_graph);
+/* Dense derivatives for small inputs, as tape tensors of x's dtype:
+ * ag_hessian: one-element root, H [numel(x), numel(x)];
+ * ag_jacobian: J [numel(root), numel(x)], J[i][j] = d root_i / d x_j. */
+ag_status ag_hessian(ag_tape *t, ag_tensor *root, ag_tensor *x, ag_tensor **h);
+ag_status ag_jacobian(ag_tape *t, ag_tensor *root, ag_tensor *x, ag_tensor **jac);
+
 /* ---- ops ------------------------------------------------------------------
  * Tape first; return a tape tensor, or NULL with the error kept on the tape.
  * Binary ops broadcast; inputs must share a dtype. */
@@ -392,6 +429,14 @@ double ag_var_grad(const ag_tape *t, ag_var x);
 /* One reverse sweep from y: the gradient with respect to every input.
  * Tensor entries recorded before y that feed it are swept too. */
 ag_status ag_var_backward(ag_tape *t, ag_var y);
+/* Second order on the scalar path (forward-over-reverse, as ADOL-C's
+ * hess_vec and hessian): hv[i] = sum_j d2y / dx_i dx_j v[j] over the n
+ * input vars x, and the dense n x n Hessian h (row-major) of y.  Also
+ * leaves d y / d x in ag_var_grad.  The tape must hold only scalar ops
+ * (AG_ERR_STATE otherwise). */
+ag_status ag_var_hvp(ag_tape *t, ag_var y, int n, const ag_var *x, const double *v,
+                     double *hv);
+ag_status ag_var_hessian(ag_tape *t, ag_var y, int n, const ag_var *x, double *h);
 
 /* A var holding the value of a one-element tensor; gradients reaching the
  * var flow on into the tensor. */
@@ -474,6 +519,13 @@ typedef struct ag_custom_op {
      * overwrite: gradients accumulate. */
     void (*backward)(ag_tensor *const *in, int n_in, const ag_tensor *out,
                      const ag_tensor *gout, ag_tensor *const *gin, void *ctx);
+    /* Optional, for ag_gradients(..., create_graph = true): the same
+     * derivative written with ag_ ops on t, so it can be differentiated
+     * again.  For each k with need[k], set gin[k] to d loss / d in[k], a
+     * tape tensor of in[k]'s shape (leave the others NULL).  Without it,
+     * create_graph through this op fails with AG_ERR_STATE. */
+    void (*vjp)(ag_tape *t, ag_tensor *const *in, int n_in, ag_tensor *out,
+                ag_tensor *gout, const bool *need, ag_tensor **gin, void *ctx);
 } ag_custom_op;
 
 /* Records op over n_in (1..8) inputs sharing a dtype, with an output of
@@ -519,6 +571,13 @@ typedef struct ag_gradcheck_report {
  * ag_last_error).  opts and report may be NULL. */
 ag_status ag_gradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int n,
                        const ag_gradcheck_opts *opts, ag_gradcheck_report *report);
+/* PyTorch's gradgradcheck: checks the recorded second derivative.  With
+ * y = fn(inputs) and a fixed random v of y's shape (itself an input), the
+ * first derivative G(inputs, v) = d <y, v> / d inputs is computed with
+ * create_graph and gradchecked: finite differences of G against the
+ * backward through G's recording.  Same opts, report and statuses. */
+ag_status ag_gradgradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int n,
+                           const ag_gradcheck_opts *opts, ag_gradcheck_report *report);
 
 
 /* ---- threads ------------------------------------------------------------ */

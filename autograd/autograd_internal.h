@@ -34,6 +34,12 @@ struct ag_tensor {
     bool requires_grad;   /* leaf flag, or "depends on a leaf that has it" */
     bool persistent;
     char *name;           /* persistent only: heap copy, for graphs and reports */
+    /* ag_gradients bookkeeping, valid while a sweep's id matches:
+     * mark: x lies on a path from a wrt tensor (sweep id);
+     * sgrad: a persistent tensor's gradient for that sweep only, on the
+     * tape, so ag_gradients never touches the persistent buffer. */
+    uint64_t mark, sgrad_id;
+    ag_tensor *sgrad;
 };
 
 typedef struct ag_entry ag_entry;
@@ -60,6 +66,10 @@ struct ag_tape {
     int line;
     struct ag_profile *prof;  /* per-op times, when profiling */
     struct ag_scalar_tape *scalar; /* the scalar path's arrays, if used */
+    /* The sweep of ag_gradients in progress (0: a plain ag_backward):
+     * only tensors marked with this id get gradients, and persistent ones
+     * get them in their sgrad slot. */
+    uint64_t sweep_id;
 };
 
 /* A sample case for the op-table gradcheck: persistent f64 inputs, the
@@ -79,16 +89,36 @@ typedef enum { AG_SAMPLE_RANGE, AG_SAMPLE_SIGNED } ag_sample_mode;
 ag_tensor *ag_sample_tensor(ag_rng *rng, int ndim, const int64_t *shape,
                             ag_sample_mode mode, double lo, double hi);
 
-/* One row of the op table.  forward computes e->out from e->in and the
- * attributes; backward adds into the gradients of the inputs that need
- * them; sample fills case `which` (false past the last case). */
+/* One row of the op table: the op.
+ * forward: computes e->out from e->in and the attributes;
+ * backward (fast): raw kernels adding into the gradient buffers of the
+ *   inputs that need them (ag_grad_data), for first-order sweeps;
+ * vjp (recorded): the same vector-Jacobian product written with ag_ ops:
+ *   given gout = dL/dout (a tape tensor of out's shape), sets gin[k] to
+ *   dL/din[k] (a tape tensor of in[k]'s shape) for each k with
+ *   ag_needs_grad(tape, e->in[k]), leaving the others NULL.  Its ops are
+ *   recorded, so the result can be differentiated again.  NULL for an op
+ *   whose output never carries a gradient (argmax);
+ * sample: fills case `which` (false past the last case). */
 typedef struct ag_op_def {
     const char *name;
     int arity; /* -1: variadic */
     void (*forward)(ag_entry *e);
     void (*backward)(ag_tape *tape, ag_entry *e);
     bool (*sample)(int which, ag_rng *rng, ag_op_sample *s);
+    void (*vjp)(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin);
 } ag_op_def;
+
+/* Room for an op's typed attributes, kept inside its entry (no arena
+ * request per op).  Read them with AG_ATTR(e, type). */
+#define AG_ATTR_BYTES 64
+typedef union ag_attr {
+    unsigned char bytes[AG_ATTR_BYTES];
+    int64_t i;
+    double d;
+    void *p;
+} ag_attr;
+#define AG_ATTR(e, T) ((const T *)(const void *)(e)->attr.bytes)
 
 struct ag_entry {
     const ag_op_def *op;
@@ -97,6 +127,7 @@ struct ag_entry {
     int n_in;
     int64_t iattr[4];    /* axis, keepdim, ... by op */
     double fattr[2];     /* scalar constant, slope, ... */
+    ag_attr attr;        /* the op's typed attributes (AG_ATTR) */
     void *aux;           /* arena: saved values, index arrays, ... */
     int64_t smark;       /* scalar ops recorded before this entry */
     const char *site;    /* anomaly mode: call site file or label, else NULL */
@@ -149,6 +180,8 @@ typedef struct ag_op_call {
     const int64_t *shape;
     int64_t iattr[4];
     double fattr[2];
+    const void *attr;    /* the op's attribute struct, copied into the entry */
+    size_t attr_size;    /* <= AG_ATTR_BYTES */
     void *aux;           /* used as is when aux_bytes == 0 */
     size_t aux_bytes;
 } ag_op_call;
@@ -157,6 +190,21 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c);
 /* Gradient buffer of x during backward: allocated zeroed on first use, or
  * NULL when x needs no gradient (then skip it). */
 void *ag_grad_data(ag_tape *tape, ag_tensor *x);
+/* Whether the sweep in progress wants a gradient for x (the test both
+ * ag_grad_data and the recorded derivatives use). */
+bool ag_needs_grad(const ag_tape *tape, const ag_tensor *x);
+
+/* ---- recorded derivatives: helpers for vjp functions ---- */
+/* g summed down to like's shape over the dims where like broadcast (g
+ * itself when the shapes agree); recorded, its derivative is ag_expand. */
+ag_tensor *ag_sum_to(ag_tape *tape, ag_tensor *g, const ag_tensor *like);
+/* A constant tape tensor (never requires grad) of dtype/shape, filled by
+ * fill(ctx, i) for each flat index i: masks and other factors a
+ * derivative treats as constant (relu's x > 0). */
+ag_tensor *ag_const_fill(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape,
+                         double (*fill)(const void *ctx, int64_t i), const void *ctx);
+/* A constant tape tensor of x's dtype and shape holding v everywhere. */
+ag_tensor *ag_const_like(ag_tape *tape, const ag_tensor *x, double v);
 
 /* ---- anomaly mode and profiling (debug.c) ---- */
 typedef struct ag_debug_mark {

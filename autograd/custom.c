@@ -25,8 +25,28 @@ static void custom_backward(ag_tape *tape, ag_entry *e)
         a->op->backward(e->in, e->n_in, e->out, e->out->grad, gin, a->ctx);
 }
 
+static void custom_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    const custom_aux *a = e->aux;
+    if (!a->op->vjp) {
+        ag_fail(tape, AG_ERR_STATE, "ag_gradients: custom op %s has no vjp, so "
+                "create_graph cannot pass through it", a->op->name ? a->op->name : "?");
+        return;
+    }
+    bool need[MAX_CUSTOM_INPUTS];
+    for (int k = 0; k < e->n_in; k++)
+        need[k] = ag_needs_grad(tape, e->in[k]);
+    a->op->vjp(tape, e->in, e->n_in, e->out, gout, need, gin, a->ctx);
+    for (int k = 0; k < e->n_in && tape->status == AG_OK; k++)
+        if (gin[k] && (!need[k] || gin[k]->dtype != e->in[k]->dtype ||
+                       !ag_same_shape(gin[k], e->in[k])))
+            ag_fail(tape, AG_ERR_SHAPE, "ag_gradients: custom op %s: vjp gave gin[%d] "
+                    "of the wrong shape or dtype, or one not asked for", a->op->name, k);
+}
+
 /* Not a primitive: it has no samples and lives outside the op table. */
-static const ag_op_def op_custom = {"custom", -1, custom_forward, custom_backward, NULL};
+static const ag_op_def op_custom = {.name = "custom", .forward = custom_forward,
+                                    .backward = custom_backward, .vjp = custom_vjp};
 
 ag_tensor *ag_custom(ag_tape *t, const ag_custom_op *op, ag_tensor *const *in, int n_in,
                      int out_ndim, const int64_t *out_shape, void *ctx)

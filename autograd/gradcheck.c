@@ -258,3 +258,83 @@ ag_status ag_gradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int n,
     ag_tape_free(s.eval);
     return st;
 }
+
+/* ---- gradgradcheck: gradcheck of the recorded first derivative ---- */
+
+typedef struct {
+    ag_gradcheck_fn fn;
+    void *ctx;
+    int n; /* the caller's inputs; in[n] is the output weight v */
+} gg_state;
+
+/* G(x, v) = d <fn(x), v> / dx for the x that require grad, flattened and
+ * joined into one vector.  The recording stays on while fn runs even on
+ * gradcheck's evaluation tape, since G needs the graph of fn; G itself is
+ * recorded only when the tape records. */
+static ag_tensor *gg_apply(ag_tape *t, ag_tensor **in, void *vctx)
+{
+    const gg_state *c = vctx;
+    bool record = ag_tape_grad_enabled(t);
+    ag_tape_set_grad_enabled(t, true);
+    ag_tensor *y = c->fn(t, in, c->ctx);
+    ag_tensor *wrt[MAX_INPUTS], *g[MAX_INPUTS];
+    int m = 0;
+    for (int k = 0; k < c->n; k++)
+        if (in[k]->requires_grad)
+            wrt[m++] = in[k];
+    ag_tensor *out = NULL;
+    if (y && ag_gradients(t, y, in[c->n], m, wrt, g, record) == AG_OK) {
+        int64_t flat = -1;
+        for (int k = 0; k < m; k++)
+            g[k] = ag_reshape(t, g[k], 1, &flat);
+        out = ag_concat(t, g, m, 0);
+    }
+    ag_tape_set_grad_enabled(t, record);
+    return out;
+}
+
+ag_status ag_gradgradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int n,
+                           const ag_gradcheck_opts *opts, ag_gradcheck_report *report)
+{
+    ag_gradcheck_report local_r;
+    gc_state s = {fn, ctx, inputs, n, opts ? *opts : (ag_gradcheck_opts){0},
+                  report ? report : &local_r, NULL, {0}};
+    memset(s.r, 0, sizeof *s.r);
+    s.r->worst_input = -1;
+    ag_status st = n < MAX_INPUTS ? validate(&s)
+                                  : gc_error(&s, AG_ERR_ARG, "need fn and 1..63 inputs");
+    if (st != AG_OK)
+        return st;
+    /* v: a fixed random weight of fn's output shape, itself checked */
+    ag_tape *probe = ag_tape_new();
+    ag_tensor *y = probe ? fn(probe, inputs, ctx) : NULL, *v = NULL;
+    if (y && y->dtype == AG_F64) {
+        ag_rng rng;
+        ag_rng_seed(&rng, s.o.seed ^ 0x9e3779b97f4a7c15u);
+        v = ag_tensor_normal(AG_F64, y->ndim, y->shape, 0, 1, &rng);
+    }
+    if (!v)
+        st = gc_error(&s, y ? AG_ERR_NOMEM : AG_ERR_STATE,
+                      y ? "fn must return an f64 tensor (or out of memory)"
+                        : probe && ag_tape_error(probe) ? ag_tape_error(probe)
+                                                        : "fn returned NULL");
+    ag_tape_free(probe);
+    if (st != AG_OK)
+        return st;
+    ag_set_requires_grad(v, true);
+    ag_tensor *in[MAX_INPUTS];
+    memcpy(in, inputs, (size_t)n * sizeof *in);
+    in[n] = v;
+    gg_state c = {fn, ctx, n};
+    st = ag_gradcheck(gg_apply, &c, in, n + 1, opts, s.r);
+    if (st != AG_OK || !s.r->passed) {
+        char *m = s.r->message;
+        if (strncmp(m, "gradcheck", 9) == 0) { /* name what was checked */
+            char tmp[sizeof s.r->message];
+            snprintf(tmp, sizeof tmp, "grad%s", m);
+            memcpy(m, tmp, sizeof tmp);
+        }
+    }
+    ag_tensor_free(v);
+    return st;
+}

@@ -9,6 +9,8 @@ AG_OP(DIV, ag_op_div)
 AG_OP(POW, ag_op_pow)
 AG_OP(MAXIMUM, ag_op_maximum)
 AG_OP(MINIMUM, ag_op_minimum)
+/* broadcast.c */
+AG_OP(SUM_TO, ag_op_sum_to)
 /* ops_unary.c */
 AG_OP(NEG, ag_op_neg)
 AG_OP(EXP, ag_op_exp)

@@ -265,6 +265,9 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
     }
     memcpy(e->iattr, c->iattr, sizeof e->iattr);
     memcpy(e->fattr, c->fattr, sizeof e->fattr);
+    AG_ASSERT(c->attr_size <= sizeof e->attr);
+    if (c->attr_size)
+        memcpy(e->attr.bytes, c->attr, c->attr_size);
     e->aux = c->aux_bytes ? ag_arena_calloc(tape, c->aux_bytes) : c->aux;
     if (c->aux_bytes && !e->aux) {
         if (record)
@@ -286,10 +289,32 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
 
 /* ---- the reverse sweep ---- */
 
+bool ag_needs_grad(const ag_tape *tape, const ag_tensor *x)
+{
+    return x->requires_grad && (!tape->sweep_id || x->mark == tape->sweep_id);
+}
+
+/* ag_gradients' slot for a persistent tensor: a tape buffer for this
+ * sweep, so the persistent gradient is never touched. */
+static void *sweep_grad(ag_tape *tape, ag_tensor *x)
+{
+    if (x->sgrad_id != tape->sweep_id) {
+        ag_tensor *g = ag_tensor_tape(tape, x->dtype, x->ndim, x->shape);
+        if (!g)
+            return NULL;
+        memset(g->data, 0, (size_t)x->numel * ag_dtype_size(x->dtype));
+        x->sgrad = g;
+        x->sgrad_id = tape->sweep_id;
+    }
+    return x->sgrad->data;
+}
+
 void *ag_grad_data(ag_tape *tape, ag_tensor *x)
 {
-    if (!x->requires_grad)
+    if (!ag_needs_grad(tape, x))
         return NULL;
+    if (x->persistent && tape->sweep_id)
+        return sweep_grad(tape, x);
     if (x->grad)
         return x->grad->data;
     size_t bytes = (size_t)x->numel * ag_dtype_size(x->dtype);

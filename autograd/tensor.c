@@ -253,6 +253,8 @@ ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *s
     t->requires_grad = false;
     t->persistent = false;
     t->name = NULL;
+    t->mark = t->sgrad_id = 0;
+    t->sgrad = NULL;
     return t;
 }
 
