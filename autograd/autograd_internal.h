@@ -23,6 +23,17 @@
 
 #define AG_ALIGN 64
 
+/* Inlined into each caller, so a kernel instantiated per op kind (a
+ * constant after inlining) folds its switch away. */
+#define AG_INLINE static inline __attribute__((always_inline))
+/* A loop gcc may vectorise though it cannot prove it safe (a select on a
+ * compare is a blend, not a branch). */
+#ifdef _OPENMP
+#define AG_SIMD _Pragma("omp simd")
+#else
+#define AG_SIMD
+#endif
+
 struct ag_tensor {
     void *data;
     ag_tensor *grad;      /* persistent: heap; tape tensor: arena */

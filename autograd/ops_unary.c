@@ -15,14 +15,6 @@ typedef enum {
     U_LEAKY, U_GELU, U_GELU_TANH, U_SOFTPLUS, U_ADDC, U_MULC, U_POWC
 } un_kind;
 
-#define AG_INLINE static inline __attribute__((always_inline))
-/* A random-sign mask mispredicts half the time as a branch (relu backward
- * ran at ~15 cycles an element); as a vector loop it is a blend. */
-#ifdef _OPENMP
-#define AG_SIMD _Pragma("omp simd")
-#else
-#define AG_SIMD
-#endif
 
 AG_INLINE double sigmoid(double x)
 {
