@@ -5,6 +5,9 @@
 
 #include <math.h>
 
+/* uthash must not exit() on out of memory: a failed add leaves the node
+ * out of the set, which add() detects by counting. */
+#define HASH_NONFATAL_OOM 1
 #define uthash_malloc(sz) ag_mem_alloc(sz)
 #define uthash_free(p, sz) ag_mem_free(p)
 #include <uthash.h>
@@ -31,7 +34,12 @@ static bool add(tensor_node **set, const ag_tensor *t, int64_t producer)
         return false;
     n->t = t;
     n->producer = producer;
+    unsigned before = HASH_COUNT(*set);
     HASH_ADD_PTR(*set, t, n);
+    if (HASH_COUNT(*set) != before + 1) {
+        ag_mem_free(n);
+        return false;
+    }
     return true;
 }
 
