@@ -197,8 +197,9 @@ ag_status ag_backward_seeded(ag_tape *tape, ag_tensor *root, const ag_tensor *se
  * wrt: persistent tensors or tape tensors (a PINN's input x); one that root
  * does not depend on (or that needs no grad) gets zeros.
  * create_graph: the gradients are recorded with ag_ ops, so they are tape
- * tensors that can be differentiated again, to any order (and a seed that
- * requires grad is differentiated too); false: plain values from the fast
+ * tensors that can be differentiated again, to any order (a seed that
+ * requires grad is differentiated too, and so must outlive the tape's
+ * step like any op input; other seeds are copied); false: plain values from the fast
  * backward kernels, recorded nothing.  May be called many times on one
  * recording.  Ops without a recorded derivative (an ag_custom op without a
  * vjp) refuse create_graph with AG_ERR_STATE.
@@ -253,6 +254,7 @@ ag_tensor *ag_leaky_relu(ag_tape *t, ag_tensor *a, double slope);
 ag_tensor *ag_gelu(ag_tape *t, ag_tensor *a);      /* exact: x * Phi(x) (erf) */
 ag_tensor *ag_gelu_tanh(ag_tape *t, ag_tensor *a); /* tanh approximation */
 ag_tensor *ag_softplus(ag_tape *t, ag_tensor *a);  /* log(1 + e^x), stable */
+ag_tensor *ag_erf(ag_tape *t, ag_tensor *a);       /* torch.erf: 2/sqrt(pi) int_0^x e^-s^2 */
 ag_tensor *ag_add_scalar(ag_tape *t, ag_tensor *a, double c);
 ag_tensor *ag_mul_scalar(ag_tape *t, ag_tensor *a, double c);
 ag_tensor *ag_pow_scalar(ag_tape *t, ag_tensor *a, double c);
@@ -308,6 +310,14 @@ ag_tensor *ag_permute(ag_tape *t, ag_tensor *a, const int *perm);
  * axis, as a[5:2] does in torch. */
 ag_tensor *ag_slice(ag_tape *t, ag_tensor *a, int axis, int64_t start, int64_t stop,
                     int64_t step);
+/* The adjoint of ag_slice (torch's slice_backward): a's shape but `size`
+ * along axis, zeros except at start, start + step, ... (as many places as
+ * a has elements there), which hold a's elements in order; start may be
+ * negative, counting from the end.  Places outside [0, size), or step < 1,
+ * are AG_ERR_ARG.  ag_slice of the result with the same start and step
+ * gives a back; each is the other's gradient. */
+ag_tensor *ag_unslice(ag_tape *t, ag_tensor *a, int axis, int64_t size, int64_t start,
+                      int64_t step);
 /* Joins n >= 1 tensors along an existing axis; all other dims must agree
  * (AG_ERR_SHAPE names the index and shape of the first that does not). */
 ag_tensor *ag_concat(ag_tape *t, ag_tensor *const *tensors, int n, int axis);
@@ -334,10 +344,24 @@ ag_tensor *ag_pad(ag_tape *t, ag_tensor *a, const int64_t *pad, double value);
  * a's ndim and dims <= a's on the other axes; out has index's shape.  An
  * index outside [0, a.shape[axis]) is AG_ERR_ARG.  No gradient to index. */
 ag_tensor *ag_gather(ag_tape *t, ag_tensor *a, int axis, const ag_tensor *index);
+/* torch.scatter_add, gather's adjoint: a copy of a with, for axis 0,
+ * out[index[i][j][k]][j][k] += src[i][j][k] (repeated indices add up).
+ * index as for ag_gather (a's ndim, dims <= a's off the axis, integral
+ * values in [0, a.shape[axis]), else AG_ERR_SHAPE / AG_ERR_ARG); src has
+ * index's shape exactly (a narrower form than torch's) and a's dtype.
+ * Gradients to a and src; none to index. */
+ag_tensor *ag_scatter_add(ag_tape *t, ag_tensor *a, int axis, const ag_tensor *index,
+                          ag_tensor *src);
 /* Rows idx[0..n) of a along axis (embedding lookup).  Backward adds into
  * the selected rows; repeated indices add up.  Out-of-range: AG_ERR_ARG. */
 ag_tensor *ag_index_select(ag_tape *t, ag_tensor *a, int axis, const int64_t *idx,
                            int64_t n);
+/* torch.index_add, index_select's adjoint: a copy of a with src's rows
+ * added into rows idx[0..n) along axis (repeated indices add up).  src is
+ * a's shape with n on the axis, and a's dtype (else AG_ERR_SHAPE /
+ * AG_ERR_DTYPE); an index out of range is AG_ERR_ARG.  idx is copied. */
+ag_tensor *ag_index_add(ag_tape *t, ag_tensor *a, int axis, const int64_t *idx, int64_t n,
+                        ag_tensor *src);
 /* cond != 0 ? a : b elementwise, broadcasting all three; no gradient to
  * cond. */
 ag_tensor *ag_where(ag_tape *t, ag_tensor *cond, ag_tensor *a, ag_tensor *b);
@@ -429,11 +453,18 @@ double ag_var_grad(const ag_tape *t, ag_var x);
 /* One reverse sweep from y: the gradient with respect to every input.
  * Tensor entries recorded before y that feed it are swept too. */
 ag_status ag_var_backward(ag_tape *t, ag_var y);
-/* Second order on the scalar path (forward-over-reverse, as ADOL-C's
- * hess_vec and hessian): hv[i] = sum_j d2y / dx_i dx_j v[j] over the n
- * input vars x, and the dense n x n Hessian h (row-major) of y.  Also
- * leaves d y / d x in ag_var_grad.  The tape must hold only scalar ops
- * (AG_ERR_STATE otherwise). */
+/* Second order on the scalar path, forward over reverse as ADOL-C's
+ * hess_vec: one tangent sweep along v, then one reverse sweep of adjoints
+ * and adjoint tangents.  ag_var_hvp: hv[i] = sum_j d2y / dx_i dx_j v[j]
+ * over the n input vars x (from ag_var_new; other inputs are held fixed);
+ * ag_var_hessian: the dense n x n Hessian h (row-major), n products.  Both
+ * leave d y / d x in ag_var_grad, as ag_var_backward does.  Kinks (relu,
+ * abs, min, max) have second derivative 0.  v, hv, h are the caller's and
+ * may be NULL only when n is 0.  Errors: the tape's kept error;
+ * AG_ERR_STATE when the tape holds tensor ops (use ag_hvp there);
+ * AG_ERR_ARG for a NULL tape or array, n < 0, an invalid var, an x that is
+ * not an input; AG_ERR_NOMEM.  The first call adds 16 bytes per op of
+ * tangent storage, kept by the tape like the other arrays. */
 ag_status ag_var_hvp(ag_tape *t, ag_var y, int n, const ag_var *x, const double *v,
                      double *hv);
 ag_status ag_var_hessian(ag_tape *t, ag_var y, int n, const ag_var *x, double *h);

@@ -201,6 +201,8 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c);
 /* Gradient buffer of x during backward: allocated zeroed on first use, or
  * NULL when x needs no gradient (then skip it). */
 void *ag_grad_data(ag_tape *tape, ag_tensor *x);
+/* The same as a tensor (x's shape and dtype). */
+ag_tensor *ag_grad_tensor(ag_tape *tape, ag_tensor *x);
 /* Whether the sweep in progress wants a gradient for x (the test both
  * ag_grad_data and the recorded derivatives use). */
 bool ag_needs_grad(const ag_tape *tape, const ag_tensor *x);

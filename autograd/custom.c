@@ -20,7 +20,7 @@ static void custom_backward(ag_tape *tape, ag_entry *e)
     const custom_aux *a = e->aux;
     ag_tensor *gin[MAX_CUSTOM_INPUTS];
     for (int k = 0; k < e->n_in; k++)
-        gin[k] = ag_grad_data(tape, e->in[k]) ? e->in[k]->grad : NULL;
+        gin[k] = ag_grad_tensor(tape, e->in[k]);
     if (tape->status == AG_OK)
         a->op->backward(e->in, e->n_in, e->out, e->out->grad, gin, a->ctx);
 }

@@ -158,9 +158,18 @@ static void accumulate(ag_tape *t, ag_tensor *x, ag_tensor *g)
  * requires grad is differentiated too) and runs the vjps from entry end-1
  * down.  Each entry is copied before its vjp runs: the vjp's own ops may
  * grow (move) the entry array. */
+static double copy_elem(const void *ctx, int64_t i) { return ag_get(ctx, i); }
+
 static void sweep_recorded(ag_tape *t, ag_tensor *root, const ag_tensor *seed, int64_t end)
 {
-    accumulate(t, root, seed ? (ag_tensor *)seed : ag_const_like(t, root, 1.0));
+    /* a seed that needs no gradient is copied, so the recording never
+     * points at a persistent tensor the caller may free */
+    ag_tensor *s = seed && seed->requires_grad ? (ag_tensor *)seed
+                   : seed ? ag_const_fill(t, seed->dtype, seed->ndim, seed->shape, copy_elem, seed)
+                          : ag_const_like(t, root, 1.0);
+    if (!s)
+        return;
+    accumulate(t, root, s);
     for (int64_t i = end - 1; i >= 0 && t->status == AG_OK; i--) {
         ag_entry e = t->entries[i];
         ag_tensor *gout = e.out->grad;

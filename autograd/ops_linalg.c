@@ -12,7 +12,11 @@
  * where batch t of C reads batch a of A and batch b of B (a broadcast batch
  * dim repeats the same matrix, so its gradient sums over the repeats by
  * accumulation).  When B has no batch dims, A's batches fold into M and
- * each of the three products is one GEMM call. */
+ * each of the three products is one GEMM call.
+ *
+ * The recorded derivative says the same with ops (dA = g B^T as
+ * ag_linear(g, B), dB = A^T g, ag_sum_to over broadcast batches), so it
+ * can be differentiated again; linear's is dx = g W, dW = g^T x. */
 #include "autograd_internal.h"
 #include "kernels/kernels_internal.h"
 
@@ -160,6 +164,70 @@ static void matmul_backward(ag_tape *tape, ag_entry *e)
     }
 }
 
+/* ---- recorded derivative ----
+ * Written with the 1-D promotions undone by broadcasting instead of
+ * reshapes where it can be, and with B read transposed in place by
+ * ag_linear when B is a matrix (the common case), so only A^T is copied. */
+
+/* x as a matrix of rows: [product of the leading dims, last dim]; a 1-D x
+ * is one row, a 2-D x itself (no copy). */
+static ag_tensor *rows_of(ag_tape *t, ag_tensor *x)
+{
+    if (x->ndim == 2)
+        return x;
+    int64_t shape[2] = {1, x->shape[x->ndim - 1]};
+    for (int i = 0; i < x->ndim - 1; i++)
+        shape[0] *= x->shape[i];
+    return ag_reshape(t, x, 2, shape);
+}
+
+/* B a vector [K]: C = A b has A's shape less its last dim (0-d for a
+ * vector A); g1 = g with that dim back as size 1 (g itself for 0-d). */
+static void matmul_vjp_vec(ag_tape *t, ag_tensor *a, ag_tensor *b, ag_tensor *g, bool need_a,
+                           bool need_b, ag_tensor **gin)
+{
+    ag_tensor *g1 = a->ndim >= 2 ? ag_unsqueeze(t, g, -1) : g;
+    if (need_a) /* dA = g b^T: [.., M, 1] * [K] */
+        gin[0] = ag_mul(t, g1, b);
+    if (need_b) /* db = A^T g: the sum over rows of g_m A_m */
+        gin[1] = ag_sum_to(t, ag_mul(t, g1, a), b);
+}
+
+/* B a matrix [K, N]: A's batches fold into its rows. */
+static void matmul_vjp_mat(ag_tape *t, ag_tensor *a, ag_tensor *b, ag_tensor *g, bool need_a,
+                           bool need_b, ag_tensor **gin)
+{
+    if (need_a) /* dA = g B^T, B read transposed in place ([N] g: a vector dA) */
+        gin[0] = ag_linear(t, g, b, NULL);
+    if (need_b) /* dB = A^T g over the folded rows ([1, K] for a vector A) */
+        gin[1] = ag_matmul(t, ag_transpose(t, rows_of(t, a), 0, 1), rows_of(t, g));
+}
+
+/* B batched: batch products, summed back over the batch dims an operand
+ * broadcast along (ag_sum_to); a vector A is the matrix [1, K]. */
+static void matmul_vjp_batched(ag_tape *t, ag_tensor *a, ag_tensor *b, ag_tensor *g,
+                               bool need_a, bool need_b, ag_tensor **gin)
+{
+    ag_tensor *a2 = a->ndim >= 2 ? a : ag_unsqueeze(t, a, 0);
+    ag_tensor *g2 = a->ndim >= 2 ? g : ag_unsqueeze(t, g, -2);
+    if (need_a) /* dA = sum over broadcast batches of g B^T ([.., 1, K] -> [K] too) */
+        gin[0] = ag_sum_to(t, ag_matmul(t, g2, ag_transpose(t, b, -1, -2)), a);
+    if (need_b) /* dB = sum over broadcast batches of A^T g */
+        gin[1] = ag_sum_to(t, ag_matmul(t, ag_transpose(t, a2, -1, -2), g2), b);
+}
+
+static void matmul_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    ag_tensor *a = e->in[0], *b = e->in[1];
+    bool need_a = ag_needs_grad(tape, a), need_b = ag_needs_grad(tape, b);
+    if (b->ndim == 1)
+        matmul_vjp_vec(tape, a, b, gout, need_a, need_b, gin);
+    else if (b->ndim == 2)
+        matmul_vjp_mat(tape, a, b, gout, need_a, need_b, gin);
+    else
+        matmul_vjp_batched(tape, a, b, gout, need_a, need_b, gin);
+}
+
 ag_tensor *ag_matmul(ag_tape *t, ag_tensor *a, ag_tensor *b)
 {
     ag_tensor *in[2] = {a, b};
@@ -220,7 +288,9 @@ static bool matmul_sample(int which, ag_rng *rng, ag_op_sample *s)
     return true;
 }
 
-const ag_op_def ag_op_matmul = {"matmul", 2, matmul_forward, matmul_backward, matmul_sample};
+const ag_op_def ag_op_matmul = {.name = "matmul", .forward = matmul_forward,
+                                .backward = matmul_backward, .vjp = matmul_vjp,
+                                .sample = matmul_sample};
 
 /* ---- linear: y = x W^T + b, fused ----
  * x (M, I) with M = product of x's leading dims, W (O, I) as PyTorch
@@ -280,6 +350,20 @@ static void linear_backward(ag_tape *tape, ag_entry *e)
         bias_grad(y->grad, db, M, O);
 }
 
+/* The same products recorded: g W reads W as stored (no copy), g^T x
+ * copies g transposed once. */
+static void linear_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    ag_tensor *x = e->in[0], *w = e->in[1];
+    if (ag_needs_grad(tape, x)) /* dx = g W */
+        gin[0] = ag_matmul(tape, gout, w);
+    if (ag_needs_grad(tape, w)) /* dW = g^T x over the flattened leading dims */
+        gin[1] = ag_matmul(tape, ag_transpose(tape, rows_of(tape, gout), 0, 1),
+                           rows_of(tape, x));
+    if (e->n_in > 2 && ag_needs_grad(tape, e->in[2])) /* db = sum_m g[m, :] */
+        gin[2] = ag_sum_to(tape, gout, e->in[2]);
+}
+
 ag_tensor *ag_linear(ag_tape *t, ag_tensor *x, ag_tensor *w, ag_tensor *b)
 {
     ag_tensor *in[3] = {x, w, b};
@@ -324,4 +408,6 @@ static bool linear_sample(int which, ag_rng *rng, ag_op_sample *s)
     return true;
 }
 
-const ag_op_def ag_op_linear = {"linear", -1, linear_forward, linear_backward, linear_sample};
+const ag_op_def ag_op_linear = {.name = "linear", .forward = linear_forward,
+                                .backward = linear_backward, .vjp = linear_vjp,
+                                .sample = linear_sample};

@@ -23,6 +23,7 @@ AG_OP(TANH, ag_op_tanh)
 AG_OP(SIGMOID, ag_op_sigmoid)
 AG_OP(RELU, ag_op_relu)
 AG_OP(LEAKY_RELU, ag_op_leaky_relu)
+AG_OP(ERF, ag_op_erf)
 AG_OP(GELU, ag_op_gelu)
 AG_OP(GELU_TANH, ag_op_gelu_tanh)
 AG_OP(SOFTPLUS, ag_op_softplus)
@@ -35,11 +36,13 @@ AG_OP(MEAN, ag_op_mean)
 /* ops_linalg.c */
 AG_OP(MATMUL, ag_op_matmul)
 AG_OP(LINEAR, ag_op_linear)
-/* ops_reduce.c (issue 3 reductions) */
+/* ops_reduce_extreme.c */
 AG_OP(MAX, ag_op_max)
 AG_OP(MIN, ag_op_min)
+/* ops_reduce.c */
 AG_OP(LOGSUMEXP, ag_op_logsumexp)
 AG_OP(VARIANCE, ag_op_variance)
+/* ops_reduce_extreme.c */
 AG_OP(ARGMAX, ag_op_argmax)
 /* ops_shape.c */
 AG_OP(RESHAPE, ag_op_reshape)
@@ -48,13 +51,18 @@ AG_OP(UNSQUEEZE, ag_op_unsqueeze)
 AG_OP(TRANSPOSE, ag_op_transpose)
 AG_OP(PERMUTE, ag_op_permute)
 AG_OP(EXPAND, ag_op_expand)
+/* ops_slice.c */
 AG_OP(SLICE, ag_op_slice)
+AG_OP(UNSLICE, ag_op_unslice)
 AG_OP(PAD, ag_op_pad)
 AG_OP(CONCAT, ag_op_concat)
 AG_OP(STACK, ag_op_stack)
 /* ops_index.c */
 AG_OP(GATHER, ag_op_gather)
+AG_OP(SCATTER_ADD, ag_op_scatter_add)
 AG_OP(INDEX_SELECT, ag_op_index_select)
+AG_OP(INDEX_ADD, ag_op_index_add)
+/* ops_mask.c */
 AG_OP(WHERE, ag_op_where)
 AG_OP(CLAMP, ag_op_clamp)
 /* ops_nn.c */

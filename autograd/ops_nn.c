@@ -4,7 +4,10 @@
  * axis, K = the axis, I = product of the dims after it; each of the O*I
  * lanes holds K elements at stride I.  Cross-entropy: N = rows, C =
  * classes.  Notation: x = input, z = output, p = softmax(x), g = dL/dz.
- * f32 sums accumulate in double; exponentials run in the tensor's dtype. */
+ * f32 sums accumulate in double; exponentials run in the tensor's dtype.
+ * Each op's recorded derivative (vjp) sits next to its fast backward and
+ * says the same math with ops on the recorded z or x; labels, smoothing
+ * targets and dropout masks enter it as constant tensors. */
 #include "autograd_internal.h"
 
 #include <math.h>
@@ -12,28 +15,21 @@
 /* ---- softmax and log-softmax ------------------------------------------- */
 
 typedef struct {
-    int64_t outer, k, inner;
-} sm_view;
+    int axis; /* normalised; 0 for a 0-d input */
+} sm_attr;
 
-/* iattr: [0] axis (normalised; 0 for a 0-d input) */
-static sm_view sm_view_of(const ag_tensor *a, int axis)
+/* The (O, K, I) view of the input (a 0-d input: one lane of one element). */
+static ag_axis_view sm_view_of(const ag_tensor *a, int axis)
 {
-    if (a->ndim == 0)
-        return (sm_view){1, 1, 1};
-    sm_view v = {1, a->shape[axis], 1};
-    for (int i = 0; i < axis; i++)
-        v.outer *= a->shape[i];
-    for (int i = axis + 1; i < a->ndim; i++)
-        v.inner *= a->shape[i];
-    return v;
+    return ag_axis_view_of(a, a->ndim ? axis : -1);
 }
 
 /* One lane of K elements at stride s: z = x - max - log(sum(exp(x - max)))
  * (log) or exp(x - max) / sum (softmax).  The maximum keeps exp <= 1, so
  * logits of +-1e4 stay finite; a NaN anywhere in the lane spreads to all. */
 #define SM_LANE(T, EXP)                                                       \
-    static inline void sm_lane_##T(const T *x, T *z, int64_t k, int64_t s,    \
-                                   bool log_out)                              \
+    AG_INLINE void sm_lane_##T(const T *x, T *z, int64_t k, int64_t s,        \
+                               bool log_out)                                  \
     {                                                                         \
         T m = -INFINITY;                                                      \
         for (int64_t j = 0; j < k; j++)                                       \
@@ -63,8 +59,8 @@ SM_LANE(double, exp)
  *   softmax      z = p:      dx += z * (g - sum_j g_j z_j)
  *   log-softmax  z = log p:  dx += g - exp(z) * sum_j g_j */
 #define SM_LANE_BWD(T, EXP)                                                   \
-    static inline void sm_lane_bwd_##T(const T *z, const T *g, T *dx,         \
-                                       int64_t k, int64_t s, bool log_out)    \
+    AG_INLINE void sm_lane_bwd_##T(const T *z, const T *g, T *dx,             \
+                                   int64_t k, int64_t s, bool log_out)        \
     {                                                                         \
         double acc = 0;                                                       \
         if (log_out) {                                                        \
@@ -85,11 +81,14 @@ SM_LANE_BWD(float, expf)
 SM_LANE_BWD(double, exp)
 
 /* Walks the O*I lanes; the common last-axis case (I == 1) gets a literal
- * stride so the lane loops are contiguous. */
+ * stride so the lane loops are contiguous.  Inlined into each row's
+ * functions with log_out a constant, so the choice is made at compile
+ * time. */
 #define SM_WALK(T)                                                            \
-    static void sm_walk_##T(const T *x, T *z, sm_view v, bool log_out)        \
+    AG_INLINE void sm_walk_##T(const T *x, T *z, ag_axis_view v,              \
+                               bool log_out)                                  \
     {                                                                         \
-        for (int64_t o = 0; o < v.outer; o++) {                              \
+        for (int64_t o = 0; o < v.outer; o++) {                               \
             int64_t base = o * v.k * v.inner;                                 \
             if (v.inner == 1)                                                 \
                 sm_lane_##T(x + base, z + base, v.k, 1, log_out);             \
@@ -99,10 +98,10 @@ SM_LANE_BWD(double, exp)
                                 log_out);                                     \
         }                                                                     \
     }                                                                         \
-    static void sm_walk_bwd_##T(const T *z, const T *g, T *dx, sm_view v,     \
-                                bool log_out)                                 \
+    AG_INLINE void sm_walk_bwd_##T(const T *z, const T *g, T *dx,             \
+                                   ag_axis_view v, bool log_out)              \
     {                                                                         \
-        for (int64_t o = 0; o < v.outer; o++) {                              \
+        for (int64_t o = 0; o < v.outer; o++) {                               \
             int64_t base = o * v.k * v.inner;                                 \
             if (v.inner == 1)                                                 \
                 sm_lane_bwd_##T(z + base, g + base, dx + base, v.k, 1,        \
@@ -116,32 +115,57 @@ SM_LANE_BWD(double, exp)
 SM_WALK(float)
 SM_WALK(double)
 
-/* iattr: [0] axis, [1] 1 for log-softmax */
-static void sm_forward(ag_entry *e)
+AG_INLINE void sm_forward(ag_entry *e, bool log_out)
 {
-    sm_view v = sm_view_of(e->in[0], (int)e->iattr[0]);
-    bool log_out = e->iattr[1] != 0;
+    ag_axis_view v = sm_view_of(e->in[0], AG_ATTR(e, sm_attr)->axis);
     if (e->out->dtype == AG_F64)
         sm_walk_double(e->in[0]->data, e->out->data, v, log_out);
     else
         sm_walk_float(e->in[0]->data, e->out->data, v, log_out);
 }
 
-static void sm_backward(ag_tape *tape, ag_entry *e)
+AG_INLINE void sm_backward(ag_tape *tape, ag_entry *e, bool log_out)
 {
     void *dx = ag_grad_data(tape, e->in[0]);
     if (!dx)
         return;
-    sm_view v = sm_view_of(e->in[0], (int)e->iattr[0]);
-    bool log_out = e->iattr[1] != 0;
+    ag_axis_view v = sm_view_of(e->in[0], AG_ATTR(e, sm_attr)->axis);
     if (e->out->dtype == AG_F64)
         sm_walk_bwd_double(e->out->data, e->out->grad->data, dx, v, log_out);
     else
         sm_walk_bwd_float(e->out->data, e->out->grad->data, dx, v, log_out);
 }
 
-static ag_tensor *sm_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a, int axis,
-                         bool log_out)
+static void softmax_forward(ag_entry *e) { sm_forward(e, false); }
+static void softmax_backward(ag_tape *tape, ag_entry *e) { sm_backward(tape, e, false); }
+static void log_softmax_forward(ag_entry *e) { sm_forward(e, true); }
+static void log_softmax_backward(ag_tape *tape, ag_entry *e) { sm_backward(tape, e, true); }
+
+/* The lane sums of the recorded derivatives, kept as a size-1 axis (all
+ * of a 0-d tensor). */
+static ag_tensor *lane_sum(ag_tape *tape, ag_tensor *x, int axis)
+{
+    return ag_sum(tape, x, x->ndim ? axis : AG_ALL, true);
+}
+
+/* dx = z * (g - sum_j g_j z_j), z the recorded output */
+static void softmax_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    ag_tensor *z = e->out;
+    int axis = AG_ATTR(e, sm_attr)->axis;
+    gin[0] = ag_mul(tape, z, ag_sub(tape, gout, lane_sum(tape, ag_mul(tape, gout, z), axis)));
+}
+
+/* dx = g - exp(z) * sum_j g_j, exp(z) = softmax(x) from the recorded z */
+static void log_softmax_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout,
+                            ag_tensor **gin)
+{
+    int axis = AG_ATTR(e, sm_attr)->axis;
+    gin[0] = ag_sub(tape, gout,
+                    ag_mul(tape, ag_exp(tape, e->out), lane_sum(tape, gout, axis)));
+}
+
+static ag_tensor *sm_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a, int axis)
 {
     if (!ag_check_inputs(tape, def->name, 1, &a))
         return NULL;
@@ -153,32 +177,38 @@ static ag_tensor *sm_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a, int 
     } else if (!ag_check_axis(tape, def->name, a->ndim, &axis)) {
         return NULL;
     }
+    sm_attr at = {axis};
     ag_op_call c = {.def = def, .in = &a, .n_in = 1, .dtype = a->dtype, .ndim = a->ndim,
-                    .shape = a->shape, .iattr = {axis, log_out}};
+                    .shape = a->shape, .attr = &at, .attr_size = sizeof at};
     return ag_op_run(tape, &c);
 }
 
 ag_tensor *ag_softmax(ag_tape *t, ag_tensor *a, int axis)
 {
-    return sm_run(t, &ag_op_softmax, a, axis, false);
+    return sm_run(t, &ag_op_softmax, a, axis);
 }
 
 ag_tensor *ag_log_softmax(ag_tape *t, ag_tensor *a, int axis)
 {
-    return sm_run(t, &ag_op_log_softmax, a, axis, true);
+    return sm_run(t, &ag_op_log_softmax, a, axis);
 }
 
 /* ---- cross-entropy of logits ------------------------------------------- */
 
 /* Saved at record time in the arena (aux):
  *   labels  int64 [N]     copied from the caller
- *   probs   dtype [N, C]  softmax of each row, filled by forward
- * iattr: [0] reduction, [1] rows not ignored, [2] ignore index;
- * fattr: [0] label smoothing eps. */
+ *   probs   dtype [N, C]  softmax of each row, filled by forward */
 typedef struct {
     int64_t *labels;
     void *probs;
 } ce_saved;
+
+typedef struct {
+    ag_reduction reduction;
+    int64_t valid;        /* rows not ignored: MEAN's divisor */
+    int64_t ignore_index; /* AG_CE_NO_IGNORE: none */
+    double eps;           /* label smoothing */
+} ce_attr;
 
 /* Row r, label y, eps, m = max, lse = m + log sum exp(x - m):
  *   loss_r = (1-eps) (lse - x_y) + eps * mean_c (lse - x_c)
@@ -255,13 +285,14 @@ static void ce_forward(ag_entry *e)
 {
     const ag_tensor *x = e->in[0];
     const ce_saved *s = e->aux;
+    const ce_attr *a = AG_ATTR(e, ce_attr);
     int64_t n = x->shape[0], c = x->shape[1];
     if (x->dtype == AG_F64)
-        ce_fwd_double(x->data, s->labels, s->probs, e->out->data, n, c, e->iattr[2],
-                      e->fattr[0], (int)e->iattr[0], e->iattr[1]);
+        ce_fwd_double(x->data, s->labels, s->probs, e->out->data, n, c, a->ignore_index,
+                      a->eps, (int)a->reduction, a->valid);
     else
-        ce_fwd_float(x->data, s->labels, s->probs, e->out->data, n, c, e->iattr[2],
-                     e->fattr[0], (int)e->iattr[0], e->iattr[1]);
+        ce_fwd_float(x->data, s->labels, s->probs, e->out->data, n, c, a->ignore_index,
+                     a->eps, (int)a->reduction, a->valid);
 }
 
 static void ce_backward(ag_tape *tape, ag_entry *e)
@@ -271,13 +302,59 @@ static void ce_backward(ag_tape *tape, ag_entry *e)
     if (!dx)
         return;
     const ce_saved *s = e->aux;
+    const ce_attr *a = AG_ATTR(e, ce_attr);
     int64_t n = x->shape[0], c = x->shape[1];
     if (x->dtype == AG_F64)
-        ce_bwd_double(s->probs, s->labels, e->out->grad->data, dx, n, c, e->iattr[2],
-                      e->fattr[0], (int)e->iattr[0], e->iattr[1]);
+        ce_bwd_double(s->probs, s->labels, e->out->grad->data, dx, n, c, a->ignore_index,
+                      a->eps, (int)a->reduction, a->valid);
     else
-        ce_bwd_float(s->probs, s->labels, e->out->grad->data, dx, n, c, e->iattr[2],
-                     e->fattr[0], (int)e->iattr[0], e->iattr[1]);
+        ce_bwd_float(s->probs, s->labels, e->out->grad->data, dx, n, c, a->ignore_index,
+                     a->eps, (int)a->reduction, a->valid);
+}
+
+/* The recorded derivative's constants, from the saved labels. */
+typedef struct {
+    const int64_t *labels;
+    int64_t c;
+    const ce_attr *a;
+} ce_fill_ctx;
+
+/* target distribution t_rc = (1-eps) [c == y_r] + eps/C (0 on ignored rows) */
+static double ce_target_at(const void *vc, int64_t i)
+{
+    const ce_fill_ctx *f = vc;
+    int64_t r = i / f->c, y = f->labels[r];
+    if (y == f->a->ignore_index)
+        return 0;
+    return (i % f->c == y ? 1 - f->a->eps : 0) + f->a->eps / (double)f->c;
+}
+
+/* row weight: 0 on ignored rows, else 1/valid (mean) or 1 */
+static double ce_row_weight_at(const void *vc, int64_t r)
+{
+    const ce_fill_ctx *f = vc;
+    if (f->labels[r] == f->a->ignore_index)
+        return 0;
+    return f->a->reduction == AG_REDUCE_MEAN ? 1.0 / (double)f->a->valid : 1.0;
+}
+
+/* dx = (softmax(x) - t) * w * g, with t the target distribution and w
+ * the row weights [N, 1] (constants); g is 0-d, or [N] for NONE (one
+ * value per row).  The softmax is recorded again from x, so the
+ * derivative can itself be differentiated. */
+static void ce_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    ag_tensor *x = e->in[0];
+    const ce_saved *s = e->aux;
+    const ce_attr *a = AG_ATTR(e, ce_attr);
+    ce_fill_ctx f = {s->labels, x->shape[1], a};
+    int64_t wshape[2] = {x->shape[0], 1};
+    ag_tensor *t = ag_const_fill(tape, x->dtype, 2, x->shape, ce_target_at, &f);
+    ag_tensor *w = ag_const_fill(tape, x->dtype, 2, wshape, ce_row_weight_at, &f);
+    ag_tensor *g = a->reduction == AG_REDUCE_NONE ? ag_unsqueeze(tape, gout, -1) : gout;
+    if (!t || !w)
+        return;
+    gin[0] = ag_mul(tape, ag_sub(tape, ag_softmax(tape, x, -1), t), ag_mul(tape, w, g));
 }
 
 /* Checks the labels: returns the number of rows not ignored, or -1 (with
@@ -337,19 +414,22 @@ ag_tensor *ag_cross_entropy_logits(ag_tape *t, ag_tensor *logits, const int64_t 
     if (n > 0)
         memcpy(s->labels, labels, lab_bytes);
 
+    ce_attr a = {o.reduction, valid, o.ignore_index, o.label_smoothing};
     int64_t out_shape[1] = {n};
     ag_op_call call = {.def = &ag_op_cross_entropy_logits, .in = &logits, .n_in = 1,
                        .dtype = logits->dtype,
                        .ndim = o.reduction == AG_REDUCE_NONE ? 1 : 0, .shape = out_shape,
-                       .iattr = {o.reduction, valid, o.ignore_index},
-                       .fattr = {o.label_smoothing}, .aux = s};
+                       .attr = &a, .attr_size = sizeof a, .aux = s};
     return ag_op_run(t, &call);
 }
 
 /* ---- dropout ------------------------------------------------------------ */
 
-/* aux: uint8 keep mask [N] drawn at record time; fattr: [0] 1/(1-p).
+/* aux: uint8 keep mask [N] drawn at record time.
  *   z = x * keep / (1-p);   dx += g * keep / (1-p) */
+typedef struct {
+    double scale; /* 1 / (1-p) */
+} drop_attr;
 #define DROP_LOOPS(T)                                                         \
     static void drop_apply_##T(const T *x, const unsigned char *keep, T *z,   \
                                int64_t n, T scale, bool accumulate)           \
@@ -367,11 +447,11 @@ DROP_LOOPS(double)
 static void drop_forward(ag_entry *e)
 {
     int64_t n = e->out->numel;
+    double scale = AG_ATTR(e, drop_attr)->scale;
     if (e->out->dtype == AG_F64)
-        drop_apply_double(e->in[0]->data, e->aux, e->out->data, n, e->fattr[0], false);
+        drop_apply_double(e->in[0]->data, e->aux, e->out->data, n, scale, false);
     else
-        drop_apply_float(e->in[0]->data, e->aux, e->out->data, n, (float)e->fattr[0],
-                         false);
+        drop_apply_float(e->in[0]->data, e->aux, e->out->data, n, (float)scale, false);
 }
 
 static void drop_backward(ag_tape *tape, ag_entry *e)
@@ -380,10 +460,31 @@ static void drop_backward(ag_tape *tape, ag_entry *e)
     if (!dx)
         return;
     int64_t n = e->out->numel;
+    double scale = AG_ATTR(e, drop_attr)->scale;
     if (e->out->dtype == AG_F64)
-        drop_apply_double(e->out->grad->data, e->aux, dx, n, e->fattr[0], true);
+        drop_apply_double(e->out->grad->data, e->aux, dx, n, scale, true);
     else
-        drop_apply_float(e->out->grad->data, e->aux, dx, n, (float)e->fattr[0], true);
+        drop_apply_float(e->out->grad->data, e->aux, dx, n, (float)scale, true);
+}
+
+typedef struct {
+    const unsigned char *keep;
+    double scale;
+} drop_fill_ctx;
+
+static double drop_mask_at(const void *vc, int64_t i)
+{
+    const drop_fill_ctx *f = vc;
+    return f->keep[i] ? f->scale : 0;
+}
+
+/* dx = g * m, m = keep / (1-p) a constant */
+static void drop_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    drop_fill_ctx f = {e->aux, AG_ATTR(e, drop_attr)->scale};
+    const ag_tensor *x = e->in[0];
+    gin[0] = ag_mul(tape, gout, ag_const_fill(tape, x->dtype, x->ndim, x->shape,
+                                              drop_mask_at, &f));
 }
 
 ag_tensor *ag_dropout(ag_tape *t, ag_tensor *a, double p, bool training, ag_rng *rng)
@@ -404,9 +505,10 @@ ag_tensor *ag_dropout(ag_tape *t, ag_tensor *a, double p, bool training, ag_rng 
     uint64_t cut = (uint64_t)ldexp(p, 53);
     for (int64_t i = 0; i < a->numel; i++)
         keep[i] = (ag_rng_next(rng) >> 11) >= cut;
+    drop_attr at = {1.0 / (1.0 - p)};
     ag_op_call c = {.def = &ag_op_dropout, .in = &a, .n_in = 1, .dtype = a->dtype,
-                    .ndim = a->ndim, .shape = a->shape, .fattr = {1.0 / (1.0 - p)},
-                    .aux = keep};
+                    .ndim = a->ndim, .shape = a->shape, .attr = &at,
+                    .attr_size = sizeof at, .aux = keep};
     return ag_op_run(t, &c);
 }
 
@@ -520,9 +622,15 @@ static bool dropout_sample(int which, ag_rng *rng, ag_op_sample *s)
     return true;
 }
 
-const ag_op_def ag_op_softmax = {"softmax", 1, sm_forward, sm_backward, softmax_sample};
-const ag_op_def ag_op_log_softmax = {"log_softmax", 1, sm_forward, sm_backward,
-                                     log_softmax_sample};
-const ag_op_def ag_op_cross_entropy_logits = {"cross_entropy_logits", 1, ce_forward,
-                                              ce_backward, ce_sample};
-const ag_op_def ag_op_dropout = {"dropout", 1, drop_forward, drop_backward, dropout_sample};
+const ag_op_def ag_op_softmax = {.name = "softmax", .forward = softmax_forward,
+                                 .backward = softmax_backward, .vjp = softmax_vjp,
+                                 .sample = softmax_sample};
+const ag_op_def ag_op_log_softmax = {.name = "log_softmax", .forward = log_softmax_forward,
+                                     .backward = log_softmax_backward,
+                                     .vjp = log_softmax_vjp, .sample = log_softmax_sample};
+const ag_op_def ag_op_cross_entropy_logits = {.name = "cross_entropy_logits",
+                                              .forward = ce_forward, .backward = ce_backward,
+                                              .vjp = ce_vjp, .sample = ce_sample};
+const ag_op_def ag_op_dropout = {.name = "dropout", .forward = drop_forward,
+                                 .backward = drop_backward, .vjp = drop_vjp,
+                                 .sample = dropout_sample};

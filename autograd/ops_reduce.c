@@ -1,9 +1,13 @@
-/* ops_reduce.c — sum and mean over one axis or all elements.
+/* ops_reduce.c — the smooth reductions over one axis or all elements: sum,
+ * mean, logsumexp, variance; and what every reduction shares (the axis
+ * view, the call checks, the keepdim form, the sample cases).
  * An axis reduction views the input as (O, K, I): O = product of the dims
- * before the axis, K = the axis, I = product of the dims after it. */
-#include "autograd_internal.h"
+ * before the axis, K = the axis, I = product of the dims after it; the
+ * output is (O, I).  Notation: x = input, z = output, g = dL/dz.  Math
+ * runs in double (f32 accumulates in double), rounded once to the dtype. */
+#include "ops_reduce_internal.h"
 
-typedef ag_axis_view red_view;
+#include <math.h>
 
 ag_axis_view ag_axis_view_of(const ag_tensor *x, int axis)
 {
@@ -17,16 +21,76 @@ ag_axis_view ag_axis_view_of(const ag_tensor *x, int axis)
     return v;
 }
 
-/* iattr: [0] axis (-1 for all), [1] keepdim, [2] 1 for mean */
-static red_view view_of(const ag_entry *e)
+/* ---- what every reduction shares ---- */
+
+/* "axis 1 of [3,4]" or "every axis of [3,4]", for messages. */
+static const char *reduce_where(const ag_reduce_plan *p, const ag_tensor *a, char *buf,
+                                size_t n)
 {
-    return ag_axis_view_of(e->in[0], (int)e->iattr[0]);
+    char sb[128];
+    if (p->user_axis == AG_ALL)
+        snprintf(buf, n, "every axis of %s", ag_shape_str(a, sb, sizeof sb));
+    else
+        snprintf(buf, n, "axis %d of %s", p->user_axis, ag_shape_str(a, sb, sizeof sb));
+    return buf;
 }
 
-/* Typed loops: double accumulators (f32 sums too), rows of the inner dim
- * walked contiguously. */
+bool ag_reduce_plan_of(ag_tape *tape, const char *fn, ag_tensor *a, int axis, bool keepdim,
+                       bool nonempty, ag_reduce_plan *p)
+{
+    if (!ag_check_inputs(tape, fn, 1, &a))
+        return false;
+    *p = (ag_reduce_plan){.attr = {.axis = -1, .keepdim = keepdim}, .user_axis = axis};
+    if (axis == AG_ALL) {
+        for (int i = 0; keepdim && i < a->ndim; i++)
+            p->shape[p->ndim++] = 1;
+    } else {
+        if (!ag_check_axis(tape, fn, a->ndim, &axis))
+            return false;
+        p->attr.axis = axis;
+        for (int i = 0; i < a->ndim; i++)
+            if (i != axis)
+                p->shape[p->ndim++] = a->shape[i];
+            else if (keepdim)
+                p->shape[p->ndim++] = 1;
+    }
+    p->v = ag_axis_view_of(a, p->attr.axis);
+    if (nonempty && p->v.k == 0) {
+        char wb[192];
+        ag_fail(tape, AG_ERR_SHAPE, "%s: reduction over an empty axis (%s)", fn,
+                reduce_where(p, a, wb, sizeof wb));
+        return false;
+    }
+    return true;
+}
+
+ag_tensor *ag_reduce_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a,
+                         const ag_reduce_plan *p, size_t aux_bytes)
+{
+    ag_op_call c = {.def = def, .in = &a, .n_in = 1, .dtype = a->dtype, .ndim = p->ndim,
+                    .shape = p->shape, .attr = &p->attr, .attr_size = sizeof p->attr,
+                    .aux_bytes = aux_bytes};
+    return ag_op_run(tape, &c);
+}
+
+ag_tensor *ag_reduce_keepdim(ag_tape *tape, const ag_entry *e, ag_tensor *t)
+{
+    const ag_tensor *x = e->in[0];
+    if (!t || t->ndim == x->ndim) /* keepdim already, or a 0-d x */
+        return t;
+    int axis = ag_reduce_attr_of(e)->axis;
+    int64_t shape[AG_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++)
+        shape[i] = axis < 0 || i == axis ? 1 : x->shape[i];
+    return ag_reshape(tape, t, x->ndim, shape);
+}
+
+/* ---- sum and mean: z[o,i] = scale * sum_k x[o,k,i] (scale 1 or 1/K) ---- */
+
+/* Double accumulators (f32 sums too), rows of the inner dim walked
+ * contiguously. */
 #define SUM_LOOPS(T)                                                          \
-    static void sum_fwd_##T(const T *a, T *z, red_view v, double scale)        \
+    static void sum_fwd_##T(const T *a, T *z, ag_axis_view v, double scale)   \
     {                                                                         \
         for (int64_t o = 0; o < v.outer; o++) {                               \
             const T *ao = a + o * v.k * v.inner;                              \
@@ -53,7 +117,7 @@ static red_view view_of(const ag_entry *e)
         }                                                                     \
     }                                                                         \
     /* dx[o,k,i] += g[o,i] * scale */                                         \
-    static void sum_bwd_##T(const T *g, T *dx, red_view v, double scale)       \
+    static void sum_bwd_##T(const T *g, T *dx, ag_axis_view v, double scale)  \
     {                                                                         \
         if (v.inner == 1) {                                                   \
             for (int64_t o = 0; o < v.outer; o++) {                           \
@@ -74,114 +138,315 @@ static red_view view_of(const ag_entry *e)
 SUM_LOOPS(float)
 SUM_LOOPS(double)
 
-static void sum_forward(ag_entry *e)
+AG_INLINE void sum_scaled_forward(ag_entry *e, ag_axis_view v, double scale)
 {
-    red_view v = view_of(e);
-    double scale = e->iattr[2] ? 1.0 / (double)v.k : 1.0;
-    if (e->out->dtype == AG_F64)
-        sum_fwd_double(e->in[0]->data, e->out->data, v, scale);
-    else
-        sum_fwd_float(e->in[0]->data, e->out->data, v, scale);
+    AG_REDUCE_TYPED(e->out->dtype, sum_fwd, e->in[0]->data, e->out->data, v, scale);
 }
 
-static void sum_backward(ag_tape *tape, ag_entry *e)
+AG_INLINE void sum_scaled_backward(ag_tape *tape, ag_entry *e, ag_axis_view v, double scale)
 {
     void *dx = ag_grad_data(tape, e->in[0]);
-    if (!dx)
-        return;
-    red_view v = view_of(e);
-    double scale = e->iattr[2] ? 1.0 / (double)v.k : 1.0;
-    if (e->out->dtype == AG_F64)
-        sum_bwd_double(e->out->grad->data, dx, v, scale);
-    else
-        sum_bwd_float(e->out->grad->data, dx, v, scale);
+    if (dx)
+        AG_REDUCE_TYPED(e->out->dtype, sum_bwd, e->out->grad->data, dx, v, scale);
 }
 
-static ag_tensor *reduce_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a, int axis,
-                             bool keepdim, bool mean)
+static void sum_forward(ag_entry *e) { sum_scaled_forward(e, ag_reduce_view(e), 1.0); }
+
+static void mean_forward(ag_entry *e)
 {
-    if (!ag_check_inputs(tape, def->name, 1, &a))
-        return NULL;
-    int64_t shape[AG_MAX_DIMS];
-    int nd = 0;
-    if (axis == AG_ALL) {
-        for (int i = 0; keepdim && i < a->ndim; i++)
-            shape[nd++] = 1;
-        axis = -1;
-    } else {
-        if (!ag_check_axis(tape, def->name, a->ndim, &axis))
-            return NULL;
-        for (int i = 0; i < a->ndim; i++)
-            if (i != axis)
-                shape[nd++] = a->shape[i];
-            else if (keepdim)
-                shape[nd++] = 1;
-    }
-    if (mean && (axis < 0 ? a->numel : a->shape[axis]) == 0)
-        return ag_fail(tape, AG_ERR_SHAPE, "%s: mean over an empty axis", def->name);
-    ag_op_call c = {.def = def, .in = &a, .n_in = 1, .dtype = a->dtype, .ndim = nd,
-                    .shape = shape, .iattr = {axis, keepdim, mean}};
-    return ag_op_run(tape, &c);
+    ag_axis_view v = ag_reduce_view(e);
+    sum_scaled_forward(e, v, 1.0 / (double)v.k);
+}
+
+/* dx = expand(g) */
+static void sum_backward(ag_tape *tape, ag_entry *e)
+{
+    sum_scaled_backward(tape, e, ag_reduce_view(e), 1.0);
+}
+
+/* dx = expand(g) / K */
+static void mean_backward(ag_tape *tape, ag_entry *e)
+{
+    ag_axis_view v = ag_reduce_view(e);
+    sum_scaled_backward(tape, e, v, 1.0 / (double)v.k);
+}
+
+/* dx = expand(g) */
+static void sum_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    const ag_tensor *x = e->in[0];
+    if (ag_needs_grad(tape, x))
+        gin[0] = ag_expand(tape, ag_reduce_keepdim(tape, e, gout), x->ndim, x->shape);
+}
+
+/* dx = expand(g / K) */
+static void mean_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    const ag_tensor *x = e->in[0];
+    if (!ag_needs_grad(tape, x))
+        return;
+    double scale = 1.0 / (double)ag_reduce_view(e).k;
+    ag_tensor *g = ag_mul_scalar(tape, ag_reduce_keepdim(tape, e, gout), scale);
+    gin[0] = ag_expand(tape, g, x->ndim, x->shape);
 }
 
 ag_tensor *ag_sum(ag_tape *t, ag_tensor *a, int axis, bool keepdim)
 {
-    return reduce_run(t, &ag_op_sum, a, axis, keepdim, false);
+    ag_reduce_plan p;
+    if (!ag_reduce_plan_of(t, "ag_sum", a, axis, keepdim, false, &p))
+        return NULL;
+    return ag_reduce_run(t, &ag_op_sum, a, &p, 0);
 }
 
 ag_tensor *ag_mean(ag_tape *t, ag_tensor *a, int axis, bool keepdim)
 {
-    return reduce_run(t, &ag_op_mean, a, axis, keepdim, true);
+    ag_reduce_plan p;
+    if (!ag_reduce_plan_of(t, "ag_mean", a, axis, keepdim, true, &p))
+        return NULL;
+    return ag_reduce_run(t, &ag_op_mean, a, &p, 0);
 }
 
-/* ---- samples: every axis form, keepdim on and off ---- */
+/* ---- logsumexp: z = m + log(sum_k exp(x - m)), m = max_k x ---- */
+
+#define LSE_LOOPS(T)                                                          \
+    static void lse_fwd_##T(const T *x, T *z, ag_axis_view v)                 \
+    {                                                                         \
+        for (int64_t o = 0; o < v.outer; o++)                                 \
+            for (int64_t i = 0; i < v.inner; i++) {                           \
+                const T *r = x + o * v.k * v.inner + i;                       \
+                double m = -INFINITY, s = 0;                                  \
+                for (int64_t k = 0; k < v.k; k++)                             \
+                    m = fmax(m, r[k * v.inner]);                              \
+                if (isinf(m)) /* all -inf, or an inf: no shift (PyTorch) */   \
+                    m = 0;                                                    \
+                for (int64_t k = 0; k < v.k; k++)                             \
+                    s += exp(r[k * v.inner] - m);                             \
+                z[o * v.inner + i] = (T)(m + log(s));                         \
+            }                                                                 \
+    }                                                                         \
+    /* dx += g * exp(x - z)  (the softmax of x along the axis) */             \
+    static void lse_bwd_##T(const T *x, const T *z, const T *g, T *dx,        \
+                            ag_axis_view v)                                   \
+    {                                                                         \
+        for (int64_t o = 0; o < v.outer; o++)                                 \
+            for (int64_t i = 0; i < v.inner; i++) {                           \
+                int64_t base = o * v.k * v.inner + i, j = o * v.inner + i;    \
+                double gj = g[j], zj = z[j];                                  \
+                for (int64_t k = 0; k < v.k; k++) {                           \
+                    int64_t xi = base + k * v.inner;                          \
+                    dx[xi] += (T)(gj * exp(x[xi] - zj));                      \
+                }                                                             \
+            }                                                                 \
+    }
+LSE_LOOPS(float)
+LSE_LOOPS(double)
+
+static void logsumexp_forward(ag_entry *e)
+{
+    AG_REDUCE_TYPED(e->out->dtype, lse_fwd, e->in[0]->data, e->out->data, ag_reduce_view(e));
+}
+
+static void logsumexp_backward(ag_tape *tape, ag_entry *e)
+{
+    void *dx = ag_grad_data(tape, e->in[0]);
+    if (dx)
+        AG_REDUCE_TYPED(e->out->dtype, lse_bwd, e->in[0]->data, e->out->data,
+                        e->out->grad->data, dx, ag_reduce_view(e));
+}
+
+/* dx = g * exp(x - z), z the recorded output (so it differentiates on) */
+static void logsumexp_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    ag_tensor *x = e->in[0];
+    if (!ag_needs_grad(tape, x))
+        return;
+    ag_tensor *z = ag_reduce_keepdim(tape, e, e->out), *g = ag_reduce_keepdim(tape, e, gout);
+    gin[0] = ag_mul(tape, g, ag_exp(tape, ag_sub(tape, x, z)));
+}
+
+ag_tensor *ag_logsumexp(ag_tape *t, ag_tensor *a, int axis, bool keepdim)
+{
+    ag_reduce_plan p;
+    if (!ag_reduce_plan_of(t, "ag_logsumexp", a, axis, keepdim, false, &p))
+        return NULL;
+    return ag_reduce_run(t, &ag_op_logsumexp, a, &p, 0);
+}
+
+/* ---- variance: z = sum_k (x - mean)^2 / (K - correction) ----
+ * aux: the mean of each row, (O, I) doubles, for the fast backward. */
+
+#define VAR_LOOPS(T)                                                          \
+    static void var_fwd_##T(const T *x, T *z, double *mean, ag_axis_view v,   \
+                            double denom)                                     \
+    {                                                                         \
+        for (int64_t o = 0; o < v.outer; o++)                                 \
+            for (int64_t i = 0; i < v.inner; i++) {                           \
+                const T *r = x + o * v.k * v.inner + i;                       \
+                double mu = 0, ss = 0;                                        \
+                for (int64_t k = 0; k < v.k; k++)                             \
+                    mu += r[k * v.inner];                                     \
+                mu /= (double)v.k;                                            \
+                for (int64_t k = 0; k < v.k; k++) {                           \
+                    double d = r[k * v.inner] - mu;                           \
+                    ss += d * d;                                              \
+                }                                                             \
+                mean[o * v.inner + i] = mu;                                   \
+                z[o * v.inner + i] = (T)(ss / denom);                         \
+            }                                                                 \
+    }                                                                         \
+    /* dx += g * 2 (x - mean) / (K - correction) */                           \
+    static void var_bwd_##T(const T *x, const double *mean, const T *g, T *dx, \
+                            ag_axis_view v, double denom)                     \
+    {                                                                         \
+        for (int64_t o = 0; o < v.outer; o++)                                 \
+            for (int64_t i = 0; i < v.inner; i++) {                           \
+                int64_t base = o * v.k * v.inner + i, j = o * v.inner + i;    \
+                double c = g[j] * (2.0 / denom), mu = mean[j];                \
+                for (int64_t k = 0; k < v.k; k++) {                           \
+                    int64_t xi = base + k * v.inner;                          \
+                    dx[xi] += (T)(c * (x[xi] - mu));                          \
+                }                                                             \
+            }                                                                 \
+    }
+VAR_LOOPS(float)
+VAR_LOOPS(double)
+
+static double var_denom(const ag_entry *e)
+{
+    return (double)(ag_reduce_view(e).k - ag_reduce_attr_of(e)->correction);
+}
+
+static void variance_forward(ag_entry *e)
+{
+    AG_REDUCE_TYPED(e->out->dtype, var_fwd, e->in[0]->data, e->out->data, e->aux,
+                    ag_reduce_view(e), var_denom(e));
+}
+
+static void variance_backward(ag_tape *tape, ag_entry *e)
+{
+    void *dx = ag_grad_data(tape, e->in[0]);
+    if (dx)
+        AG_REDUCE_TYPED(e->out->dtype, var_bwd, e->in[0]->data, e->aux, e->out->grad->data,
+                        dx, ag_reduce_view(e), var_denom(e));
+}
+
+/* dx = g * 2 (x - mean(x)) / (K - correction), the mean recorded from x */
+static void variance_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    ag_tensor *x = e->in[0];
+    if (!ag_needs_grad(tape, x))
+        return;
+    int axis = ag_reduce_attr_of(e)->axis;
+    ag_tensor *mean = ag_mean(tape, x, axis < 0 ? AG_ALL : axis, true);
+    ag_tensor *g = ag_mul_scalar(tape, ag_reduce_keepdim(tape, e, gout), 2.0 / var_denom(e));
+    gin[0] = ag_mul(tape, g, ag_sub(tape, x, mean));
+}
+
+ag_tensor *ag_variance(ag_tape *t, ag_tensor *a, int axis, bool keepdim, int correction)
+{
+    ag_reduce_plan p;
+    if (!ag_reduce_plan_of(t, "ag_variance", a, axis, keepdim, false, &p))
+        return NULL;
+    if (p.v.k - correction <= 0) {
+        char wb[192];
+        return ag_fail(t, AG_ERR_ARG,
+                       "ag_variance: %lld elements minus correction %d leave no degrees of "
+                       "freedom (%s)", (long long)p.v.k, correction,
+                       reduce_where(&p, a, wb, sizeof wb));
+    }
+    p.attr.correction = correction;
+    return ag_reduce_run(t, &ag_op_variance, a, &p,
+                         (size_t)(p.v.outer * p.v.inner) * sizeof(double));
+}
+
+/* ---- samples: every axis form, keepdim on and off, size-1 dims ---- */
 
 static const struct {
     int ndim;
     int64_t shape[3];
     int axis;
     bool keepdim;
+    int correction; /* variance only */
 } red_cases[] = {
-    {2, {3, 4}, 0, false},  {2, {3, 4}, 1, true},    {3, {2, 3, 4}, -1, false},
-    {3, {2, 3, 4}, 1, true}, {3, {2, 1, 3}, AG_ALL, false}, {2, {2, 3}, AG_ALL, true},
-    {1, {5}, 0, false},
+    {2, {3, 4}, 0, false, 1},         {2, {3, 4}, 1, true, 0},
+    {3, {2, 3, 4}, -1, false, 1},     {3, {2, 3, 4}, -2, true, 2},
+    {3, {2, 1, 3}, AG_ALL, false, 1}, {2, {2, 3}, AG_ALL, true, 0},
+    {1, {5}, 0, false, 1},            {3, {2, 1, 3}, 1, false, 0},
+    {1, {1}, -1, true, 0},
 };
+#define RED_CASES ((int)(sizeof red_cases / sizeof red_cases[0]))
+
+bool ag_reduce_sample(int which, ag_rng *rng, ag_op_sample *s, ag_gradcheck_fn fn,
+                      double lo, double hi)
+{
+    if (which < 0 || which >= RED_CASES)
+        return false;
+    s->in[0] = ag_sample_tensor(rng, red_cases[which].ndim, red_cases[which].shape,
+                                AG_SAMPLE_RANGE, lo, hi);
+    s->n_in = 1;
+    s->fn = fn;
+    s->iarg[0] = red_cases[which].axis;
+    s->iarg[1] = red_cases[which].keepdim;
+    s->iarg[2] = red_cases[which].correction;
+    return true;
+}
 
 static ag_tensor *sum_apply(ag_tape *t, ag_tensor **in, void *ctx)
 {
-    ag_op_sample *s = ctx;
+    const ag_op_sample *s = ctx;
     return ag_sum(t, in[0], (int)s->iarg[0], s->iarg[1]);
 }
 
 static ag_tensor *mean_apply(ag_tape *t, ag_tensor **in, void *ctx)
 {
-    ag_op_sample *s = ctx;
+    const ag_op_sample *s = ctx;
     return ag_mean(t, in[0], (int)s->iarg[0], s->iarg[1]);
 }
 
-static bool red_sample(int which, ag_rng *rng, ag_op_sample *s)
+static ag_tensor *logsumexp_apply(ag_tape *t, ag_tensor **in, void *ctx)
 {
-    if (which >= (int)(sizeof red_cases / sizeof red_cases[0]))
-        return false;
-    s->in[0] = ag_sample_tensor(rng, red_cases[which].ndim, red_cases[which].shape,
-                                AG_SAMPLE_RANGE, -2, 2);
-    s->n_in = 1;
-    s->iarg[0] = red_cases[which].axis;
-    s->iarg[1] = red_cases[which].keepdim;
-    return true;
+    const ag_op_sample *s = ctx;
+    return ag_logsumexp(t, in[0], (int)s->iarg[0], s->iarg[1]);
+}
+
+static ag_tensor *variance_apply(ag_tape *t, ag_tensor **in, void *ctx)
+{
+    const ag_op_sample *s = ctx;
+    return ag_variance(t, in[0], (int)s->iarg[0], s->iarg[1], (int)s->iarg[2]);
 }
 
 static bool sum_sample(int which, ag_rng *rng, ag_op_sample *s)
 {
-    s->fn = sum_apply;
-    return red_sample(which, rng, s);
+    return ag_reduce_sample(which, rng, s, sum_apply, -2, 2);
 }
 
 static bool mean_sample(int which, ag_rng *rng, ag_op_sample *s)
 {
-    s->fn = mean_apply;
-    return red_sample(which, rng, s);
+    return ag_reduce_sample(which, rng, s, mean_apply, -2, 2);
 }
 
-const ag_op_def ag_op_sum = {"sum", 1, sum_forward, sum_backward, sum_sample};
-const ag_op_def ag_op_mean = {"mean", 1, sum_forward, sum_backward, mean_sample};
+/* one case more, with large values: the shift by the maximum matters */
+static bool logsumexp_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    if (which == RED_CASES)
+        return ag_reduce_sample(2, rng, s, logsumexp_apply, 30, 40);
+    return ag_reduce_sample(which, rng, s, logsumexp_apply, -2, 2);
+}
+
+static bool variance_sample(int which, ag_rng *rng, ag_op_sample *s)
+{
+    return ag_reduce_sample(which, rng, s, variance_apply, -2, 2);
+}
+
+const ag_op_def ag_op_sum = {.name = "sum", .forward = sum_forward,
+                             .backward = sum_backward, .vjp = sum_vjp,
+                             .sample = sum_sample};
+const ag_op_def ag_op_mean = {.name = "mean", .forward = mean_forward,
+                              .backward = mean_backward, .vjp = mean_vjp,
+                              .sample = mean_sample};
+const ag_op_def ag_op_logsumexp = {.name = "logsumexp", .forward = logsumexp_forward,
+                                   .backward = logsumexp_backward, .vjp = logsumexp_vjp,
+                                   .sample = logsumexp_sample};
+const ag_op_def ag_op_variance = {.name = "variance", .forward = variance_forward,
+                                  .backward = variance_backward, .vjp = variance_vjp,
+                                  .sample = variance_sample};

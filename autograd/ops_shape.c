@@ -1,8 +1,10 @@
 /* ops_shape.c — shape ops whose result holds the input's elements in the
  * same order: reshape, squeeze, unsqueeze (forward: memcpy; backward:
- * dx += g elementwise); the reordering ops transpose and permute; expand
- * (broadcast_to).  slice, pad, concat and stack live in ops_shape2.c.
- * Every result is a new contiguous tensor.
+ * dx += g elementwise; recorded: g reshaped back); the reordering ops
+ * transpose and permute (recorded: the inverse reordering of g); expand
+ * (broadcast_to; recorded: sum_to, whose recorded derivative is expand).
+ * slice, unslice, pad, concat and stack live in ops_slice.c.  Every
+ * result is a new contiguous tensor.
  *
  * The strided mover.  A reordering op is described by a walk: dims of
  * size n, with an element stride sx on the input side x and sy on the
@@ -15,7 +17,8 @@
  * are plain loops; when the output is contiguous but the input is not, a
  * dim where the input is contiguous is paired with the last one and moved
  * in cache blocks of 8 x 8 squares (the blocked 2-D transpose); anything
- * else is an odometer over strided rows.  D = ndim, N = numel. */
+ * else is a batch of strided rows.  The outer dims are counted by the one
+ * strided iterator, ag_bcast_walk (broadcast.c).  D = ndim, N = numel. */
 #include "ops_shape_internal.h"
 
 /* Tiles: TILE x TILE blocks for the caches, moved as MICRO x MICRO
@@ -52,20 +55,21 @@ void ag_contig_strides(int nd, const int64_t *shape, int64_t *st)
     }
 }
 
-/* A mover applies ELEM(x[.], y[.]) along a row (n elements, strides sx and
- * sy) or a tile (i: x stride 1, y stride sy; j: x stride sx, y stride 1). */
+/* What a mover's visit of one row needs besides the row's offsets (from
+ * ag_bcast_walk): the buffers, the base offsets, and for a tile (tile_n >
+ * 0) the size and y stride of its other dim, along which x is contiguous. */
 typedef struct {
-    void (*row)(void *x, void *y, int64_t xo, int64_t yo, int64_t n, int64_t sx,
-                int64_t sy);
-    void (*tile)(void *x, void *y, int64_t xo, int64_t yo, int64_t ni, int64_t nj,
-                 int64_t sx, int64_t sy);
-} mover;
+    void *x, *y;
+    int64_t x0, y0;
+    int64_t tile_n, tile_sy;
+} walk_ctx;
 
+/* A mover applies ELEM(x[.], y[.]) along a row (n elements, strides sx and
+ * sy) or a tile (i: x stride 1, y stride sy; j: x stride sx, y stride 1);
+ * NAME##_visit is its ag_bcast_row, one call per row of the walk. */
 #define MOVER(NAME, T, ELEM)                                                  \
-    static void NAME##_row(void *vx, void *vy, int64_t xo, int64_t yo, int64_t n, \
-                           int64_t sx, int64_t sy)                            \
+    static void NAME##_row(T *x, T *y, int64_t n, int64_t sx, int64_t sy)     \
     {                                                                         \
-        T *x = (T *)vx + xo, *y = (T *)vy + yo;                               \
         if (sx == 1 && sy == 1)                                               \
             for (int64_t i = 0; i < n; i++)                                   \
                 ELEM(x[i], y[i]);                                             \
@@ -80,10 +84,10 @@ typedef struct {
             for (int64_t j = 0; j < je; j++)                                  \
                 ELEM(x[i + j * sx], y[i * sy + j]);                           \
     }                                                                         \
-    static void NAME##_tile(void *vx, void *vy, int64_t xo, int64_t yo, int64_t ni, \
-                            int64_t nj, int64_t sx, int64_t sy)               \
+    __attribute__((noinline)) static void NAME##_tile(T *x, T *y, int64_t ni, \
+                                                      int64_t nj, int64_t sx, \
+                                                      int64_t sy)             \
     {                                                                         \
-        T *x = (T *)vx + xo, *y = (T *)vy + yo;                               \
         for (int64_t i0 = 0; i0 < ni; i0 += TILE)                             \
             for (int64_t j0 = 0; j0 < nj; j0 += TILE)                         \
                 for (int64_t i = i0; i < i0 + TILE && i < ni; i += MICRO)     \
@@ -98,7 +102,17 @@ typedef struct {
                                          ni - i < MICRO ? ni - i : MICRO,     \
                                          nj - j < MICRO ? nj - j : MICRO, sx, sy); \
     }                                                                         \
-    static const mover NAME = {NAME##_row, NAME##_tile};
+    static void NAME##_visit(void *vc, int64_t o, const int64_t *off,         \
+                             const int64_t *s, int64_t n)                     \
+    {                                                                         \
+        (void)o; /* the walk's own offsets are off[0] (x) and off[1] (y) */  \
+        const walk_ctx *c = vc;                                               \
+        T *x = (T *)c->x + c->x0 + off[0], *y = (T *)c->y + c->y0 + off[1];   \
+        if (c->tile_n)                                                        \
+            NAME##_tile(x, y, c->tile_n, n, s[0], c->tile_sy);                \
+        else                                                                  \
+            NAME##_row(x, y, n, s[0], s[1]);                                  \
+    }
 
 #define ELEM_COPY(xe, ye) ((ye) = (xe))  /* forward: y = x */
 #define ELEM_ADD(xe, ye) ((xe) += (ye))  /* backward: dx += dy */
@@ -107,56 +121,39 @@ MOVER(copy_f64, double, ELEM_COPY)
 MOVER(add_f32, float, ELEM_ADD)
 MOVER(add_f64, double, ELEM_ADD)
 
-static void walk_run(const ag_walk *w, const mover *m, void *x, void *y)
+/* Runs visit over the walk with the one strided iterator (ag_bcast_walk):
+ * its dims are the walk's, the last innermost, less the tile's other dim
+ * when there is a tile. */
+static void walk_run(const ag_walk *w, ag_bcast_row visit, void *x, void *y)
 {
     if (w->empty)
         return;
-    if (w->nd == 0) {
-        m->row(x, y, w->x0, w->y0, 1, 1, 1);
-        return;
-    }
     int last = w->nd - 1, k = -1;
-    if (w->sy[last] == 1 && w->sx[last] != 1)
+    if (last > 0 && w->sy[last] == 1 && w->sx[last] != 1)
         for (int d = 0; d < last; d++)
             if (w->sx[d] == 1)
                 k = d; /* tile dims k and last: a blocked 2-D transpose */
-    int no = 0;
-    int64_t on[AG_MAX_DIMS], ox[AG_MAX_DIMS], oy[AG_MAX_DIMS], idx[AG_MAX_DIMS];
-    int64_t total = 1, xo = w->x0, yo = w->y0;
-    for (int d = 0; d < last; d++)
+    walk_ctx c = {x, y, w->x0, w->y0, k >= 0 ? w->n[k] : 0, k >= 0 ? w->sy[k] : 0};
+    int nd = 0;
+    int64_t n[AG_MAX_DIMS], sx[AG_MAX_DIMS], sy[AG_MAX_DIMS];
+    for (int d = 0; d <= last; d++)
         if (d != k) {
-            on[no] = w->n[d];
-            ox[no] = w->sx[d];
-            oy[no] = w->sy[d];
-            idx[no++] = 0;
-            total *= w->n[d];
+            n[nd] = w->n[d];
+            sx[nd] = w->sx[d];
+            sy[nd++] = w->sy[d];
         }
-    for (int64_t c = 0; c < total; c++) {
-        if (k >= 0)
-            m->tile(x, y, xo, yo, w->n[k], w->n[last], w->sx[last], w->sy[k]);
-        else
-            m->row(x, y, xo, yo, w->n[last], w->sx[last], w->sy[last]);
-        for (int d = no - 1; d >= 0; d--) { /* odometer over the outer dims */
-            idx[d]++;
-            xo += ox[d];
-            yo += oy[d];
-            if (idx[d] < on[d])
-                break;
-            xo -= ox[d] * on[d];
-            yo -= oy[d] * on[d];
-            idx[d] = 0;
-        }
-    }
+    const int64_t *strides[2] = {sx, sy};
+    ag_bcast_walk(nd, n, 2, strides, visit, &c);
 }
 
 void ag_walk_forward(const ag_walk *w, const ag_tensor *x, ag_tensor *y)
 {
-    walk_run(w, y->dtype == AG_F64 ? &copy_f64 : &copy_f32, x->data, y->data);
+    walk_run(w, y->dtype == AG_F64 ? copy_f64_visit : copy_f32_visit, x->data, y->data);
 }
 
 void ag_walk_backward(const ag_walk *w, void *dx, const ag_tensor *gy)
 {
-    walk_run(w, gy->dtype == AG_F64 ? &add_f64 : &add_f32, dx, gy->data);
+    walk_run(w, gy->dtype == AG_F64 ? add_f64_visit : add_f32_visit, dx, gy->data);
 }
 
 bool ag_shape_result_ok(ag_tape *tape, const char *op, int nd, const int64_t *shape)
@@ -201,6 +198,12 @@ static void same_backward(ag_tape *tape, ag_entry *e)
     ag_walk w = {0};
     ag_walk_dim(&w, e->out->numel, 1, 1);
     ag_walk_backward(&w, dx, e->out->grad);
+}
+
+/* dx = reshape(g, shape of x) */
+static void same_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    gin[0] = ag_reshape(tape, gout, e->in[0]->ndim, e->in[0]->shape);
 }
 
 static ag_tensor *same_run(ag_tape *t, const ag_op_def *def, ag_tensor *a, int nd,
@@ -294,15 +297,17 @@ ag_tensor *ag_unsqueeze(ag_tape *t, ag_tensor *a, int axis)
     return same_run(t, &ag_op_unsqueeze, a, nd + 1, shape);
 }
 
-/* ---- transpose, permute: output dim i is input dim perm[i] ----
- * iattr[0]: perm packed 4 bits per dim, dim i in bits 4i..4i+3. */
+/* ---- transpose, permute: output dim i is input dim perm[i] ---- */
 
-static int perm_at(const ag_entry *e, int i)
-{
-    return (int)((e->iattr[0] >> (4 * i)) & 15);
-}
+typedef struct {
+    int perm[AG_MAX_DIMS];   /* normalised: each in [0, ndim) */
+} permute_attr;
 
-static void permute_walk(const ag_entry *e, ag_walk *w)
+typedef struct {
+    int d0, d1;              /* normalised; equal for an identity */
+} transpose_attr;
+
+static void perm_walk(const ag_entry *e, const int *perm, ag_walk *w)
 {
     const ag_tensor *a = e->in[0], *z = e->out;
     int64_t sa[AG_MAX_DIMS], sz[AG_MAX_DIMS];
@@ -310,52 +315,85 @@ static void permute_walk(const ag_entry *e, ag_walk *w)
     ag_contig_strides(z->ndim, z->shape, sz);
     *w = (ag_walk){0};
     for (int i = 0; i < z->ndim; i++)
-        ag_walk_dim(w, z->shape[i], sa[perm_at(e, i)], sz[i]);
+        ag_walk_dim(w, z->shape[i], sa[perm[i]], sz[i]);
 }
 
-static void permute_forward(ag_entry *e)
+static void transpose_walk(const ag_entry *e, ag_walk *w)
 {
-    ag_walk w;
-    permute_walk(e, &w);
-    ag_walk_forward(&w, e->in[0], e->out);
+    const transpose_attr *a = AG_ATTR(e, transpose_attr);
+    int perm[AG_MAX_DIMS];
+    for (int i = 0; i < e->in[0]->ndim; i++)
+        perm[i] = i == a->d0 ? a->d1 : i == a->d1 ? a->d0 : i;
+    perm_walk(e, perm, w);
 }
 
-/* dx[.., j_perm[i], ..] += g[.., j_i, ..]: the inverse permutation of g */
-static void permute_backward(ag_tape *tape, ag_entry *e)
+static void permute_walk(const ag_entry *e, ag_walk *w)
 {
-    void *dx = ag_grad_data(tape, e->in[0]);
-    if (!dx)
-        return;
-    ag_walk w;
-    permute_walk(e, &w);
-    ag_walk_backward(&w, dx, e->out->grad);
+    perm_walk(e, AG_ATTR(e, permute_attr)->perm, w);
 }
 
-static ag_tensor *permute_run(ag_tape *t, const ag_op_def *def, ag_tensor *a,
-                              const int *perm)
+/* forward: z = x along the walk; fast backward: dx[.., j_perm[i], ..] +=
+ * g[.., j_i, ..], the inverse permutation of g, along the same walk */
+#define PERM_OP(NAME)                                                         \
+    static void NAME##_forward(ag_entry *e)                                   \
+    {                                                                         \
+        ag_walk w;                                                            \
+        NAME##_walk(e, &w);                                                   \
+        ag_walk_forward(&w, e->in[0], e->out);                                \
+    }                                                                         \
+    static void NAME##_backward(ag_tape *tape, ag_entry *e)                   \
+    {                                                                         \
+        void *dx = ag_grad_data(tape, e->in[0]);                              \
+        if (!dx)                                                              \
+            return;                                                           \
+        ag_walk w;                                                            \
+        NAME##_walk(e, &w);                                                   \
+        ag_walk_backward(&w, dx, e->out->grad);                               \
+    }
+PERM_OP(transpose)
+PERM_OP(permute)
+
+/* dx = transpose(g, d0, d1): a swap is its own inverse */
+static void transpose_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    const transpose_attr *a = AG_ATTR(e, transpose_attr);
+    gin[0] = ag_transpose(tape, gout, a->d0, a->d1);
+}
+
+/* dx = permute(g, inv) with inv[perm[i]] = i */
+static void permute_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    const permute_attr *a = AG_ATTR(e, permute_attr);
+    int inv[AG_MAX_DIMS];
+    for (int i = 0; i < e->in[0]->ndim; i++)
+        inv[a->perm[i]] = i;
+    gin[0] = ag_permute(tape, gout, inv);
+}
+
+/* Normalises perm into p (AG_ERR_ARG naming it unless a permutation) and
+ * sets the result shape. */
+static bool perm_check(ag_tape *t, const ag_tensor *a, const int *perm, int *p,
+                       int64_t *shape)
 {
     int nd = a->ndim;
-    int64_t shape[AG_MAX_DIMS], packed = 0;
     bool seen[AG_MAX_DIMS] = {false};
     for (int i = 0; i < nd; i++) {
-        int p = perm[i] < 0 ? perm[i] + nd : perm[i];
-        if (p < 0 || p >= nd || seen[p]) {
+        p[i] = perm[i] < 0 ? perm[i] + nd : perm[i];
+        if (p[i] < 0 || p[i] >= nd || seen[p[i]]) {
             char b[AG_SHAPE_BUF], pb[AG_SHAPE_BUF];
             int64_t p64[AG_MAX_DIMS];
             for (int j = 0; j < nd; j++)
                 p64[j] = perm[j];
-            return ag_fail(t, AG_ERR_ARG,
-                           "ag_permute: perm %s is not a permutation of the %d dims of %s "
-                           "(entry %d)", ag_fmt_shape(pb, sizeof pb, nd, p64), nd,
-                           ag_shape_str(a, b, sizeof b), i);
+            ag_fail(t, AG_ERR_ARG,
+                    "ag_permute: perm %s is not a permutation of the %d dims of %s "
+                    "(entry %d)", ag_fmt_shape(pb, sizeof pb, nd, p64), nd,
+                    ag_shape_str(a, b, sizeof b), i);
+            return false;
         }
-        seen[p] = true;
-        shape[i] = a->shape[p];
-        packed |= (int64_t)p << (4 * i);
+        seen[p[i]] = true;
+        shape[i] = a->shape[p[i]];
     }
-    ag_op_call c = {.def = def, .in = &a, .n_in = 1, .dtype = a->dtype, .ndim = nd,
-                    .shape = shape, .iattr = {packed}};
-    return ag_op_run(t, &c);
+    return true;
 }
 
 ag_tensor *ag_permute(ag_tape *t, ag_tensor *a, const int *perm)
@@ -364,7 +402,13 @@ ag_tensor *ag_permute(ag_tape *t, ag_tensor *a, const int *perm)
         return NULL;
     if (a->ndim > 0 && !perm)
         return ag_fail(t, AG_ERR_ARG, "ag_permute: perm is NULL");
-    return permute_run(t, &ag_op_permute, a, perm);
+    permute_attr at = {{0}};
+    int64_t shape[AG_MAX_DIMS];
+    if (!perm_check(t, a, perm, at.perm, shape))
+        return NULL;
+    ag_op_call c = {.def = &ag_op_permute, .in = &a, .n_in = 1, .dtype = a->dtype,
+                    .ndim = a->ndim, .shape = shape, .attr = &at, .attr_size = sizeof at};
+    return ag_op_run(t, &c);
 }
 
 ag_tensor *ag_transpose(ag_tape *t, ag_tensor *a, int d0, int d1)
@@ -373,14 +417,16 @@ ag_tensor *ag_transpose(ag_tape *t, ag_tensor *a, int d0, int d1)
         !ag_shape_axis0(t, "ag_transpose", a->ndim, &d0) ||
         !ag_shape_axis0(t, "ag_transpose", a->ndim, &d1))
         return NULL;
-    int perm[AG_MAX_DIMS];
-    for (int i = 0; i < a->ndim; i++)
-        perm[i] = i;
+    transpose_attr at = {d0, d1};
+    int64_t shape[AG_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof shape);
     if (a->ndim > 0) {
-        perm[d0] = d1;
-        perm[d1] = d0;
+        shape[d0] = a->shape[d1];
+        shape[d1] = a->shape[d0];
     }
-    return permute_run(t, &ag_op_transpose, a, perm);
+    ag_op_call c = {.def = &ag_op_transpose, .in = &a, .n_in = 1, .dtype = a->dtype,
+                    .ndim = a->ndim, .shape = shape, .attr = &at, .attr_size = sizeof at};
+    return ag_op_run(t, &c);
 }
 
 /* ---- expand: broadcast a (right-aligned) to the output shape ---- */
@@ -404,6 +450,12 @@ static void expand_backward(ag_tape *tape, ag_entry *e)
     if (dx)
         ag_reduce_into(dx, e->in[0], e->out->grad->data, e->out->dtype, e->out->ndim,
                        e->out->shape);
+}
+
+/* dx = sum_to(g, x): the sum over the broadcast dims */
+static void expand_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    gin[0] = ag_sum_to(tape, gout, e->in[0]);
 }
 
 ag_tensor *ag_expand(ag_tape *t, ag_tensor *a, int ndim, const int64_t *shape)
@@ -542,12 +594,21 @@ static bool permute_sample(int which, ag_rng *rng, ag_op_sample *s)
     return true;
 }
 
-const ag_op_def ag_op_reshape = {"reshape", 1, same_forward, same_backward, reshape_sample};
-const ag_op_def ag_op_squeeze = {"squeeze", 1, same_forward, same_backward, squeeze_sample};
-const ag_op_def ag_op_unsqueeze = {"unsqueeze", 1, same_forward, same_backward,
-                                   unsqueeze_sample};
-const ag_op_def ag_op_transpose = {"transpose", 1, permute_forward, permute_backward,
-                                   transpose_sample};
-const ag_op_def ag_op_permute = {"permute", 1, permute_forward, permute_backward,
-                                 permute_sample};
-const ag_op_def ag_op_expand = {"expand", 1, expand_forward, expand_backward, expand_sample};
+const ag_op_def ag_op_reshape = {.name = "reshape", .forward = same_forward,
+                                 .backward = same_backward, .vjp = same_vjp,
+                                 .sample = reshape_sample};
+const ag_op_def ag_op_squeeze = {.name = "squeeze", .forward = same_forward,
+                                 .backward = same_backward, .vjp = same_vjp,
+                                 .sample = squeeze_sample};
+const ag_op_def ag_op_unsqueeze = {.name = "unsqueeze", .forward = same_forward,
+                                   .backward = same_backward, .vjp = same_vjp,
+                                   .sample = unsqueeze_sample};
+const ag_op_def ag_op_transpose = {.name = "transpose", .forward = transpose_forward,
+                                   .backward = transpose_backward, .vjp = transpose_vjp,
+                                   .sample = transpose_sample};
+const ag_op_def ag_op_permute = {.name = "permute", .forward = permute_forward,
+                                 .backward = permute_backward, .vjp = permute_vjp,
+                                 .sample = permute_sample};
+const ag_op_def ag_op_expand = {.name = "expand", .forward = expand_forward,
+                                .backward = expand_backward, .vjp = expand_vjp,
+                                .sample = expand_sample};

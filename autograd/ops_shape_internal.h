@@ -1,4 +1,4 @@
-/* ops_shape_internal.h — what ops_shape.c and ops_shape2.c share: the
+/* ops_shape_internal.h — what ops_shape.c and ops_slice.c share: the
  * strided mover (a "walk", described in ops_shape.c) and small checks. */
 #ifndef TAPEGRAD_OPS_SHAPE_INTERNAL_H
 #define TAPEGRAD_OPS_SHAPE_INTERNAL_H

@@ -1,7 +1,13 @@
 /* ops_unary.c — elementwise unary ops, including those with a constant
- * (leaky_relu slope, add/mul/pow by a scalar).  Notation: x = input,
- * z = output, c = the constant, g = dL/dz.  Math runs in double and is
- * rounded once to the tensor's dtype. */
+ * (leaky_relu slope, add/mul/pow by a scalar), and erf, the primitive
+ * exact gelu's recorded derivative needs.  Notation: x = input, z =
+ * output, c = the constant, g = dL/dz.  Math runs in double and is
+ * rounded once to the tensor's dtype.
+ *
+ * Each op is one row with its own forward and fast backward: a kernel
+ * instantiated with the op's kind as a compile-time constant (the switch
+ * folds away), and its own recorded derivative, written with ag_ ops in
+ * terms of x and z, next to its row at the end of the file. */
 #include "autograd_internal.h"
 
 #include <math.h>
@@ -9,12 +15,23 @@
 #define SQRT_2_OVER_PI 0.7978845608028654
 #define INV_SQRT_2 0.7071067811865476
 #define INV_SQRT_2PI 0.3989422804014327
+#define TWO_OVER_SQRT_PI 1.1283791670955126
+#define GELU_K 0.044715 /* gelu_tanh: u = sqrt(2/pi) (x + k x^3) */
 
+/* A compile-time tag for the shared kernels, never stored or switched on
+ * at run time. */
 typedef enum {
     U_NEG, U_EXP, U_LOG, U_SQRT, U_ABS, U_SIN, U_COS, U_TANH, U_SIGMOID, U_RELU,
-    U_LEAKY, U_GELU, U_GELU_TANH, U_SOFTPLUS, U_ADDC, U_MULC, U_POWC
+    U_LEAKY, U_ERF, U_GELU, U_GELU_TANH, U_SOFTPLUS, U_ADDC, U_MULC, U_POWC
 } un_kind;
 
+/* ---- typed attributes ---- */
+typedef struct {
+    double slope; /* z = slope * x for x <= 0 */
+} leaky_attr;
+typedef struct {
+    double c; /* add_scalar, mul_scalar, pow_scalar: the constant */
+} scalar_attr;
 
 AG_INLINE double sigmoid(double x)
 {
@@ -38,9 +55,10 @@ AG_INLINE double f_forward(un_kind k, double x, double c)
     case U_SIGMOID: return sigmoid(x);
     case U_RELU: return x > 0 ? x : 0;
     case U_LEAKY: return x > 0 ? x : c * x;
+    case U_ERF: return erf(x);
     case U_GELU: return 0.5 * x * (1.0 + erf(x * INV_SQRT_2));
     case U_GELU_TANH:
-        return 0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)));
+        return 0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + GELU_K * x * x * x)));
     case U_SOFTPLUS: return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x));
     case U_ADDC: return x + c;
     case U_MULC: return x * c;
@@ -49,32 +67,34 @@ AG_INLINE double f_forward(un_kind k, double x, double c)
     return 0;
 }
 
-/* dz/dx from x, z and c */
+/* dz/dx from x, z and c: the fast backward is dx += g * dz/dx.  Each
+ * line's math is repeated on the op's recorded derivative below. */
 AG_INLINE double f_deriv(un_kind k, double x, double z, double c)
 {
     switch (k) {
-    case U_NEG: return -1;
-    case U_EXP: return z;                       /* e^x */
-    case U_LOG: return 1.0 / x;
-    case U_SQRT: return 0.5 / z;
-    case U_ABS: return x > 0 ? 1 : x < 0 ? -1 : 0;
-    case U_SIN: return cos(x);
-    case U_COS: return -sin(x);
-    case U_TANH: return 1.0 - z * z;
-    case U_SIGMOID: return z * (1.0 - z);
-    case U_RELU: return x > 0 ? 1 : 0;
-    case U_LEAKY: return x > 0 ? 1 : c;
-    case U_GELU: /* Phi(x) + x phi(x) */
+    case U_NEG: return -1;                      /* dx = -g */
+    case U_EXP: return z;                       /* dx = g * z */
+    case U_LOG: return 1.0 / x;                 /* dx = g / x */
+    case U_SQRT: return 0.5 / z;                /* dx = g * 0.5 / z */
+    case U_ABS: return x > 0 ? 1 : x < 0 ? -1 : 0; /* dx = g * sign(x) */
+    case U_SIN: return cos(x);                  /* dx = g * cos x */
+    case U_COS: return -sin(x);                 /* dx = -g * sin x */
+    case U_TANH: return 1.0 - z * z;            /* dx = g * (1 - z^2) */
+    case U_SIGMOID: return z * (1.0 - z);       /* dx = g * z (1 - z) */
+    case U_RELU: return x > 0 ? 1 : 0;          /* dx = g * (x > 0) */
+    case U_LEAKY: return x > 0 ? 1 : c;         /* dx = g * (x > 0 ? 1 : c) */
+    case U_ERF: return TWO_OVER_SQRT_PI * exp(-x * x); /* dx = g 2/sqrt(pi) e^(-x^2) */
+    case U_GELU: /* dx = g * (Phi(x) + x phi(x)) */
         return 0.5 * (1.0 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x);
-    case U_GELU_TANH: {
-        double u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x), t = tanh(u);
-        double du = SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x);
+    case U_GELU_TANH: { /* dx = g * (0.5 (1 + t) + 0.5 x (1 - t^2) du/dx) */
+        double u = SQRT_2_OVER_PI * (x + GELU_K * x * x * x), t = tanh(u);
+        double du = SQRT_2_OVER_PI * (1.0 + 3 * GELU_K * x * x);
         return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du;
     }
-    case U_SOFTPLUS: return sigmoid(x);
-    case U_ADDC: return 1;
-    case U_MULC: return c;
-    case U_POWC: return c == 0 ? 0 : c * pow(x, c - 1);
+    case U_SOFTPLUS: return sigmoid(x);         /* dx = g * sigmoid(x) */
+    case U_ADDC: return 1;                      /* dx = g */
+    case U_MULC: return c;                      /* dx = g * c */
+    case U_POWC: return c == 0 ? 0 : c * pow(x, c - 1); /* dx = g * c x^(c-1) */
     }
     return 0;
 }
@@ -92,11 +112,10 @@ AG_INLINE double f_deriv(un_kind k, double x, double z, double c)
 RELU_BWD(float)
 RELU_BWD(double)
 
-/* The loops are instantiated once per op kind (K a constant after
- * inlining), so the switch in f_forward / f_deriv folds away and the
- * simple kinds vectorise. */
+/* The loops, inlined into each op's row with K a constant, so the switch
+ * in f_forward / f_deriv folds away and the simple kinds vectorise. */
 #define UN_LOOPS(T)                                                           \
-    AG_INLINE void fwd_##T(un_kind K, const T *restrict x, T *restrict z,       \
+    AG_INLINE void fwd_##T(un_kind K, const T *restrict x, T *restrict z,     \
                            int64_t n, double c)                               \
     {                                                                         \
         if (K == U_RELU) {                                                    \
@@ -109,11 +128,11 @@ RELU_BWD(double)
             z[i] = (T)f_forward(K, x[i], c);                                  \
     }                                                                         \
     /* dx += g * dz/dx */                                                     \
-    AG_INLINE void bwd_##T(un_kind K, const T *restrict x, const T *restrict z,  \
-                           const T *restrict g, T *restrict d, int64_t n,      \
+    AG_INLINE void bwd_##T(un_kind K, const T *restrict x, const T *restrict z, \
+                           const T *restrict g, T *restrict d, int64_t n,     \
                            double c)                                          \
     {                                                                         \
-        if (K == U_RELU) { /* hot in training */                             \
+        if (K == U_RELU) { /* hot in training */                              \
             relu_bwd_##T(x, g, d, n);                                         \
             return;                                                           \
         }                                                                     \
@@ -123,63 +142,49 @@ RELU_BWD(double)
 UN_LOOPS(float)
 UN_LOOPS(double)
 
-#define UN_KINDS(X)                                                           \
-    X(U_NEG) X(U_EXP) X(U_LOG) X(U_SQRT) X(U_ABS) X(U_SIN) X(U_COS) X(U_TANH)   \
-    X(U_SIGMOID) X(U_RELU) X(U_LEAKY) X(U_GELU) X(U_GELU_TANH) X(U_SOFTPLUS)    \
-    X(U_ADDC) X(U_MULC) X(U_POWC)
-
-static void un_forward(ag_entry *e)
+/* The op's constant, read from its typed attributes (0 for the ops
+ * without one); K is a constant, so this is one load or nothing. */
+AG_INLINE double un_const(un_kind K, const ag_entry *e)
 {
-    un_kind k = (un_kind)e->iattr[0];
-    double c = e->fattr[0];
-    int64_t n = e->out->numel;
-    if (e->out->dtype == AG_F64) {
-        const double *x = e->in[0]->data;
-        double *z = e->out->data;
-        switch (k) {
-#define FWD64(K) case K: fwd_double(K, x, z, n, c); break;
-            UN_KINDS(FWD64)
-        }
-    } else {
-        const float *x = e->in[0]->data;
-        float *z = e->out->data;
-        switch (k) {
-#define FWD32(K) case K: fwd_float(K, x, z, n, c); break;
-            UN_KINDS(FWD32)
-        }
-    }
+    if (K == U_LEAKY)
+        return AG_ATTR(e, leaky_attr)->slope;
+    if (K == U_ADDC || K == U_MULC || K == U_POWC)
+        return AG_ATTR(e, scalar_attr)->c;
+    return 0;
 }
 
-static void un_backward(ag_tape *tape, ag_entry *e)
+AG_INLINE void un_forward(un_kind K, ag_entry *e)
+{
+    double c = un_const(K, e);
+    int64_t n = e->out->numel;
+    if (e->out->dtype == AG_F64)
+        fwd_double(K, e->in[0]->data, e->out->data, n, c);
+    else
+        fwd_float(K, e->in[0]->data, e->out->data, n, c);
+}
+
+AG_INLINE void un_backward(un_kind K, ag_tape *tape, ag_entry *e)
 {
     void *dx = ag_grad_data(tape, e->in[0]);
     if (!dx)
         return;
-    un_kind k = (un_kind)e->iattr[0];
-    double c = e->fattr[0];
+    double c = un_const(K, e);
     int64_t n = e->out->numel;
-    if (e->out->dtype == AG_F64) {
-        const double *x = e->in[0]->data, *z = e->out->data, *g = e->out->grad->data;
-        switch (k) {
-#define BWD64(K) case K: bwd_double(K, x, z, g, dx, n, c); break;
-            UN_KINDS(BWD64)
-        }
-    } else {
-        const float *x = e->in[0]->data, *z = e->out->data, *g = e->out->grad->data;
-        switch (k) {
-#define BWD32(K) case K: bwd_float(K, x, z, g, dx, n, c); break;
-            UN_KINDS(BWD32)
-        }
-    }
+    const ag_tensor *x = e->in[0], *z = e->out;
+    if (z->dtype == AG_F64)
+        bwd_double(K, x->data, z->data, z->grad->data, dx, n, c);
+    else
+        bwd_float(K, x->data, z->data, z->grad->data, dx, n, c);
 }
 
-static ag_tensor *un_run(ag_tape *tape, const ag_op_def *def, un_kind k, ag_tensor *a,
-                         double c)
+static ag_tensor *un_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a,
+                         const void *attr, size_t attr_size)
 {
     if (!ag_check_inputs(tape, def->name, 1, &a))
         return NULL;
     ag_op_call call = {.def = def, .in = &a, .n_in = 1, .dtype = a->dtype,
-                       .ndim = a->ndim, .shape = a->shape, .iattr = {k}, .fattr = {c}};
+                       .ndim = a->ndim, .shape = a->shape, .attr = attr,
+                       .attr_size = attr_size};
     return ag_op_run(tape, &call);
 }
 
@@ -196,7 +201,34 @@ static bool un_sample(int which, ag_rng *rng, ag_op_sample *s, ag_sample_mode m,
     return true;
 }
 
-#define UNARY_OP(NAME, KIND, MODE, LO, HI)                                          \
+/* ---- the rows ----
+ * Each op NAME supplies NAME_dx(tape, e, g), its recorded derivative dL/dx
+ * in ops of x = e->in[0], z = e->out and g; the macros add the forward and
+ * fast backward (the shared kernels at KIND), the vjp, samples, the row
+ * and the public function. */
+
+#define UN_ROW_FNS(NAME, KIND)                                                \
+    static void NAME##_forward(ag_entry *e) { un_forward(KIND, e); }          \
+    static void NAME##_backward(ag_tape *t, ag_entry *e)                      \
+    {                                                                         \
+        un_backward(KIND, t, e);                                              \
+    }                                                                         \
+    static void NAME##_vjp(ag_tape *t, const ag_entry *e, ag_tensor *g,       \
+                           ag_tensor **gin)                                   \
+    {                                                                         \
+        if (ag_needs_grad(t, e->in[0]))                                       \
+            gin[0] = NAME##_dx(t, e, g);                                      \
+    }
+
+#define UN_ROW_DEF(NAME)                                                      \
+    const ag_op_def ag_op_##NAME = {.name = #NAME, .forward = NAME##_forward, \
+                                    .backward = NAME##_backward,              \
+                                    .vjp = NAME##_vjp, .sample = NAME##_sample};
+
+/* Sample values: RANGE draws uniform in [lo, hi]; SIGNED draws magnitudes
+ * in [lo, hi] with random signs, keeping clear of the kink at 0. */
+#define UNARY_OP(NAME, KIND, MODE, LO, HI)                                    \
+    UN_ROW_FNS(NAME, KIND)                                                    \
     static ag_tensor *NAME##_apply(ag_tape *t, ag_tensor **in, void *ctx)     \
     {                                                                         \
         (void)ctx;                                                            \
@@ -205,16 +237,18 @@ static bool un_sample(int which, ag_rng *rng, ag_op_sample *s, ag_sample_mode m,
     static bool NAME##_sample(int which, ag_rng *rng, ag_op_sample *s)        \
     {                                                                         \
         s->fn = NAME##_apply;                                                 \
-        return un_sample(which, rng, s, MODE, LO, HI);                              \
+        return un_sample(which, rng, s, MODE, LO, HI);                        \
     }                                                                         \
-    const ag_op_def ag_op_##NAME = {#NAME, 1, un_forward, un_backward,        \
-                                    NAME##_sample};                           \
+    UN_ROW_DEF(NAME)                                                          \
     ag_tensor *ag_##NAME(ag_tape *t, ag_tensor *a)                            \
     {                                                                         \
-        return un_run(t, &ag_op_##NAME, KIND, a, 0);                          \
+        return un_run(t, &ag_op_##NAME, a, NULL, 0);                          \
     }
 
-#define UNARY_C_OP(NAME, KIND, MODE, LO, HI, C)                                     \
+/* An op with one double constant, kept as the attribute struct ATTR.  C:
+ * the samples' constant, an expression that may use the case `which`. */
+#define UNARY_C_OP(NAME, KIND, ATTR, MODE, LO, HI, C)                         \
+    UN_ROW_FNS(NAME, KIND)                                                    \
     static ag_tensor *NAME##_apply(ag_tape *t, ag_tensor **in, void *ctx)     \
     {                                                                         \
         return ag_##NAME(t, in[0], ((ag_op_sample *)ctx)->farg[0]);           \
@@ -223,31 +257,200 @@ static bool un_sample(int which, ag_rng *rng, ag_op_sample *s, ag_sample_mode m,
     {                                                                         \
         s->fn = NAME##_apply;                                                 \
         s->farg[0] = C;                                                       \
-        return un_sample(which, rng, s, MODE, LO, HI);                              \
+        return un_sample(which, rng, s, MODE, LO, HI);                        \
     }                                                                         \
-    const ag_op_def ag_op_##NAME = {#NAME, 1, un_forward, un_backward,        \
-                                    NAME##_sample};                           \
+    UN_ROW_DEF(NAME)                                                          \
     ag_tensor *ag_##NAME(ag_tape *t, ag_tensor *a, double c)                  \
     {                                                                         \
-        return un_run(t, &ag_op_##NAME, KIND, a, c);                          \
+        ATTR at = {c};                                                        \
+        return un_run(t, &ag_op_##NAME, a, &at, sizeof at);                   \
     }
 
-/* Sample values: RANGE draws uniform in [lo, hi]; SIGNED draws magnitudes
- * in [lo, hi] with random signs, keeping clear of the kink at 0. */
+/* ---- helpers of the recorded derivatives ---- */
+
+/* 1 - v */
+static ag_tensor *one_minus(ag_tape *t, ag_tensor *v)
+{
+    return ag_add_scalar(t, ag_neg(t, v), 1.0);
+}
+
+/* Constant factors of x's shape: fill(ctx, i) from x's values. */
+static ag_tensor *mask_of(ag_tape *t, const ag_tensor *x,
+                          double (*fill)(const void *ctx, int64_t i), const void *ctx)
+{
+    return ag_const_fill(t, x->dtype, x->ndim, x->shape, fill, ctx);
+}
+
+static double fill_positive(const void *x, int64_t i) { return ag_get(x, i) > 0; }
+
+static double fill_sign(const void *x, int64_t i)
+{
+    double v = ag_get(x, i);
+    return v > 0 ? 1 : v < 0 ? -1 : 0;
+}
+
+typedef struct {
+    const ag_tensor *x;
+    double slope;
+} leaky_fill_ctx;
+
+static double fill_leaky(const void *ctx, int64_t i)
+{
+    const leaky_fill_ctx *c = ctx;
+    return ag_get(c->x, i) > 0 ? 1 : c->slope;
+}
+
+/* ---- the ops: recorded derivative, then the row ---- */
+
+/* dx = -g */
+static ag_tensor *neg_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    (void)e;
+    return ag_neg(t, g);
+}
 UNARY_OP(neg, U_NEG, AG_SAMPLE_RANGE, -2, 2)
+
+/* dx = g * z */
+static ag_tensor *exp_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    return ag_mul(t, g, e->out);
+}
 UNARY_OP(exp, U_EXP, AG_SAMPLE_RANGE, -2, 2)
+
+/* dx = g / x */
+static ag_tensor *log_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    return ag_div(t, g, e->in[0]);
+}
 UNARY_OP(log, U_LOG, AG_SAMPLE_RANGE, 0.2, 3)
+
+/* dx = g * 0.5 / z */
+static ag_tensor *sqrt_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    return ag_mul_scalar(t, ag_div(t, g, e->out), 0.5);
+}
 UNARY_OP(sqrt, U_SQRT, AG_SAMPLE_RANGE, 0.2, 3)
+
+/* dx = g * sign(x), a constant mask */
+static ag_tensor *abs_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    return ag_mul(t, g, mask_of(t, e->in[0], fill_sign, e->in[0]));
+}
 UNARY_OP(abs, U_ABS, AG_SAMPLE_SIGNED, 0.1, 2)
+
+/* dx = g * cos x */
+static ag_tensor *sin_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    return ag_mul(t, g, ag_cos(t, e->in[0]));
+}
 UNARY_OP(sin, U_SIN, AG_SAMPLE_RANGE, -3, 3)
+
+/* dx = -g * sin x */
+static ag_tensor *cos_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    return ag_neg(t, ag_mul(t, g, ag_sin(t, e->in[0])));
+}
 UNARY_OP(cos, U_COS, AG_SAMPLE_RANGE, -3, 3)
+
+/* dx = g * (1 - z^2) */
+static ag_tensor *tanh_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    return ag_mul(t, g, one_minus(t, ag_mul(t, e->out, e->out)));
+}
 UNARY_OP(tanh, U_TANH, AG_SAMPLE_RANGE, -2, 2)
+
+/* dx = g * z (1 - z) */
+static ag_tensor *sigmoid_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    return ag_mul(t, g, ag_mul(t, e->out, one_minus(t, e->out)));
+}
 UNARY_OP(sigmoid, U_SIGMOID, AG_SAMPLE_RANGE, -4, 4)
+
+/* dx = g * (x > 0), a constant mask */
+static ag_tensor *relu_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    return ag_mul(t, g, mask_of(t, e->in[0], fill_positive, e->in[0]));
+}
 UNARY_OP(relu, U_RELU, AG_SAMPLE_SIGNED, 0.1, 2)
+
+/* dx = g * (x > 0 ? 1 : slope), a constant mask */
+static ag_tensor *leaky_relu_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    leaky_fill_ctx c = {e->in[0], AG_ATTR(e, leaky_attr)->slope};
+    return ag_mul(t, g, mask_of(t, e->in[0], fill_leaky, &c));
+}
+UNARY_C_OP(leaky_relu, U_LEAKY, leaky_attr, AG_SAMPLE_SIGNED, 0.1, 2, 0.01)
+
+/* dx = g * 2/sqrt(pi) e^(-x^2) */
+static ag_tensor *erf_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    ag_tensor *x = e->in[0];
+    ag_tensor *d = ag_mul_scalar(t, ag_exp(t, ag_neg(t, ag_mul(t, x, x))), TWO_OVER_SQRT_PI);
+    return ag_mul(t, g, d);
+}
+UNARY_OP(erf, U_ERF, AG_SAMPLE_RANGE, -2.5, 2.5)
+
+/* dx = g * (Phi(x) + x phi(x)), Phi(x) = 0.5 (1 + erf(x / sqrt 2)),
+ * phi(x) = e^(-x^2 / 2) / sqrt(2 pi) */
+static ag_tensor *gelu_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    ag_tensor *x = e->in[0];
+    ag_tensor *cdf = ag_mul_scalar(
+        t, ag_add_scalar(t, ag_erf(t, ag_mul_scalar(t, x, INV_SQRT_2)), 1.0), 0.5);
+    ag_tensor *pdf = ag_mul_scalar(t, ag_exp(t, ag_mul_scalar(t, ag_mul(t, x, x), -0.5)),
+                                   INV_SQRT_2PI);
+    return ag_mul(t, g, ag_add(t, cdf, ag_mul(t, x, pdf)));
+}
 UNARY_OP(gelu, U_GELU, AG_SAMPLE_RANGE, -3, 3)
+
+/* dx = g * (0.5 (1 + t) + 0.5 x (1 - t^2) du/dx), t = tanh u,
+ * u = s (x + k x^3), du/dx = s (1 + 3k x^2), s = sqrt(2/pi) */
+static ag_tensor *gelu_tanh_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    ag_tensor *x = e->in[0], *x2 = ag_mul(t, x, x);
+    ag_tensor *u = ag_mul_scalar(
+        t, ag_add(t, x, ag_mul_scalar(t, ag_mul(t, x2, x), GELU_K)), SQRT_2_OVER_PI);
+    ag_tensor *th = ag_tanh(t, u);
+    ag_tensor *du = ag_mul_scalar(t, ag_add_scalar(t, ag_mul_scalar(t, x2, 3 * GELU_K), 1.0),
+                                  SQRT_2_OVER_PI);
+    ag_tensor *left = ag_mul_scalar(t, ag_add_scalar(t, th, 1.0), 0.5);
+    ag_tensor *right = ag_mul(t, ag_mul_scalar(t, x, 0.5),
+                              ag_mul(t, one_minus(t, ag_mul(t, th, th)), du));
+    return ag_mul(t, g, ag_add(t, left, right));
+}
 UNARY_OP(gelu_tanh, U_GELU_TANH, AG_SAMPLE_RANGE, -3, 3)
+
+/* dx = g * sigmoid(x) */
+static ag_tensor *softplus_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    return ag_mul(t, g, ag_sigmoid(t, e->in[0]));
+}
 UNARY_OP(softplus, U_SOFTPLUS, AG_SAMPLE_RANGE, -4, 4)
-UNARY_C_OP(leaky_relu, U_LEAKY, AG_SAMPLE_SIGNED, 0.1, 2, 0.01)
-UNARY_C_OP(add_scalar, U_ADDC, AG_SAMPLE_RANGE, -2, 2, 1.5)
-UNARY_C_OP(mul_scalar, U_MULC, AG_SAMPLE_RANGE, -2, 2, -0.75)
-UNARY_C_OP(pow_scalar, U_POWC, AG_SAMPLE_RANGE, 0.3, 2, 2.5)
+
+/* dx = g */
+static ag_tensor *add_scalar_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    (void)t;
+    (void)e;
+    return g;
+}
+UNARY_C_OP(add_scalar, U_ADDC, scalar_attr, AG_SAMPLE_RANGE, -2, 2, 1.5)
+
+/* dx = g * c */
+static ag_tensor *mul_scalar_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    return ag_mul_scalar(t, g, AG_ATTR(e, scalar_attr)->c);
+}
+UNARY_C_OP(mul_scalar, U_MULC, scalar_attr, AG_SAMPLE_RANGE, -2, 2, -0.75)
+
+/* dx = g * c x^(c-1)  (0 for c = 0); samples also take c = 1 and 0,
+ * whose derivatives end in pow_scalar(x, 0) and a constant 0 */
+static const double pow_scalar_c[] = {2.5, 1, 0, -1.5};
+static ag_tensor *pow_scalar_dx(ag_tape *t, const ag_entry *e, ag_tensor *g)
+{
+    double c = AG_ATTR(e, scalar_attr)->c;
+    if (c == 0)
+        return ag_const_like(t, e->in[0], 0.0);
+    return ag_mul(t, g, ag_mul_scalar(t, ag_pow_scalar(t, e->in[0], c - 1), c));
+}
+UNARY_C_OP(pow_scalar, U_POWC, scalar_attr, AG_SAMPLE_RANGE, 0.3, 2, pow_scalar_c[which & 3])

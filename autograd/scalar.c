@@ -2,8 +2,10 @@
  * parallel arrays (value, adjoint, operands, op code, branch flag), kept
  * by the tape across resets.  Backward derives each local partial from
  * the stored values, so no partials are stored; replay re-runs the same
- * arrays forward.  Notation: x = val[a0], y = val[a1], z = val[i],
- * g = adj[i]. */
+ * arrays forward; second order adds two arrays (tangent, adjoint tangent)
+ * on first use.  Notation: x = val[a0], y = val[a1], z = val[i],
+ * g = adj[i]; a prime is the tangent along the direction v: x' = dot[a0],
+ * z' = dot[i], g' = adot[i]. */
 #include "autograd_internal.h"
 
 #include <math.h>
@@ -20,6 +22,8 @@ typedef struct ag_scalar_tape {
     int64_t n, cap;
     ag_tensor **src;     /* tensors bridged in by ag_var_from_tensor */
     int64_t n_src, cap_src;
+    double *dot, *adot;  /* second order: tangents, adjoint tangents (cap2) */
+    int64_t cap2;
 } ag_scalar_tape;
 
 size_t ag_scalar_bytes_per_op(void)
@@ -51,6 +55,8 @@ void ag_scalar_free(ag_tape *tape)
     if (!tape->scalar)
         return;
     free_arrays(tape->scalar);
+    ag_mem_free(tape->scalar->dot);
+    ag_mem_free(tape->scalar->adot);
     ag_mem_free(tape->scalar->src);
     ag_mem_free(tape->scalar);
     tape->scalar = NULL;
@@ -145,8 +151,6 @@ ag_var ag_var_const(ag_tape *t, double value)
         return (ag_var){-1};
     return push(t, S_CONST, -1, -1, value, 0);
 }
-
-#define AG_INLINE static inline __attribute__((always_inline))
 
 /* The branch a selecting op takes: which operand wins, or sign. */
 AG_INLINE uint8_t branch(uint8_t op, double x, double y)
@@ -361,6 +365,216 @@ ag_status ag_var_backward(ag_tape *t, ag_var y)
     t->scalar->adj[y.id] = 1.0;
     ag_sweep(t, e_end, y.id + 1);
     return t->status;
+}
+
+/* ---- second order: forward over reverse ----
+ * One forward sweep carries the tangents z' of every op along v; one
+ * reverse sweep carries the adjoints g and the adjoint tangents g'
+ * (ADOL-C's fos_forward + hos_reverse, as hess_vec).  An op z = f(x, y)
+ * with partial p = dz/dx adds dx += g p and dx' += g' p + g p', where
+ * p' = f_xx x' + f_xy y' is the tangent of the partial. */
+
+/* z' = f_x x' + f_y y' for ops [0, end).  An input's z' is its seed, which
+ * the caller parks in the zeroed adot (so dot needs no clearing pass); the
+ * sweep moves it out and leaves adot zero for the reverse sweep. */
+static void tangent_forward(ag_scalar_tape *s, int64_t end)
+{
+    const double *v = s->val;
+    const int32_t *a0 = s->a0, *a1 = s->a1;
+    const uint8_t *op = s->op, *flag = s->flag;
+    double *dot = s->dot, *adot = s->adot;
+    for (int64_t i = 0; i < end; i++) {
+        int32_t a = a0[i], b = a1[i];
+        double d = 0;
+        switch (op[i]) {
+        case S_INPUT: d = adot[i]; adot[i] = 0; break; /* the seed, parked in adot */
+        case S_CONST: case S_LESS: case S_TENSOR: break;
+        case S_ADD: d = dot[a] + dot[b]; break;
+        case S_SUB: d = dot[a] - dot[b]; break;
+        case S_MUL: d = dot[a] * v[b] + v[a] * dot[b]; break;       /* x' y + x y' */
+        case S_DIV: d = (dot[a] - v[i] * dot[b]) / v[b]; break;     /* (x' - z y') / y */
+        case S_POW: /* y x^(y-1) x' + z log(x) y'; a zero x' stays 0 at x^(y-1) = inf */
+            d = dot[a] != 0 ? v[b] * pow(v[a], v[b] - 1) * dot[a] : 0;
+            if (dot[b] != 0 && v[a] > 0)
+                d += v[i] * log(v[a]) * dot[b];
+            break;
+        case S_MIN: case S_MAX: /* the chosen operand's x'; a tie averages */
+            d = flag[i] == 2 ? 0.5 * (dot[a] + dot[b]) : flag[i] ? dot[b] : dot[a];
+            break;
+        case S_NEG: d = -dot[a]; break;
+        case S_EXP: d = v[i] * dot[a]; break;
+        case S_LOG: d = dot[a] / v[a]; break;
+        case S_SQRT: d = 0.5 * dot[a] / v[i]; break;
+        case S_SIN: d = cos(v[a]) * dot[a]; break;
+        case S_COS: d = -sin(v[a]) * dot[a]; break;
+        case S_TANH: d = (1 - v[i] * v[i]) * dot[a]; break;
+        case S_SIGMOID: d = v[i] * (1 - v[i]) * dot[a]; break;
+        case S_RELU: d = flag[i] ? dot[a] : 0; break;
+        case S_ABS: d = flag[i] == 1 ? dot[a] : flag[i] == 2 ? -dot[a] : 0; break;
+        }
+        dot[i] = d;
+    }
+}
+
+/* z = x^y: both partials and their tangents (d/dy needs x > 0, as in backward) */
+static void pow_second(ag_scalar_tape *s, int64_t i, double g, double gd)
+{
+    const double *v = s->val, *dot = s->dot;
+    int32_t a = s->a0[i], b = s->a1[i];
+    double x = v[a], y = v[b], q = pow(x, y - 1), lx = x > 0 ? log(x) : 0;
+    double fxx = y * (y - 1) == 0 ? 0 : y * (y - 1) * pow(x, y - 2); /* y (y-1) x^(y-2) */
+    double fxy = x > 0 ? q * (1 + y * lx) : 0;                       /* x^(y-1) (1 + y ln x) */
+    s->adj[a] += g * y * q;                                          /* dx += g y x^(y-1) */
+    s->adot[a] += gd * y * q + g * (fxx * dot[a] + fxy * dot[b]);
+    if (x > 0) { /* dy += g z ln x; p' = z' ln x + z x' / x */
+        if (g != 0)
+            s->adj[b] += g * v[i] * lx;
+        s->adot[b] += gd * v[i] * lx + g * (dot[i] * lx + v[i] * dot[a] / x);
+    }
+}
+
+/* Adjoints and adjoint tangents of ops [0, end), seeded at end - 1. */
+static void second_reverse(ag_scalar_tape *s, int64_t end)
+{
+    const double *v = s->val, *dot = s->dot;
+    double *adj = s->adj, *adot = s->adot;
+    for (int64_t i = end - 1; i >= 0; i--) {
+        double g = adj[i], gd = adot[i], p, pd; /* p = dz/dx, pd = p' */
+        int32_t a = s->a0[i], b = s->a1[i];
+        switch (s->op[i]) {
+        case S_INPUT: case S_CONST: case S_LESS: case S_TENSOR: continue;
+        case S_ADD: adj[a] += g; adj[b] += g; adot[a] += gd; adot[b] += gd; continue;
+        case S_SUB: adj[a] += g; adj[b] -= g; adot[a] += gd; adot[b] -= gd; continue;
+        case S_MUL: /* dx' += g' y + g y'; dy' += g' x + g x' */
+            adj[a] += g * v[b];
+            adj[b] += g * v[a];
+            adot[a] += gd * v[b] + g * dot[b];
+            adot[b] += gd * v[a] + g * dot[a];
+            continue;
+        case S_DIV: /* dx' += (g' - g y' / y) / y; dy' -= (g' z + g z' - g z y' / y) / y */
+            adj[a] += g / v[b];
+            adj[b] -= g * v[i] / v[b];
+            adot[a] += (gd - g * dot[b] / v[b]) / v[b];
+            adot[b] -= (gd * v[i] + g * (dot[i] - v[i] * dot[b] / v[b])) / v[b];
+            continue;
+        case S_POW: pow_second(s, i, g, gd); continue;
+        case S_MIN: case S_MAX: /* selection: linear, no second derivative */
+            if (s->flag[i] == 2) {
+                adj[a] += 0.5 * g;
+                adj[b] += 0.5 * g;
+                adot[a] += 0.5 * gd;
+                adot[b] += 0.5 * gd;
+            } else {
+                adj[s->flag[i] ? b : a] += g;
+                adot[s->flag[i] ? b : a] += gd;
+            }
+            continue;
+        case S_NEG: p = -1; pd = 0; break;
+        case S_EXP: p = v[i]; pd = dot[i]; break;                          /* p' = z' */
+        case S_LOG: p = 1 / v[a]; pd = -p * p * dot[a]; break;             /* p' = -x' / x^2 */
+        case S_SQRT: p = 0.5 / v[i]; pd = -p * dot[i] / v[i]; break;       /* p' = -p z' / z */
+        case S_SIN: p = cos(v[a]); pd = -v[i] * dot[a]; break;             /* p' = -sin(x) x' */
+        case S_COS: p = -sin(v[a]); pd = -v[i] * dot[a]; break;            /* p' = -cos(x) x' */
+        case S_TANH: p = 1 - v[i] * v[i]; pd = -2 * v[i] * dot[i]; break;  /* p' = -2 z z' */
+        case S_SIGMOID: p = v[i] * (1 - v[i]); pd = (1 - 2 * v[i]) * dot[i]; break;
+        case S_RELU: p = s->flag[i] ? 1 : 0; pd = 0; break;                /* kinks: p' = 0 */
+        case S_ABS: p = s->flag[i] == 1 ? 1 : s->flag[i] == 2 ? -1 : 0; pd = 0; break;
+        default: continue;
+        }
+        adj[a] += g * p;
+        adot[a] += gd * p + g * pd;
+    }
+}
+
+/* The checks both entry points share; makes the tangent arrays hold y. */
+static bool second_ready(ag_tape *t, ag_var y, int n, const ag_var *x, const void *in,
+                         const char *in_name, const void *out, const char *out_name,
+                         const char *fn)
+{
+    if (!valid(t, y, fn))
+        return false;
+    ag_scalar_tape *s = t->scalar;
+    if (t->n_entries > 0 || s->n_src > 0) {
+        ag_fail(t, AG_ERR_STATE, "%s: the tape holds tensor ops; second order on the "
+                "scalar path needs a scalar-only tape (ag_hvp for tensors)", fn);
+        return false;
+    }
+    if (n < 0) {
+        ag_fail(t, AG_ERR_ARG, "%s: n is %d (must be >= 0)", fn, n);
+        return false;
+    }
+    const void *arr[] = {x, in, out};
+    const char *names[] = {"x", in_name, out_name};
+    for (int k = 0; k < 3 && n > 0; k++)
+        if (!arr[k] && names[k]) {
+            ag_fail(t, AG_ERR_ARG, "%s: %s is NULL (n is %d)", fn, names[k], n);
+            return false;
+        }
+    for (int k = 0; k < n; k++) {
+        if (!valid(t, x[k], fn))
+            return false;
+        if (s->op[x[k].id] != S_INPUT) {
+            ag_fail(t, AG_ERR_ARG, "%s: x[%d] (var %d) is not an input (ag_var_new)", fn, k,
+                    (int)x[k].id);
+            return false;
+        }
+    }
+    if (s->cap2 < s->cap) {
+        ag_mem_free(s->dot);
+        ag_mem_free(s->adot);
+        s->dot = ag_mem_alloc((size_t)s->cap * sizeof(double));
+        s->adot = ag_mem_alloc((size_t)s->cap * sizeof(double));
+        s->cap2 = s->dot && s->adot ? s->cap : 0;
+        if (!s->cap2) {
+            ag_fail(t, AG_ERR_NOMEM, "%s: out of memory for %lld tangents", fn,
+                    (long long)s->cap);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* One product: tangents seeded with v (or with the unit vector e_unit when
+ * unit >= 0), both sweeps, hv[k] = adot[x[k]].  Repeated vars in x add
+ * their seeds, as the same variable moved twice. */
+static void hvp_sweeps(ag_scalar_tape *s, ag_var y, int n, const ag_var *x, const double *v,
+                       int unit, double *hv)
+{
+    int64_t end = (int64_t)y.id + 1;
+    memset(s->adj, 0, (size_t)end * sizeof(double));
+    memset(s->adot, 0, (size_t)end * sizeof(double));
+    if (unit >= 0)
+        s->adot[x[unit].id] = 1;
+    else
+        for (int k = 0; k < n; k++)
+            s->adot[x[k].id] += v[k];
+    tangent_forward(s, end);
+    s->adj[y.id] = 1;
+    second_reverse(s, end);
+    for (int k = 0; k < n; k++)
+        hv[k] = s->adot[x[k].id];
+}
+
+ag_status ag_var_hvp(ag_tape *t, ag_var y, int n, const ag_var *x, const double *v,
+                     double *hv)
+{
+    if (!second_ready(t, y, n, x, v, "v", hv, "hv", "ag_var_hvp"))
+        return t ? t->status : AG_ERR_ARG;
+    hvp_sweeps(t->scalar, y, n, x, v, -1, hv);
+    return AG_OK;
+}
+
+ag_status ag_var_hessian(ag_tape *t, ag_var y, int n, const ag_var *x, double *h)
+{
+    if (!second_ready(t, y, n, x, NULL, NULL, h, "h", "ag_var_hessian"))
+        return t ? t->status : AG_ERR_ARG;
+    /* H e_j is column j, stored as row j: H is symmetric; n = 0 still
+     * sweeps once for the gradient */
+    if (n == 0)
+        hvp_sweeps(t->scalar, y, 0, x, NULL, -1, h);
+    for (int j = 0; j < n; j++)
+        hvp_sweeps(t->scalar, y, n, x, NULL, j, h + (size_t)j * (size_t)n);
+    return AG_OK;
 }
 
 /* ---- bridges between scalars and tensors ---- */

@@ -309,6 +309,13 @@ static void *sweep_grad(ag_tape *tape, ag_tensor *x)
     return x->sgrad->data;
 }
 
+ag_tensor *ag_grad_tensor(ag_tape *tape, ag_tensor *x)
+{
+    if (!ag_grad_data(tape, x))
+        return NULL;
+    return x->persistent && tape->sweep_id ? x->sgrad : x->grad;
+}
+
 void *ag_grad_data(ag_tape *tape, ag_tensor *x)
 {
     if (!ag_needs_grad(tape, x))

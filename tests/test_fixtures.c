@@ -117,7 +117,7 @@ FX_BINARY(add) FX_BINARY(sub) FX_BINARY(mul) FX_BINARY(div) FX_BINARY(pow)
 FX_BINARY(maximum) FX_BINARY(minimum) FX_BINARY(matmul)
 FX_UNARY(neg) FX_UNARY(exp) FX_UNARY(log) FX_UNARY(sqrt) FX_UNARY(abs) FX_UNARY(sin)
 FX_UNARY(cos) FX_UNARY(tanh) FX_UNARY(sigmoid) FX_UNARY(relu) FX_UNARY(gelu)
-FX_UNARY(gelu_tanh) FX_UNARY(softplus)
+FX_UNARY(gelu_tanh) FX_UNARY(softplus) FX_UNARY(erf)
 FX_UNARY_C(leaky_relu) FX_UNARY_C(add_scalar) FX_UNARY_C(mul_scalar) FX_UNARY_C(pow_scalar)
 FX_REDUCE(sum) FX_REDUCE(mean) FX_REDUCE(max) FX_REDUCE(min) FX_REDUCE(logsumexp)
 FX_REDUCE(argmax)
@@ -150,6 +150,14 @@ static ag_tensor *fx_expand(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
     int64_t shape[AG_MAX_DIMS];
     int nd = fx_list(c, "shape", shape, AG_MAX_DIMS);
     return ag_expand(t, in[0], nd, shape);
+}
+
+static ag_tensor *fx_sum_to(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
+{
+    (void)n;
+    ag_tensor like = {.dtype = in[0]->dtype};
+    like.ndim = fx_list(c, "shape", like.shape, AG_MAX_DIMS);
+    return ag_sum_to(t, in[0], &like);
 }
 
 static ag_tensor *fx_transpose(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
@@ -208,6 +216,20 @@ static ag_tensor *fx_index_select(ag_tape *t, ag_tensor **in, int n, const fx_ca
     return ag_index_select(t, in[0], (int)fx_int(c, "axis"), idx, m);
 }
 
+static ag_tensor *fx_scatter_add(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
+{
+    (void)n;
+    return ag_scatter_add(t, in[0], (int)fx_int(c, "axis"), fx_get(c, "index"), in[1]);
+}
+
+static ag_tensor *fx_index_add(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
+{
+    (void)n;
+    int64_t idx[64];
+    int m = fx_list(c, "idx", idx, 64);
+    return ag_index_add(t, in[0], (int)fx_int(c, "axis"), idx, m, in[1]);
+}
+
 static ag_tensor *fx_where(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
 {
     (void)n, (void)c;
@@ -252,13 +274,14 @@ static const struct {
 } g_dispatch[] = {
     FX(add), FX(sub), FX(mul), FX(div), FX(pow), FX(maximum), FX(minimum),
     FX(neg), FX(exp), FX(log), FX(sqrt), FX(abs), FX(sin), FX(cos), FX(tanh),
-    FX(sigmoid), FX(relu), FX(leaky_relu), FX(gelu), FX(gelu_tanh), FX(softplus),
+    FX(sigmoid), FX(relu), FX(leaky_relu), FX(gelu), FX(gelu_tanh), FX(softplus), FX(erf),
     FX(add_scalar), FX(mul_scalar), FX(pow_scalar),
     FX(sum), FX(mean), FX(max), FX(min), FX(logsumexp), FX(variance), FX(argmax),
     FX(matmul), FX(linear),
     FX(reshape), FX(squeeze), FX(unsqueeze), FX(transpose), FX(permute), FX(expand),
+    FX(sum_to),
     FX(slice), FX(pad), FX(concat), FX(stack),
-    FX(gather), FX(index_select), FX(where), FX(clamp),
+    FX(gather), FX(scatter_add), FX(index_select), FX(index_add), FX(where), FX(clamp),
     FX(softmax), FX(log_softmax), FX(cross_entropy_logits), FX(dropout),
 };
 

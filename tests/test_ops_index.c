@@ -1,6 +1,8 @@
-/* test_ops_index.c — gather, index_select, where, clamp: forward against
- * hand-computed values, scatter-add gradients, and the errors bad indices
- * and shapes must give (never a read out of bounds: run under ASan). */
+/* test_ops_index.c — gather, scatter_add, index_select, index_add, where,
+ * clamp: forward against hand-computed values, scatter-add gradients, the
+ * errors bad indices and shapes must give (never a read out of bounds: run
+ * under ASan), and third derivatives through the recorded gradients (each
+ * pair's derivatives are each other). */
 #include "test_util.h"
 
 #include <math.h>
@@ -98,6 +100,65 @@ static void test_gather_rejects_bad_index(void **state)
     ag_tensor_free(wide);
 }
 
+/* ---- scatter_add ---- */
+
+static void test_scatter_add_values_and_gradient(void **state)
+{
+    (void)state;
+    for (int dt = 0; dt < 2; dt++) {
+        ag_tensor *a = make((ag_dtype)dt, 2, S(2, 3), D(1, 2, 3, 4, 5, 6));
+        ag_tensor *src = make((ag_dtype)dt, 2, S(2, 2), D(10, 20, 30, 40));
+        ag_tensor *i1 = make(AG_F64, 2, S(2, 2), D(2, 2, 0, 1));
+        ag_tensor *i0 = make((ag_dtype)dt, 2, S(1, 3), D(1, 0, 1));
+        ag_tensor *s0 = make((ag_dtype)dt, 2, S(1, 3), D(7, 8, 9));
+        ag_tensor *w = make((ag_dtype)dt, 2, S(2, 3), D(1, 2, 3, 4, 5, 6));
+        ag_set_requires_grad(a, true);
+        ag_set_requires_grad(src, true);
+        ag_tape *t = ag_tape_new();
+        /* out[i][idx[i][j]] += src[i][j]: a[0][2] gets 10 and 20 */
+        ag_tensor *z = ag_scatter_add(t, a, -1, i1, src);
+        tg_assert_shape(z, 2, S(2, 3));
+        assert_values(z, D(1, 2, 33, 34, 45, 6));
+        /* out[idx[0][j]][j] += src[0][j] */
+        assert_values(ag_scatter_add(t, a, 0, i0, s0), D(1, 10, 3, 11, 5, 15));
+        assert_int_equal(ag_backward(t, ag_sum(t, ag_mul(t, z, w), AG_ALL, false)), AG_OK);
+        assert_values(ag_grad(a), D(1, 2, 3, 4, 5, 6)); /* da = w */
+        assert_values(ag_grad(src), D(3, 3, 4, 5));     /* dsrc = w[idx] */
+        ag_tape_free(t);
+        ag_tensor *all[] = {a, src, i1, i0, s0, w};
+        for (int k = 0; k < 6; k++)
+            ag_tensor_free(all[k]);
+    }
+}
+
+static void test_scatter_add_rejects_bad_args(void **state)
+{
+    (void)state;
+    ag_tensor *a = ag_tensor_new(AG_F64, 2, S(2, 3));
+    ag_tensor *idx = tg_f64(2, S(1, 2), D(0, 3));
+    ag_tensor *src = ag_tensor_new(AG_F64, 2, S(1, 2));
+    ag_tensor *wide = ag_tensor_new(AG_F64, 2, S(2, 3));
+    ag_tensor *s32 = ag_tensor_new(AG_F32, 2, S(1, 2));
+    ag_tape *t = ag_tape_new();
+    assert_null(ag_scatter_add(t, a, 1, idx, src));
+    tg_assert_tape_error(t, AG_ERR_ARG, "ag_scatter_add: index 3 at element 1 of [1,2] is out "
+                                "of range [0, 3) for axis 1 of [2,3]");
+    ag_tape_reset(t);
+    assert_null(ag_scatter_add(t, a, 1, idx, wide));
+    tg_assert_tape_error(t, AG_ERR_SHAPE, "ag_scatter_add: src [2,3] and index [1,2] differ "
+                                  "in shape");
+    ag_tape_reset(t);
+    assert_null(ag_scatter_add(t, a, 1, idx, s32));
+    tg_assert_tape_error(t, AG_ERR_DTYPE, "ag_scatter_add");
+    ag_tape_reset(t);
+    assert_null(ag_scatter_add(t, a, 1, idx, NULL));
+    assert_int_equal(ag_tape_status(t), AG_ERR_NULL);
+    ag_tape_free(t);
+    ag_tensor *all[] = {a, idx, src, wide, s32};
+    for (int k = 0; k < 5; k++)
+        ag_tensor_free(all[k]);
+}
+
 /* ---- index_select ---- */
 
 static void test_index_select_rows_and_repeated_gradient(void **state)
@@ -159,6 +220,123 @@ static void test_index_select_rejects_bad_index(void **state)
     tg_assert_tape_error(t, AG_ERR_ARG, "negative index count");
     ag_tape_free(t);
     ag_tensor_free(a);
+}
+
+/* ---- index_add ---- */
+
+static void test_index_add_values_and_gradient(void **state)
+{
+    (void)state;
+    for (int dt = 0; dt < 2; dt++) {
+        ag_tensor *a = make((ag_dtype)dt, 2, S(4, 2), D(0, 1, 10, 11, 20, 21, 30, 31));
+        ag_tensor *src = make((ag_dtype)dt, 2, S(3, 2), D(1, 2, 3, 4, 5, 6));
+        ag_tensor *w = make((ag_dtype)dt, 2, S(4, 2), D(1, 2, 3, 4, 5, 6, 7, 8));
+        ag_set_requires_grad(a, true);
+        ag_set_requires_grad(src, true);
+        ag_tape *t = ag_tape_new();
+        /* row 3 gets src rows 0 and 2, row 1 gets src row 1 */
+        ag_tensor *z = ag_index_add(t, a, 0, S(3, 1, 3), 3, src);
+        tg_assert_shape(z, 2, S(4, 2));
+        assert_values(z, D(0, 1, 13, 15, 20, 21, 36, 39));
+        assert_values(ag_index_add(t, a, -1, S(0), 1, ag_index_select(t, a, 1, S(1), 1)),
+                      D(1, 1, 21, 11, 41, 21, 61, 31)); /* column 0 += column 1 */
+        assert_int_equal(ag_backward(t, ag_sum(t, ag_mul(t, z, w), AG_ALL, false)), AG_OK);
+        assert_values(ag_grad(a), D(1, 2, 3, 4, 5, 6, 7, 8)); /* da = w */
+        assert_values(ag_grad(src), D(7, 8, 3, 4, 7, 8));     /* dsrc = w[rows] */
+        ag_tape_free(t);
+        ag_tensor_free(a);
+        ag_tensor_free(src);
+        ag_tensor_free(w);
+    }
+}
+
+static void test_index_add_rejects_bad_args(void **state)
+{
+    (void)state;
+    ag_tensor *a = ag_tensor_new(AG_F64, 2, S(4, 2));
+    ag_tensor *src = ag_tensor_new(AG_F64, 2, S(2, 2));
+    ag_tensor *s32 = ag_tensor_new(AG_F32, 2, S(2, 2));
+    ag_tape *t = ag_tape_new();
+    assert_null(ag_index_add(t, a, 0, S(0, 1, 2), 3, src));
+    tg_assert_tape_error(t, AG_ERR_SHAPE, "ag_index_add: src [2,2] does not match a [4,2] "
+                                  "with 3 rows on axis 0");
+    ag_tape_reset(t);
+    assert_null(ag_index_add(t, a, 0, S(0, 4), 2, src));
+    tg_assert_tape_error(t, AG_ERR_ARG, "ag_index_add: index 4 (position 1) is out of range "
+                                "[0, 4) for axis 0 of [4,2]");
+    ag_tape_reset(t);
+    assert_null(ag_index_add(t, a, 0, S(0, 1), 2, s32));
+    tg_assert_tape_error(t, AG_ERR_DTYPE, "ag_index_add");
+    ag_tape_reset(t);
+    assert_null(ag_index_add(t, a, 0, NULL, 2, src));
+    tg_assert_tape_error(t, AG_ERR_ARG, "idx is NULL");
+    ag_tape_free(t);
+    ag_tensor_free(a);
+    ag_tensor_free(src);
+    ag_tensor_free(s32);
+}
+
+/* ---- third order through the recorded gradients ---- */
+
+/* g[k] = d sum(g[k-1]) / dx (g[-1] = l), each recorded: the derivatives of
+ * orders 1, 2 and 3 of l when l is a sum of functions of single elements. */
+static void three_gradients(ag_tape *t, ag_tensor *l, ag_tensor *x, ag_tensor **g)
+{
+    ag_tensor *root = l;
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(ag_gradients(t, root, NULL, 1, &x, &g[k], true), AG_OK);
+        tg_assert_shape(g[k], ag_ndim(x), ag_shape(x));
+        root = ag_sum(t, g[k], AG_ALL, false);
+    }
+}
+
+/* l = sum(y^4) with y the selected elements, element i of x taken c[i]
+ * times: dl/dx = 4 c x^3, then 12 c x^2, then 24 c x. */
+static void check_fourth_power_derivatives(ag_tape *t, ag_tensor *y, ag_tensor *x,
+                                           const double *c)
+{
+    ag_tensor *y2 = ag_mul(t, y, y);
+    ag_tensor *g[3];
+    three_gradients(t, ag_sum(t, ag_mul(t, y2, y2), AG_ALL, false), x, g);
+    double got[3][16], want[3][16];
+    int64_t n = ag_numel(x);
+    for (int64_t i = 0; i < n; i++) {
+        double v = ag_get(x, i);
+        want[0][i] = 4 * c[i] * v * v * v;
+        want[1][i] = 12 * c[i] * v * v;
+        want[2][i] = 24 * c[i] * v;
+        for (int k = 0; k < 3; k++)
+            got[k][i] = ag_get(g[k], i);
+    }
+    for (int k = 0; k < 3; k++)
+        assert_doubles_close(got[k], want[k], n, 1e-12, 1e-14);
+}
+
+static void test_gather_third_derivative(void **state)
+{
+    (void)state;
+    ag_tensor *x = tg_f64(2, S(2, 3), D(0.5, -1.25, 2, 1.5, -0.75, 3));
+    ag_set_requires_grad(x, true);
+    /* along axis 1: row 0 takes 2, 0, 2, 2; row 1 takes 1, 1, 0, 2 */
+    ag_tensor *idx = tg_f64(2, S(2, 4), D(2, 0, 2, 2, 1, 1, 0, 2));
+    ag_tape *t = ag_tape_new();
+    check_fourth_power_derivatives(t, ag_gather(t, x, 1, idx), x, D(1, 0, 3, 1, 2, 1));
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(idx);
+}
+
+static void test_index_select_third_derivative(void **state)
+{
+    (void)state;
+    ag_tensor *x = tg_f64(2, S(3, 2), D(0.5, -1.25, 2, 1.5, -0.75, 3));
+    ag_set_requires_grad(x, true);
+    ag_tape *t = ag_tape_new();
+    /* rows 2, 0, 2, 2: row 0 once, row 1 never, row 2 three times */
+    check_fourth_power_derivatives(t, ag_index_select(t, x, 0, S(2, 0, 2, 2), 4), x,
+                                   D(1, 1, 0, 0, 3, 3));
+    ag_tape_free(t);
+    ag_tensor_free(x);
 }
 
 /* ---- where ---- */
@@ -248,9 +426,15 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gather_values_and_scatter_gradient),
         cmocka_unit_test(test_gather_rejects_bad_index),
+        cmocka_unit_test(test_scatter_add_values_and_gradient),
+        cmocka_unit_test(test_scatter_add_rejects_bad_args),
         cmocka_unit_test(test_index_select_rows_and_repeated_gradient),
         cmocka_unit_test(test_index_select_middle_axis),
         cmocka_unit_test(test_index_select_rejects_bad_index),
+        cmocka_unit_test(test_index_add_values_and_gradient),
+        cmocka_unit_test(test_index_add_rejects_bad_args),
+        cmocka_unit_test(test_gather_third_derivative),
+        cmocka_unit_test(test_index_select_third_derivative),
         cmocka_unit_test(test_where_broadcasts_all_three),
         cmocka_unit_test(test_where_rejects_bad_shapes),
         cmocka_unit_test(test_clamp_values_and_gradient),

@@ -1,6 +1,7 @@
-/* test_ops_linalg.c — matmul and the issue-3 reductions (max, min,
+/* test_ops_linalg.c — matmul, linear and the issue-3 reductions (max, min,
  * logsumexp, variance, argmax): forward against hand-computed values,
- * gradients on small cases, and the errors bad input must give. */
+ * gradients on small cases, the recorded derivatives of matmul and linear
+ * to third order, and the errors bad input must give. */
 #include "test_util.h"
 
 #include <math.h>
@@ -219,6 +220,179 @@ static void test_matmul_empty_inner_dim_is_zero(void **state)
     ag_tensor_free(b);
 }
 
+/* ---- recorded derivatives of matmul and linear, to third order ---- */
+
+/* A 1 -> 8 -> 8 -> 1 tanh MLP built from ag_linear. */
+typedef struct {
+    ag_tensor *w[3], *b[3];
+} mlp3;
+
+static mlp3 mlp3_new(uint64_t seed)
+{
+    static const int64_t dims[4] = {1, 8, 8, 1};
+    ag_rng rng;
+    ag_rng_seed(&rng, seed);
+    mlp3 m;
+    for (int l = 0; l < 3; l++) {
+        m.w[l] = ag_tensor_normal(AG_F64, 2, S(dims[l + 1], dims[l]), 0, l ? 0.6 : 1.2, &rng);
+        m.b[l] = ag_tensor_normal(AG_F64, 1, S(dims[l + 1]), 0, 0.3, &rng);
+        ag_set_requires_grad(m.w[l], true); /* parameters, though only d/dx is taken */
+        ag_set_requires_grad(m.b[l], true);
+    }
+    return m;
+}
+
+static void mlp3_free(mlp3 *m)
+{
+    for (int l = 0; l < 3; l++) {
+        ag_tensor_free(m->w[l]);
+        ag_tensor_free(m->b[l]);
+    }
+}
+
+static ag_tensor *mlp3_forward(ag_tape *t, const mlp3 *m, ag_tensor *x)
+{
+    ag_tensor *h = ag_tanh(t, ag_linear(t, x, m->w[0], m->b[0]));
+    h = ag_tanh(t, ag_linear(t, h, m->w[1], m->b[1]));
+    return ag_linear(t, h, m->w[2], m->b[2]);
+}
+
+enum { MLP_P = 4 }; /* points, one per row of x [P, 1] */
+
+/* f and its derivatives f^(k) at each point, k = 1..order, by `order`
+ * recorded sweeps: the rows are independent, so d/dx of the sum over
+ * points of f^(k-1) is f^(k) at each point.  out: [order + 1][P]. */
+static void mlp3_derivs(const mlp3 *m, const double *xs, int order, double *out)
+{
+    ag_tensor *x = tg_f64(2, S(MLP_P, 1), xs);
+    ag_set_requires_grad(x, true);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *y = mlp3_forward(t, m, x);
+    tg_assert_shape(y, 2, S(MLP_P, 1));
+    for (int i = 0; i < MLP_P; i++)
+        out[i] = ag_get(y, i);
+    for (int k = 1; k <= order; k++) {
+        ag_tensor *g;
+        assert_int_equal(ag_gradients(t, ag_sum(t, y, AG_ALL, false), NULL, 1, &x, &g, true),
+                         AG_OK);
+        tg_assert_shape(g, 2, S(MLP_P, 1));
+        for (int i = 0; i < MLP_P; i++)
+            out[k * MLP_P + i] = ag_get(g, i);
+        y = g;
+    }
+    assert_null(ag_grad(m->w[0])); /* ag_gradients leaves parameter buffers alone */
+    ag_tape_free(t);
+    ag_tensor_free(x);
+}
+
+/* d/dx, d2/dx2, d3/dx3 of the MLP by three create_graph sweeps, each
+ * against the central difference of the derivative one order below. */
+static void test_linear_mlp_third_derivative(void **state)
+{
+    (void)state;
+    mlp3 m = mlp3_new(21);
+    const double xs[MLP_P] = {-1.1, -0.2, 0.35, 0.9}, h = 1e-4;
+    double d[4 * MLP_P], dp[4 * MLP_P], dm[4 * MLP_P], x_p[MLP_P], x_m[MLP_P];
+    for (int i = 0; i < MLP_P; i++) {
+        x_p[i] = xs[i] + h;
+        x_m[i] = xs[i] - h;
+    }
+    mlp3_derivs(&m, xs, 3, d);
+    mlp3_derivs(&m, x_p, 2, dp);
+    mlp3_derivs(&m, x_m, 2, dm);
+    for (int k = 1; k <= 3; k++) {
+        double fd[MLP_P];
+        for (int i = 0; i < MLP_P; i++)
+            fd[i] = (dp[(k - 1) * MLP_P + i] - dm[(k - 1) * MLP_P + i]) / (2 * h);
+        assert_doubles_close(d + k * MLP_P, fd, MLP_P, 1e-6, 1e-8);
+    }
+    double mag = 0; /* the third derivative is not trivially small */
+    for (int i = 0; i < MLP_P; i++)
+        mag = fmax(mag, fabs(d[3 * MLP_P + i]));
+    assert_true(mag > 0.05);
+    mlp3_free(&m);
+}
+
+/* sum of the gradient of sum of the gradient of sum(tanh(A B)): its own
+ * gradient (checked by finite differences) is a third derivative of the
+ * product through every batch-broadcast branch of matmul's vjp.  The
+ * recording stays on while it runs, even on gradcheck's evaluation tape
+ * (the sweeps need the graph); the last sweep is recorded only when the
+ * tape records. */
+static ag_tensor *matmul_second_sum(ag_tape *t, ag_tensor **in, void *ctx)
+{
+    (void)ctx;
+    bool record = ag_tape_grad_enabled(t);
+    ag_tape_set_grad_enabled(t, true);
+    ag_tensor *y = ag_sum(t, ag_tanh(t, ag_matmul(t, in[0], in[1])), AG_ALL, false);
+    for (int k = 0; k < 2 && y; k++) {
+        ag_tensor *g[2];
+        if (ag_gradients(t, y, NULL, 2, in, g, k == 0 || record) != AG_OK)
+            y = NULL;
+        else
+            y = ag_add(t, ag_sum(t, g[0], AG_ALL, false), ag_sum(t, g[1], AG_ALL, false));
+    }
+    ag_tape_set_grad_enabled(t, record);
+    return y;
+}
+
+static void test_matmul_third_derivative_broadcast_shapes(void **state)
+{
+    (void)state;
+    static const int64_t shapes[][2][5] = {
+        {{4, 2, 1, 2, 3}, {3, 3, 3, 2}}, /* both batches broadcast */
+        {{3, 2, 2, 3}, {2, 3, 2}},       /* B a matrix: folded */
+        {{1, 3}, {3, 2, 3, 2}},          /* vector A, batched B */
+        {{3, 2, 2, 3}, {1, 3}},          /* batched A, vector B */
+        {{1, 3}, {1, 3}},                /* dot product */
+    };
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        ag_rng rng;
+        ag_rng_seed(&rng, 40 + c);
+        ag_tensor *in[2];
+        for (int k = 0; k < 2; k++) {
+            const int64_t *d = shapes[c][k];
+            in[k] = ag_tensor_uniform(AG_F64, (int)d[0], d + 1, -0.8, 0.8, &rng);
+            ag_set_requires_grad(in[k], true);
+        }
+        assert_gradcheck(matmul_second_sum, NULL, in, 2, 1e-6, 1e-8);
+        ag_tensor_free(in[0]);
+        ag_tensor_free(in[1]);
+    }
+}
+
+/* The recorded dW of linear is g^T x, of W's shape, for an x with two
+ * leading dims and for a vector x (no bias). */
+static void test_linear_recorded_grads_shapes(void **state)
+{
+    (void)state;
+    ag_tensor *x = tg_f64(3, S(2, 1, 2), D(1, 2, 3, 4));
+    ag_tensor *w = tg_f64(2, S(3, 2), D(1, 0, 0, 1, 1, 1));
+    ag_tensor *b = tg_f64(1, S(3), D(0, 0, 0));
+    ag_tensor *in[3] = {x, w, b};
+    for (int i = 0; i < 3; i++)
+        ag_set_requires_grad(in[i], true);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *g[3];
+    ag_tensor *y = ag_sum(t, ag_linear(t, x, w, b), AG_ALL, false);
+    assert_int_equal(ag_gradients(t, y, NULL, 3, in, g, true), AG_OK);
+    assert_values(g[0], D(2, 2, 2, 2), 4, 0);       /* dx = 1 W: column sums of W */
+    assert_values(g[1], D(4, 6, 4, 6, 4, 6), 6, 0); /* dW = 1^T x: sums of x's rows */
+    assert_values(g[2], D(2, 2, 2), 3, 0);          /* db: one per row of x */
+    ag_tape_reset(t);
+    ag_tensor *v = tg_f64(1, S(2), D(5, 7));
+    ag_set_requires_grad(v, true);
+    ag_tensor *in2[2] = {v, w};
+    y = ag_sum(t, ag_linear(t, v, w, NULL), AG_ALL, false);
+    assert_int_equal(ag_gradients(t, y, NULL, 2, in2, g, true), AG_OK);
+    tg_assert_shape(g[0], 1, S(2));
+    assert_values(g[1], D(5, 7, 5, 7, 5, 7), 6, 0);
+    ag_tape_free(t);
+    for (int i = 0; i < 3; i++)
+        ag_tensor_free(in[i]);
+    ag_tensor_free(v);
+}
+
 /* ---- reductions ---- */
 
 static void test_max_min_values_and_first_tie_gradient(void **state)
@@ -289,6 +463,58 @@ static void test_logsumexp_gradient_is_softmax(void **state)
     assert_values(ag_grad(x), D(1 / 8.0, 2 / 8.0, 5 / 8.0), 3, 1e-14);
     ag_tape_free(t);
     ag_tensor_free(x);
+}
+
+/* Third derivative of logsumexp along an axis, by the recorded gradient
+ * taken three times.  Per column (the axis is 0), with p = softmax(x),
+ * <u> = sum_k u_k p_k and weights a, b:
+ *   d lse / dx_k = p_k;  d <a, p> / dx_k = p_k (a_k - <a>);
+ *   d <b, H a> / dx_k = p_k (a_k b_k - <ab> - (a_k - <a>) <b> - <a> (b_k - <b>)). */
+static void test_logsumexp_third_derivative(void **state)
+{
+    (void)state;
+    const double xv[6] = {0.3, -1.2, 0.8, 0.1, -0.4, 1.5};
+    const double av[6] = {1.0, -0.5, 2.0, 0.7, -1.3, 0.4};
+    const double bv[6] = {0.6, 1.1, -0.9, -0.2, 0.8, 1.7};
+    ag_tensor *x = tg_f64(2, S(3, 2), xv), *a = tg_f64(2, S(3, 2), av);
+    ag_tensor *b = tg_f64(2, S(3, 2), bv);
+    ag_set_requires_grad(x, true);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *y = ag_sum(t, ag_logsumexp(t, x, 0, false), AG_ALL, false), *g1, *g2, *g3, *f3;
+    assert_int_equal(ag_gradients(t, y, NULL, 1, &x, &g1, true), AG_OK);
+    ag_tensor *s1 = ag_sum(t, ag_mul(t, g1, a), AG_ALL, false);
+    assert_int_equal(ag_gradients(t, s1, NULL, 1, &x, &g2, true), AG_OK);
+    ag_tensor *s2 = ag_sum(t, ag_mul(t, g2, b), AG_ALL, false);
+    assert_int_equal(ag_gradients(t, s2, NULL, 1, &x, &g3, true), AG_OK);
+    assert_true(ag_requires_grad(g3)); /* recorded: could go on */
+    assert_int_equal(ag_gradients(t, s2, NULL, 1, &x, &f3, false), AG_OK);
+    double w1[6], w2[6], w3[6];
+    for (int c = 0; c < 2; c++) {
+        double p[3], sum = 0, ea = 0, eb = 0, eab = 0;
+        for (int k = 0; k < 3; k++)
+            sum += (p[k] = exp(xv[2 * k + c]));
+        for (int k = 0; k < 3; k++) {
+            int i = 2 * k + c;
+            p[k] /= sum;
+            ea += av[i] * p[k];
+            eb += bv[i] * p[k];
+            eab += av[i] * bv[i] * p[k];
+        }
+        for (int k = 0; k < 3; k++) {
+            int i = 2 * k + c;
+            w1[i] = p[k];
+            w2[i] = p[k] * (av[i] - ea);
+            w3[i] = p[k] * (av[i] * bv[i] - eab - (av[i] - ea) * eb - ea * (bv[i] - eb));
+        }
+    }
+    assert_values(g1, w1, 6, 1e-14);
+    assert_values(g2, w2, 6, 1e-14);
+    assert_values(g3, w3, 6, 1e-13);
+    assert_values(f3, w3, 6, 1e-13); /* the fast sweep through the recorded graph */
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(a);
+    ag_tensor_free(b);
 }
 
 static void test_variance_values_and_gradient(void **state)
@@ -401,10 +627,14 @@ int main(void)
         cmocka_unit_test(test_matmul_f32_large_matches_f64),
         cmocka_unit_test(test_matmul_shape_mismatch_names_both_shapes),
         cmocka_unit_test(test_matmul_empty_inner_dim_is_zero),
+        cmocka_unit_test(test_linear_mlp_third_derivative),
+        cmocka_unit_test(test_matmul_third_derivative_broadcast_shapes),
+        cmocka_unit_test(test_linear_recorded_grads_shapes),
         cmocka_unit_test(test_max_min_values_and_first_tie_gradient),
         cmocka_unit_test(test_max_propagates_nan),
         cmocka_unit_test(test_logsumexp_is_stable),
         cmocka_unit_test(test_logsumexp_gradient_is_softmax),
+        cmocka_unit_test(test_logsumexp_third_derivative),
         cmocka_unit_test(test_variance_values_and_gradient),
         cmocka_unit_test(test_variance_no_degrees_of_freedom),
         cmocka_unit_test(test_argmax_values_and_no_gradient),

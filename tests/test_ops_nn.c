@@ -1,7 +1,9 @@
 /* test_ops_nn.c — softmax, log-softmax, fused cross-entropy, dropout:
  * values against PyTorch (printed by torch 1.13, float64), extreme logits,
- * ignore_index, label smoothing, reductions, dropout statistics, and the
- * error of each bad argument.  Gradcheck of every op runs in test_ops. */
+ * ignore_index, label smoothing, reductions, dropout statistics, the
+ * error of each bad argument, third derivatives against the two-class
+ * closed forms and a cross-entropy Hessian-vector product.  Gradcheck of
+ * every op runs in test_ops. */
 #include "test_util.h"
 
 #include <math.h>
@@ -445,6 +447,213 @@ static void test_dropout_bad_args(void **state)
     ag_tape_free(t);
 }
 
+/* ---- recorded derivatives: third order and Hessian-vector products ---- */
+
+/* s = sigmoid(x) and its derivatives: the two-class softmax of [x, 0] */
+static double sig_d(double x, int k)
+{
+    double s = 1 / (1 + exp(-x)), d1 = s * (1 - s);
+    return k == 0 ? s : k == 1 ? d1 : k == 2 ? d1 * (1 - 2 * s) : d1 * (1 - 6 * s + 6 * s * s);
+}
+
+enum { NN_P = 3 }; /* points: rows of x [P, 1] */
+
+typedef struct {
+    const char *name;
+    /* a scalar of logits [P, 2] = [x_i, 0], summed over the rows */
+    ag_tensor *(*build)(ag_tape *t, ag_tensor *logits);
+    /* its k-th derivative in x_i, k = 1..3 */
+    double (*deriv)(const double *xs, int i, int k);
+} nn_case;
+
+static ag_tensor *first_class(ag_tape *t, ag_tensor *z)
+{
+    ag_tensor *c = ag_tape_tensor(t, AG_F64, 2, S(1, 2));
+    ag_set(c, 0, 1.0);
+    return ag_sum(t, ag_mul(t, z, c), AG_ALL, false);
+}
+
+/* sum_i softmax([x_i, 0])_0 = sum_i s_i */
+static ag_tensor *softmax_case(ag_tape *t, ag_tensor *l)
+{
+    return first_class(t, ag_softmax(t, l, -1));
+}
+static double softmax_deriv(const double *xs, int i, int k) { return sig_d(xs[i], k); }
+
+/* sum_i log s_i: d = 1 - s, -s', -s'' */
+static ag_tensor *log_softmax_case(ag_tape *t, ag_tensor *l)
+{
+    return first_class(t, ag_log_softmax(t, l, -1));
+}
+static double log_softmax_deriv(const double *xs, int i, int k)
+{
+    return k == 1 ? 1 - sig_d(xs[i], 0) : -sig_d(xs[i], k - 1);
+}
+
+/* label 0, summed: sum_i -log s_i, d = s - 1, s', s'' */
+static ag_tensor *ce_sum_case(ag_tape *t, ag_tensor *l)
+{
+    int64_t y[NN_P] = {0};
+    ag_ce_opts o = {0, AG_CE_NO_IGNORE, AG_REDUCE_SUM};
+    return ag_cross_entropy_logits(t, l, y, NN_P, &o);
+}
+static double ce_sum_deriv(const double *xs, int i, int k)
+{
+    return k == 1 ? sig_d(xs[i], 0) - 1 : sig_d(xs[i], k - 1);
+}
+
+/* smoothing eps = 0.2, row 1 ignored, mean over the 2 others: per row
+ * (1 - eps/2)(-log s) + eps/2 (-log(1 - s)), d = s - (1 - eps/2), s', s'' */
+static ag_tensor *ce_mean_case(ag_tape *t, ag_tensor *l)
+{
+    int64_t y[NN_P] = {0, -100, 0};
+    ag_ce_opts o = {0.2, -100, AG_REDUCE_MEAN};
+    return ag_cross_entropy_logits(t, l, y, NN_P, &o);
+}
+static double ce_mean_deriv(const double *xs, int i, int k)
+{
+    if (i == 1)
+        return 0;
+    return (k == 1 ? sig_d(xs[i], 0) - 0.9 : sig_d(xs[i], k - 1)) / 2;
+}
+
+static void test_nn_ops_third_derivative_two_classes(void **state)
+{
+    (void)state;
+    static const nn_case cases[] = {
+        {"softmax", softmax_case, softmax_deriv},
+        {"log_softmax", log_softmax_case, log_softmax_deriv},
+        {"cross_entropy sum", ce_sum_case, ce_sum_deriv},
+        {"cross_entropy mean, smoothing, ignore", ce_mean_case, ce_mean_deriv},
+    };
+    const double xs[NN_P] = {-1.3, 0.4, 2.1};
+    for (int c = 0; c < NELEM(cases); c++) {
+        ag_tensor *x = tg_f64(2, S(NN_P, 1), xs);
+        ag_set_requires_grad(x, true);
+        ag_tape *t = ag_tape_new();
+        ag_tensor *e0 = ag_tape_tensor(t, AG_F64, 2, S(1, 2)); /* logits [x_i, 0] */
+        ag_set(e0, 0, 1.0);
+        ag_tensor *y = cases[c].build(t, ag_mul(t, x, e0));
+        for (int k = 1; k <= 3; k++) {
+            ag_tensor *g;
+            assert_int_equal(ag_gradients(t, y, NULL, 1, &x, &g, true), AG_OK);
+            double want[NN_P], got[NN_P];
+            for (int i = 0; i < NN_P; i++) {
+                want[i] = cases[c].deriv(xs, i, k);
+                got[i] = ag_get(g, i);
+            }
+            print_message("%s, order %d\n", cases[c].name, k);
+            assert_doubles_close(got, want, NN_P, 1e-12, 1e-14);
+            y = ag_sum(t, g, AG_ALL, false);
+        }
+        ag_tape_free(t);
+        ag_tensor_free(x);
+    }
+}
+
+/* dropout's derivative is the mask times the scale at any order: the
+ * second derivative of sum(dropout(x)^2) is 2 m^2 (x-independent). */
+static void test_dropout_second_derivative_is_mask_squared(void **state)
+{
+    (void)state;
+    ag_tensor *x = ag_tensor_full(AG_F64, 1, S(16), 0.7);
+    ag_set_requires_grad(x, true);
+    ag_rng rng;
+    ag_rng_seed(&rng, 5);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *z = ag_dropout(t, x, 0.5, true, &rng), *g, *gg;
+    assert_int_equal(ag_gradients(t, ag_sum(t, ag_mul(t, z, z), AG_ALL, false), NULL, 1,
+                                  &x, &g, true), AG_OK);
+    assert_int_equal(ag_gradients(t, ag_sum(t, g, AG_ALL, false), NULL, 1, &x, &gg, true),
+                     AG_OK);
+    int kept = 0;
+    for (int64_t i = 0; i < 16; i++) {
+        bool keep = ag_get(z, i) != 0;
+        kept += keep;
+        assert_true(fabs(ag_get(g, i) - (keep ? 2 * 0.7 * 4 : 0)) < 1e-14);
+        assert_true(fabs(ag_get(gg, i) - (keep ? 8 : 0)) < 1e-14);
+    }
+    assert_true(kept > 0 && kept < 16);
+    ag_tape_free(t);
+    ag_tensor_free(x);
+}
+
+/* Softmax cross-entropy of a linear model, H v by ag_hvp (reverse over
+ * reverse) against central differences of the fast gradient along v. */
+typedef struct {
+    ag_tensor *p[3]; /* X [6, 4], W [3, 4], b [3]: all differentiated */
+    int64_t labels[6];
+} ce_model;
+
+static ag_tensor *ce_model_loss(ag_tape *t, const ce_model *m)
+{
+    ag_ce_opts o = {0.1, -100, AG_REDUCE_MEAN};
+    return ag_cross_entropy_logits(t, ag_linear(t, m->p[0], m->p[1], m->p[2]), m->labels, 6,
+                                   &o);
+}
+
+/* g (joined over the three tensors) at p + s v */
+static void ce_model_grad(ce_model *m, ag_tensor *const *v, double s, double *g)
+{
+    ag_tensor *saved[3];
+    for (int k = 0; k < 3; k++) {
+        saved[k] = ag_tensor_clone(m->p[k]);
+        for (int64_t i = 0; i < ag_numel(m->p[k]); i++)
+            ag_set(m->p[k], i, ag_get(saved[k], i) + s * ag_get(v[k], i));
+    }
+    ag_tape *t = ag_tape_new();
+    ag_tensor *gr[3];
+    assert_int_equal(ag_gradients(t, ce_model_loss(t, m), NULL, 3, m->p, gr, false), AG_OK);
+    for (int k = 0, n = 0; k < 3; k++)
+        for (int64_t i = 0; i < ag_numel(m->p[k]); i++)
+            g[n++] = ag_get(gr[k], i);
+    ag_tape_free(t);
+    for (int k = 0; k < 3; k++) {
+        for (int64_t i = 0; i < ag_numel(m->p[k]); i++)
+            ag_set(m->p[k], i, ag_get(saved[k], i));
+        ag_tensor_free(saved[k]);
+    }
+}
+
+static void test_cross_entropy_linear_hvp_matches_fd(void **state)
+{
+    (void)state;
+    ag_rng rng;
+    ag_rng_seed(&rng, 17);
+    ce_model m = {.labels = {0, 2, 1, -100, 2, 0}};
+    static const int64_t shapes[3][2] = {{6, 4}, {3, 4}, {3, 0}};
+    ag_tensor *v[3];
+    for (int k = 0; k < 3; k++) {
+        int nd = k < 2 ? 2 : 1;
+        m.p[k] = ag_tensor_normal(AG_F64, nd, shapes[k], 0, 1, &rng);
+        v[k] = ag_tensor_normal(AG_F64, nd, shapes[k], 0, 1, &rng);
+        ag_set_requires_grad(m.p[k], true);
+    }
+    ag_tape *t = ag_tape_new();
+    ag_tensor *hv[3];
+    assert_int_equal(ag_hvp(t, ce_model_loss(t, &m), 3, m.p, v, hv, false), AG_OK);
+    double got[39], gp[39], gm[39], fd[39];
+    int n = 0;
+    for (int k = 0; k < 3; k++) {
+        tg_assert_shape(hv[k], ag_ndim(m.p[k]), ag_shape(m.p[k]));
+        for (int64_t i = 0; i < ag_numel(hv[k]); i++)
+            got[n++] = ag_get(hv[k], i);
+    }
+    assert_int_equal(n, 39);
+    const double h = 1e-5;
+    ce_model_grad(&m, v, h, gp);
+    ce_model_grad(&m, v, -h, gm);
+    for (int i = 0; i < n; i++)
+        fd[i] = (gp[i] - gm[i]) / (2 * h);
+    assert_doubles_close(got, fd, n, 1e-6, 1e-8);
+    for (int k = 0; k < 3; k++) {
+        assert_null(ag_grad(m.p[k])); /* persistent gradient buffers untouched */
+        ag_tensor_free(m.p[k]);
+        ag_tensor_free(v[k]);
+    }
+    ag_tape_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -466,6 +675,9 @@ int main(void)
         cmocka_unit_test(test_dropout_same_seed_same_mask),
         cmocka_unit_test(test_dropout_identity_when_eval_or_p0),
         cmocka_unit_test(test_dropout_bad_args),
+        cmocka_unit_test(test_nn_ops_third_derivative_two_classes),
+        cmocka_unit_test(test_dropout_second_derivative_is_mask_squared),
+        cmocka_unit_test(test_cross_entropy_linear_hvp_matches_fd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

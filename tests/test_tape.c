@@ -286,6 +286,142 @@ static void test_tape_no_allocation_after_warmup(void **state)
     ag_set_allocator(NULL);
 }
 
+/* ---- higher order through the elementwise ops ---- */
+
+/* The n-th derivative of y(x), elementwise ops only: the recorded gradient
+ * of sum(previous) taken n times (a seed of ones is the sum).  The
+ * recorded graph holds the seeds, so they live in ones[n] until the tape
+ * is done. */
+static ag_tensor *nth_gradient(ag_tape *t, ag_tensor *y, ag_tensor *x, int n,
+                               ag_tensor **ones)
+{
+    ag_tensor *g = y;
+    for (int order = 0; order < n; order++) {
+        ones[order] = ag_tensor_full(AG_F64, ag_ndim(g), ag_shape(g), 1.0);
+        ag_tensor *next = NULL;
+        if (ag_gradients(t, g, ones[order], 1, &x, &next, true) != AG_OK)
+            fail_msg("order %d: %s", order + 1, ag_tape_error(t));
+        g = next;
+    }
+    return g;
+}
+
+static void free_all(ag_tensor **ts, int n)
+{
+    for (int i = 0; i < n; i++)
+        ag_tensor_free(ts[i]);
+}
+
+/* t = tanh x: t' = 1 - t^2, t'' = -2t (1 - t^2), t''' = -2 (1 - t^2)(1 - 3t^2) */
+static void test_tape_third_order_tanh(void **state)
+{
+    (void)state;
+    int64_t s[] = {6};
+    double xv[] = {-1.7, -0.9, -0.2, 0.0, 0.35, 1.3}, want[6], got[6];
+    ag_tensor *x = tg_f64(1, s, xv);
+    ag_set_requires_grad(x, true);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *ones[3];
+    ag_tensor *d3 = nth_gradient(t, ag_tanh(t, x), x, 3, ones);
+    tg_assert_shape(d3, 1, s);
+    for (int i = 0; i < 6; i++) {
+        double th = tanh(xv[i]);
+        want[i] = -2 * (1 - th * th) * (1 - 3 * th * th);
+        got[i] = ag_get(d3, i);
+    }
+    assert_doubles_close(got, want, 6, 1e-12, 0);
+    ag_tape_free(t);
+    free_all(ones, 3);
+    ag_tensor_free(x);
+}
+
+/* gelu = x Phi(x): gelu' = Phi + x phi, gelu'' = phi (2 - x^2),
+ * gelu''' = phi (x^3 - 4x), phi = e^(-x^2/2) / sqrt(2 pi); through erf's
+ * recorded derivative. */
+static void test_tape_third_order_gelu(void **state)
+{
+    (void)state;
+    int64_t s[] = {5};
+    double xv[] = {-2.1, -0.7, 0.3, 1.1, 2.6}, want[5], got[5];
+    ag_tensor *x = tg_f64(1, s, xv);
+    ag_set_requires_grad(x, true);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *ones[3];
+    ag_tensor *d3 = nth_gradient(t, ag_gelu(t, x), x, 3, ones);
+    for (int i = 0; i < 5; i++) {
+        double v = xv[i], phi = exp(-0.5 * v * v) * 0.3989422804014327;
+        want[i] = phi * (v * v * v - 4 * v);
+        got[i] = ag_get(d3, i);
+    }
+    assert_doubles_close(got, want, 5, 1e-12, 0);
+    ag_tape_free(t);
+    free_all(ones, 3);
+    ag_tensor_free(x);
+}
+
+/* z = a^b, b one element broadcast over a:
+ * d3/da3 = b (b-1)(b-2) a^(b-3) elementwise; d3/db3 sum(z) = sum a^b log^3 a
+ * (through sum_to and expand). */
+static void test_tape_third_order_pow_broadcast(void **state)
+{
+    (void)state;
+    int64_t sa[] = {4}, sb[] = {1};
+    double av[] = {0.6, 1.3, 1.7, 2.2}, bv[] = {2.5}, want[4], got[4];
+    ag_tensor *a = tg_f64(1, sa, av), *b = tg_f64(1, sb, bv);
+    ag_set_requires_grad(a, true);
+    ag_set_requires_grad(b, true);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *z = ag_pow(t, a, b);
+    ag_tensor *ones[6];
+    ag_tensor *da3 = nth_gradient(t, z, a, 3, ones), *db3 = nth_gradient(t, z, b, 3, ones + 3);
+    double p = bv[0], sum = 0;
+    for (int i = 0; i < 4; i++) {
+        double l = log(av[i]);
+        want[i] = p * (p - 1) * (p - 2) * pow(av[i], p - 3);
+        got[i] = ag_get(da3, i);
+        sum += pow(av[i], p) * l * l * l;
+    }
+    assert_doubles_close(got, want, 4, 1e-12, 0);
+    tg_assert_shape(db3, 1, sb);
+    double gb = ag_get(db3, 0);
+    assert_doubles_close(&gb, &sum, 1, 1e-12, 0);
+    ag_tape_free(t);
+    free_all(ones, 6);
+    ag_tensor_free(a);
+    ag_tensor_free(b);
+}
+
+/* maximum / minimum split a tie's gradient half each, in the fast and
+ * the recorded sweep alike. */
+static void test_tape_extremum_tie_splits(void **state)
+{
+    (void)state;
+    int64_t s[] = {3};
+    double xv[] = {1, 2, -1}, yv[] = {1, 0.5, -1};
+    ag_tensor *x = tg_f64(1, s, xv), *y = tg_f64(1, s, yv);
+    ag_set_requires_grad(x, true);
+    ag_set_requires_grad(y, true);
+    double want_max[2][3] = {{0.5, 1, 0.5}, {0.5, 0, 0.5}};
+    double want_min[2][3] = {{0.5, 0, 0.5}, {0.5, 1, 0.5}};
+    for (int op = 0; op < 2; op++)
+        for (int rec = 0; rec < 2; rec++) {
+            ag_tape *t = ag_tape_new();
+            ag_tensor *z = op ? ag_minimum(t, x, y) : ag_maximum(t, x, y);
+            ag_tensor *wrt[2] = {x, y}, *g[2], *ones = ag_tensor_full(AG_F64, 1, s, 1.0);
+            assert_int_equal(ag_gradients(t, z, ones, 2, wrt, g, rec), AG_OK);
+            for (int k = 0; k < 2; k++) {
+                double got[3];
+                for (int i = 0; i < 3; i++)
+                    got[i] = ag_get(g[k], i);
+                assert_doubles_close(got, op ? want_min[k] : want_max[k], 3, 0, 0);
+            }
+            ag_tensor_free(ones);
+            ag_tape_free(t);
+        }
+    ag_tensor_free(x);
+    ag_tensor_free(y);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -300,6 +436,10 @@ int main(void)
         cmocka_unit_test(test_tape_foreign_tensor_rejected),
         cmocka_unit_test(test_tape_custom_op_records_and_checks),
         cmocka_unit_test(test_tape_no_allocation_after_warmup),
+        cmocka_unit_test(test_tape_third_order_tanh),
+        cmocka_unit_test(test_tape_third_order_gelu),
+        cmocka_unit_test(test_tape_third_order_pow_broadcast),
+        cmocka_unit_test(test_tape_extremum_tie_splits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

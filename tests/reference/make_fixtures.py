@@ -138,6 +138,7 @@ unary('leaky_relu', lambda x, a: F.leaky_relu(x, a['c']), signed, 0.05)
 unary('gelu', lambda x, a: F.gelu(x), lambda r, s: uni(r, s, -3, 3))
 unary('gelu_tanh', lambda x, a: F.gelu(x, approximate='tanh'), lambda r, s: uni(r, s, -3, 3))
 unary('softplus', lambda x, a: F.softplus(x), lambda r, s: uni(r, s, -4, 4))
+unary('erf', lambda x, a: torch.erf(x), lambda r, s: uni(r, s, -2.5, 2.5))
 unary('add_scalar', lambda x, a: x + a['c'], uni, 1.25)
 unary('mul_scalar', lambda x, a: x * a['c'], uni, -0.75)
 unary('pow_scalar', lambda x, a: torch.pow(x, a['c']), pos, 2.5)
@@ -266,6 +267,16 @@ def _expand(rng):
                  {'shape': sh}) for s, sh in cases]
 
 
+@op('sum_to')
+def _sum_to(rng):
+    cases = [((2, 3, 4), [3, 1]), ((2, 3, 4), []), ((2, 3, 4), [1, 4]),
+             ((2, 1, 3), [1, 1, 3])]
+
+    def f(t, a):
+        return t[0].sum_to_size(a['shape']) if a['shape'] else t[0].sum()
+    return [Case([uni(rng, s)], f, {'shape': sh}) for s, sh in cases]
+
+
 @op('slice')
 def _slice(rng):
     cases = [((6, 3), 0, 1, 5, 1), ((6, 3), 0, 0, 6, 2), ((2, 7), 1, -5, -1, 2),
@@ -337,6 +348,36 @@ def _index_select(rng):
                  lambda t, a: torch.index_select(t[0], a['axis'] % t[0].dim(),
                                                  torch.tensor(a['idx'], dtype=torch.long)),
                  {'axis': ax, 'idx': idx}) for s, ax, idx in cases]
+
+
+@op('scatter_add')
+def _scatter_add(rng):
+    cases = [((3, 4), 1, (3, 5)), ((3, 4), 0, (2, 4)), ((2, 3, 4), -1, (2, 3, 6)),
+             ((2, 3, 4), 1, (1, 2, 3)), ((5,), 0, (8,))]
+    out = []
+    for s, ax, ish in cases:
+        idx = rng.integers(0, s[ax], size=ish).astype(np.float64)
+        out.append(Case([uni(rng, s), uni(rng, ish)],
+                        lambda t, a, idx=idx: torch.scatter_add(
+                            t[0], a['axis'], torch.from_numpy(idx).long(), t[1]),
+                        {'axis': ax}, index=idx))
+    return out
+
+
+@op('index_add')
+def _index_add(rng):
+    cases = [((5, 3), 0, [4, 0, 0, 2, 4, 4]), ((2, 6), 1, [5, 1]),
+             ((3, 2, 4), -1, [3, 3, 0]), ((4,), 0, [1, 1, 1]), ((3, 2), 0, [])]
+    out = []
+    for s, ax, idx in cases:
+        src = list(s)
+        src[ax] = len(idx)
+        out.append(Case([uni(rng, s), uni(rng, tuple(src))],
+                        lambda t, a: torch.index_add(
+                            t[0], a['axis'] % t[0].dim(),
+                            torch.tensor(a['idx'], dtype=torch.long), t[1]),
+                        {'axis': ax, 'idx': idx}))
+    return out
 
 
 @op('where')
