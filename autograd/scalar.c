@@ -626,8 +626,8 @@ static void from_vars_backward(ag_tape *tape, ag_entry *e)
 }
 
 /* A bridge, not a primitive tensor op: it lives outside the op table. */
-static const ag_op_def op_from_vars = {"from_vars", 0, from_vars_forward,
-                                       from_vars_backward, NULL};
+static const ag_op_def op_from_vars = {.name = "from_vars", .forward = from_vars_forward,
+                                       .backward = from_vars_backward};
 
 ag_tensor *ag_tensor_from_vars(ag_tape *t, ag_dtype dt, int ndim, const int64_t *shape,
                                const ag_var *vars)

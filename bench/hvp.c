@@ -13,10 +13,12 @@
  *   hvp_over_grad (HVP / gradient, of the medians), hvp_over_grad_paired
  *   (the median of each repetition's ratio) and hvp_tape_mb (tape bytes
  *   in use after an HVP).
- * Usage: bench_hvp [repeats] [threads] [batch] */
+ * Usage: bench_hvp [repeats] [threads] [batch] [profile]
+ * (profile: then prints the per-op table of `repeats` HVPs to stderr) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "tapegrad.h"
@@ -134,6 +136,15 @@ int main(int argc, char **argv)
     printf("hvp_forward_ms %.4f\nhvp_grad_ms %.4f\nhvp_gradients_ms %.4f\nhvp_hvp_ms %.4f\n"
            "hvp_over_grad %.3f\nhvp_over_grad_paired %.3f\nhvp_tape_mb %.2f\n",
            f, gr, gs, h, h / gr, pr, tape_mb);
+    if (argc > 4 && !strcmp(argv[4], "profile")) { /* where an HVP's time goes, per op */
+        ag_tape_set_profile(t, true);
+        for (int r = 0; r < reps; r++) {
+            if (ag_hvp(t, loss_of(t, &m), NP, m.p, m.v, hv, false) != AG_OK)
+                return fail(t, "ag_hvp");
+            ag_tape_reset(t);
+        }
+        ag_tape_profile(t, stderr);
+    }
     ag_tape_free(t);
     for (int k = 0; k < NP; k++) {
         ag_tensor_free(m.p[k]);

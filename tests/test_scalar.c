@@ -474,6 +474,14 @@ static void test_var_hessian_rosenbrock_closed_form(void **state)
                                              rosen_h(xs, BIG, i, j) * v[j]);
         }
     }
+    /* at a replayed point */
+    for (int i = 0; i < BIG; i++)
+        xs[i] = 0.5 * xs[i] + 0.25;
+    assert_int_equal(ag_tape_replay(t, BIG, x, xs), AG_OK);
+    assert_int_equal(ag_var_hvp(t, f, BIG, x, v, hv), AG_OK);
+    for (int i = 0; i < BIG; i++)
+        check_tight("replayed H v", i, hv[i], rosen_h(xs, BIG, i, i) * v[i] +
+                                                  rosen_h(xs, BIG, i, i ^ 1) * v[i ^ 1]);
     ag_tape_free(t);
 }
 
