@@ -113,7 +113,6 @@ ag_tensor *ag_sample_tensor(ag_rng *rng, int ndim, const int64_t *shape,
  * sample: fills case `which` (false past the last case). */
 typedef struct ag_op_def {
     const char *name;
-    int arity; /* -1: variadic */
     void (*forward)(ag_entry *e);
     void (*backward)(ag_tape *tape, ag_entry *e);
     bool (*sample)(int which, ag_rng *rng, ag_op_sample *s);
@@ -136,8 +135,6 @@ struct ag_entry {
     ag_tensor *out;
     ag_tensor **in;      /* n_in pointers, in the arena */
     int n_in;
-    int64_t iattr[4];    /* axis, keepdim, ... by op */
-    double fattr[2];     /* scalar constant, slope, ... */
     ag_attr attr;        /* the op's typed attributes (AG_ATTR) */
     void *aux;           /* arena: saved values, index arrays, ... */
     int64_t smark;       /* scalar ops recorded before this entry */
@@ -189,8 +186,6 @@ typedef struct ag_op_call {
     ag_dtype dtype;
     int ndim;
     const int64_t *shape;
-    int64_t iattr[4];
-    double fattr[2];
     const void *attr;    /* the op's attribute struct, copied into the entry */
     size_t attr_size;    /* <= AG_ATTR_BYTES */
     void *aux;           /* used as is when aux_bytes == 0 */

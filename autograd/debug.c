@@ -158,7 +158,11 @@ void ag_debug_backward(ag_tape *tape, ag_entry *e)
     if (!tape->anomaly || tape->status != AG_OK)
         return;
     for (int k = 0; k < e->n_in; k++) {
-        const ag_tensor *g = e->in[k]->grad;
+        const ag_tensor *x = e->in[k];
+        const ag_tensor *g = !ag_needs_grad(tape, x) ? NULL
+                             : x->persistent && tape->sweep_id
+                                 ? (x->sgrad_id == tape->sweep_id ? x->sgrad : NULL)
+                                 : x->grad;
         int64_t at = g ? first_bad(g->data, g->dtype, g->numel) : -1;
         if (at >= 0) {
             char what[64];

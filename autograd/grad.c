@@ -38,15 +38,21 @@ static void mark_paths(ag_tape *t, uint64_t id, int n, ag_tensor *const *wrt, in
     }
 }
 
+/* arg names the parameter; i >= 0 is an index into it, -1 a lone tensor */
 static bool tensor_on_tape(ag_tape *t, const ag_tensor *x, const char *fn, const char *arg,
                            int i)
 {
+    char name[48];
+    if (i >= 0)
+        snprintf(name, sizeof name, "%s[%d]", arg, i);
+    else
+        snprintf(name, sizeof name, "%s", arg);
     if (!x) {
-        ag_fail(t, AG_ERR_NULL, "%s: %s[%d] is NULL", fn, arg, i);
+        ag_fail(t, AG_ERR_NULL, "%s: %s is NULL", fn, name);
         return false;
     }
     if (x->tape && x->tape != t) {
-        ag_fail(t, AG_ERR_ARG, "%s: %s[%d] belongs to another tape", fn, arg, i);
+        ag_fail(t, AG_ERR_ARG, "%s: %s belongs to another tape", fn, name);
         return false;
     }
     return true;
@@ -69,9 +75,10 @@ static bool layout_matches(ag_tape *t, const char *fn, const char *what, int i,
     return false;
 }
 
+/* The checks every entry point shares; out names its result parameter. */
 static ag_status gradients_checks(ag_tape *t, const char *fn, ag_tensor *root,
                                   const ag_tensor *seed, int n, ag_tensor *const *wrt,
-                                  ag_tensor **grads)
+                                  ag_tensor **grads, const char *out)
 {
     if (!t) {
         ag_set_last_error("%s: tape is NULL", fn);
@@ -79,11 +86,14 @@ static ag_status gradients_checks(ag_tape *t, const char *fn, ag_tensor *root,
     }
     if (t->status != AG_OK)
         return t->status;
-    if (!tensor_on_tape(t, root, fn, "root", 0))
+    if (!tensor_on_tape(t, root, fn, "root", -1))
         return t->status;
-    if (n < 0 || (n > 0 && (!wrt || !grads))) {
-        ag_fail(t, AG_ERR_ARG, "%s: n is %d with wrt %s and grads %s", fn, n,
-                wrt ? "set" : "NULL", grads ? "set" : "NULL");
+    if (n < 0) {
+        ag_fail(t, AG_ERR_ARG, "%s: n is %d", fn, n);
+        return t->status;
+    }
+    if (n > 0 && (!wrt || !grads)) {
+        ag_fail(t, AG_ERR_NULL, "%s: %s is NULL (n is %d)", fn, !wrt ? "wrt" : out, n);
         return t->status;
     }
     for (int i = 0; i < n; i++)
@@ -225,7 +235,7 @@ static ag_tensor *result_of(ag_tape *t, ag_tensor *x)
 ag_status ag_gradients(ag_tape *t, ag_tensor *root, const ag_tensor *seed, int n,
                        ag_tensor *const *wrt, ag_tensor **grads, bool create_graph)
 {
-    ag_status st = gradients_checks(t, "ag_gradients", root, seed, n, wrt, grads);
+    ag_status st = gradients_checks(t, "ag_gradients", root, seed, n, wrt, grads, "grads");
     if (st != AG_OK)
         return st;
     if (create_graph && ag_scalar_count(t) > 0)
@@ -276,7 +286,7 @@ static ag_tensor *dot_all(ag_tape *t, int n, ag_tensor *const *a, ag_tensor *con
 ag_status ag_hvp(ag_tape *t, ag_tensor *root, int n, ag_tensor *const *wrt,
                  ag_tensor *const *v, ag_tensor **hv, bool create_graph)
 {
-    ag_status st = gradients_checks(t, "ag_hvp", root, NULL, n, wrt, hv);
+    ag_status st = gradients_checks(t, "ag_hvp", root, NULL, n, wrt, hv, "hv");
     if (st != AG_OK)
         return st;
     if (n > 0 && !v)
@@ -300,7 +310,7 @@ ag_status ag_hvp(ag_tape *t, ag_tensor *root, int n, ag_tensor *const *wrt,
 ag_status ag_jvp(ag_tape *t, ag_tensor *root, int n, ag_tensor *const *wrt,
                  ag_tensor *const *u, ag_tensor **jv, bool create_graph)
 {
-    ag_status st = gradients_checks(t, "ag_jvp", root, root, n, wrt, jv);
+    ag_status st = gradients_checks(t, "ag_jvp", root, root, n, wrt, jv, "jv");
     if (st != AG_OK)
         return st;
     if (!jv)
@@ -363,15 +373,29 @@ static ag_status dense_rows(ag_tape *t, const char *fn, ag_tensor *out, ag_tenso
     return AG_OK;
 }
 
+/* x and the result pointer by their own names, then the shared checks */
+static ag_status dense_checks(ag_tape *t, const char *fn, ag_tensor *root,
+                              const ag_tensor *seed, ag_tensor *x, ag_tensor **res,
+                              const char *out)
+{
+    if (t && t->status == AG_OK && !x)
+        return ag_fail(t, AG_ERR_NULL, "%s: x is NULL", fn), t->status;
+    if (t && t->status == AG_OK && !res)
+        return ag_fail(t, AG_ERR_NULL, "%s: %s is NULL", fn, out), t->status;
+    if (t && t->status == AG_OK && x->tape && x->tape != t)
+        return ag_fail(t, AG_ERR_ARG, "%s: x belongs to another tape", fn), t->status;
+    return gradients_checks(t, fn, root, seed, 1, &x, res, out);
+}
+
 ag_status ag_jacobian(ag_tape *t, ag_tensor *root, ag_tensor *x, ag_tensor **jac)
 {
-    ag_status st = gradients_checks(t, "ag_jacobian", root, root, 1, &x, jac);
+    ag_status st = dense_checks(t, "ag_jacobian", root, root, x, jac, "jac");
     return st != AG_OK ? st : dense_rows(t, "ag_jacobian", root, x, jac);
 }
 
 ag_status ag_hessian(ag_tape *t, ag_tensor *root, ag_tensor *x, ag_tensor **h)
 {
-    ag_status st = gradients_checks(t, "ag_hessian", root, NULL, 1, &x, h);
+    ag_status st = dense_checks(t, "ag_hessian", root, NULL, x, h, "h");
     if (st != AG_OK)
         return st;
     ag_tensor *g;

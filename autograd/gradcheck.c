@@ -330,9 +330,10 @@ ag_status ag_gradgradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, in
     if (st != AG_OK || !s.r->passed) {
         char *m = s.r->message;
         if (strncmp(m, "gradcheck", 9) == 0) { /* name what was checked */
-            char tmp[sizeof s.r->message];
-            snprintf(tmp, sizeof tmp, "grad%s", m);
-            memcpy(m, tmp, sizeof tmp);
+            size_t len = strnlen(m, sizeof s.r->message - 5);
+            memmove(m + 4, m, len);
+            memcpy(m, "grad", 4);
+            m[len + 4] = '\0';
         }
     }
     ag_tensor_free(v);

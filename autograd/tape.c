@@ -263,8 +263,6 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
         }
         memcpy(e->in, c->in, (size_t)c->n_in * sizeof *e->in);
     }
-    memcpy(e->iattr, c->iattr, sizeof e->iattr);
-    memcpy(e->fattr, c->fattr, sizeof e->fattr);
     AG_ASSERT(c->attr_size <= sizeof e->attr);
     if (c->attr_size)
         memcpy(e->attr.bytes, c->attr, c->attr_size);

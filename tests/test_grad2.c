@@ -425,9 +425,9 @@ static const struct {
     ag_status st;
     const char *msg;
 } bad[BAD_CALLS] = {
-    {AG_ERR_NULL, "ag_gradients: root"},
-    {AG_ERR_ARG, "ag_gradients: n is 1 with wrt NULL"},
-    {AG_ERR_ARG, "ag_gradients: n is 1 with wrt set and grads NULL"},
+    {AG_ERR_NULL, "ag_gradients: root is NULL"},
+    {AG_ERR_NULL, "ag_gradients: wrt is NULL"},
+    {AG_ERR_NULL, "ag_gradients: grads is NULL"},
     {AG_ERR_ARG, "ag_gradients: n is -1"},
     {AG_ERR_NULL, "ag_gradients: wrt[0] is NULL"},
     {AG_ERR_ARG, "ag_gradients: wrt[0] belongs to another tape"},
@@ -438,11 +438,11 @@ static const struct {
     {AG_ERR_SHAPE, "ag_hvp: root [3] has 3 elements"},
     {AG_ERR_NULL, "ag_jvp: u is NULL"},
     {AG_ERR_SHAPE, "ag_jvp: u[0] is [2]"},
-    {AG_ERR_ARG, "ag_jvp:"},      /* jv NULL */
-    {AG_ERR_ARG, "ag_hessian:"},  /* h NULL */
-    {AG_ERR_NULL, "ag_hessian:"}, /* x NULL */
+    {AG_ERR_NULL, "ag_jvp: jv is NULL"},
+    {AG_ERR_NULL, "ag_hessian: h is NULL"},
+    {AG_ERR_NULL, "ag_hessian: x is NULL"},
     {AG_ERR_SHAPE, "ag_hessian: root [3] has 3 elements"},
-    {AG_ERR_ARG, "ag_jacobian:"}, /* jac NULL */
+    {AG_ERR_NULL, "ag_jacobian: jac is NULL"},
 };
 
 static ag_status bad_call(small *m, int which, ag_tensor *v2, ag_tape *other)
