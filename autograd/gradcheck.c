@@ -209,15 +209,24 @@ static void summarise(gc_state *s)
              s->o.atol + s->o.rtol * fabs(r->numeric));
 }
 
+/* State for a check of fn, with the report cleared (local when the
+ * caller gave none) and the options defaulted. */
+static gc_state gc_start(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int n,
+                         const ag_gradcheck_opts *opts, ag_gradcheck_report *report)
+{
+    gc_state s = {fn, ctx, inputs, n, opts ? *opts : (ag_gradcheck_opts){0}, report, NULL,
+                  {0}};
+    memset(s.r, 0, sizeof *s.r);
+    s.r->worst_input = -1;
+    set_defaults(&s.o);
+    return s;
+}
+
 ag_status ag_gradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int n,
                        const ag_gradcheck_opts *opts, ag_gradcheck_report *report)
 {
     ag_gradcheck_report local_r;
-    gc_state s = {fn, ctx, inputs, n, opts ? *opts : (ag_gradcheck_opts){0},
-                  report ? report : &local_r, NULL, {0}};
-    memset(s.r, 0, sizeof *s.r);
-    s.r->worst_input = -1;
-    set_defaults(&s.o);
+    gc_state s = gc_start(fn, ctx, inputs, n, opts, report ? report : &local_r);
     ag_status st = validate(&s);
     if (st != AG_OK)
         return st;
@@ -297,10 +306,7 @@ ag_status ag_gradgradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, in
                            const ag_gradcheck_opts *opts, ag_gradcheck_report *report)
 {
     ag_gradcheck_report local_r;
-    gc_state s = {fn, ctx, inputs, n, opts ? *opts : (ag_gradcheck_opts){0},
-                  report ? report : &local_r, NULL, {0}};
-    memset(s.r, 0, sizeof *s.r);
-    s.r->worst_input = -1;
+    gc_state s = gc_start(fn, ctx, inputs, n, opts, report ? report : &local_r);
     ag_status st = n < MAX_INPUTS ? validate(&s)
                                   : gc_error(&s, AG_ERR_ARG, "need fn and 1..63 inputs");
     if (st != AG_OK)
