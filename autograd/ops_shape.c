@@ -14,11 +14,13 @@
  * drop out and dims that are contiguous on both sides merge, so a 3-D
  * permute that only swaps the last two dims is a batch of 2-D transposes
  * and an identity permute is a single row.  Rows contiguous on both sides
- * are plain loops; when the output is contiguous but the input is not, a
- * dim where the input is contiguous is paired with the last one and moved
- * in cache blocks of 8 x 8 squares (the blocked 2-D transpose); anything
- * else is a batch of strided rows.  The outer dims are counted by the one
- * strided iterator, ag_bcast_walk (broadcast.c).  D = ndim, N = numel. */
+ * are vectorised loops; when the output is contiguous but the input is
+ * not, a dim where the input is contiguous is paired with the last one and
+ * moved in cache blocks of 8 x 8 squares (the blocked 2-D transpose);
+ * anything else is a batch of strided rows.  The outer dims are counted by
+ * the one strided iterator, ag_bcast_walk (broadcast.c); each of its visits
+ * moves a whole block of rows (or a tile), so short rows stay cheap.
+ * D = ndim, N = numel. */
 #include "ops_shape_internal.h"
 
 /* Tiles: TILE x TILE blocks for the caches, moved as MICRO x MICRO
@@ -55,27 +57,41 @@ void ag_contig_strides(int nd, const int64_t *shape, int64_t *st)
     }
 }
 
-/* What a mover's visit of one row needs besides the row's offsets (from
- * ag_bcast_walk): the buffers, the base offsets, and for a tile (tile_n >
- * 0) the size and y stride of its other dim, along which x is contiguous. */
+/* What a mover's visit needs besides the offsets ag_bcast_walk passes: the
+ * buffers at the walk's base offsets; for rows, the block of `rows` rows
+ * (strides rsx, rsy) one visit moves, so that short rows do not each cost
+ * an iterator step; for a tile, the size and y stride of its other dim,
+ * along which x is contiguous. */
 typedef struct {
     void *x, *y;
-    int64_t x0, y0;
+    int64_t rows, rsx, rsy;
     int64_t tile_n, tile_sy;
 } walk_ctx;
 
-/* A mover applies ELEM(x[.], y[.]) along a row (n elements, strides sx and
- * sy) or a tile (i: x stride 1, y stride sy; j: x stride sx, y stride 1);
- * NAME##_visit is its ag_bcast_row, one call per row of the walk. */
+/* A mover applies ELEM(x[.], y[.]) along rows (n elements, strides s[0]
+ * on x and s[1] on y) or a tile (i: x stride 1, y stride tile_sy; j: x
+ * stride s[0], y stride 1): two ag_bcast_row visits.  x and y are always
+ * different tensors, so a contiguous row is safe to vectorise. */
+typedef struct {
+    ag_bcast_row row, tile;
+    size_t size; /* element bytes */
+} mover;
+
 #define MOVER(NAME, T, ELEM)                                                  \
-    static void NAME##_row(T *x, T *y, int64_t n, int64_t sx, int64_t sy)     \
+    static void NAME##_row(void *vc, int64_t o, const int64_t *off,           \
+                           const int64_t *s, int64_t n)                       \
     {                                                                         \
-        if (sx == 1 && sy == 1)                                               \
-            for (int64_t i = 0; i < n; i++)                                   \
-                ELEM(x[i], y[i]);                                             \
-        else                                                                  \
-            for (int64_t i = 0; i < n; i++)                                   \
-                ELEM(x[i * sx], y[i * sy]);                                   \
+        (void)o; /* the walk's own offsets are off[0] (x) and off[1] (y) */  \
+        const walk_ctx *c = vc;                                               \
+        T *x = (T *)c->x + off[0], *y = (T *)c->y + off[1];                   \
+        int64_t sx = s[0], sy = s[1];                                         \
+        for (int64_t r = 0; r < c->rows; r++, x += c->rsx, y += c->rsy)      \
+            if (sx == 1 && sy == 1) {                                         \
+                AG_SIMD for (int64_t i = 0; i < n; i++)                       \
+                    ELEM(x[i], y[i]);                                         \
+            } else                                                            \
+                for (int64_t i = 0; i < n; i++)                               \
+                    ELEM(x[i * sx], y[i * sy]);                               \
     }                                                                         \
     static void NAME##_block(T *x, T *y, int64_t ie, int64_t je, int64_t sx,  \
                              int64_t sy)                                      \
@@ -84,10 +100,13 @@ typedef struct {
             for (int64_t j = 0; j < je; j++)                                  \
                 ELEM(x[i + j * sx], y[i * sy + j]);                           \
     }                                                                         \
-    __attribute__((noinline)) static void NAME##_tile(T *x, T *y, int64_t ni, \
-                                                      int64_t nj, int64_t sx, \
-                                                      int64_t sy)             \
+    static void NAME##_tile(void *vc, int64_t o, const int64_t *off,          \
+                            const int64_t *s, int64_t nj)                     \
     {                                                                         \
+        (void)o;                                                              \
+        const walk_ctx *c = vc;                                               \
+        T *x = (T *)c->x + off[0], *y = (T *)c->y + off[1];                   \
+        int64_t ni = c->tile_n, sx = s[0], sy = c->tile_sy;                   \
         for (int64_t i0 = 0; i0 < ni; i0 += TILE)                             \
             for (int64_t j0 = 0; j0 < nj; j0 += TILE)                         \
                 for (int64_t i = i0; i < i0 + TILE && i < ni; i += MICRO)     \
@@ -102,17 +121,7 @@ typedef struct {
                                          ni - i < MICRO ? ni - i : MICRO,     \
                                          nj - j < MICRO ? nj - j : MICRO, sx, sy); \
     }                                                                         \
-    static void NAME##_visit(void *vc, int64_t o, const int64_t *off,         \
-                             const int64_t *s, int64_t n)                     \
-    {                                                                         \
-        (void)o; /* the walk's own offsets are off[0] (x) and off[1] (y) */  \
-        const walk_ctx *c = vc;                                               \
-        T *x = (T *)c->x + c->x0 + off[0], *y = (T *)c->y + c->y0 + off[1];   \
-        if (c->tile_n)                                                        \
-            NAME##_tile(x, y, c->tile_n, n, s[0], c->tile_sy);                \
-        else                                                                  \
-            NAME##_row(x, y, n, s[0], s[1]);                                  \
-    }
+    static const mover NAME = {NAME##_row, NAME##_tile, sizeof(T)};
 
 #define ELEM_COPY(xe, ye) ((ye) = (xe))  /* forward: y = x */
 #define ELEM_ADD(xe, ye) ((xe) += (ye))  /* backward: dx += dy */
@@ -121,10 +130,11 @@ MOVER(copy_f64, double, ELEM_COPY)
 MOVER(add_f32, float, ELEM_ADD)
 MOVER(add_f64, double, ELEM_ADD)
 
-/* Runs visit over the walk with the one strided iterator (ag_bcast_walk):
- * its dims are the walk's, the last innermost, less the tile's other dim
- * when there is a tile. */
-static void walk_run(const ag_walk *w, ag_bcast_row visit, void *x, void *y)
+/* Runs the mover over the walk with the one strided iterator
+ * (ag_bcast_walk): its dims are the walk's, the last innermost, less the
+ * one each visit takes whole: the tile's other dim when there is a tile,
+ * else the next-to-last (a block of rows). */
+static void walk_run(const ag_walk *w, const mover *m, void *x, void *y)
 {
     if (w->empty)
         return;
@@ -133,27 +143,37 @@ static void walk_run(const ag_walk *w, ag_bcast_row visit, void *x, void *y)
         for (int d = 0; d < last; d++)
             if (w->sx[d] == 1)
                 k = d; /* tile dims k and last: a blocked 2-D transpose */
-    walk_ctx c = {x, y, w->x0, w->y0, k >= 0 ? w->n[k] : 0, k >= 0 ? w->sy[k] : 0};
+    int inner = k >= 0 ? k : last - 1; /* -1: one row per visit */
+    int64_t size = (int64_t)m->size;
+    walk_ctx c = {(char *)x + w->x0 * size, (char *)y + w->y0 * size, 1, 0, 0, 0, 0};
+    if (k >= 0) {
+        c.tile_n = w->n[k];
+        c.tile_sy = w->sy[k];
+    } else if (inner >= 0) {
+        c.rows = w->n[inner];
+        c.rsx = w->sx[inner];
+        c.rsy = w->sy[inner];
+    }
     int nd = 0;
     int64_t n[AG_MAX_DIMS], sx[AG_MAX_DIMS], sy[AG_MAX_DIMS];
     for (int d = 0; d <= last; d++)
-        if (d != k) {
+        if (d != inner) {
             n[nd] = w->n[d];
             sx[nd] = w->sx[d];
             sy[nd++] = w->sy[d];
         }
     const int64_t *strides[2] = {sx, sy};
-    ag_bcast_walk(nd, n, 2, strides, visit, &c);
+    ag_bcast_walk(nd, n, 2, strides, k >= 0 ? m->tile : m->row, &c);
 }
 
 void ag_walk_forward(const ag_walk *w, const ag_tensor *x, ag_tensor *y)
 {
-    walk_run(w, y->dtype == AG_F64 ? copy_f64_visit : copy_f32_visit, x->data, y->data);
+    walk_run(w, y->dtype == AG_F64 ? &copy_f64 : &copy_f32, x->data, y->data);
 }
 
 void ag_walk_backward(const ag_walk *w, void *dx, const ag_tensor *gy)
 {
-    walk_run(w, gy->dtype == AG_F64 ? add_f64_visit : add_f32_visit, dx, gy->data);
+    walk_run(w, gy->dtype == AG_F64 ? &add_f64 : &add_f32, dx, gy->data);
 }
 
 bool ag_shape_result_ok(ag_tape *tape, const char *op, int nd, const int64_t *shape)

@@ -184,6 +184,13 @@ static ag_tensor *fx_slice(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
                     fx_int(c, "step"));
 }
 
+static ag_tensor *fx_unslice(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
+{
+    (void)n;
+    return ag_unslice(t, in[0], (int)fx_int(c, "axis"), fx_int(c, "size"), fx_int(c, "start"),
+                      fx_int(c, "step"));
+}
+
 static ag_tensor *fx_pad(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
 {
     (void)n;
@@ -280,7 +287,7 @@ static const struct {
     FX(matmul), FX(linear),
     FX(reshape), FX(squeeze), FX(unsqueeze), FX(transpose), FX(permute), FX(expand),
     FX(sum_to),
-    FX(slice), FX(pad), FX(concat), FX(stack),
+    FX(slice), FX(unslice), FX(pad), FX(concat), FX(stack),
     FX(gather), FX(scatter_add), FX(index_select), FX(index_add), FX(where), FX(clamp),
     FX(softmax), FX(log_softmax), FX(cross_entropy_logits), FX(dropout),
 };

@@ -1,5 +1,6 @@
 /* test_ops_shape.c — shape ops: forward values worked out by hand, a few
- * backward values, and every bad-input error (status and message).  The
+ * backward values, every bad-input error (status and message), recorded
+ * derivatives to third order and through many joined inputs.  The
  * gradchecks of every op run from the op table in test_ops.c. */
 #include "test_util.h"
 
@@ -438,6 +439,56 @@ static void test_slice_bad_inputs(void **state)
     ag_tensor_free(s);
 }
 
+static void test_unslice_values(void **state)
+{
+    (void)state;
+    ag_tape *t = ag_tape_new();
+    ag_tensor *v = ag_tensor_from_f64(1, (int64_t[]){3}, (double[]){1, 2, 3});
+    assert_values(ag_unslice(t, v, 0, 7, 1, 2), 1, S(7), S(0, 1, 0, 2, 0, 3, 0));
+    assert_values(ag_unslice(t, v, -1, 5, -3, 1), 1, S(5), S(0, 0, 1, 2, 3));
+    assert_values(ag_unslice(t, v, 0, 3, 0, 1), 1, S(3), S(1, 2, 3));
+    ag_tensor *m = iota(2, (int64_t[]){2, 2});
+    assert_values(ag_unslice(t, m, 1, 5, 0, 4), 2, S(2, 5), S(0, 0, 0, 0, 1, 2, 0, 0, 0, 3));
+    assert_values(ag_unslice(t, m, 0, 3, 1, 1), 2, S(3, 2), S(0, 0, 0, 1, 2, 3));
+    ag_tensor *one = ag_tensor_from_f64(1, (int64_t[]){1}, (double[]){4});
+    assert_values(ag_unslice(t, one, 0, 3, 2, 100), 1, S(3), S(0, 0, 4));
+    ag_tensor *e = ag_tensor_new(AG_F64, 1, (int64_t[]){0});
+    assert_values(ag_unslice(t, e, 0, 2, 2, 1), 1, S(2), S(0, 0));
+    /* slice undoes it */
+    assert_values(ag_slice(t, ag_unslice(t, v, 0, 8, 1, 3), 0, 1, 8, 3), 1, S(3), S(1, 2, 3));
+    /* backward gathers g at the places */
+    ag_set_requires_grad(m, true);
+    ag_tensor *g = iota(2, (int64_t[]){2, 5});
+    assert_int_equal(ag_backward_seeded(t, ag_unslice(t, m, 1, 5, 1, 3), g), AG_OK);
+    assert_values(ag_grad(m), 2, S(2, 2), S(1, 4, 6, 9));
+    ag_tape_free(t);
+    ag_tensor_free(v);
+    ag_tensor_free(m);
+    ag_tensor_free(one);
+    ag_tensor_free(e);
+    ag_tensor_free(g);
+}
+
+static void test_unslice_bad_inputs(void **state)
+{
+    (void)state;
+    ag_tape *t = ag_tape_new();
+    ag_tensor *m = iota(2, (int64_t[]){2, 3});
+    assert_error(t, ag_unslice(t, m, 1, 6, 1, 3), AG_ERR_ARG,
+                 "ag_unslice: 3 elements (axis 1 of [2,3]) from start 1 by step 3 do not "
+                 "fit in size 6");
+    assert_error(t, ag_unslice(t, m, 1, 2, 0, 1), AG_ERR_ARG, "do not fit in size 2");
+    assert_error(t, ag_unslice(t, m, 0, 4, -5, 1), AG_ERR_ARG, "from start -5");
+    assert_error(t, ag_unslice(t, m, 0, -1, 0, 1), AG_ERR_ARG, "size -1");
+    assert_error(t, ag_unslice(t, m, 0, 4, 0, 0), AG_ERR_ARG, "ag_unslice: step 0 must be >= 1");
+    assert_error(t, ag_unslice(t, m, 0, INT64_MAX, 0, 1), AG_ERR_SHAPE, "too large");
+    assert_error(t, ag_unslice(t, m, 2, 4, 0, 1), AG_ERR_ARG,
+                 "ag_unslice: axis 2 out of range for 2 dims");
+    assert_error(t, ag_unslice(t, NULL, 0, 4, 0, 1), AG_ERR_NULL, "ag_unslice");
+    ag_tape_free(t);
+    ag_tensor_free(m);
+}
+
 /* ---- concat, stack ---- */
 
 static void test_concat_forward_values(void **state)
@@ -648,6 +699,111 @@ static void test_shape_ops_chain_gradient(void **state)
     ag_tensor_free(x);
 }
 
+/* ---- recorded derivatives ---- */
+
+/* Every shape op on x [2,3], joined into one vector h [38] in which each
+ * element is an element of x, a pad value (0.5) or an unslice zero. */
+static ag_tensor *compose_all(ag_tape *t, ag_tensor *x)
+{
+    ag_tensor *a = ag_transpose(t, x, 0, 1);                               /* [3,2] */
+    ag_tensor *b = ag_pad(t, a, (int64_t[]){1, 0, 0, 1}, 0.5);             /* [4,3] */
+    ag_tensor *c = ag_slice(t, b, 0, 1, 4, 2);                /* rows 1, 3: [2,3] */
+    ag_tensor *d = ag_permute(t, ag_stack(t, (ag_tensor *[]){x, c}, 2, 0),
+                              (int[]){2, 0, 1});                           /* [3,2,2] */
+    ag_tensor *e = ag_expand(t, ag_unsqueeze(t, x, 0), 3, (int64_t[]){2, 2, 3});
+    ag_tensor *f = ag_squeeze(t, ag_reshape(t, x, 3, (int64_t[]){1, 2, 3}), 0);
+    ag_tensor *g = ag_unslice(t, f, 1, 7, 0, 3);                           /* [2,7] */
+    int64_t flat = -1;
+    ag_tensor *parts[] = {ag_reshape(t, d, 1, &flat), ag_reshape(t, e, 1, &flat),
+                          ag_reshape(t, g, 1, &flat)};
+    return ag_concat(t, parts, 3, 0);
+}
+
+/* L = sum_j w_j h_j^3, so with W_i = sum of w_j over the places j of x_i
+ * in h: dL/dx_i = 3 W_i x_i^2, its gradient summed 6 W_i x_i, and that
+ * summed 6 W_i, each by a recorded gradient of the one before. */
+static void test_shape_ops_third_order(void **state)
+{
+    (void)state;
+    ag_tape *t = ag_tape_new();
+    ag_tensor *x = ag_tensor_from_f64(2, (int64_t[]){2, 3},
+                                      (double[]){0.7, -1.3, 0.4, 1.1, -0.6, 1.9});
+    ag_tensor *mark = ag_tensor_new(AG_F64, 2, (int64_t[]){2, 3});
+    for (int i = 0; i < 6; i++)
+        ag_set(mark, i, 10 + i); /* finds where each x_i lands */
+    ag_tensor *hm = compose_all(t, mark);
+    assert_int_equal(ag_numel(hm), 38);
+    ag_tensor *w = ag_tensor_new(AG_F64, 1, (int64_t[]){38});
+    double W[6] = {0};
+    for (int j = 0; j < 38; j++) {
+        ag_set(w, j, 1 + 0.125 * (j % 7) - 0.25 * (j % 3));
+        double v = ag_get(hm, j);
+        if (v >= 10)
+            W[(int)(v - 10 + 0.5)] += ag_get(w, j);
+    }
+    ag_set_requires_grad(x, true);
+    ag_tensor *h = compose_all(t, x);
+    ag_tensor *g = ag_sum(t, ag_mul(t, w, ag_mul(t, h, ag_mul(t, h, h))), AG_ALL, false);
+    double want[3][6];
+    for (int i = 0; i < 6; i++) {
+        double xi = ag_get(x, i);
+        want[0][i] = 3 * W[i] * xi * xi;
+        want[1][i] = 6 * W[i] * xi;
+        want[2][i] = 6 * W[i];
+    }
+    for (int order = 0; order < 3; order++) {
+        if (order > 0)
+            g = ag_sum(t, g, AG_ALL, false);
+        assert_int_equal(ag_gradients(t, g, NULL, 1, &x, &g, true), AG_OK);
+        double got[6];
+        for (int i = 0; i < 6; i++)
+            got[i] = ag_get(g, i);
+        assert_doubles_close(got, want[order], 6, 1e-12, 1e-12);
+    }
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(mark);
+    ag_tensor_free(w);
+}
+
+/* concat and stack of more inputs than the sweeps keep on the stack (16):
+ * L = sum(concat^3) + sum(stack^3) = 2 sum x^3 per input, so dL/dx = 6x^2
+ * (fast and recorded alike) and the gradient of its sum is 12x. */
+static void test_join_many_inputs_second_order(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    ag_tape *t = ag_tape_new();
+    ag_tensor *xs[N], *g[N], *fast[N], *sum = NULL;
+    for (int i = 0; i < N; i++) {
+        xs[i] = ag_tensor_new(AG_F64, 2, (int64_t[]){2, 3});
+        for (int k = 0; k < 6; k++)
+            ag_set(xs[i], k, 0.05 * (i + 1) - 0.3 * k);
+        ag_set_requires_grad(xs[i], true);
+    }
+    ag_tensor *c = ag_concat(t, xs, N, 1), *s = ag_stack(t, xs, N, -2);
+    ag_tensor *l = ag_add(t, ag_sum(t, ag_mul(t, c, ag_mul(t, c, c)), AG_ALL, false),
+                          ag_sum(t, ag_mul(t, s, ag_mul(t, s, s)), AG_ALL, false));
+    assert_int_equal(ag_gradients(t, l, NULL, N, xs, fast, false), AG_OK);
+    assert_int_equal(ag_gradients(t, l, NULL, N, xs, g, true), AG_OK);
+    for (int i = 0; i < N; i++) {
+        for (int k = 0; k < 6; k++) {
+            double x = ag_get(xs[i], k);
+            assert_true(fabs(ag_get(g[i], k) - 6 * x * x) <= 1e-12);
+            assert_true(ag_get(fast[i], k) == ag_get(g[i], k));
+        }
+        ag_tensor *si = ag_sum(t, g[i], AG_ALL, false);
+        sum = sum ? ag_add(t, sum, si) : si;
+    }
+    assert_int_equal(ag_gradients(t, sum, NULL, N, xs, g, false), AG_OK);
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < 6; k++)
+            assert_true(fabs(ag_get(g[i], k) - 12 * ag_get(xs[i], k)) <= 1e-12);
+    ag_tape_free(t);
+    for (int i = 0; i < N; i++)
+        ag_tensor_free(xs[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -670,6 +826,8 @@ int main(void)
         cmocka_unit_test(test_slice_forward_values),
         cmocka_unit_test(test_slice_backward_scatters),
         cmocka_unit_test(test_slice_bad_inputs),
+        cmocka_unit_test(test_unslice_values),
+        cmocka_unit_test(test_unslice_bad_inputs),
         cmocka_unit_test(test_concat_forward_values),
         cmocka_unit_test(test_concat_backward_splits),
         cmocka_unit_test(test_concat_bad_inputs),
@@ -680,6 +838,8 @@ int main(void)
         cmocka_unit_test(test_pad_bad_inputs),
         cmocka_unit_test(test_shape_ops_propagate_null),
         cmocka_unit_test(test_shape_ops_chain_gradient),
+        cmocka_unit_test(test_shape_ops_third_order),
+        cmocka_unit_test(test_join_many_inputs_second_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -295,6 +295,24 @@ def _slice(rng):
             for s, ax, b, e, st_ in cases]
 
 
+@op('unslice')
+def _unslice(rng):
+    # torch's slice_backward: the input at start, start + step, ... of zeros
+    cases = [((3, 2), 0, 5, 1, 1), ((4, 3), -1, 7, 0, 3), ((2, 2, 3), 1, 6, -5, 2),
+             ((1,), 0, 4, 3, 5), ((2, 3), 1, 3, 0, 1)]
+
+    def f(t, a):
+        x = t[0]
+        ax = a['axis'] % x.dim()
+        shape = list(x.shape)
+        shape[ax] = a['size']
+        start = a['start'] + a['size'] if a['start'] < 0 else a['start']
+        stop = start + (x.shape[ax] - 1) * a['step'] + 1
+        return torch.slice_scatter(x.new_zeros(shape), x, ax, start, stop, a['step'])
+    return [Case([uni(rng, s)], f, {'axis': ax, 'size': n, 'start': b, 'step': st_})
+            for s, ax, n, b, st_ in cases]
+
+
 @op('pad')
 def _pad(rng):
     cases = [((2, 3), [1, 0, 2, 1], 0.0), ((2, 3, 4), [0, 0, 1, 1, 0, 2], 1.5),
