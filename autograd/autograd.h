@@ -138,6 +138,12 @@ int64_t        ag_numel(const ag_tensor *t);
 ag_dtype       ag_dtype_of(const ag_tensor *t);
 size_t         ag_dtype_size(ag_dtype dt);
 void          *ag_data(ag_tensor *t);          /* float* or double*, by dtype */
+/* After writing a persistent tensor through ag_data: bumps its version,
+ * so a backward whose recording saved the old values refuses to run
+ * (AG_ERR_STATE) instead of using the new ones.  Every library function
+ * that writes a persistent tensor (ag_set, optimizer steps, loaders,
+ * initialisers) bumps it itself.  NULL and tape tensors are ignored. */
+void           ag_tensor_mark_modified(ag_tensor *t);
 const void    *ag_data_const(const ag_tensor *t);
 /* Element i (row-major flat index) as double; bounds are the caller's duty. */
 double         ag_get(const ag_tensor *t, int64_t i);
@@ -538,7 +544,8 @@ void ag_tape_profile_totals(const ag_tape *tape, double *forward_ns, double *bac
  *                        const ag_tensor *gout, ag_tensor *const *gin, void *ctx)
  *   { if (gin[0]) for (i...) ag_set(gin[0], i, ag_get(gin[0], i)
  *                                   + ag_get(gout, i) * 3 * pow(ag_get(in[0], i), 2)); }
- *   static const ag_custom_op cube = {"cube", cube_fwd, cube_bwd};
+ *   static const ag_custom_op cube = {.name = "cube", .forward = cube_fwd,
+ *                                     .backward = cube_bwd};
  *   ag_tensor *y = ag_custom(tape, &cube, &x, 1, ag_ndim(x), ag_shape(x), NULL);
  */
 typedef struct ag_custom_op {

@@ -51,6 +51,7 @@ struct ag_tensor {
      * tape, so ag_gradients never touches the persistent buffer. */
     uint64_t mark, sgrad_id;
     ag_tensor *sgrad;
+    uint64_t version;     /* persistent: bumped by every write (ag_tensor_mark_modified) */
 };
 
 typedef struct ag_entry ag_entry;

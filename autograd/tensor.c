@@ -293,6 +293,12 @@ double ag_get(const ag_tensor *t, int64_t i)
                               : (double)((const float *)t->data)[i];
 }
 
+void ag_tensor_mark_modified(ag_tensor *t)
+{
+    if (t && t->persistent)
+        t->version++;
+}
+
 void ag_set(ag_tensor *t, int64_t i, double v)
 {
     if (t->dtype == AG_F64)

@@ -30,7 +30,8 @@ static void softsign_bwd(ag_tensor *const *in, int n_in, const ag_tensor *out,
     }
 }
 
-static const ag_custom_op softsign = {"softsign", softsign_fwd, softsign_bwd};
+static const ag_custom_op softsign = {.name = "softsign", .forward = softsign_fwd,
+                                      .backward = softsign_bwd};
 
 /* f(x, w) = sum(softsign(x * w)), with the custom op inside a composition */
 static ag_tensor *f(ag_tape *t, ag_tensor **in, void *ctx)

@@ -214,7 +214,8 @@ static void ident_bwd(ag_tensor *const *in, int n, const ag_tensor *out,
 static void test_tape_custom_op_records_and_checks(void **state)
 {
     (void)state;
-    static const ag_custom_op op = {"twice_grad", ident_fwd, ident_bwd};
+    static const ag_custom_op op = {.name = "twice_grad", .forward = ident_fwd,
+                                    .backward = ident_bwd};
     int64_t s[] = {3};
     ag_tensor *x = param(AG_F32, 1, s, 1.5), *y = param(AG_F64, 1, s, 1);
     ag_tape *t = ag_tape_new();
