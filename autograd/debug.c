@@ -75,17 +75,159 @@ static int prof_slot(ag_profile *p, const ag_op_def *def)
     return p->n++;
 }
 
+/* The profiler's mark: the time, and the tape bytes in use.  ag_op_run
+ * takes it before it allocates the op's output, so that the bytes an op
+ * is charged with (ag_debug_forward) are all it puts on the tape: the
+ * output, the entry's input array and saved values, and what its forward
+ * allocates; the time likewise covers the op's whole recording. */
 ag_debug_mark ag_debug_begin(const ag_tape *tape)
 {
     return (ag_debug_mark){tape->prof ? now_ns() : 0, ag_tape_bytes_used(tape)};
 }
 
-/* First non-finite element of n values, or -1. */
-static int64_t first_bad(const void *data, ag_dtype dt, int64_t n)
+/* ---- anomaly mode: which non-finite values are anomalies ----
+ * The rule is the one documented at ag_tape_set_anomaly in autograd.h:
+ * a NaN is always one; an Inf is one only when the op made it from finite
+ * values.  "The values it came from" are, for the elementwise ops below,
+ * the input elements aligned with it under broadcasting (and the op's
+ * scalar constant); for every other op, conservatively, anything in any
+ * input (an Inf anywhere in an input excuses an Inf anywhere in the
+ * output).  Either sign counts: neg, sub, mul by a negative, matmul flip
+ * signs while passing an Inf through. */
+
+static double elem(const ag_tensor *x, int64_t i)
 {
-    for (int64_t i = 0; i < n; i++) {
-        double v = dt == AG_F64 ? ((const double *)data)[i] : ((const float *)data)[i];
-        if (!isfinite(v))
+    return x->dtype == AG_F64 ? ((const double *)x->data)[i]
+                              : (double)((const float *)x->data)[i];
+}
+
+static bool has_inf(const ag_tensor *x)
+{
+    for (int64_t i = 0; x && i < x->numel; i++)
+        if (isinf(elem(x, i)))
+            return true;
+    return false;
+}
+
+/* The ops whose output element i is computed from the input elements
+ * aligned with i under broadcasting, and nothing else of theirs. */
+static bool is_elementwise(const ag_op_def *d)
+{
+    static const ag_op_def *const ops[] = {
+        &ag_op_add, &ag_op_sub, &ag_op_mul, &ag_op_div, &ag_op_pow, &ag_op_maximum,
+        &ag_op_minimum, &ag_op_where, &ag_op_neg, &ag_op_exp, &ag_op_log, &ag_op_sqrt,
+        &ag_op_abs, &ag_op_sin, &ag_op_cos, &ag_op_tanh, &ag_op_sigmoid, &ag_op_relu,
+        &ag_op_leaky_relu, &ag_op_erf, &ag_op_gelu, &ag_op_gelu_tanh, &ag_op_softplus,
+        &ag_op_add_scalar, &ag_op_mul_scalar, &ag_op_pow_scalar, &ag_op_clamp,
+        &ag_op_dropout,
+    };
+    for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++)
+        if (ops[k] == d)
+            return true;
+    return false;
+}
+
+/* An infinite scalar constant of the op (x + c, x * c, x ^ c): an operand
+ * every output element is computed from. */
+static bool const_is_inf(const ag_entry *e)
+{
+    if (e->op != &ag_op_add_scalar && e->op != &ag_op_mul_scalar &&
+        e->op != &ag_op_pow_scalar)
+        return false;
+    double c;
+    memcpy(&c, e->attr.bytes, sizeof c); /* their attribute struct is one double */
+    return isinf(c);
+}
+
+/* Whether x broadcasts to out's shape (so ag_broadcast_strides applies). */
+static bool broadcasts_to(const ag_tensor *x, const ag_tensor *out)
+{
+    if (x->ndim > out->ndim)
+        return false;
+    for (int d = 0; d < x->ndim; d++) {
+        int64_t xd = x->shape[d], od = out->shape[out->ndim - x->ndim + d];
+        if (xd != od && xd != 1)
+            return false;
+    }
+    return true;
+}
+
+/* What an Inf of entry e may have come from, for the checks of its output
+ * (forward) and of its inputs' gradients (backward). */
+typedef struct {
+    const ag_entry *e;
+    bool aligned;                            /* elementwise: per-element check */
+    bool any_inf;                            /* excused everywhere */
+    int64_t stride[4][AG_MAX_DIMS];          /* aligned: each input in out's shape */
+    bool any_known;                          /* not aligned: any_inf computed */
+} inf_source;
+
+static void source_init(inf_source *src, const ag_entry *e)
+{
+    memset(src, 0, sizeof *src);
+    src->e = e;
+    src->any_inf = const_is_inf(e);
+    src->aligned = is_elementwise(e->op) && e->n_in <= 4;
+    for (int k = 0; src->aligned && k < e->n_in; k++)
+        src->aligned = broadcasts_to(e->in[k], e->out);
+    for (int k = 0; src->aligned && k < e->n_in; k++)
+        ag_broadcast_strides(e->in[k], e->out->ndim, e->out->shape, src->stride[k]);
+}
+
+/* Whether some value that output element i is computed from is infinite:
+ * an input's, or those of extra and extra2 (backward: the output and its
+ * gradient, of the output's shape; NULL in forward). */
+static bool fed_by_inf(inf_source *src, int64_t i, const ag_tensor *extra,
+                       const ag_tensor *extra2)
+{
+    const ag_entry *e = src->e;
+    if (src->any_inf)
+        return true;
+    if (!src->aligned) {
+        if (!src->any_known) {
+            src->any_known = true;
+            for (int k = 0; k < e->n_in && !src->any_inf; k++)
+                src->any_inf = has_inf(e->in[k]);
+            src->any_inf = src->any_inf || has_inf(extra) || has_inf(extra2);
+        }
+        return src->any_inf;
+    }
+    if ((extra && isinf(elem(extra, i))) || (extra2 && isinf(elem(extra2, i))))
+        return true;
+    int64_t off[4] = {0}, rest = i;
+    for (int d = e->out->ndim - 1; d >= 0; d--) {
+        int64_t n = e->out->shape[d], at = n ? rest % n : 0;
+        rest = n ? rest / n : 0;
+        for (int k = 0; k < e->n_in; k++)
+            off[k] += at * src->stride[k][d];
+    }
+    for (int k = 0; k < e->n_in; k++)
+        if (isinf(elem(e->in[k], off[k])))
+            return true;
+    return false;
+}
+
+/* The first anomaly among x's values (of the output's shape when src is
+ * aligned), or -1: a NaN, or an Inf that fed_by_inf does not excuse (every
+ * Inf is excused when inf_was_there).  Finite data costs one quick pass. */
+static int64_t first_anomaly(const ag_tensor *x, inf_source *src, const ag_tensor *extra,
+                             const ag_tensor *extra2, bool inf_was_there)
+{
+    int64_t i = 0;
+    if (x->dtype == AG_F64) {
+        const double *v = x->data;
+        while (i < x->numel && isfinite(v[i]))
+            i++;
+    } else {
+        const float *v = x->data;
+        while (i < x->numel && isfinite(v[i]))
+            i++;
+    }
+    for (; i < x->numel; i++) {
+        double v = elem(x, i);
+        if (isnan(v))
+            return i;
+        if (isinf(v) && !inf_was_there && !fed_by_inf(src, i, extra, extra2))
             return i;
     }
     return -1;
@@ -124,7 +266,7 @@ static void report(ag_tape *tape, const ag_entry *e, const char *pass, const cha
     describe_inputs(e, inputs, sizeof inputs);
     ag_fail(tape, AG_ERR_NUMERIC, "anomaly: ag_%s at %s:%d: %s produced %s (element %lld "
             "of %s); %s", e->op->name, e->site ? e->site : "(unknown site)", e->line, pass,
-            isnan(v) ? "NaN" : "Inf", (long long)at, what, inputs);
+            isnan(v) ? "NaN" : "Inf from finite values", (long long)at, what, inputs);
 }
 
 void ag_debug_forward(ag_tape *tape, ag_entry *e, ag_debug_mark m)
@@ -134,20 +276,43 @@ void ag_debug_forward(ag_tape *tape, ag_entry *e, ag_debug_mark m)
         if (s >= 0) {
             tape->prof->fwd_ns[s] += now_ns() - m.t0;
             tape->prof->calls[s]++;
-            tape->prof->bytes[s] += (int64_t)(ag_tape_bytes_used(tape) - m.bytes0);
+            size_t end = ag_tape_bytes_used(tape);
+            tape->prof->bytes[s] += end > m.bytes0 ? (int64_t)(end - m.bytes0) : 0;
         }
     }
     if (!tape->anomaly)
         return;
     e->site = tape->site;
     e->line = tape->line;
-    int64_t at = first_bad(e->out->data, e->out->dtype, e->out->numel);
+    inf_source src;
+    source_init(&src, e);
+    int64_t at = first_anomaly(e->out, &src, NULL, NULL, false);
     if (at >= 0)
         report(tape, e, "forward", "the output", at, ag_get(e->out, at));
 }
 
+/* The gradient buffer of x in the sweep in progress, or NULL. */
+static const ag_tensor *grad_of(const ag_tape *tape, const ag_tensor *x)
+{
+    if (!ag_needs_grad(tape, x))
+        return NULL;
+    if (x->persistent && tape->sweep_id)
+        return x->sgrad_id == tape->sweep_id ? x->sgrad : NULL;
+    return x->grad;
+}
+
 void ag_debug_backward(ag_tape *tape, ag_entry *e)
 {
+    /* an Inf already accumulated into an input's gradient (by an entry
+     * checked before, or by an earlier backward into a persistent
+     * gradient) is not this entry's doing; without memory for the flags,
+     * every input counts as having had one (no false anomaly) */
+    bool stack[64], *had = NULL;
+    if (tape->anomaly) {
+        had = e->n_in <= 64 ? stack : ag_mem_alloc((size_t)e->n_in * sizeof *had);
+        for (int k = 0; had && k < e->n_in; k++)
+            had[k] = has_inf(grad_of(tape, e->in[k]));
+    }
     double t0 = tape->prof ? now_ns() : 0;
     e->op->backward(tape, e);
     if (tape->prof) {
@@ -155,22 +320,27 @@ void ag_debug_backward(ag_tape *tape, ag_entry *e)
         if (s >= 0)
             tape->prof->bwd_ns[s] += now_ns() - t0;
     }
-    if (!tape->anomaly || tape->status != AG_OK)
-        return;
-    for (int k = 0; k < e->n_in; k++) {
-        const ag_tensor *x = e->in[k];
-        const ag_tensor *g = !ag_needs_grad(tape, x) ? NULL
-                             : x->persistent && tape->sweep_id
-                                 ? (x->sgrad_id == tape->sweep_id ? x->sgrad : NULL)
-                                 : x->grad;
-        int64_t at = g ? first_bad(g->data, g->dtype, g->numel) : -1;
+    for (int k = 0; tape->anomaly && tape->status == AG_OK && k < e->n_in; k++) {
+        const ag_tensor *x = e->in[k], *g = grad_of(tape, x);
+        if (!g)
+            continue;
+        /* gradient element i of an input of the output's shape comes from
+         * output element i (elementwise ops); otherwise from anything of
+         * the entry: its inputs, its output and the output's gradient */
+        inf_source src;
+        source_init(&src, e);
+        if (src.aligned && !ag_same_shape(x, e->out))
+            src.aligned = false;
+        int64_t at = first_anomaly(g, &src, e->out, e->out->grad, !had || had[k]);
         if (at >= 0) {
             char what[64];
             snprintf(what, sizeof what, "the gradient of input #%d", k + 1);
             report(tape, e, "backward", what, at, ag_get(g, at));
-            return;
+            break;
         }
     }
+    if (had != stack)
+        ag_mem_free(had);
 }
 
 void ag_tape_profile_totals(const ag_tape *tape, double *forward_ns, double *backward_ns)

@@ -178,7 +178,8 @@ ag_status ag_explain(ag_gradcheck_fn loss, void *ctx, ag_tensor **params, int n,
     }
     for (int k = 0; k < n; k++)
         if (!params[k] || !params[k]->persistent) {
-            ag_set_last_error("ag_explain: parameter #%d is not a persistent tensor", k);
+            ag_set_last_error("ag_explain: parameter #%d %s", k + 1, /* numbered from 1 */
+                              params[k] ? "is not a persistent tensor" : "is NULL");
             return AG_ERR_ARG;
         }
     ag_explain_opts o = opts ? *opts : (ag_explain_opts){0};

@@ -16,6 +16,8 @@ typedef struct {
     ag_gradcheck_report *r;
     ag_tape *eval;          /* grad-disabled tape for the differences */
     ag_tensor *stash[MAX_INPUTS]; /* callers' gradients, restored at the end */
+    double worst_error;     /* pair_error at the report's worst entry */
+    int n_user;             /* inputs >= n_user: gradgradcheck's output weight v */
 } gc_state;
 
 static ag_status gc_error(gc_state *s, ag_status st, const char *msg)
@@ -39,15 +41,39 @@ static ag_status eval_at(gc_state *s, double *out, int64_t m)
     return AG_OK;
 }
 
-/* Records one comparison; the worst is the largest excess over tolerance. */
+/* The error of one compared pair, the worst entry's ranking:
+ * |a - n| / max(1, |n|), the absolute error where |numeric| <= 1 (a
+ * relative error means nothing near 0) and the relative error above; +inf
+ * when either is NaN or they differ by an infinite amount.  Equal values
+ * (equal infinities too) have error 0. */
+static double pair_error(double a, double num)
+{
+    if (a == num)
+        return 0;
+    double d = fabs(a - num);
+    return isnan(d) || isinf(d) ? INFINITY : d / fmax(1.0, fabs(num));
+}
+
+/* Records one comparison.  Pass or fail is PyTorch's rule, |a - n| <= atol
+ * + rtol |n| (equal values pass, a NaN fails); the worst entry is the
+ * failing pair with the largest error when one fails, otherwise the pair
+ * with the largest error, so that a failing report names a failing pair
+ * and a passing one names the least accurate, not an exact-zero pair. */
 static void judge(gc_state *s, int k, int64_t i, int64_t j, double a, double num)
 {
-    double excess = fabs(a - num) - (s->o.atol + s->o.rtol * fabs(num));
-    if (isnan(a) != isnan(num) || (isnan(excess) && !isnan(a)))
+    double tol = s->o.atol + s->o.rtol * fabs(num);
+    double excess = a == num ? -tol : fabs(a - num) - tol;
+    if (isnan(excess))
         excess = INFINITY;
+    double err = pair_error(a, num);
+    bool fails = excess > 0;
     ag_gradcheck_report *r = s->r;
-    if (r->compared == 0 || excess > r->worst_excess) {
+    bool worst_fails = r->compared > 0 && r->worst_excess > 0;
+    if (r->compared == 0 || excess > r->worst_excess)
         r->worst_excess = excess;
+    if (r->compared == 0 || (fails && !worst_fails) ||
+        (fails == worst_fails && err > s->worst_error)) {
+        s->worst_error = err;
         r->worst_input = k;
         r->worst_element = i;
         r->worst_output = j;
@@ -175,7 +201,7 @@ static ag_status validate(gc_state *s)
         ag_tensor *x = s->in[k];
         if (!x || !x->persistent || x->dtype != AG_F64) {
             char msg[128];
-            snprintf(msg, sizeof msg, "input #%d must be a persistent f64 tensor", k);
+            snprintf(msg, sizeof msg, "input #%d must be a persistent f64 tensor", k + 1);
             return gc_error(s, AG_ERR_ARG, msg);
         }
         checked += x->requires_grad;
@@ -196,17 +222,27 @@ static void set_defaults(ag_gradcheck_opts *o)
         o->full_max = 256;
 }
 
+/* The report's one line.  Inputs are numbered from 1 ("input #1"), as the
+ * ops' messages number them; worst_input stays a 0-based index. */
 static void summarise(gc_state *s)
 {
     ag_gradcheck_report *r = s->r;
     r->passed = r->compared > 0 && r->worst_excess <= 0;
+    char where[160];
+    if (r->worst_input < 0)
+        snprintf(where, sizeof where, "the random projection v^T J u");
+    else if (r->worst_input >= s->n_user)
+        snprintf(where, sizeof where, "the output weight v (input #%d) element %lld output %lld",
+                 r->worst_input + 1, (long long)r->worst_element, (long long)r->worst_output);
+    else
+        snprintf(where, sizeof where, "input #%d element %lld output %lld", r->worst_input + 1,
+                 (long long)r->worst_element, (long long)r->worst_output);
     snprintf(r->message, sizeof r->message,
-             "gradcheck %s: %lld values compared; worst at input #%d element %lld "
-             "output %lld: analytic %.10g numeric %.10g (|diff| %.3g, tol %.3g)",
-             r->passed ? "passed" : "FAILED", (long long)r->compared, r->worst_input,
-             (long long)r->worst_element, (long long)r->worst_output, r->analytic,
-             r->numeric, fabs(r->analytic - r->numeric),
-             s->o.atol + s->o.rtol * fabs(r->numeric));
+             "gradcheck %s: %lld value%s compared; worst at %s: analytic %.10g numeric %.10g "
+             "(error %.3g, |diff| %.3g, tol %.3g)",
+             r->passed ? "passed" : "FAILED", (long long)r->compared,
+             r->compared == 1 ? "" : "s", where, r->analytic, r->numeric, s->worst_error,
+             fabs(r->analytic - r->numeric), s->o.atol + s->o.rtol * fabs(r->numeric));
 }
 
 /* State for a check of fn, with the report cleared (local when the
@@ -215,18 +251,21 @@ static gc_state gc_start(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int 
                          const ag_gradcheck_opts *opts, ag_gradcheck_report *report)
 {
     gc_state s = {fn, ctx, inputs, n, opts ? *opts : (ag_gradcheck_opts){0}, report, NULL,
-                  {0}};
+                  {0}, 0, n};
     memset(s.r, 0, sizeof *s.r);
     s.r->worst_input = -1;
     set_defaults(&s.o);
     return s;
 }
 
-ag_status ag_gradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int n,
-                       const ag_gradcheck_opts *opts, ag_gradcheck_report *report)
+/* ag_gradcheck, with inputs n_user.. named as gradgradcheck's weight v. */
+static ag_status gradcheck_run(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int n,
+                               const ag_gradcheck_opts *opts, ag_gradcheck_report *report,
+                               int n_user)
 {
     ag_gradcheck_report local_r;
     gc_state s = gc_start(fn, ctx, inputs, n, opts, report ? report : &local_r);
+    s.n_user = n_user;
     ag_status st = validate(&s);
     if (st != AG_OK)
         return st;
@@ -266,6 +305,12 @@ ag_status ag_gradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int n,
     ag_tape_free(tape);
     ag_tape_free(s.eval);
     return st;
+}
+
+ag_status ag_gradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, int n,
+                       const ag_gradcheck_opts *opts, ag_gradcheck_report *report)
+{
+    return gradcheck_run(fn, ctx, inputs, n, opts, report, n);
 }
 
 /* ---- gradgradcheck: gradcheck of the recorded first derivative ---- */
@@ -332,7 +377,7 @@ ag_status ag_gradgradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, in
     memcpy(in, inputs, (size_t)n * sizeof *in);
     in[n] = v;
     gg_state c = {fn, ctx, n};
-    st = ag_gradcheck(gg_apply, &c, in, n + 1, opts, s.r);
+    st = gradcheck_run(gg_apply, &c, in, n + 1, opts, s.r, n);
     if (st != AG_OK || !s.r->passed) {
         char *m = s.r->message;
         if (strncmp(m, "gradcheck", 9) == 0) { /* name what was checked */

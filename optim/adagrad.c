@@ -59,7 +59,7 @@ static bool adagrad_opts_ok(const char *fn, const optim_adagrad_opts *op)
     return optim_check_nonneg(fn, "lr", op->lr) &&
            optim_check_nonneg(fn, "lr_decay", op->lr_decay) &&
            optim_check_nonneg(fn, "weight_decay", op->weight_decay) &&
-           optim_check_nonneg(fn, "eps", op->eps) &&
+           optim_check_pos(fn, "eps", op->eps) &&
            optim_check_nonneg(fn, "initial_accumulator_value", op->initial_accumulator_value);
 }
 
@@ -74,10 +74,10 @@ static int adagrad_opts_pack(const optim *o, double *out)
 
 static bool adagrad_opts_unpack(optim *o, const double *in, int n, bool apply)
 {
-    if (n != 5)
+    if (!optim_unpack_count(n, 5))
         return false;
     optim_adagrad_opts op = {in[0], in[1], in[2], in[3], in[4]};
-    if (!adagrad_opts_ok("optim_checkpoint_load", &op))
+    if (!adagrad_opts_ok("optim.opts", &op))
         return false;
     if (apply)
         o->opts.adagrad = op;
@@ -87,6 +87,7 @@ static bool adagrad_opts_unpack(optim *o, const double *in, int n, bool apply)
 const optim_kind_def optim_adagrad_def = {
     .name = "adagrad",
     .buf_names = {"sum"},
+    .buf_nonneg = {true},
     .needs = adagrad_needs,
     .update = adagrad_update,
     .opts_pack = adagrad_opts_pack,
@@ -96,6 +97,13 @@ const optim_kind_def optim_adagrad_def = {
 optim *optim_adagrad(ag_tensor **params, int n, optim_adagrad_opts opts)
 {
     const char *fn = "optim_adagrad";
+    const optim_adagrad_opts d = optim_adagrad_defaults();   /* a 0 field: the default */
+    opts.lr = optim_opt(opts.lr, d.lr);
+    opts.lr_decay = optim_opt(opts.lr_decay, d.lr_decay);
+    opts.weight_decay = optim_opt(opts.weight_decay, d.weight_decay);
+    opts.eps = optim_opt(opts.eps, d.eps);
+    opts.initial_accumulator_value =
+        optim_opt(opts.initial_accumulator_value, d.initial_accumulator_value);
     if (!adagrad_opts_ok(fn, &opts))
         return NULL;
     optim *o = optim_new_common(fn, OPTIM_ADAGRAD, params, n);
@@ -106,7 +114,7 @@ optim *optim_adagrad(ag_tensor **params, int n, optim_adagrad_opts opts)
     for (int i = 0; i < n; i++) {
         optim_pstate *st = &o->states[i];
         if (!optim_buf_ensure(st, ADAGRAD_SUM)) {
-            ag_set_last_error("%s: out of memory for the state of parameter #%d", fn, i);
+            ag_set_last_error("%s: out of memory for the state of parameter #%d", fn, i + 1);
             optim_free(o);
             return NULL;
         }

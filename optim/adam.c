@@ -123,18 +123,11 @@ static void adam_update(optim *o, optim_pstate *st, const ag_tensor *g)
         adam_loop(&k, N, p, gd, m, v, NULL, AG_F64, false);
 }
 
-static bool beta_ok(const char *fn, const char *name, double b)
-{
-    if (b >= 0 && b < 1)
-        return true;
-    ag_set_last_error("%s: %s = %g is outside [0, 1)", fn, name, b);
-    return false;
-}
-
 static bool adam_opts_ok(const char *fn, const optim_adam_opts *op)
 {
-    return optim_check_nonneg(fn, "lr", op->lr) && optim_check_nonneg(fn, "eps", op->eps) &&
-           beta_ok(fn, "beta1", op->beta1) && beta_ok(fn, "beta2", op->beta2) &&
+    return optim_check_nonneg(fn, "lr", op->lr) && optim_check_pos(fn, "eps", op->eps) &&
+           optim_check_unit(fn, "beta1", op->beta1) &&
+           optim_check_unit(fn, "beta2", op->beta2) &&
            optim_check_nonneg(fn, "weight_decay", op->weight_decay);
 }
 
@@ -146,17 +139,14 @@ static int adam_opts_pack(const optim *o, double *out)
     return 6;
 }
 
-/* A one-cycle schedule may have set beta1 to any momentum >= 0, so a
- * restored beta1 is only checked for that. */
+/* (A one-cycle schedule keeps beta1 in [0, 1) too.) */
 static bool adam_opts_unpack(optim *o, const double *in, int n, bool apply)
 {
-    if (n != 6 || (in[5] != 0 && in[5] != 1))
+    if (!optim_unpack_count(n, 6) || !optim_unpack_bool("amsgrad", in[5]))
         return false;
-    optim_adam_opts op = {in[0], 0, in[2], in[3], in[4], in[5] != 0};
-    if (!adam_opts_ok("optim_checkpoint_load", &op) ||
-        !optim_check_nonneg("optim_checkpoint_load", "beta1", in[1]))
+    optim_adam_opts op = {in[0], in[1], in[2], in[3], in[4], in[5] != 0};
+    if (!adam_opts_ok("optim.opts", &op))
         return false;
-    op.beta1 = in[1];
     if (apply)
         o->opts.adam = op;
     return true;
@@ -165,6 +155,7 @@ static bool adam_opts_unpack(optim *o, const double *in, int n, bool apply)
 const optim_kind_def optim_adam_def = {
     .name = "adam",
     .buf_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    .buf_nonneg = {false, true, true},
     .needs = adam_needs,
     .update = adam_update,
     .opts_pack = adam_opts_pack,
@@ -174,15 +165,24 @@ const optim_kind_def optim_adam_def = {
 const optim_kind_def optim_adamw_def = {
     .name = "adamw",
     .buf_names = {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+    .buf_nonneg = {false, true, true},
     .needs = adam_needs,
     .update = adam_update,
     .opts_pack = adam_opts_pack,
     .opts_unpack = adam_opts_unpack,
 };
 
+/* A 0 field takes PyTorch's default (AdamW's weight decay 1e-2). */
 static optim *adam_new(const char *fn, optim_kind kind, ag_tensor **params, int n,
                        optim_adam_opts opts)
 {
+    const optim_adam_opts d = kind == OPTIM_ADAMW ? optim_adamw_defaults()
+                                                  : optim_adam_defaults();
+    opts.lr = optim_opt(opts.lr, d.lr);
+    opts.beta1 = optim_opt(opts.beta1, d.beta1);
+    opts.beta2 = optim_opt(opts.beta2, d.beta2);
+    opts.eps = optim_opt(opts.eps, d.eps);
+    opts.weight_decay = optim_opt(opts.weight_decay, d.weight_decay);
     if (!adam_opts_ok(fn, &opts))
         return NULL;
     optim *o = optim_new_common(fn, kind, params, n);

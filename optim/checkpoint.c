@@ -36,7 +36,7 @@ static ag_status check_args(const char *fn, const char *path, const char *const 
     }
     for (int i = 0; i < n; i++) {
         if (!params[i] || !names[i] || !names[i][0] || reserved_name(names[i])) {
-            ag_set_last_error("%s: parameter #%d: %s", fn, i,
+            ag_set_last_error("%s: parameter #%d: %s", fn, i + 1,
                               !params[i]  ? "tensor is NULL"
                               : !names[i] ? "name is NULL"
                               : !names[i][0]
@@ -46,7 +46,7 @@ static ag_status check_args(const char *fn, const char *path, const char *const 
         }
         for (int j = 0; j < i; j++) {
             if (strcmp(names[i], names[j]) == 0) {
-                ag_set_last_error("%s: parameters #%d and #%d are both named \"%s\"", fn, j, i,
+                ag_set_last_error("%s: parameters #%d and #%d are both named \"%s\"", fn, j + 1, i + 1,
                                   names[i]);
                 return AG_ERR_ARG;
             }
@@ -70,7 +70,7 @@ static ag_status name_states(const char *fn, const optim *o, ag_tensor **params,
     for (int k = 0; k < o->n; k++) {
         if (name_of[k] < 0) {
             ag_set_last_error("%s: optimizer parameter #%d is not among the named "
-                              "parameters", fn, k);
+                              "parameters", fn, k + 1);
             return AG_ERR_ARG;
         }
     }
@@ -229,6 +229,33 @@ static ag_status bad(const char *fn, const char *path, const char *what, const c
     return AG_ERR_FORMAT;
 }
 
+/* The message an unpack or a value check left (starting with the tensor's
+ * name), behind fn, path and what was bad. */
+static ag_status bad_value(const char *fn, const char *path, const char *what)
+{
+    char why[512];
+    snprintf(why, sizeof why, "%s", ag_last_error() ? ag_last_error() : "bad value");
+    ag_set_last_error("%s: %s: %s: %s", fn, path, what, why);
+    return AG_ERR_FORMAT;
+}
+
+/* Every element of buffer t (saved as `key`) finite, and >= 0 when nonneg;
+ * else a message naming key and the element. */
+static bool values_ok(const ag_tensor *t, const char *key, bool nonneg)
+{
+    const ag_dtype dt = ag_dtype_of(t);
+    const void *d = ag_data_const(t);
+    for (int64_t i = 0, N = ag_numel(t); i < N; i++) {
+        const double v = optim_ld(d, dt, i);
+        if (!(v < INFINITY && v > -INFINITY) || (nonneg && v < 0)) {
+            ag_set_last_error("%s: element %lld is %g (must be finite%s)", key, (long long)i,
+                              v, nonneg ? " and >= 0" : "");
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool same_layout(const ag_tensor *a, const ag_tensor *b)
 {
     if (ag_dtype_of(a) != ag_dtype_of(b) || ag_ndim(a) != ag_ndim(b))
@@ -268,9 +295,13 @@ static ag_status check_optim(const char *fn, const char *path, const ag_safetens
     int64_t cnt = 0;
     const double *ov = f64_values(f, "optim.opts", &cnt);
     int k = o->def->opts_pack(o, (double[OPTIM_MAX_OPTS]){0});
-    if (!ov || cnt != k + 2 || !o->def->opts_unpack(probe, ov, k, true) ||
-        (ov[k] != 0 && ov[k] != 1) || !(ov[k + 1] >= 0))
-        return bad(fn, path, "bad optimizer options", "optim.opts");
+    if (!ov || cnt != k + 2)
+        return bad(fn, path, "bad optimizer options (not an F64 vector of the kind's length)",
+                   "optim.opts");
+    if (!o->def->opts_unpack(probe, ov, k, true) ||
+        !optim_unpack_bool("has_initial_lr", ov[k]) ||
+        !optim_check_nonneg("optim.opts", "initial_lr", ov[k + 1]))
+        return bad_value(fn, path, "bad optimizer options");
     for (int i = 0; i < o->n; i++) {
         const optim_pstate *st = &o->states[i];
         const char *pname = names[name_of[i]];
@@ -281,9 +312,14 @@ static ag_status check_optim(const char *fn, const char *path, const ag_safetens
         ag_mem_free(key);
         loaded_state *L = &ls[i];
         if (t) {
-            double v = ag_numel(t) == 1 && ag_dtype_of(t) == AG_F64 ? ag_get(t, 0) : -1;
-            if (!(v >= 0 && v < 9e15 && v == floor(v)))
-                return bad(fn, path, "bad step count of", pname);
+            if (ag_numel(t) != 1 || ag_dtype_of(t) != AG_F64)
+                return bad(fn, path, "bad step count (not one F64 value) of", pname);
+            double v = ag_get(t, 0);
+            if (!(v >= 0 && v < 9e15 && v == floor(v))) {
+                ag_set_last_error("%s: %s: bad step count: optim.state.%s.step = %.17g must be "
+                                  "a whole number in [0, 9e15)", fn, path, pname, v);
+                return AG_ERR_FORMAT;
+            }
             L->present = true;
             L->steps = (int64_t)v;
         }
@@ -293,9 +329,14 @@ static ag_status check_optim(const char *fn, const char *path, const ag_safetens
             if (!(key = state_key(pname, o->def->buf_names[b])))
                 return AG_ERR_NOMEM;
             L->src[b] = ag_safetensors_get(f, key);
-            ag_mem_free(key);
-            if (L->src[b] && (!L->present || !same_layout(L->src[b], st->param)))
+            if (L->src[b] && (!L->present || !same_layout(L->src[b], st->param))) {
+                ag_mem_free(key);
                 return bad(fn, path, "a state buffer does not fit parameter", pname);
+            }
+            const bool ok = !L->src[b] || values_ok(L->src[b], key, o->def->buf_nonneg[b]);
+            ag_mem_free(key);
+            if (!ok)
+                return bad_value(fn, path, "bad optimizer state");
         }
         /* The loaded state must hold what the next step reads.  (SGD's
          * momentum buffer may be absent: it is then taken at the next step.) */
@@ -397,17 +438,20 @@ static ag_status load_checked(const char *fn, const char *path, const ag_safeten
             return bad(fn, path, kind ? "the schedule differs:" : "no schedule state",
                        kind ? kind : NULL);
         sv = f64_values(f, "sched.state", &n_sched);
-        if (!sv || n_sched > OPTIM_SCHED_STATE_MAX ||
-            !optim_sched_unpack(s, sv, (int)n_sched, false))
+        if (!sv || n_sched > OPTIM_SCHED_STATE_MAX)
             return bad(fn, path, "bad schedule state", "sched.state");
+        if (!optim_sched_unpack(s, sv, (int)n_sched, false))
+            return bad_value(fn, path, "bad schedule state");
     }
     ag_rng r = {{0}};
     if (rng && !parse_rng(ag_safetensors_meta(f, "rng"), &r))
         return bad(fn, path, "missing or bad generator state", "rng");
 
     /* Everything fits: commit. */
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         copy_data(params[i], ag_safetensors_get(f, names[i]));
+        ag_tensor_mark_modified(params[i]);
+    }
     if (o) {
         int64_t cnt;
         commit_optim(o, &probe, f64_values(f, "optim.opts", &cnt), ls);

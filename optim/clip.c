@@ -13,7 +13,7 @@ static bool clip_args_ok(const char *fn, ag_tensor **params, int n)
     }
     for (int i = 0; i < n; i++) {
         if (!params[i]) {
-            ag_set_last_error("%s: parameter #%d is NULL", fn, i);
+            ag_set_last_error("%s: parameter #%d is NULL", fn, i + 1);
             return false;
         }
     }

@@ -15,22 +15,73 @@ static const optim_kind_def *const kind_defs[OPTIM_KIND_COUNT] = {
 
 bool optim_check_nonneg(const char *fn, const char *opt, double v)
 {
-    if (v >= 0 && v <= INFINITY)
+    if (v >= 0 && v < INFINITY)
         return true;
-    ag_set_last_error("%s: %s = %g must be >= 0", fn, opt, v);
+    ag_set_last_error("%s: %s = %g must be finite and >= 0", fn, opt, v);
     return false;
 }
 
+bool optim_check_pos(const char *fn, const char *opt, double v)
+{
+    if (v > 0 && v < INFINITY)
+        return true;
+    ag_set_last_error("%s: %s = %g must be finite and > 0", fn, opt, v);
+    return false;
+}
+
+bool optim_check_unit(const char *fn, const char *opt, double v)
+{
+    if (v >= 0 && v < 1)
+        return true;
+    ag_set_last_error("%s: %s = %g is outside [0, 1)", fn, opt, v);
+    return false;
+}
+
+bool optim_unpack_count(int n, int want)
+{
+    if (n == want)
+        return true;
+    ag_set_last_error("optim.opts: %d options, expected %d", n, want);
+    return false;
+}
+
+bool optim_unpack_bool(const char *opt, double v)
+{
+    if (v == 0 || v == 1)
+        return true;
+    ag_set_last_error("optim.opts: %s = %g must be 0 or 1", opt, v);
+    return false;
+}
+
+double optim_opt(double v, double dflt)
+{
+    if (v != 0)
+        return v;
+    return signbit(v) ? 0.0 : dflt;
+}
+
+/* A tape tensor (an op result) dies at the next ag_tape_reset.  autograd's
+ * header has no query for it, but ag_set_requires_grad changes persistent
+ * tensors only: flip the flag, see whether it moved, put it back. */
 optim *optim_new_common(const char *fn, optim_kind kind, ag_tensor **params, int n)
 {
-    if (!params || n < 1) {
-        ag_set_last_error("%s: need at least one parameter (params %s, n = %d)", fn,
-                          params ? "given" : "NULL", n);
+    if (!params) {
+        ag_set_last_error("%s: params is NULL", fn);
+        return NULL;
+    }
+    if (n < 1) {
+        ag_set_last_error("%s: n = %d; need at least one parameter", fn, n);
         return NULL;
     }
     for (int i = 0; i < n; i++) {
         if (!params[i]) {
-            ag_set_last_error("%s: parameter #%d is NULL", fn, i);
+            ag_set_last_error("%s: parameter #%d is NULL", fn, i + 1);
+            return NULL;
+        }
+        if (!ag_tensor_is_persistent(params[i])) {
+            ag_set_last_error("%s: parameter #%d is a tape tensor (an op result, freed "
+                              "by ag_tape_reset); parameters are persistent tensors",
+                              fn, i + 1);
             return NULL;
         }
     }
@@ -52,8 +103,8 @@ optim *optim_new_common(const char *fn, optim_kind kind, ag_tensor **params, int
         optim_pstate *st = &o->states[i], *dup = NULL;
         HASH_FIND_PTR(o->by_tensor, &params[i], dup);
         if (dup) {
-            ag_set_last_error("%s: parameter #%d is the same tensor as #%d", fn, i,
-                              dup->index);
+            ag_set_last_error("%s: parameter #%d is the same tensor as #%d", fn,
+                              i + 1, dup->index + 1);
             optim_free(o);
             return NULL;
         }
@@ -88,7 +139,7 @@ bool optim_buf_ensure(optim_pstate *st, int i)
 ag_status optim_step(optim *o)
 {
     if (!o) {
-        ag_set_last_error("optim_step: optimizer is NULL");
+        ag_set_last_error("optim_step: o is NULL");
         return AG_ERR_ARG;
     }
     /* Allocate every buffer this step needs first, so that running out of
@@ -102,7 +153,7 @@ ag_status optim_step(optim *o)
             if ((need >> b & 1u) && !optim_buf_ensure(st, b)) {
                 ag_set_last_error("optim_step: out of memory for the state of "
                                   "parameter #%d (%lld elements)",
-                                  i, (long long)ag_numel(st->param));
+                                  i + 1, (long long)ag_numel(st->param));
                 return AG_ERR_NOMEM;
             }
         }
@@ -110,8 +161,10 @@ ag_status optim_step(optim *o)
     for (int i = 0; i < o->n; i++) {
         optim_pstate *st = &o->states[i];
         const ag_tensor *g = ag_grad(st->param);
-        if (g)
+        if (g) {
             o->def->update(o, st, g);
+            ag_tensor_mark_modified(st->param);
+        }
     }
     return AG_OK;
 }
@@ -151,7 +204,7 @@ double *optim_momentum_ref(optim *o)
 void optim_set_lr(optim *o, double lr)
 {
     if (!o) {
-        ag_set_last_error("optim_set_lr: optimizer is NULL");
+        ag_set_last_error("optim_set_lr: o is NULL");
         return;
     }
     if (!optim_check_nonneg("optim_set_lr", "lr", lr))
@@ -159,26 +212,38 @@ void optim_set_lr(optim *o, double lr)
     *optim_lr_ref(o) = lr;
 }
 
+/* false, with "fn: o is NULL", for a NULL o */
+static bool have(const char *fn, const char *arg, const void *p)
+{
+    if (p)
+        return true;
+    ag_set_last_error("%s: %s is NULL", fn, arg);
+    return false;
+}
+
 double optim_get_lr(const optim *o)
 {
-    return o ? *optim_lr_ref((optim *)o) : NAN;
+    return have("optim_get_lr", "o", o) ? *optim_lr_ref((optim *)o) : NAN;
 }
 
 double optim_get_momentum(const optim *o)
 {
-    const double *m = o ? optim_momentum_ref((optim *)o) : NULL;
+    const double *m = have("optim_get_momentum", "o", o) ? optim_momentum_ref((optim *)o) : NULL;
     return m ? *m : NAN;
 }
 
 const char *optim_name(const optim *o)
 {
-    return o ? o->def->name : NULL;
+    return have("optim_name", "o", o) ? o->def->name : NULL;
 }
 
 const ag_tensor *optim_state(const optim *o, const ag_tensor *param, const char *name)
 {
+    const char *fn = "optim_state";
+    if (!have(fn, "o", o) || !have(fn, "param", param) || !have(fn, "name", name))
+        return NULL;
     const optim_pstate *st = optim_find_state(o, param);
-    if (!st || !name)
+    if (!st)
         return NULL;
     for (int b = 0; b < OPTIM_MAX_BUFS; b++) {
         const char *bn = o->def->buf_names[b];
@@ -190,6 +255,8 @@ const ag_tensor *optim_state(const optim *o, const ag_tensor *param, const char 
 
 int64_t optim_state_steps(const optim *o, const ag_tensor *param)
 {
+    if (!have("optim_state_steps", "o", o) || !have("optim_state_steps", "param", param))
+        return 0;
     const optim_pstate *st = optim_find_state(o, param);
     return st ? st->steps : 0;
 }

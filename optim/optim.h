@@ -3,9 +3,8 @@
  * resumable checkpoints, with torch.optim's exact semantics.
  *
  *   ag_tensor **p = nn_params_tensors(params, &n);
- *   optim_adam_opts ao = optim_adamw_defaults();      (PyTorch's defaults)
- *   ao.lr = 3e-4;
- *   optim       *opt   = optim_adamw(p, n, ao);
+ *   optim       *opt   = optim_adamw(p, n, (optim_adam_opts){.lr = 3e-4});
+ *                        (the fields left 0: PyTorch's defaults)
  *   optim_sched *sched = optim_sched_warmup(opt, 0.1, 500,
  *                            optim_sched_cosine(opt, 10000, 0.0));
  *   if (!opt || !sched) fprintf(stderr, "%s\n", ag_last_error());
@@ -27,11 +26,19 @@
  * multiply the optimizer's current lr, so optim_set_lr between steps acts
  * as in PyTorch).  An optimizer has one parameter group.
  *
- * Options.  C zero-initialises structs, and a zero is a legal value for many
- * options (beta1 = 0, eps = 0, momentum = 0), so a 0 field never means
- * "default".  Start from optim_<name>_defaults(), which returns PyTorch's
- * defaults, and change the fields you want:
- *     optim_sgd_opts so = optim_sgd_defaults();  so.lr = 0.1;  so.momentum = 0.9;
+ * Options.  A field left at 0 takes PyTorch's default, so an initializer
+ * names only what differs:
+ *     optim *opt = optim_adam(p, n, (optim_adam_opts){.lr = 3e-4});
+ * is torch.optim.Adam(params, lr=3e-4): betas (0.9, 0.999), eps 1e-8.
+ * optim_<name>_defaults() spells the same defaults out.  Where the value 0
+ * itself is wanted for a field whose default is not 0 (Adam's beta1 = 0,
+ * AdamW's weight_decay = 0, an lr of 0), write OPTIM_ZERO:
+ *     (optim_adam_opts){.lr = 1e-2, .beta1 = OPTIM_ZERO}
+ * SGD's lr has no default (as in PyTorch 1.13): a zero lr is refused.
+ * Every option must be finite; eps must be > 0 (an eps of 0 divides 0 by 0
+ * where a gradient is 0).  The one-cycle schedule's options cannot follow
+ * the rule (cycle_momentum is on by default): start them from
+ * optim_onecycle_defaults(); a zero-initialised struct is refused.
  *
  * dtypes.  Parameters may be AG_F32 or AG_F64 (mixed in one optimizer).
  * The arithmetic is done in double and rounded to the parameter's dtype on
@@ -67,13 +74,20 @@ typedef struct optim_sched optim_sched;
 
 /* ---- options ---------------------------------------------------------------
  * Checked by the constructors; a bad value gives NULL and a message naming
- * the option ("optim_adam: beta2 = 1 is outside [0, 1)").  NaN is never
- * accepted. */
+ * the option ("optim_adam: beta2 = 1 is outside [0, 1)").  NaN and
+ * infinities are never accepted.  A 0 field means the default listed. */
 
-/* torch.optim.SGD.  Errors: lr, momentum or weight_decay < 0; nesterov
- * without momentum > 0 and dampening == 0. */
+/* The value 0 for an option whose 0 means "PyTorch's default" (a negative
+ * zero, which the constructors read as exactly 0; -ffast-math's
+ * -fno-signed-zeros may fold it into a plain 0 in the caller's code). */
+#define OPTIM_ZERO (-0.0)
+
+/* torch.optim.SGD.  Errors: no lr (0), lr, momentum or weight_decay < 0;
+ * nesterov without momentum > 0 and dampening == 0. */
 typedef struct optim_sgd_opts {
-    double lr;           /* default 1e-3 (PyTorch 1.13 has no default; 2.x uses 1e-3) */
+    double lr;           /* required: 0 is refused (OPTIM_ZERO for 0); PyTorch
+                            1.13 has no default, optim_sgd_defaults() gives
+                            PyTorch 2's 1e-3 */
     double momentum;     /* default 0 */
     double dampening;    /* default 0 */
     double weight_decay; /* L2 penalty added to the gradient; default 0 */
@@ -82,8 +96,8 @@ typedef struct optim_sgd_opts {
 
 /* torch.optim.Adam and torch.optim.AdamW (the same options; AdamW applies
  * weight decay to the parameter, p *= 1 - lr * weight_decay, instead of
- * adding it to the gradient).  Errors: lr, eps or weight_decay < 0; beta1
- * or beta2 outside [0, 1). */
+ * adding it to the gradient).  Errors: lr or weight_decay < 0, eps <= 0,
+ * beta1 or beta2 outside [0, 1). */
 typedef struct optim_adam_opts {
     double lr;           /* default 1e-3 */
     double beta1;        /* default 0.9 */
@@ -93,7 +107,7 @@ typedef struct optim_adam_opts {
     bool amsgrad;        /* default false */
 } optim_adam_opts;
 
-/* torch.optim.RMSprop.  Errors: any option < 0. */
+/* torch.optim.RMSprop.  Errors: any option < 0, eps <= 0, alpha > 1. */
 typedef struct optim_rmsprop_opts {
     double lr;           /* default 1e-2 */
     double alpha;        /* smoothing constant; default 0.99 */
@@ -103,7 +117,7 @@ typedef struct optim_rmsprop_opts {
     bool centered;       /* divide by the estimated variance; default false */
 } optim_rmsprop_opts;
 
-/* torch.optim.Adagrad.  Errors: any option < 0. */
+/* torch.optim.Adagrad.  Errors: any option < 0, eps <= 0. */
 typedef struct optim_adagrad_opts {
     double lr;                        /* default 1e-2 */
     double lr_decay;                  /* default 0 */
@@ -112,7 +126,8 @@ typedef struct optim_adagrad_opts {
     double initial_accumulator_value; /* default 0 */
 } optim_adagrad_opts;
 
-/* PyTorch's defaults, as listed above. */
+/* PyTorch's defaults, as listed above (what a zero struct means; SGD's
+ * lr 1e-3). */
 optim_sgd_opts     optim_sgd_defaults(void);
 optim_adam_opts    optim_adam_defaults(void);
 optim_adam_opts    optim_adamw_defaults(void);   /* weight_decay 1e-2 */
@@ -121,11 +136,12 @@ optim_adagrad_opts optim_adagrad_defaults(void);
 
 /* ---- optimizers --------------------------------------------------------- */
 
-/* Each constructor takes n >= 1 distinct, non-NULL parameter tensors
- * (normally persistent tensors with requires_grad) and returns a new
- * optimizer owned by the caller (optim_free), or NULL with ag_last_error
- * for bad options, a NULL or repeated parameter, or no memory.  The array
- * is copied; its order is the order of optim_step's updates. */
+/* Each constructor takes n >= 1 distinct, non-NULL persistent parameter
+ * tensors (normally with requires_grad) and returns a new optimizer owned
+ * by the caller (optim_free), or NULL with ag_last_error for bad options,
+ * a NULL, repeated or tape tensor (an op result dies at ag_tape_reset), or
+ * no memory.  The array is copied; its order is the order of optim_step's
+ * updates. */
 optim *optim_sgd(ag_tensor **params, int n, optim_sgd_opts opts);
 optim *optim_adam(ag_tensor **params, int n, optim_adam_opts opts);
 optim *optim_adamw(ag_tensor **params, int n, optim_adam_opts opts);
@@ -136,32 +152,36 @@ optim *optim_adagrad(ag_tensor **params, int n, optim_adagrad_opts opts);
 
 /* One update of every parameter whose gradient exists (ag_grad != NULL);
  * parameters without a gradient are skipped and their state is untouched,
- * as in PyTorch.  Returns AG_OK, AG_ERR_ARG for o == NULL, or AG_ERR_NOMEM
- * when state buffers cannot be allocated (then no parameter is changed). */
+ * as in PyTorch.  Every parameter it writes gets ag_tensor_mark_modified
+ * (so a backward recorded before the step refuses to run).  Returns AG_OK,
+ * AG_ERR_ARG for o == NULL, or AG_ERR_NOMEM when state buffers cannot be
+ * allocated (then no parameter is changed). */
 ag_status optim_step(optim *o);
 
 /* Sets every parameter's gradient to 0 (ag_zero_grad); NULL is a no-op. */
 void optim_zero_grad(optim *o);
 
 /* The learning rate used by the next optim_step.  optim_set_lr ignores a
- * NULL optimizer and a negative or NaN lr (with ag_last_error set). */
+ * NULL optimizer and a negative or non-finite lr (with ag_last_error set). */
 void   optim_set_lr(optim *o, double lr);
-double optim_get_lr(const optim *o);       /* NaN for NULL */
+double optim_get_lr(const optim *o);       /* NaN for NULL (with ag_last_error) */
 
 /* The momentum the next step uses: SGD's and RMSprop's momentum, Adam's
  * and AdamW's beta1 (a one-cycle schedule cycles it); NaN for Adagrad and
- * for NULL. */
+ * (with ag_last_error) for NULL. */
 double optim_get_momentum(const optim *o);
 
-/* "sgd", "adam", "adamw", "rmsprop" or "adagrad". */
+/* "sgd", "adam", "adamw", "rmsprop" or "adagrad"; NULL (with ag_last_error)
+ * for NULL. */
 const char *optim_name(const optim *o);
 
 /* Inspecting state (tests, logging).  optim_state returns the state buffer
  * `name` of parameter `param` (PyTorch's names: "momentum_buffer" for SGD;
  * "exp_avg", "exp_avg_sq", "max_exp_avg_sq" for Adam/AdamW; "square_avg",
  * "momentum_buffer", "grad_avg" for RMSprop; "sum" for Adagrad), owned by
- * the optimizer, or NULL while it does not exist.  optim_state_steps is the
- * number of updates applied to param (0 for a parameter not in o). */
+ * the optimizer, or NULL while it does not exist (and, with ag_last_error,
+ * for a NULL argument).  optim_state_steps is the number of updates applied
+ * to param (0 for a parameter not in o; 0 with ag_last_error for NULL). */
 const ag_tensor *optim_state(const optim *o, const ag_tensor *param, const char *name);
 int64_t          optim_state_steps(const optim *o, const ag_tensor *param);
 
@@ -223,7 +243,11 @@ optim_sched *optim_sched_warmup(optim *o, double start_factor, int64_t warmup_st
  * inversely between max_momentum and base_momentum, as in PyTorch, where it
  * is on by default (so an SGD without momentum gets momentum 0.95 at
  * construction); Adagrad has no momentum and needs cycle_momentum false.
- * Stepping beyond total_steps is an error (AG_ERR_STATE), as in PyTorch. */
+ * For Adam and AdamW the momenta are beta1 and must lie in [0, 1).
+ * Stepping beyond total_steps is an error (AG_ERR_STATE), as in PyTorch.
+ * Options: start from optim_onecycle_defaults (PyTorch's defaults);
+ * cycle_momentum's default is true, so a zero-initialised struct cannot mean
+ * the defaults and is refused (div_factor 0, with a message saying so). */
 typedef enum optim_anneal { OPTIM_ANNEAL_COS = 0, OPTIM_ANNEAL_LINEAR } optim_anneal;
 typedef struct optim_onecycle_opts {
     double max_lr;           /* > 0, required */
@@ -243,16 +267,18 @@ optim_sched *optim_sched_onecycle(optim *o, optim_onecycle_opts opts);
 /* Advances the schedule by one step and sets the optimizer's lr (and
  * momentum for a cycling one-cycle).  AG_OK; AG_ERR_ARG for NULL;
  * AG_ERR_STATE past a one-cycle's total_steps or where PyTorch would divide
- * by zero (then nothing changes). */
+ * by zero; AG_ERR_NUMERIC where the new lr would not be finite (a gamma > 1
+ * compounded past the largest double).  Nothing changes on an error. */
 ag_status optim_sched_step_once(optim_sched *s);
 
-/* The lr the schedule set last (PyTorch's get_last_lr()[0]); NaN for NULL. */
+/* The accessors below set ag_last_error for a NULL s.
+ * The lr the schedule set last (PyTorch's get_last_lr()[0]); NaN for NULL. */
 double  optim_sched_get_last_lr(const optim_sched *s);
 /* Steps taken since construction (PyTorch's last_epoch): 0 right after
  * construction; -1 for NULL. */
 int64_t optim_sched_last_epoch(const optim_sched *s);
 /* "step", "multistep", "exponential", "cosine", "linear", "warmup" or
- * "onecycle". */
+ * "onecycle"; NULL for NULL. */
 const char *optim_sched_name(const optim_sched *s);
 void optim_sched_free(optim_sched *s);
 
@@ -279,7 +305,8 @@ ag_status optim_clip_grad_value(ag_tensor **params, int n, double clip_value);
  * One safetensors file holds what resuming needs: the n named parameters
  * (under their own names, so PyTorch's load_state_dict reads them), the
  * optimizer's state ("optim.state.<param name>.<buffer>" and ".step"
- * tensors, its lr and momentum in "optim.hyper"), the schedule position
+ * tensors, its options with the current lr and momentum in "optim.opts"),
+ * the schedule position
  * ("sched.state") and the generator's state (metadata "rng").  o, s and rng
  * may each be NULL to leave that part out.  Every parameter of o must be
  * among params.  Names must be unique, non-empty and not start with
@@ -291,9 +318,14 @@ ag_status optim_clip_grad_value(ag_tensor **params, int n, double clip_value);
  * validates the whole file against them first and changes nothing unless
  * everything fits; then the next optim_step / optim_sched_step_once /
  * ag_rng draw continue exactly where the saved run stood, bit for bit.
+ * Values are checked as well as structure: options in the ranges the
+ * constructors accept (finite; betas in [0, 1); eps > 0), state buffers
+ * finite (and >= 0 for exp_avg_sq, max_exp_avg_sq, square_avg and sum),
+ * step counts and schedule positions whole numbers in range.  Parameters
+ * loaded get ag_tensor_mark_modified.
  * Errors: AG_ERR_ARG (bad arguments), AG_ERR_IO, AG_ERR_FORMAT (malformed
- * file, a missing tensor, a shape, dtype or kind that does not fit),
- * AG_ERR_NOMEM. */
+ * file, a missing tensor, a shape, dtype or kind that does not fit, a value
+ * out of range: the message names the tensor and the field), AG_ERR_NOMEM. */
 ag_status optim_checkpoint_save(const char *path, const char *const *param_names,
                                 ag_tensor **params, int n, const optim *o,
                                 const optim_sched *s, const ag_rng *rng);

@@ -42,6 +42,9 @@ typedef struct optim_pstate {
 typedef struct optim_kind_def {
     const char *name;
     const char *buf_names[OPTIM_MAX_BUFS]; /* NULL: unused slot */
+    /* Buffers whose elements are never negative (sums of squares): a
+     * checkpoint with a negative one is refused. */
+    bool buf_nonneg[OPTIM_MAX_BUFS];
     /* Which buffers this step needs for a parameter (bit i: buf[i]). */
     unsigned (*needs)(const optim *o, const optim_pstate *st);
     /* Updates one parameter whose gradient g exists and whose needed
@@ -49,7 +52,9 @@ typedef struct optim_kind_def {
     void (*update)(optim *o, optim_pstate *st, const ag_tensor *g);
     /* Options as doubles (bools as 0/1) in struct order, for checkpoints:
      * pack returns the count (<= OPTIM_MAX_OPTS); unpack validates them like
-     * the constructor and stores them only when valid (when apply). */
+     * the constructor (0 is 0 here, never a default), setting a message
+     * "optim.opts: <field> = ..." when one does not fit, and stores them
+     * only when valid (when apply). */
     int (*opts_pack)(const optim *o, double *out);
     bool (*opts_unpack)(optim *o, const double *in, int n, bool apply);
 } optim_kind_def;
@@ -136,7 +141,19 @@ bool optim_sched_unpack(optim_sched *s, const double *in, int n, bool apply);
 void optim_sched_describe(const optim_sched *s, char *buf, size_t n);
 const optim *optim_sched_optimizer(const optim_sched *s);
 
-/* Checks shared by the option validators: v >= 0 and not NaN. */
+/* Checks shared by the option validators; each sets "fn: opt = v ..." on
+ * failure.  nonneg: finite and >= 0; pos: finite and > 0; unit: [0, 1). */
 bool optim_check_nonneg(const char *fn, const char *opt, double v);
+bool optim_check_pos(const char *fn, const char *opt, double v);
+bool optim_check_unit(const char *fn, const char *opt, double v);
+
+/* For opts_unpack: n == want, and a bool option stored as 0 or 1 (each
+ * sets an "optim.opts: ..." message when not). */
+bool optim_unpack_count(int n, int want);
+bool optim_unpack_bool(const char *opt, double v);
+
+/* An option as the caller gave it: 0 takes the default dflt, OPTIM_ZERO
+ * (a negative zero) is 0, anything else stays. */
+double optim_opt(double v, double dflt);
 
 #endif

@@ -104,10 +104,16 @@ static void rmsprop_update(optim *o, optim_pstate *st, const ag_tensor *g)
     st->init = true;
 }
 
+/* alpha > 1 would make 1 - alpha negative and square_avg with it. */
 static bool rmsprop_opts_ok(const char *fn, const optim_rmsprop_opts *op)
 {
-    return optim_check_nonneg(fn, "lr", op->lr) && optim_check_nonneg(fn, "alpha", op->alpha) &&
-           optim_check_nonneg(fn, "eps", op->eps) &&
+    if (!optim_check_nonneg(fn, "alpha", op->alpha))
+        return false;
+    if (op->alpha > 1) {
+        ag_set_last_error("%s: alpha = %g is outside [0, 1]", fn, op->alpha);
+        return false;
+    }
+    return optim_check_nonneg(fn, "lr", op->lr) && optim_check_pos(fn, "eps", op->eps) &&
            optim_check_nonneg(fn, "weight_decay", op->weight_decay) &&
            optim_check_nonneg(fn, "momentum", op->momentum);
 }
@@ -122,10 +128,10 @@ static int rmsprop_opts_pack(const optim *o, double *out)
 
 static bool rmsprop_opts_unpack(optim *o, const double *in, int n, bool apply)
 {
-    if (n != 6 || (in[5] != 0 && in[5] != 1))
+    if (!optim_unpack_count(n, 6) || !optim_unpack_bool("centered", in[5]))
         return false;
     optim_rmsprop_opts op = {in[0], in[1], in[2], in[3], in[4], in[5] != 0};
-    if (!rmsprop_opts_ok("optim_checkpoint_load", &op))
+    if (!rmsprop_opts_ok("optim.opts", &op))
         return false;
     if (apply)
         o->opts.rmsprop = op;
@@ -135,14 +141,22 @@ static bool rmsprop_opts_unpack(optim *o, const double *in, int n, bool apply)
 const optim_kind_def optim_rmsprop_def = {
     .name = "rmsprop",
     .buf_names = {"square_avg", "momentum_buffer", "grad_avg"},
+    .buf_nonneg = {true, false, false},
     .needs = rmsprop_needs,
     .update = rmsprop_update,
     .opts_pack = rmsprop_opts_pack,
     .opts_unpack = rmsprop_opts_unpack,
 };
 
+/* A 0 field takes PyTorch's default. */
 optim *optim_rmsprop(ag_tensor **params, int n, optim_rmsprop_opts opts)
 {
+    const optim_rmsprop_opts d = optim_rmsprop_defaults();
+    opts.lr = optim_opt(opts.lr, d.lr);
+    opts.alpha = optim_opt(opts.alpha, d.alpha);
+    opts.eps = optim_opt(opts.eps, d.eps);
+    opts.weight_decay = optim_opt(opts.weight_decay, d.weight_decay);
+    opts.momentum = optim_opt(opts.momentum, d.momentum);
     if (!rmsprop_opts_ok("optim_rmsprop", &opts))
         return NULL;
     optim *o = optim_new_common("optim_rmsprop", OPTIM_RMSPROP, params, n);

@@ -68,17 +68,11 @@ struct optim_sched {
     optim saved;
 };
 
-/* Python's a // b and a % b for b > 0. */
+/* Python's a // b for b > 0. */
 static int64_t py_floordiv(int64_t a, int64_t b)
 {
     int64_t q = a / b;
     return (a % b != 0 && a < 0) ? q - 1 : q;
-}
-
-static int64_t py_mod(int64_t a, int64_t b)
-{
-    int64_t r = a % b;
-    return r < 0 ? r + b : r;
 }
 
 /* ---- per-kind formulas ---- */
@@ -158,7 +152,9 @@ static double chain_lr(const optim_sched *s, double lr)
             return lr;
         if (s->step_count == 1 && e > 0)
             return s->eta_min + (s->base_lr - s->eta_min) * (1 + cos(de * M_PI / T)) / 2;
-        if (py_mod(e - 1 - s->t_max, 2 * s->t_max) == 0)
+        /* (e - 1 - T) % (2 T) == 0 with e >= 1, in unsigned arithmetic:
+         * 2 T overflows int64 for T > INT64_MAX / 2 */
+        if ((uint64_t)(e - 1) % (2 * (uint64_t)s->t_max) == (uint64_t)s->t_max)
             return lr + (s->base_lr - s->eta_min) * (1 - cos(M_PI / T)) / 2;
         return (1 + cos(M_PI * de / T)) / (1 + cos(M_PI * (de - 1) / T)) *
                    (lr - s->eta_min) + s->eta_min;
@@ -222,6 +218,12 @@ static ag_status sched_step(optim_sched *s, int64_t epoch)
     } else if (epoch < 0 || !closed_lr(s, &lr)) {
         lr = chain_lr(s, optim_get_lr(s->o));
     }
+    if (st == AG_OK && !(lr < INFINITY)) {
+        ag_set_last_error("optim_sched_step_once: %s schedule: the lr of step %lld would be "
+                          "%g (last lr %g); nothing changed",
+                          sched_names[s->kind], (long long)s->last_epoch, lr, s->last_lr);
+        st = AG_ERR_NUMERIC;
+    }
     if (st != AG_OK) {
         s->last_epoch = saved_epoch;
         s->step_count = saved_count;
@@ -255,7 +257,7 @@ static ag_status warmup_step(optim_sched *s)
 ag_status optim_sched_step_once(optim_sched *s)
 {
     if (!s) {
-        ag_set_last_error("optim_sched_step_once: schedule is NULL");
+        ag_set_last_error("optim_sched_step_once: s is NULL");
         return AG_ERR_ARG;
     }
     return s->kind == SCHED_WARMUP ? warmup_step(s) : sched_step(s, -1);
@@ -267,7 +269,7 @@ ag_status optim_sched_step_once(optim_sched *s)
 static optim_sched *sched_new(const char *fn, optim *o, sched_kind kind)
 {
     if (!o) {
-        ag_set_last_error("%s: optimizer is NULL", fn);
+        ag_set_last_error("%s: o is NULL", fn);
         return NULL;
     }
     optim_sched *s = ag_mem_calloc(sizeof *s);
@@ -432,7 +434,7 @@ optim_sched *optim_sched_warmup(optim *o, double start_factor, int64_t warmup_st
         if (why)
             ag_set_last_error("%s: %s", fn, why);
         else
-            ag_set_last_error("%s: optimizer is NULL", fn);
+            ag_set_last_error("%s: o is NULL", fn);
         optim_sched_free(then);
         return NULL;
     }
@@ -484,6 +486,16 @@ static bool onecycle_opts_ok(const char *fn, const optim *o, const optim_onecycl
 {
     const char *bad = NULL;
     double v = 0;
+    if (op->div_factor == 0 || op->final_div_factor == 0) {
+        ag_set_last_error("%s: opts.%s is 0: a zero-initialised optim_onecycle_opts is not "
+                          "PyTorch's defaults (cycle_momentum would be off); start from "
+                          "optim_onecycle_defaults(max_lr, total_steps)",
+                          fn, op->div_factor == 0 ? "div_factor" : "final_div_factor");
+        return false;
+    }
+    /* Adam's beta1 is the cycled momentum: it must stay in [0, 1) */
+    const bool beta = o && (o->kind == OPTIM_ADAM || o->kind == OPTIM_ADAMW);
+    const double mom_max = beta ? 1 : INFINITY;
     if (!(op->max_lr > 0 && op->max_lr < INFINITY))
         bad = "max_lr must be > 0", v = op->max_lr;
     else if (op->total_steps < 1)
@@ -496,10 +508,14 @@ static bool onecycle_opts_ok(const char *fn, const optim *o, const optim_onecycl
         bad = "div_factor must be > 0", v = op->div_factor;
     else if (!(op->final_div_factor > 0 && op->final_div_factor < INFINITY))
         bad = "final_div_factor must be > 0", v = op->final_div_factor;
-    else if (op->cycle_momentum && !(op->base_momentum >= 0 && op->base_momentum < INFINITY))
-        bad = "base_momentum must be >= 0", v = op->base_momentum;
-    else if (op->cycle_momentum && !(op->max_momentum >= 0 && op->max_momentum < INFINITY))
-        bad = "max_momentum must be >= 0", v = op->max_momentum;
+    else if (op->cycle_momentum && !(op->base_momentum >= 0 && op->base_momentum < mom_max))
+        bad = beta ? "base_momentum (Adam's beta1) must lie in [0, 1)"
+                   : "base_momentum must be finite and >= 0",
+        v = op->base_momentum;
+    else if (op->cycle_momentum && !(op->max_momentum >= 0 && op->max_momentum < mom_max))
+        bad = beta ? "max_momentum (Adam's beta1) must lie in [0, 1)"
+                   : "max_momentum must be finite and >= 0",
+        v = op->max_momentum;
     if (bad) {
         ag_set_last_error("%s: %s (got %g)", fn, bad, v);
         return false;
@@ -547,19 +563,28 @@ optim_sched *optim_sched_onecycle(optim *o, optim_onecycle_opts opts)
 
 /* ---- access ---- */
 
+/* false, with "fn: s is NULL", for a NULL s */
+static bool have_sched(const char *fn, const optim_sched *s)
+{
+    if (s)
+        return true;
+    ag_set_last_error("%s: s is NULL", fn);
+    return false;
+}
+
 double optim_sched_get_last_lr(const optim_sched *s)
 {
-    return s ? s->last_lr : NAN;
+    return have_sched("optim_sched_get_last_lr", s) ? s->last_lr : NAN;
 }
 
 int64_t optim_sched_last_epoch(const optim_sched *s)
 {
-    return s ? s->last_epoch : -1;
+    return have_sched("optim_sched_last_epoch", s) ? s->last_epoch : -1;
 }
 
 const char *optim_sched_name(const optim_sched *s)
 {
-    return s ? sched_names[s->kind] : NULL;
+    return have_sched("optim_sched_name", s) ? sched_names[s->kind] : NULL;
 }
 
 const optim *optim_sched_optimizer(const optim_sched *s)
@@ -606,17 +631,27 @@ static void unpack_one(optim_sched *s, const double *in)
 
 bool optim_sched_unpack(optim_sched *s, const double *in, int n, bool apply)
 {
-    if (n != optim_sched_pack(s, NULL))
+    static const char *const field[4] = {"last_epoch", "step_count", "base_lr", "last_lr"};
+    const int want = optim_sched_pack(s, NULL);
+    if (n != want) {
+        ag_set_last_error("sched.state: %d values, expected %d", n, want);
         return false;
+    }
     for (int i = 0; i < n; i += 4) {
-        /* last_epoch >= -1 and step count >= 0, integers of sane size;
-         * lrs finite and >= 0 */
-        for (int j = 0; j < 2; j++)
-            if (!(in[i + j] >= -1 + j && in[i + j] < 9e15) || in[i + j] != floor(in[i + j]))
+        /* last_epoch >= -1 and step count >= 0, integers of sane size
+         * (below 2^53, exact in a double); lrs finite and >= 0 */
+        for (int j = 0; j < 4; j++) {
+            const double v = in[i + j];
+            const bool ok = j < 2 ? v >= -1 + j && v < 9e15 && v == floor(v)
+                                  : v >= 0 && v < INFINITY;
+            if (!ok) {
+                ag_set_last_error("sched.state[%d]: %s = %.17g %s", i + j, field[j], v,
+                                  j == 0   ? "must be a whole number in [-1, 9e15)"
+                                  : j == 1 ? "must be a whole number in [0, 9e15)"
+                                           : "must be finite and >= 0");
                 return false;
-        for (int j = 2; j < 4; j++)
-            if (!(in[i + j] >= 0 && in[i + j] < INFINITY))
-                return false;
+            }
+        }
     }
     if (!apply)
         return true;

@@ -80,8 +80,8 @@ static bool sgd_opts_ok(const char *fn, const optim_sgd_opts *op)
         !optim_check_nonneg(fn, "momentum", op->momentum) ||
         !optim_check_nonneg(fn, "weight_decay", op->weight_decay))
         return false;
-    if (isnan(op->dampening)) {
-        ag_set_last_error("%s: dampening is NaN", fn);
+    if (!isfinite(op->dampening)) {
+        ag_set_last_error("%s: dampening = %g must be finite", fn, op->dampening);
         return false;
     }
     if (op->nesterov && (op->momentum <= 0 || op->dampening != 0)) {
@@ -103,10 +103,10 @@ static int sgd_opts_pack(const optim *o, double *out)
 
 static bool sgd_opts_unpack(optim *o, const double *in, int n, bool apply)
 {
-    if (n != 5 || (in[4] != 0 && in[4] != 1))
+    if (!optim_unpack_count(n, 5) || !optim_unpack_bool("nesterov", in[4]))
         return false;
     optim_sgd_opts op = {in[0], in[1], in[2], in[3], in[4] != 0};
-    if (!sgd_opts_ok("optim_checkpoint_load", &op))
+    if (!sgd_opts_ok("optim.opts", &op))
         return false;
     if (apply)
         o->opts.sgd = op;
@@ -116,14 +116,26 @@ static bool sgd_opts_unpack(optim *o, const double *in, int n, bool apply)
 const optim_kind_def optim_sgd_def = {
     .name = "sgd",
     .buf_names = {"momentum_buffer"},
+    .buf_nonneg = {false},
     .needs = sgd_needs,
     .update = sgd_update,
     .opts_pack = sgd_opts_pack,
     .opts_unpack = sgd_opts_unpack,
 };
 
+/* Every default of SGD is 0 but lr, which has none: a zero lr (not
+ * OPTIM_ZERO) is refused. */
 optim *optim_sgd(ag_tensor **params, int n, optim_sgd_opts opts)
 {
+    if (opts.lr == 0 && !signbit(opts.lr)) {
+        ag_set_last_error("optim_sgd: lr is 0: SGD has no default learning rate; set "
+                          "opts.lr (OPTIM_ZERO for a learning rate of 0)");
+        return NULL;
+    }
+    opts.lr = optim_opt(opts.lr, 0);
+    opts.momentum = optim_opt(opts.momentum, 0);
+    opts.dampening = optim_opt(opts.dampening, 0);
+    opts.weight_decay = optim_opt(opts.weight_decay, 0);
     if (!sgd_opts_ok("optim_sgd", &opts))
         return NULL;
     optim *o = optim_new_common("optim_sgd", OPTIM_SGD, params, n);

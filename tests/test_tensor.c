@@ -129,10 +129,24 @@ static void test_tensor_requires_grad_and_zero_grad(void **state)
     ag_tensor_free(w);
 }
 
+/* ag_item names its argument: NULL is not "0 elements" */
+static void test_tensor_item_null_and_wrong_size(void **state)
+{
+    (void)state;
+    assert_true(isnan(ag_item(NULL)));
+    assert_string_equal(ag_last_error(), "ag_item: t is NULL");
+    int64_t s[] = {2};
+    ag_tensor *t = ag_tensor_ones(AG_F64, 1, s);
+    assert_true(isnan(ag_item(t)));
+    assert_string_equal(ag_last_error(), "ag_item: t has 2 elements, not 1");
+    ag_tensor_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tensor_new_is_zeros),
+        cmocka_unit_test(test_tensor_item_null_and_wrong_size),
         cmocka_unit_test(test_tensor_scalar_and_empty),
         cmocka_unit_test(test_tensor_bad_shapes_rejected),
         cmocka_unit_test(test_tensor_from_data_ones_full_arange),

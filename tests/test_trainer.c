@@ -11,9 +11,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "trainer.h"
@@ -234,6 +236,191 @@ static void test_train_deterministic_resume_and_eval(void **state)
     assert_rows_equal(&r[0], &a[1]);
 }
 
+/* Writes the first `keep` items of the u8 IDX file src as a plain IDX file. */
+static void idx_head(const char *src, const char *dst, int64_t keep)
+{
+    nn_idx *a = NULL;
+    assert_int_equal(nn_idx_load(src, &a), AG_OK);
+    assert_int_equal(nn_idx_type_of(a), NN_IDX_U8);
+    const int nd = nn_idx_ndim(a);
+    const int64_t *shape = nn_idx_shape(a);
+    assert_true(shape[0] >= keep);
+    FILE *f = fopen(dst, "wb");
+    assert_non_null(f);
+    fputc(0, f), fputc(0, f), fputc(NN_IDX_U8, f), fputc(nd, f);
+    int64_t item = 1;
+    for (int d = 0; d < nd; d++) {
+        uint32_t v = (uint32_t)(d == 0 ? keep : shape[d]);
+        item *= d == 0 ? 1 : shape[d];
+        for (int b = 3; b >= 0; b--)
+            fputc((int)(v >> (8 * b) & 0xff), f);
+    }
+    assert_int_equal(fwrite(nn_idx_data(a), 1, (size_t)(keep * item), f), (size_t)(keep * item));
+    fclose(f);
+    nn_idx_free(a);
+}
+
+/* A folder with the first 128 training and test images, made once: the
+ * trainer then loads in no time, and the tests below run it many times. */
+static const char *small_data(void)
+{
+    static const char *const files[] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+    static bool made;
+    static char dir[128];
+    snprintf(dir, sizeof dir, "%s/data", tmpdir);
+    if (made)
+        return dir;
+    assert_int_equal(mkdir(dir, 0700), 0);
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char src[256], dst[256];
+        snprintf(src, sizeof src, "%s/%s.gz", NN_FASHION_MNIST_DIR, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        idx_head(src, dst, 128);
+    }
+    made = true;
+    return dir;
+}
+
+/* Copies the checkpoint src to dst with trainer.epoch set to v. */
+static void set_ckpt_epoch(const char *src, const char *dst, double v)
+{
+    ag_safetensors *f = NULL;
+    assert_int_equal(ag_safetensors_load(src, &f), AG_OK);
+    int n = ag_safetensors_count(f), nm = ag_safetensors_meta_count(f);
+    const char *names[64], *keys[8], *vals[8];
+    const ag_tensor *ts[64];
+    assert_true(n <= 64 && nm <= 8);
+    for (int k = 0; k < n; k++) {
+        names[k] = ag_safetensors_name(f, k);
+        ts[k] = ag_safetensors_get(f, names[k]);
+    }
+    for (int k = 0; k < nm; k++) {
+        keys[k] = ag_safetensors_meta_key(f, k);
+        vals[k] = ag_safetensors_meta(f, keys[k]);
+    }
+    ag_tensor *e = ag_safetensors_get(f, "trainer.epoch");
+    assert_non_null(e);
+    ag_set(e, 0, v);
+    assert_int_equal(ag_safetensors_save(dst, n, names, ts, nm, keys, vals), AG_OK);
+    ag_safetensors_free(f);
+}
+
+/* --resume of a checkpoint whose trainer.epoch is out of range: -5 wrote
+ * past the history array (ASan heap-buffer-overflow in train_epoch), NaN
+ * and 1e10 were float-to-int UB, an epoch beyond --epochs was accepted. */
+static void test_train_resume_rejects_out_of_range_epoch(void **state)
+{
+    (void)state;
+    if (!have_data())
+        skip();
+    fm_config c;
+    small_config(&c, 128, 2);
+    c.data_dir = small_data();
+    c.save_path = tmp_path("ep.safetensors");
+    c.stop_after = 1;
+    assert_int_equal(fm_run_train(&c, NULL, NULL), FM_EXIT_OK);
+    c.stop_after = 0;
+    c.save_path = NULL;
+    static const double bad[] = {-5, NAN, 1e10, 2.5, 3};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        set_ckpt_epoch(tmp_path("ep.safetensors.ckpt"), tmp_path("bad.ckpt"), bad[i]);
+        c.resume_path = tmp_path("bad.ckpt");
+        fm_epoch_row rows[2];
+        int n = -1;
+        int rc = fm_run_train(&c, rows, &n);
+        if (rc != FM_EXIT_ERROR)
+            fail_msg("trainer.epoch = %g: exit %d, want %d", bad[i], rc, FM_EXIT_ERROR);
+        assert_int_equal(n, 0);
+    }
+}
+
+/* Lines of a CSV file into buf (at most max), without the last field
+ * (seconds: a timing, different in every run). */
+static int csv_lines_sans_seconds(const char *path, char lines[][160], int max)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    int n = 0;
+    while (n < max && fgets(lines[n], 160, f)) {
+        char *comma = strrchr(lines[n], ',');
+        if (comma && n > 0)
+            *comma = '\0';
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+static int saved_epoch(const char *model, const char *ckpt)
+{
+    ag_safetensors *f = NULL;
+    assert_int_equal(ag_safetensors_load(model, &f), AG_OK);
+    const char *ep = ag_safetensors_meta(f, "epoch");
+    assert_non_null(ep);
+    int me = atoi(ep);
+    ag_safetensors_free(f);
+    assert_int_equal(ag_safetensors_load(ckpt, &f), AG_OK);
+    int ce = (int)ag_get(ag_safetensors_get(f, "trainer.epoch"), 0);
+    ag_safetensors_free(f);
+    if (me > ce)
+        fail_msg("the model (epoch %d) is newer than its checkpoint (epoch %d)", me, ce);
+    return ce;
+}
+
+/* A run killed after each of its epoch's writes (checkpoint, model, CSV
+ * row), then resumed: the model is never newer than its checkpoint, and
+ * the log equals an uninterrupted run's, no row twice (the CSV was written
+ * first and the checkpoint last, so a kill between them duplicated a row)
+ * or missing. */
+static void test_train_kill_between_writes_resumes_cleanly(void **state)
+{
+    (void)state;
+    if (!have_data())
+        skip();
+    fm_config c;
+    small_config(&c, 128, 3);
+    c.data_dir = small_data();
+    c.log_path = tmp_path("ref.csv");
+    fm_epoch_row ref[3], r[3];
+    int n;
+    assert_int_equal(fm_run_train(&c, ref, &n), FM_EXIT_OK);
+    char want[8][160], got[8][160];
+    int n_want = csv_lines_sans_seconds(c.log_path, want, 8);
+    assert_int_equal(n_want, 4);
+    for (int k = 1; k <= 3; k++) {
+        small_config(&c, 128, 3);
+        c.data_dir = small_data();
+        c.log_path = tmp_path("kill.csv");
+        c.save_path = tmp_path("kill.safetensors");
+        remove(c.log_path);
+        c.stop_after = 2;
+        c.kill_after_write = k;
+        assert_int_equal(fm_run_train(&c, r, &n), FM_EXIT_ERROR);
+        saved_epoch(c.save_path, tmp_path("kill.safetensors.ckpt"));
+        if (k == 3) {
+            /* killed during the next epoch's writes: a repeated row and a
+             * torn one (no newline) */
+            FILE *f = fopen(c.log_path, "a");
+            assert_non_null(f);
+            fputs("2,9,9,9,9,9\n3,0.5", f);
+            fclose(f);
+        }
+        c.stop_after = 0;
+        c.kill_after_write = 0;
+        c.resume_path = tmp_path("kill.safetensors.ckpt");
+        assert_int_equal(fm_run_train(&c, r, &n), FM_EXIT_OK);
+        assert_true(n >= 1);
+        assert_rows_equal(&r[n - 1], &ref[2]);
+        assert_int_equal(saved_epoch(c.save_path, c.resume_path), 3);
+        int n_got = csv_lines_sans_seconds(c.log_path, got, 8);
+        if (n_got != n_want)
+            fail_msg("kill after write %d: the log has %d lines, want %d", k, n_got, n_want);
+        for (int i = 0; i < n_want; i++)
+            assert_string_equal(got[i], want[i]);
+    }
+}
+
 static void test_explain_report(void **state)
 {
     (void)state;
@@ -302,9 +489,20 @@ static int remove_tmpdir(void **state)
     (void)state;
     static const char *const files[] = {"good.safetensors", "cut.safetensors",
                                         "other.safetensors", "run.safetensors",
-                                        "run.safetensors.ckpt"};
+                                        "run.safetensors.ckpt", "ep.safetensors",
+                                        "ep.safetensors.ckpt", "bad.ckpt",
+                                        "ref.csv", "kill.csv", "kill.safetensors",
+                                        "kill.safetensors.ckpt"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         remove(tmp_path(files[i]));
+    static const char *const data[] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                       "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+    char path[256];
+    for (size_t i = 0; i < sizeof data / sizeof *data; i++) {
+        snprintf(path, sizeof path, "%s/data/%s", tmpdir, data[i]);
+        remove(path);
+    }
+    rmdir(tmp_path("data"));
     return rmdir(tmpdir);
 }
 
@@ -316,6 +514,8 @@ int main(void)
         cmocka_unit_test(test_eval_malformed_model_fails_cleanly),
         cmocka_unit_test(test_train_one_epoch_lowers_loss),
         cmocka_unit_test(test_train_deterministic_resume_and_eval),
+        cmocka_unit_test(test_train_resume_rejects_out_of_range_epoch),
+        cmocka_unit_test(test_train_kill_between_writes_resumes_cleanly),
         cmocka_unit_test(test_explain_report),
         cmocka_unit_test(test_readme_snippet_is_regression_example),
     };

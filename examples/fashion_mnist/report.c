@@ -30,6 +30,62 @@ FILE *fm_csv_open(const char *path, bool append, FILE *err)
     return f;
 }
 
+/* A complete row (ending in a newline) of an epoch, its epoch in *epoch. */
+static bool csv_row_epoch(const char *line, ssize_t len, long *epoch)
+{
+    char *end;
+    errno = 0;
+    *epoch = strtol(line, &end, 10);
+    return len > 0 && line[len - 1] == '\n' && end != line && *end == ',' && errno == 0;
+}
+
+FILE *fm_csv_resume(const char *path, int epoch, const fm_epoch_row *last, FILE *err)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
+        fprintf(err, "the log path %s is too long\n", path);
+        return NULL;
+    }
+    FILE *in = fopen(path, "r"), *out = NULL;
+    if (!in && errno != ENOENT) {
+        fprintf(err, "cannot read the log %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    if (!(out = fopen(tmp, "w"))) {
+        fprintf(err, "cannot write the log %s: %s\n", tmp, strerror(errno));
+        if (in)
+            fclose(in);
+        return NULL;
+    }
+    fputs(CSV_HEADER, out);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long e, prev = 0;
+    while (in && (len = getline(&line, &cap, in)) > 0) {
+        if (csv_row_epoch(line, len, &e) && e > prev && e < epoch) {
+            fputs(line, out);
+            prev = e;
+        }
+    }
+    free(line);
+    if (in)
+        fclose(in);
+    if (last)
+        fm_csv_row(out, last);
+    bool ok = fflush(out) == 0 && fsync(fileno(out)) == 0;
+    ok = fclose(out) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        fprintf(err, "cannot rewrite the log %s: %s\n", path, strerror(errno));
+        remove(tmp);
+        return NULL;
+    }
+    FILE *f = fopen(path, "a");
+    if (!f)
+        fprintf(err, "cannot write the log %s: %s\n", path, strerror(errno));
+    return f;
+}
+
 void fm_csv_row(FILE *f, const fm_epoch_row *r)
 {
     fprintf(f, "%d,%.6f,%.6f,%.6f,%.6f,%.3f\n", r->epoch, r->train_loss, r->train_acc,

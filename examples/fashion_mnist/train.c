@@ -16,12 +16,16 @@ typedef struct trainer {
     optim *opt;
     optim_sched *sched;
     ag_rng rng;                 /* initialisation, then shuffling */
-    ag_tensor *state;           /* [1] f64: epochs done (saved in the checkpoint) */
+    /* saved in the checkpoint: */
+    ag_tensor *state;           /* [1] f64: epochs done */
+    ag_tensor *last_row;        /* [5] f64: that epoch's CSV row (train loss, train
+                                   acc, test loss, test acc, seconds) */
     nn_dataset *train, *test, *val; /* val: held out of train, or NULL */
     nn_batcher *it;
     ag_tape *tape;
     FILE *csv;
     int first_epoch;            /* 1, or the one after a resumed checkpoint */
+    bool killed;                /* c->kill_after_write struck (tests) */
 } trainer;
 
 static optim *make_optimizer(const fm_config *c, nn_params *p)
@@ -52,20 +56,45 @@ static optim_sched *make_schedule(const fm_config *c, optim *o, int64_t batches)
     return NULL;
 }
 
-/* Names and tensors of the checkpoint: the parameters plus trainer.epoch. */
+/* Names and tensors of the checkpoint: the parameters plus trainer.epoch
+ * and trainer.last_row. */
 static ag_status checkpoint(trainer *t, const char *path, bool load)
 {
     int n;
     ag_tensor **w = nn_params_tensors(t->m->params, &n);
     const char *const *names = nn_params_names(t->m->params, &n);
-    const char *all_names[2 * FM_MAX_HIDDEN + 3];
-    ag_tensor *all[2 * FM_MAX_HIDDEN + 3];
+    const char *all_names[2 * FM_MAX_HIDDEN + 4];
+    ag_tensor *all[2 * FM_MAX_HIDDEN + 4];
     memcpy(all_names, names, (size_t)n * sizeof *names);
     memcpy(all, w, (size_t)n * sizeof *w);
     all_names[n] = "trainer.epoch";
     all[n] = t->state;
-    return load ? optim_checkpoint_load(path, all_names, all, n + 1, t->opt, t->sched, &t->rng)
-                : optim_checkpoint_save(path, all_names, all, n + 1, t->opt, t->sched, &t->rng);
+    all_names[n + 1] = "trainer.last_row";
+    all[n + 1] = t->last_row;
+    return load ? optim_checkpoint_load(path, all_names, all, n + 2, t->opt, t->sched, &t->rng)
+                : optim_checkpoint_save(path, all_names, all, n + 2, t->opt, t->sched, &t->rng);
+}
+
+/* After a resume: the checkpoint's trainer state in range before any use
+ * (a crafted epoch of -5 wrote past the history array; NaN or 1e10 made
+ * the cast to int undefined).  The epoch's CSV row into *row. */
+static bool resumed_state_ok(const trainer *t, fm_epoch_row *row)
+{
+    const double e = ag_get(t->state, 0);
+    if (!(e >= 0 && e <= t->c->epochs && e == floor(e))) {
+        fprintf(stderr, "resume failed: %s: trainer.epoch = %.17g is not a whole number in "
+                        "[0, %d] (--epochs)\n", t->c->resume_path, e, t->c->epochs);
+        return false;
+    }
+    *row = (fm_epoch_row){
+        .epoch = (int)e,
+        .train_loss = ag_get(t->last_row, 0),
+        .train_acc = ag_get(t->last_row, 1),
+        .test_loss = ag_get(t->last_row, 2),
+        .test_acc = ag_get(t->last_row, 3),
+        .seconds = ag_get(t->last_row, 4),
+    };
+    return true;
 }
 
 /* Replaces the training set by all but c->val images, drawn with an rng
@@ -108,12 +137,15 @@ static int setup(trainer *t)
     t->opt = t->m ? make_optimizer(c, t->m->params) : NULL;
     t->tape = ag_tape_new();
     t->state = ag_tensor_new(AG_F64, 1, (const int64_t[]){1});
-    if (!t->opt || !t->tape || !t->state || nn_batcher_new(t->train, &bo, &t->it) != AG_OK)
+    t->last_row = ag_tensor_new(AG_F64, 1, (const int64_t[]){5});
+    if (!t->opt || !t->tape || !t->state || !t->last_row ||
+        nn_batcher_new(t->train, &bo, &t->it) != AG_OK)
         goto fail;
     t->sched = make_schedule(c, t->opt, nn_batcher_count(t->it));
     if (c->schedule != FM_SCHED_NONE && !t->sched)
         goto fail;
     t->first_epoch = 1;
+    fm_epoch_row last = {0};
     if (c->resume_path) {
         if (checkpoint(t, c->resume_path, true) != AG_OK) {
             fprintf(stderr, "resume failed: %s\n(resume a PATH.ckpt of --save with the flags "
@@ -121,11 +153,18 @@ static int setup(trainer *t)
                             "--hidden --limit)\n", ag_last_error());
             return FM_EXIT_ERROR;
         }
-        t->first_epoch = (int)ag_get(t->state, 0) + 1;
-        printf("resumed from %s after epoch %d\n", c->resume_path, t->first_epoch - 1);
+        if (!resumed_state_ok(t, &last))
+            return FM_EXIT_ERROR;
+        t->first_epoch = last.epoch + 1;
+        printf("resumed from %s after epoch %d\n", c->resume_path, last.epoch);
     }
-    if (c->log_path && !(t->csv = fm_csv_open(c->log_path, c->resume_path != NULL, stderr)))
-        return FM_EXIT_ERROR;
+    if (c->log_path) {
+        t->csv = c->resume_path
+                     ? fm_csv_resume(c->log_path, last.epoch, last.epoch ? &last : NULL, stderr)
+                     : fm_csv_open(c->log_path, false, stderr);
+        if (!t->csv)
+            return FM_EXIT_ERROR;
+    }
     return FM_EXIT_OK;
 fail:
     fprintf(stderr, "setup failed: %s\n", ag_last_error() ? ag_last_error() : "no memory");
@@ -141,6 +180,7 @@ static void teardown(trainer *t)
     nn_batcher_free(t->it);
     ag_tape_free(t->tape);
     ag_tensor_free(t->state);
+    ag_tensor_free(t->last_row);
     fm_model_free(t->m);
     nn_dataset_free(t->train);
     nn_dataset_free(t->test);
@@ -197,7 +237,62 @@ static bool train_epoch(trainer *t, int epoch, fm_epoch_row *row)
     return true;
 }
 
-/* Evaluation, summary line, CSV row and saving after an epoch. */
+/* True (the epoch's files stop here) when the test hook kill_after_write
+ * strikes at this, the k-th write of epoch `epoch`. */
+static bool killed_after(trainer *t, int epoch, int k)
+{
+    const fm_config *c = t->c;
+    const int last = c->stop_after > 0 && c->stop_after < c->epochs ? c->stop_after : c->epochs;
+    t->killed = c->kill_after_write == k && epoch == last;
+    return t->killed;
+}
+
+/* The files of an epoch, in this order, so that a kill at any point
+ * resumes with no CSV row twice or missing and never leaves the model newer
+ * than its checkpoint (each save is atomic: temporary, fsync, rename; the
+ * CSV row is one flushed append):
+ *   1. the checkpoint PATH.ckpt, which also holds this epoch's CSV row;
+ *   2. the model PATH;
+ *   3. the CSV row.
+ * Killed before 1, the run resumes from the previous epoch and redoes this
+ * one.  Killed after 1, it resumes from this epoch: the model may still be
+ * one epoch older (never newer) until the next save, and fm_csv_resume
+ * rewrites the log from the checkpoint (earlier rows kept, this epoch's row
+ * taken from the checkpoint, anything later or torn dropped). */
+static bool write_epoch(trainer *t, const fm_epoch_row *row)
+{
+    const char *path = t->c->save_path;
+    int k = 0;
+    if (path) {
+        char ckpt[4096];
+        snprintf(ckpt, sizeof ckpt, "%s.ckpt", path);
+        ag_set(t->state, 0, row->epoch);
+        const double r[5] = {row->train_loss, row->train_acc, row->test_loss, row->test_acc,
+                             row->seconds};
+        for (int i = 0; i < 5; i++)
+            ag_set(t->last_row, i, r[i]);
+        if (checkpoint(t, ckpt, false) != AG_OK) {
+            fprintf(stderr, "saving the checkpoint failed: %s\n", ag_last_error());
+            return false;
+        }
+        if (killed_after(t, row->epoch, ++k))
+            return false;
+        if (fm_model_save(t->m, path, row->epoch, t->c) != AG_OK) {
+            fprintf(stderr, "saving the model failed: %s\n", ag_last_error());
+            return false;
+        }
+        if (killed_after(t, row->epoch, ++k))
+            return false;
+    }
+    if (t->csv) {
+        fm_csv_row(t->csv, row);
+        if (killed_after(t, row->epoch, ++k))
+            return false;
+    }
+    return true;
+}
+
+/* Evaluation, summary line, then the epoch's files (write_epoch). */
 static bool finish_epoch(trainer *t, fm_epoch_row *row, fm_metrics *mt)
 {
     if (fm_evaluate(t->m, t->test, t->tape, mt) != AG_OK) {
@@ -217,20 +312,7 @@ static bool finish_epoch(trainer *t, fm_epoch_row *row, fm_metrics *mt)
                row->epoch, t->c->epochs, vm.loss, 100 * vm.acc,
                (long long)nn_dataset_count(t->val));
     }
-    if (t->csv)
-        fm_csv_row(t->csv, row);
-    const char *path = t->c->save_path;
-    if (!path)
-        return true;
-    char ckpt[4096];
-    snprintf(ckpt, sizeof ckpt, "%s.ckpt", path);
-    ag_set(t->state, 0, row->epoch);
-    if (fm_model_save(t->m, path, row->epoch, t->c) != AG_OK ||
-        checkpoint(t, ckpt, false) != AG_OK) {
-        fprintf(stderr, "saving failed: %s\n", ag_last_error());
-        return false;
-    }
-    return true;
+    return write_epoch(t, row);
 }
 
 static void after_training(trainer *t, const fm_metrics *mt, const fm_epoch_row *rows, int n)
@@ -269,7 +351,7 @@ int fm_run_train(const fm_config *c, fm_epoch_row *rows, int *n_rows)
     if (rc == FM_EXIT_OK && c->explain > 0 &&
         fm_explain(t.m, t.test, c->batch, c->explain, stdout) != AG_OK)
         rc = FM_EXIT_ERROR;
-    if (rows)
+    if (rows && n > 0)                /* hist is NULL when setup failed */
         memcpy(rows, hist, (size_t)n * sizeof *hist);
     if (n_rows)
         *n_rows = n;

@@ -51,6 +51,9 @@ typedef struct fm_config {
     int64_t test_limit;       /* evaluate on the first N test images; 0: all */
     int64_t val;              /* hold out N training images for validation; 0: none */
     int stop_after;           /* stop after this epoch, as if interrupted; 0: no (tests) */
+    int kill_after_write;     /* tests: in the run's last epoch, stop as if killed right
+                                 after the Nth file write of the epoch (with --save:
+                                 1 checkpoint, 2 model, 3 CSV row); 0: no */
     bool quiet;               /* no progress output (tests) */
 } fm_config;
 
@@ -135,6 +138,14 @@ extern const char *const fm_class_names[FM_CLASSES];
 /* CSV log: opened (header written, or appended to when `append` and the
  * file is not empty), one row per epoch.  NULL with a message on err. */
 FILE *fm_csv_open(const char *path, bool append, FILE *err);
+/* The log of a run resumed after epoch `epoch`, opened for appending.  It
+ * is first rewritten (PATH.tmp, fsync, rename) to hold the header, the
+ * complete rows of the epochs before `epoch` (once each, in order) and
+ * `last`, the row of `epoch` itself kept in the checkpoint (NULL: none).
+ * Rows of later epochs and a torn last line, which a run killed between
+ * its writes leaves, are dropped: no row twice, none missing.  NULL with a
+ * message on err. */
+FILE *fm_csv_resume(const char *path, int epoch, const fm_epoch_row *last, FILE *err);
 void fm_csv_row(FILE *f, const fm_epoch_row *r);
 /* PNG of loss and accuracy by epoch through gnuplot (popen).  data_csv is a
  * CSV with the header above (the --log file, or NULL: rows are written to a
