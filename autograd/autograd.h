@@ -17,6 +17,51 @@
  * tape tensor: it lives in the tape's arena and dies at ag_tape_reset or
  * ag_tape_free; never free it.
  *
+ * Lifetimes.  A tape has a generation, unique in the process, that every
+ * ag_tape_reset replaces; each tape tensor and ag_var carries the one it
+ * was made in.  Ops, ag_backward(_seeded), ag_gradients (and ag_hvp,
+ * ag_jvp, ag_hessian, ag_jacobian), the ag_var_* functions and
+ * ag_tape_replay refuse an argument of another tape or an earlier step with
+ * AG_ERR_STATE naming the call and the argument: "ag_mul: input #1 is a
+ * tape tensor from before ag_tape_reset (tape tensors live one step)".
+ * What is caught, one compare per argument:
+ *  - an ag_var of another tape or step: always (the generation is in the
+ *    var's value; two generations agree only 2^32 resets apart);
+ *  - a tape tensor of another live tape: always;
+ *  - a tape tensor kept across one reset: always.  Headers of consecutive
+ *    steps lie in two separate regions taken in turn, so a step never
+ *    writes over the step before it, and the stale header still shows
+ *    its old generation;
+ *  - kept across two or more resets: refused unless this step has already
+ *    made a tensor in its place (the k-th tape tensor of a step, gradients
+ *    included, takes the place of the k-th one of the step two, four, ...
+ *    resets before).  Then the pointer designates that live tensor and is
+ *    taken for it.  A tensor misused in a loop is caught at the first
+ *    step after the one that made it;
+ *  - a tensor of a freed tape: not caught (its memory is gone: a use
+ *    after free).
+ * Calls without a tape (ag_get, ag_data, ag_item, ag_grad, ag_shape, ...)
+ * do not check: through them a stale tensor reads whatever its memory
+ * holds now.
+ *
+ * In-place edits.  A persistent tensor has a version, bumped by every
+ * library function that writes it (ag_set, optimizer steps, nn_init_*,
+ * nn_params_load*, optimizer checkpoint loads) and by
+ * ag_tensor_mark_modified after a write through ag_data.  A recorded op
+ * keeps the versions of its inputs; ag_backward(_seeded), ag_gradients
+ * and ag_var_backward refuse to run one whose input has changed version
+ * since (AG_ERR_STATE): "ag_backward: fc1.weight (input #2 of linear) was
+ * modified after it was recorded (version 3, recorded at 2): ...", as
+ * PyTorch's "modified by an inplace operation".  Only the entries a sweep
+ * runs are checked, and every input of such an entry counts (PyTorch
+ * counts only those saved for backward).  An unmarked write through
+ * ag_data is not seen, except in anomaly mode (ag_tape_set_anomaly), which
+ * also keeps a checksum of each persistent input's data when recording
+ * and compares it before running the entry (one pass over that data per
+ * op recorded and per op swept).  A write that puts the old values back
+ * still counts as a write.  Write parameters before recording, or record
+ * again after writing.
+ *
  * Errors.  Ops never crash on user mistakes.  The first error on a tape is
  * kept (status + message naming the op and the shapes); the op returns NULL,
  * every later op given NULL returns NULL at once, and ag_backward returns the
@@ -94,7 +139,9 @@ void  ag_mem_free(void *p);         /* NULL is a no-op */
 /* ---- random numbers ---------------------------------------------------- */
 
 /* An explicit, seedable generator (xoshiro256**).  Plain data: copy it to
- * save its position, restore it by copying back. */
+ * save its position, restore it by copying back.  An all-zero state (a
+ * generator declared and never seeded) draws as ag_rng_seed(r, 0) does; a
+ * NULL r gives 0 (NaN for the doubles) with ag_last_error. */
 typedef struct ag_rng {
     uint64_t s[4];
 } ag_rng;
@@ -131,6 +178,9 @@ void ag_tensor_free(ag_tensor *t);
  * gradient buffer for tensors that require grad. */
 void ag_set_requires_grad(ag_tensor *t, bool on);
 bool ag_requires_grad(const ag_tensor *t);
+/* True for a persistent tensor; false for a tape tensor (an op result,
+ * freed by ag_tape_reset) and for NULL. */
+bool ag_tensor_is_persistent(const ag_tensor *t);
 
 int            ag_ndim(const ag_tensor *t);
 const int64_t *ag_shape(const ag_tensor *t);
@@ -140,12 +190,15 @@ size_t         ag_dtype_size(ag_dtype dt);
 void          *ag_data(ag_tensor *t);          /* float* or double*, by dtype */
 /* After writing a persistent tensor through ag_data: bumps its version,
  * so a backward whose recording saved the old values refuses to run
- * (AG_ERR_STATE) instead of using the new ones.  Every library function
- * that writes a persistent tensor (ag_set, optimizer steps, loaders,
- * initialisers) bumps it itself.  NULL and tape tensors are ignored. */
+ * (AG_ERR_STATE) instead of using the new ones ("In-place edits" above).
+ * Every library function that writes a persistent tensor (ag_set,
+ * optimizer steps, loaders, initialisers) bumps it itself.  NULL and tape
+ * tensors are ignored. */
 void           ag_tensor_mark_modified(ag_tensor *t);
 const void    *ag_data_const(const ag_tensor *t);
-/* Element i (row-major flat index) as double; bounds are the caller's duty. */
+/* Element i (row-major flat index) as double.  A NULL t or an i outside
+ * [0, numel) gives NaN (ag_set: no write), with ag_last_error.  ag_set on a
+ * persistent tensor bumps its version (a write). */
 double         ag_get(const ag_tensor *t, int64_t i);
 void           ag_set(ag_tensor *t, int64_t i, double v);
 /* Gradient of t (same shape and dtype), or NULL until a backward reached t.
@@ -162,8 +215,10 @@ char      *ag_shape_str(const ag_tensor *t, char *buf, size_t n);
 
 ag_tape *ag_tape_new(void);                    /* NULL on no memory */
 void     ag_tape_free(ag_tape *tape);          /* NULL is a no-op */
-/* Forgets every entry and tape tensor in O(1), keeping the memory for the
- * next step, and clears a kept error. */
+/* Forgets every entry, tape tensor and ag_var in O(1), keeping the memory
+ * for the next step, clears a kept error and starts a new generation:
+ * tensors and vars of the old step are refused from now on ("Lifetimes"
+ * above). */
 void     ag_tape_reset(ag_tape *tape);
 /* Off: ops compute values and record nothing (evaluation). Default on. */
 void     ag_tape_set_grad_enabled(ag_tape *tape, bool on);
@@ -190,7 +245,10 @@ ag_tensor *ag_tape_tensor(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *s
  * accumulate; tape gradients are recomputed by each call.  Returns the
  * tape's kept error if there is one, AG_ERR_SHAPE for a root with more than
  * one element, AG_ERR_STATE when root does not depend on any tensor that
- * requires grad. */
+ * requires grad, is of another tape or an earlier step, or when an input
+ * of a recorded op it runs changed version since the op was recorded
+ * ("In-place edits" above; the sweep stops there, so gradients are
+ * incomplete: persistent ones reached before it keep what they got). */
 ag_status ag_backward(ag_tape *tape, ag_tensor *root);
 /* The same from any root, with its output gradient `seed` (root's shape
  * and dtype; persistent or tape tensor). */
@@ -424,10 +482,15 @@ ag_tensor *ag_dropout(ag_tape *t, ag_tensor *a, double p, bool training, ag_rng 
  *   ag_var f = ag_var_mul(tape, ag_var_sin(tape, x), y);
  *   ag_var_backward(tape, f);      ag_var_grad(tape, x) == cos(0.5) * 2
  *
- * An invalid operand (from a failed op, another tape or before a reset)
- * gives an invalid result (id -1) and keeps an error on the tape. */
+ * A var is its op's index and the generation of the step that recorded
+ * it (plain data, 8 bytes; make vars only with ag_var_*).  An operand of
+ * another tape or from before a reset keeps AG_ERR_STATE ("ag_var_mul: b
+ * is an ag_var from another tape or from before ag_tape_reset"); a failed
+ * op's result (id -1) keeps AG_ERR_ARG; either way the result is invalid
+ * (id -1). */
 typedef struct ag_var {
     int32_t id;
+    uint32_t gen;
 } ag_var;
 
 ag_var ag_var_new(ag_tape *t, double value);    /* an input: its gradient is wanted */
@@ -453,8 +516,16 @@ ag_var ag_var_abs(ag_tape *t, ag_var a);             /* d/dx at 0 is 0 */
  * An invalid operand gives false (and the error on the tape). */
 bool   ag_var_less(ag_tape *t, ag_var a, ag_var b);
 
-double ag_var_value(const ag_tape *t, ag_var x);     /* NaN for an invalid var */
-/* d y / d x from the last ag_var_backward(y) (or ag_backward reaching x). */
+/* NaN, with ag_last_error, for an invalid var or one of another tape or
+ * step (these readers keep no error on the tape). */
+double ag_var_value(const ag_tape *t, ag_var x);
+/* d y / d x from the last sweep that reached x: ag_var_backward(y) (0 for
+ * an x recorded before y that y does not depend on), ag_var_hvp /
+ * ag_var_hessian, or a tensor backward through the scalar ops.  NaN, with
+ * ag_last_error, when no sweep covered x (none since the reset, or x was
+ * recorded after the last sweep's root), when the tape holds an error (a
+ * failed sweep leaves partial adjoints), and for the vars ag_var_value
+ * refuses. */
 double ag_var_grad(const ag_tape *t, ag_var x);
 /* One reverse sweep from y: the gradient with respect to every input.
  * Tensor entries recorded before y that feed it are swept too. */
@@ -467,9 +538,9 @@ ag_status ag_var_backward(ag_tape *t, ag_var y);
  * leave d y / d x in ag_var_grad, as ag_var_backward does.  Kinks (relu,
  * abs, min, max) have second derivative 0.  v, hv, h are the caller's and
  * may be NULL only when n is 0.  Errors: the tape's kept error;
- * AG_ERR_STATE when the tape holds tensor ops (use ag_hvp there);
- * AG_ERR_ARG for a NULL tape or array, n < 0, an invalid var, an x that is
- * not an input; AG_ERR_NOMEM.  The first call adds 16 bytes per op of
+ * AG_ERR_STATE when the tape holds tensor ops (use ag_hvp there) or for a
+ * var of another tape or step; AG_ERR_ARG for a NULL tape or array, n < 0,
+ * an invalid var, an x that is not an input; AG_ERR_NOMEM.  The first call adds 16 bytes per op of
  * tangent storage, kept by the tape like the other arrays. */
 ag_status ag_var_hvp(ag_tape *t, ag_var y, int n, const ag_var *x, const double *v,
                      double *hv);
@@ -479,7 +550,8 @@ ag_status ag_var_hessian(ag_tape *t, ag_var y, int n, const ag_var *x, double *h
  * var flow on into the tensor. */
 ag_var ag_var_from_tensor(ag_tape *t, ag_tensor *x);
 /* A tape tensor of the given shape and dtype holding vars[i] (row-major);
- * its gradient flows back into the vars. */
+ * its gradient flows back into the vars.  vars NULL (with elements) is
+ * AG_ERR_NULL; a var of another tape or step AG_ERR_STATE. */
 ag_tensor *ag_tensor_from_vars(ag_tape *t, ag_dtype dt, int ndim, const int64_t *shape,
                                const ag_var *vars);
 
@@ -488,7 +560,10 @@ ag_tensor *ag_tensor_from_vars(ag_tape *t, ag_dtype dt, int ndim, const int64_t 
  * the new gradient.  Every recorded branch decision (ag_var_less, min, max,
  * relu, abs) is re-taken; if one would go the other way the tape keeps
  * AG_ERR_RETAPE and the caller must reset and record again.  Tapes holding
- * tensor entries cannot be replayed (AG_ERR_STATE). */
+ * tensor entries cannot be replayed (AG_ERR_STATE).  n == 0 re-evaluates
+ * with the inputs as they are (an empty tape: nothing to do, AG_OK);
+ * n < 0, or NULL arrays with n > 0, are AG_ERR_ARG; an input of another
+ * tape or step AG_ERR_STATE; one not made by ag_var_new AG_ERR_ARG. */
 ag_status ag_tape_replay(ag_tape *t, int n, const ag_var *inputs, const double *values);
 /* Number of scalar ops recorded, and the bytes each one takes. */
 int64_t ag_tape_scalar_ops(const ag_tape *t);
@@ -512,9 +587,29 @@ ag_status ag_tape_dot(const ag_tape *tape, const ag_tensor *root, FILE *out);
 ag_status ag_tape_print(const ag_tape *tape, FILE *out);
 
 /* Anomaly mode: each op records its call site, and every forward output
- * and backward gradient is checked for NaN/Inf; the first one found keeps
- * AG_ERR_NUMERIC with a message naming the op, the call site, forward or
- * backward, and the input ranges.  Scalar (ag_var) ops are not checked. */
+ * and backward gradient is checked; the first anomaly keeps AG_ERR_NUMERIC
+ * with a message naming the op, the call site, forward or backward, the
+ * element, and the input ranges (inputs numbered from 1).  Scalar (ag_var)
+ * ops are not checked.  What is an anomaly:
+ *  - a NaN, anywhere, always (also one passed through from an input);
+ *  - an Inf (either sign) that the op made from finite values: exp
+ *    overflow, log(0), x / 0, a sum that overflows.  An Inf the op passes
+ *    through from an infinite value it was computed from is not one: the
+ *    causal mask ag_softmax(ag_where(mask, scores, minus_inf), -1), max,
+ *    maximum, -inf + 1, -2 * -inf = +inf.
+ * "Computed from", forward: for the elementwise ops (the binary ops,
+ * where, the unary ops, add/mul/pow_scalar, clamp, dropout) the input
+ * elements aligned with that output element under broadcasting, and the
+ * op's scalar constant; for every other op (reductions, matmul, softmax,
+ * shape and index ops, custom ops), conservatively, any element of any
+ * input.  Backward, for the gradient of input k: for an elementwise op
+ * and an input of the output's shape, the aligned elements of the inputs,
+ * the output and the output's gradient; otherwise any element of those.
+ * An Inf already in the gradient buffer before the op's backward ran
+ * (accumulated by an entry checked before it, or left in a persistent
+ * gradient by an earlier backward) is not the op's doing.  So a
+ * conservative op may let a made Inf pass when one of its inputs holds an
+ * Inf elsewhere; it never reports a passed-through one. */
 void ag_tape_set_anomaly(ag_tape *tape, bool on);
 /* Sets the call site of the next ops; returns 0.  Used by the macros of
  * autograd/ag_sites.h, which wrap every op as `(ag_tape_site(t, __FILE__,
@@ -525,7 +620,11 @@ void ag_tape_label(ag_tape *tape, const char *label);
 
 /* Profiler: per op, forward and backward time, calls and tape bytes,
  * accumulated over steps (ag_tape_reset keeps them) until
- * ag_tape_profile_reset. */
+ * ag_tape_profile_reset.  Forward time and tape bytes cover the op's whole
+ * recording: tape bytes are what each call put on the tape, as
+ * ag_tape_bytes_used counts them — its output tensor, its entry's input
+ * array and saved values, and whatever its forward allocated (gradient
+ * buffers made by backward are not included). */
 void ag_tape_set_profile(ag_tape *tape, bool on);
 void ag_tape_profile_reset(ag_tape *tape);
 /* Prints the table, sorted by total time, and the backward/forward ratio
@@ -577,7 +676,8 @@ ag_tensor *ag_custom(ag_tape *t, const ag_custom_op *op, ag_tensor *const *in, i
  * shape).  Inputs must be persistent f64 tensors; those with requires_grad
  * are checked.  Each analytic d out_j / d x_i is compared with the central
  * difference (f(x+eps) - f(x-eps)) / 2eps and passes when
- * |analytic - numeric| <= atol + rtol * |numeric|  (PyTorch's rule).
+ * |analytic - numeric| <= atol + rtol * |numeric|  (PyTorch's rule; equal
+ * values, equal infinities too, pass; a NaN fails).
  * Outputs with up to full_max elements get the full Jacobian; larger ones
  * (or mode FAST) compare random projections v^T J u instead. */
 typedef ag_tensor *(*ag_gradcheck_fn)(ag_tape *tape, ag_tensor **inputs, void *ctx);
@@ -593,15 +693,25 @@ typedef struct ag_gradcheck_opts {
     uint64_t seed;    /* projections in FAST mode */
 } ag_gradcheck_opts;
 
+/* The worst entry is the compared pair with the largest error
+ *   |analytic - numeric| / max(1, |numeric|)
+ * (the absolute error where |numeric| <= 1, where a relative error means
+ * nothing, the relative error above; a NaN counts as an infinite error),
+ * taken among the failing pairs when some fail: a failed report names a
+ * pair that fails, a passing one the least accurate pair, not an
+ * exact-zero one.  Pass or fail is PyTorch's rule alone (worst_excess). */
 typedef struct ag_gradcheck_report {
     bool    passed;
-    int     worst_input;   /* index into inputs, -1 if none was compared */
+    int     worst_input;   /* 0-based index into inputs (the message says
+                              "input #1" for 0); -1 in FAST or if none compared */
     int64_t worst_element; /* flat index in that input (FULL), -1 in FAST */
     int64_t worst_output;  /* flat index in the output (FULL), -1 in FAST */
-    double  analytic, numeric;  /* at the worst place */
-    double  worst_excess;  /* max of |a-n| - (atol + rtol|n|); <= 0 passes */
+    double  analytic, numeric;  /* at the worst entry */
+    double  worst_excess;  /* max over all pairs of |a-n| - (atol + rtol|n|)
+                              (+inf for a NaN); <= 0 passes */
     int64_t compared;      /* number of values compared */
-    char    message[512];  /* one line: what passed or failed, and where */
+    char    message[512];  /* one line: passed or FAILED, the worst entry and
+                              its error, |diff| and tolerance */
 } ag_gradcheck_report;
 
 /* AG_OK when every value passes, AG_ERR_GRADIENT when one does not, another
@@ -632,9 +742,14 @@ int  ag_get_num_threads(void);
  * {key: value}}, then raw little-endian data.  Only F32 and F64 tensors. */
 
 /* Writes n named tensors (names unique, not "__metadata__") and n_meta
- * string pairs to path atomically: a temporary file in the same folder is
- * written, flushed, fsynced and renamed over path, and the folder fsynced,
- * so a failure leaves an existing file whole.  AG_ERR_ARG / AG_ERR_IO. */
+ * string pairs to path atomically: a temporary file in the same folder
+ * (path.tmp.PID.N) is written, flushed, fsynced and renamed over path, and
+ * the folder fsynced, so a failure leaves an existing file whole and no
+ * temporary.  Each save first removes the temporaries of path that killed
+ * saves left (their process gone; never a running save's).  The header
+ * lists the tensors in argument order; the data holds the F64 ones first,
+ * then the F32 ones, so each is aligned to its dtype.  AG_ERR_ARG /
+ * AG_ERR_IO. */
 ag_status ag_safetensors_save(const char *path, int n, const char *const *names,
                               const ag_tensor *const *tensors, int n_meta,
                               const char *const *meta_keys,
@@ -644,12 +759,17 @@ ag_status ag_safetensors_save(const char *path, int n, const char *const *names,
 typedef struct ag_safetensors ag_safetensors;
 /* Validates the whole header (length cap, JSON, duplicate keys, dtypes,
  * shapes, overflow, contiguous offsets covering the data exactly) before
- * reading data.  *out is NULL on failure: AG_ERR_IO (cannot read) or
- * AG_ERR_FORMAT (malformed), with the reason in ag_last_error(). */
+ * reading data; any valid file loads, aligned or not.  Only a regular file
+ * (or a link to one) is opened: a folder, FIFO or device is AG_ERR_IO at
+ * once.  Memory: a few hundred bytes a tensor beyond the header and data.
+ * *out is NULL on failure: AG_ERR_IO (cannot read) or AG_ERR_FORMAT
+ * (malformed), with the reason in ag_last_error().  The accessors below
+ * take NULL (and an index out of range): NULL or 0, with the message. */
 ag_status   ag_safetensors_load(const char *path, ag_safetensors **out);
 void        ag_safetensors_free(ag_safetensors *f);              /* NULL ok */
 int         ag_safetensors_count(const ag_safetensors *f);
-/* Name of tensor i in file order (by data offset). */
+/* Name of tensor i in file order (by data offset: in a file saved here,
+ * the F64 tensors first). */
 const char *ag_safetensors_name(const ag_safetensors *f, int i);
 /* Borrowed tensor owned by f, or NULL when the name is absent. */
 ag_tensor  *ag_safetensors_get(const ag_safetensors *f, const char *name);

@@ -52,23 +52,42 @@ struct ag_tensor {
     uint64_t mark, sgrad_id;
     ag_tensor *sgrad;
     uint64_t version;     /* persistent: bumped by every write (ag_tensor_mark_modified) */
+    /* Tape tensor: the tape's generation when it was made (ag_check_live);
+     * persistent: 0, which no generation is. */
+    uint64_t gen;
 };
 
 typedef struct ag_entry ag_entry;
 
-/* One chunk of a tape's arena.  Blocks are kept across resets and walked
- * in order, so a step that repeats the same requests reuses them all. */
+/* One chunk of an arena.  Blocks are kept across resets and walked in
+ * order, so a step that repeats the same requests reuses them all. */
 typedef struct ag_block {
     struct ag_block *next;
     size_t size, used;
     unsigned char *mem;
 } ag_block;
 
-struct ag_tape {
+typedef struct ag_arena {
     ag_block *first, *cur;
+    size_t reserved;          /* bytes held */
+    size_t block_min;         /* smallest block it asks for */
+} ag_arena;
+
+struct ag_tape {
+    /* Generation: unique over every tape and step of the process (a new
+     * tape and every ag_tape_reset take the next one, never 0), carried by
+     * each tape tensor (low 32 bits: by each ag_var), so one compare tells
+     * a live input from one of another step or tape. */
+    uint64_t gen;
+    ag_arena arena;           /* data of tape tensors, index arrays, aux */
+    /* Tape tensor headers, in a pair of arenas taken in turn by step
+     * (heads[hpar]): a step never writes over the headers of the step
+     * before it, so a tensor kept across one reset still shows its own,
+     * stale generation.  Every header takes one fixed-size slot. */
+    ag_arena heads[2];
+    int hpar;
     ag_entry *entries;        /* heap array, kept across resets */
     int64_t n_entries, cap_entries;
-    size_t reserved;          /* arena bytes held */
     ag_status status;         /* first error, sticky until reset */
     char msg[512];
     bool grad_enabled;
@@ -138,6 +157,9 @@ struct ag_entry {
     int n_in;
     ag_attr attr;        /* the op's typed attributes (AG_ATTR) */
     void *aux;           /* arena: saved values, index arrays, ... */
+    uint64_t *ver;       /* arena: in[k]'s version when recorded (n_in) */
+    uint64_t *sum;       /* anomaly mode: checksums of the persistent inputs' data
+                          * when recorded (n_in; 0 for tape inputs), else NULL */
     int64_t smark;       /* scalar ops recorded before this entry */
     const char *site;    /* anomaly mode: call site file or label, else NULL */
     int line;
@@ -156,6 +178,32 @@ void *ag_arena_alloc(ag_tape *tape, size_t size);
 void *ag_arena_calloc(ag_tape *tape, size_t size);
 /* The same with a smaller power-of-two alignment, for small records. */
 void *ag_arena_alloc_align(ag_tape *tape, size_t size, size_t align);
+/* The arena functions' slow path (a new or next block, size a multiple of
+ * AG_ALIGN); NULL with AG_ERR_NOMEM kept on failure. */
+void *ag_arena_next_block(ag_tape *tape, ag_arena *a, size_t size);
+/* The bump allocation itself, inlined where it counts. */
+AG_INLINE void *ag_arena_take(ag_tape *tape, ag_arena *a, size_t size, size_t align)
+{
+    ag_block *b = a->cur;
+    if (b) {
+        size_t at = (b->used + align - 1) & ~(align - 1);
+        if (at + size <= b->size) {
+            b->used = at + size;
+            return b->mem + at;
+        }
+    }
+    return ag_arena_next_block(tape, a, (size + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN);
+}
+/* A tape tensor's header slot (uninitialised), on this step's side of the
+ * header arenas; NULL (and AG_ERR_NOMEM kept) on failure.  The slot size
+ * is a multiple of AG_ALIGN, so both paths of ag_arena_take give the same
+ * slots: a header lies exactly where one of an earlier step on the same
+ * side lay, never across one. */
+#define AG_HEADER_BYTES ((sizeof(ag_tensor) + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN)
+AG_INLINE ag_tensor *ag_arena_header(ag_tape *tape)
+{
+    return ag_arena_take(tape, &tape->heads[tape->hpar], AG_HEADER_BYTES, AG_ALIGN);
+}
 
 /* ---- tensors ---- */
 /* Tape tensor with uninitialised data. */
@@ -166,9 +214,25 @@ bool    ag_same_shape(const ag_tensor *a, const ag_tensor *b);
 char   *ag_fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape);
 
 /* ---- recording ---- */
-/* Checks that each input is non-NULL and on this tape or persistent.
- * On failure keeps AG_ERR_NULL / AG_ERR_ARG naming `op` and returns false. */
+/* Checks that each input is non-NULL and persistent or a live tensor of
+ * this tape (this step).  On failure keeps AG_ERR_NULL / AG_ERR_STATE
+ * naming `op` and the input (#1 first) and returns false. */
 bool ag_check_inputs(ag_tape *tape, const char *op, int n, ag_tensor *const *in);
+/* Whether x (non-NULL) is persistent or a tensor of this tape and step:
+ * one compare. */
+static inline bool ag_is_live(const ag_tape *tape, const ag_tensor *x)
+{
+    return x->gen == tape->gen || x->gen == 0;
+}
+/* The same check for an argument of fn that is not an op input (a root,
+ * seed, wrt): x NULL keeps AG_ERR_NULL, a dead x AG_ERR_STATE, both naming
+ * fn and arg (`ag_backward: root is ...`); returns false then. */
+bool ag_check_live(ag_tape *tape, const ag_tensor *x, const char *fn, const char *arg);
+/* Whether entry e's inputs still hold what was recorded (the version each
+ * had then, and in anomaly mode the checksum of a persistent input's
+ * data); else keeps AG_ERR_STATE naming fn, the input and the op and
+ * returns false.  Backward sweeps call it before each entry they run. */
+bool ag_entry_inputs_unchanged(ag_tape *tape, const ag_entry *e, const char *fn);
 bool ag_check_same_dtype(ag_tape *tape, const char *op, const ag_tensor *a,
                          const ag_tensor *b);
 /* Normalises an axis (negative counts from the end) into [0, ndim); keeps
@@ -232,11 +296,13 @@ void ag_scalar_reverse(ag_tape *tape, int64_t lo, int64_t hi);
 /* Allocates and zeroes the adjoints of the first n scalar ops. */
 bool ag_scalar_adjoints_clear(ag_tape *tape, int64_t n);
 int64_t ag_scalar_count(const ag_tape *tape);
+/* Forgets every scalar op; new vars carry the tape's (new) generation. */
 void ag_scalar_reset(ag_tape *tape);
 void ag_scalar_free(ag_tape *tape);
 /* The whole interleaved reverse sweep over tensor entries [0, e_end) and
- * scalar ops [0, s_end), once the root's gradient is seeded. */
-void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end);
+ * scalar ops [0, s_end), once the root's gradient is seeded; fn (the
+ * public call) names an error. */
+void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end, const char *fn);
 
 /* ---- axis reductions ---- */
 /* x viewed as (outer, k, inner) around axis (k = the axis; axis < 0: all

@@ -52,12 +52,21 @@ ag_tensor *ag_custom(ag_tape *t, const ag_custom_op *op, ag_tensor *const *in, i
                      int out_ndim, const int64_t *out_shape, void *ctx)
 {
     const char *name = op && op->name ? op->name : "ag_custom";
-    if (!op || !op->forward || !op->backward || n_in < 1 || n_in > MAX_CUSTOM_INPUTS) {
-        if (t && t->status == AG_OK)
-            ag_fail(t, AG_ERR_ARG, "ag_custom: %s needs forward, backward and 1..%d inputs "
-                    "(got %d)", name, MAX_CUSTOM_INPUTS, n_in);
-        else if (!t)
+    char why[96] = "";
+    if (!op)
+        snprintf(why, sizeof why, "op is NULL");
+    else if (!op->forward || !op->backward)
+        snprintf(why, sizeof why, "op->%s is NULL", !op->forward ? "forward" : "backward");
+    else if (n_in < 1 || n_in > MAX_CUSTOM_INPUTS)
+        snprintf(why, sizeof why, "n_in is %d (must be 1..%d)", n_in, MAX_CUSTOM_INPUTS);
+    else if (!in)
+        snprintf(why, sizeof why, "in is NULL");
+    if (why[0]) {
+        if (!t)
             ag_set_last_error("ag_custom: tape is NULL");
+        else if (t->status == AG_OK)
+            ag_fail(t, AG_ERR_ARG, "ag_custom: %s%s%s", op && op->name ? op->name : "",
+                    op && op->name ? ": " : "", why);
         return NULL;
     }
     if (!ag_check_inputs(t, name, n_in, in))

@@ -173,7 +173,10 @@ ag_status ag_explain(ag_gradcheck_fn loss, void *ctx, ag_tensor **params, int n,
                      const ag_explain_opts *opts, ag_explain_item *items, FILE *out)
 {
     if (!loss || !params || n <= 0) {
-        ag_set_last_error("ag_explain: need a loss function and parameters");
+        if (!loss || !params)
+            ag_set_last_error("ag_explain: %s is NULL", !loss ? "loss" : "params");
+        else
+            ag_set_last_error("ag_explain: n is %d (must be >= 1)", n);
         return AG_ERR_ARG;
     }
     for (int k = 0; k < n; k++)

@@ -47,15 +47,7 @@ static bool tensor_on_tape(ag_tape *t, const ag_tensor *x, const char *fn, const
         snprintf(name, sizeof name, "%s[%d]", arg, i);
     else
         snprintf(name, sizeof name, "%s", arg);
-    if (!x) {
-        ag_fail(t, AG_ERR_NULL, "%s: %s is NULL", fn, name);
-        return false;
-    }
-    if (x->tape && x->tape != t) {
-        ag_fail(t, AG_ERR_ARG, "%s: %s belongs to another tape", fn, name);
-        return false;
-    }
-    return true;
+    return ag_check_live(t, x, fn, name);
 }
 
 static bool same_layout(const ag_tensor *a, const ag_tensor *b)
@@ -100,10 +92,8 @@ static ag_status gradients_checks(ag_tape *t, const char *fn, ag_tensor *root,
         if (!tensor_on_tape(t, wrt[i], fn, "wrt", i))
             return t->status;
     if (seed) {
-        if (seed->tape && seed->tape != t) {
-            ag_fail(t, AG_ERR_ARG, "%s: seed belongs to another tape", fn);
+        if (!tensor_on_tape(t, seed, fn, "seed", -1))
             return t->status;
-        }
         if (!layout_matches(t, fn, "seed", 0, seed, root, "root"))
             return t->status;
     } else if (root->numel != 1) {
@@ -185,6 +175,8 @@ static void sweep_recorded(ag_tape *t, ag_tensor *root, const ag_tensor *seed, i
         ag_tensor *gout = e.out->grad;
         if (!gout || e.out->mark != t->sweep_id)
             continue;
+        if (!ag_entry_inputs_unchanged(t, &e, "ag_gradients"))
+            return;
         if (!e.op->vjp) {
             ag_fail(t, AG_ERR_STATE,
                     "ag_gradients: op %s has no recorded derivative, so create_graph "
@@ -220,7 +212,7 @@ static void sweep_fast(ag_tape *t, ag_tensor *root, const ag_tensor *seed, int64
         else
             ((float *)g)[i] += (float)v;
     }
-    ag_sweep(t, end, n_scalar);
+    ag_sweep(t, end, n_scalar, "ag_gradients");
 }
 
 /* The gradient the sweep left for x, or zeros when none reached it. */
@@ -382,8 +374,8 @@ static ag_status dense_checks(ag_tape *t, const char *fn, ag_tensor *root,
         return ag_fail(t, AG_ERR_NULL, "%s: x is NULL", fn), t->status;
     if (t && t->status == AG_OK && !res)
         return ag_fail(t, AG_ERR_NULL, "%s: %s is NULL", fn, out), t->status;
-    if (t && t->status == AG_OK && x->tape && x->tape != t)
-        return ag_fail(t, AG_ERR_ARG, "%s: x belongs to another tape", fn), t->status;
+    if (t && t->status == AG_OK && !tensor_on_tape(t, x, fn, "x", -1))
+        return t->status;
     return gradients_checks(t, fn, root, seed, 1, &x, res, out);
 }
 

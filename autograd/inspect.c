@@ -101,7 +101,7 @@ static void dot_entry(FILE *out, const ag_tape *tape, int64_t i, tensor_node *pr
 ag_status ag_tape_dot(const ag_tape *tape, const ag_tensor *root, FILE *out)
 {
     if (!tape || !root || !out) {
-        ag_set_last_error("ag_tape_dot: tape, root and out must not be NULL");
+        ag_set_last_error("ag_tape_dot: %s is NULL", !tape ? "tape" : !root ? "root" : "out");
         return AG_ERR_ARG;
     }
     tensor_node *producers = NULL, *needed = NULL, *leaves = NULL;
@@ -148,7 +148,7 @@ ag_status ag_tape_dot(const ag_tape *tape, const ag_tensor *root, FILE *out)
 ag_status ag_tape_print(const ag_tape *tape, FILE *out)
 {
     if (!tape || !out) {
-        ag_set_last_error("ag_tape_print: tape and out must not be NULL");
+        ag_set_last_error("ag_tape_print: %s is NULL", !tape ? "tape" : "out");
         return AG_ERR_ARG;
     }
     fprintf(out, "tape: %lld entries, %lld scalar ops, %zu arena bytes in use\n",

@@ -68,6 +68,8 @@ void ag_clear_last_error(void)
 
 void ag_set_last_error(const char *fmt, ...)
 {
+    if (!fmt)
+        fmt = "ag_set_last_error: fmt is NULL";
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t_msg, sizeof t_msg, fmt, ap);

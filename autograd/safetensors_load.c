@@ -9,7 +9,14 @@
  * H is checked against a cap and the real file size before a byte is
  * allocated for it; the JSON (duplicate keys rejected) is checked entry by
  * entry, then the offsets are proven to tile the data section exactly, and
- * only then is data read, front to back. */
+ * only then is data read, front to back.
+ *
+ * Memory: the top-level object is walked here, one member at a time; jansson
+ * decodes each key and each value alone, and a tensor's value is checked
+ * into a compact st_entry and freed at once.  So a header of a million
+ * tensors costs its text, one st_entry, index slot and tensor each, never a
+ * whole JSON tree (about 1 KB a tensor in jansson).  Only regular files
+ * are opened: a FIFO or a device would block or never end. */
 #ifndef _FILE_OFFSET_BITS
 #define _FILE_OFFSET_BITS 64
 #endif
@@ -18,8 +25,10 @@
 #include "safetensors_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct ag_safetensors {
     int n, n_meta;
@@ -46,7 +55,8 @@ typedef struct st_src {
 
 /* One validated header entry. */
 typedef struct st_entry {
-    const char *name;         /* borrowed from the JSON */
+    const char *name;         /* into the pool, once the header is walked */
+    size_t name_at;           /* offset of the name in the pool */
     ag_dtype dtype;
     int ndim;
     int64_t shape[AG_MAX_DIMS];
@@ -246,60 +256,259 @@ static int name_cmp(const void *pa, const void *pb)
     return strcmp(((const st_name_ix *)pa)->name, ((const st_name_ix *)pb)->name);
 }
 
-static char *pool_put(char **at, const char *str)
+/* ---- walking the header ---- */
+
+/* What the walk over the header collects: the tensor entries, and their
+ * names (later the metadata strings too) in one growing pool. */
+typedef struct st_walk {
+    const st_src *s;
+    const char *text;         /* the header, h bytes */
+    size_t h, pos;
+    uint64_t data_len;
+    st_entry *e;              /* (cap) in header order */
+    int n, cap;
+    char *pool;               /* (pool_cap) NUL-terminated strings */
+    size_t pool_len, pool_cap;
+    json_t *meta;             /* the __metadata__ object, or NULL */
+} st_walk;
+
+/* Appends str (n bytes, no NUL in it) and a NUL to the pool, which
+ * doubles when full; its offset goes to *at. */
+static bool pool_add(st_walk *w, const char *str, size_t n, size_t *at)
 {
-    size_t n = strlen(str) + 1;
-    char *p = *at;
-    memcpy(p, str, n);
-    *at += n;
-    return p;
+    if (n + 1 > w->pool_cap - w->pool_len) {
+        size_t cap = w->pool_cap ? w->pool_cap : 4096;
+        while (n + 1 > cap - w->pool_len) {
+            if (cap > SIZE_MAX / 4)
+                return false;
+            cap *= 2;
+        }
+        char *p = ag_mem_alloc(cap);
+        if (!p)
+            return false;
+        if (w->pool_len)
+            memcpy(p, w->pool, w->pool_len);
+        ag_mem_free(w->pool);
+        w->pool = p;
+        w->pool_cap = cap;
+    }
+    memcpy(w->pool + w->pool_len, str, n);
+    w->pool[w->pool_len + n] = '\0';
+    *at = w->pool_len;
+    w->pool_len += n + 1;
+    return true;
 }
 
-/* Allocates f with its arrays and strings; tensors still NULL. */
-static ag_status build_result(const st_src *s, const st_entry *e, int n,
-                              json_t *meta, ag_safetensors **out)
+/* The next free entry (the array doubles when full), or NULL. */
+static st_entry *entry_next(st_walk *w)
 {
-    int n_meta = meta ? (int)json_object_size(meta) : 0;
-    size_t pool_bytes = 1;
-    for (int i = 0; i < n; i++)
-        pool_bytes += strlen(e[i].name) + 1;
+    if (w->n == w->cap) {
+        if (w->cap > INT_MAX / 4)
+            return NULL;
+        int cap = w->cap ? 2 * w->cap : 64;
+        st_entry *e = ag_mem_alloc(sizeof *e * (size_t)cap);
+        if (!e)
+            return NULL;
+        if (w->n)
+            memcpy(e, w->e, sizeof *e * (size_t)w->n);
+        ag_mem_free(w->e);
+        w->e = e;
+        w->cap = cap;
+    }
+    st_entry *e = &w->e[w->n];
+    memset(e, 0, sizeof *e);
+    e->order = w->n;
+    return e;
+}
+
+static void skip_ws(st_walk *w)
+{
+    while (w->pos < w->h && (w->text[w->pos] == ' ' || w->text[w->pos] == '\t' ||
+                             w->text[w->pos] == '\n' || w->text[w->pos] == '\r'))
+        w->pos++;
+}
+
+static bool at_char(const st_walk *w, char c)
+{
+    return w->pos < w->h && w->text[w->pos] == c;
+}
+
+static ag_status syntax_fail(const st_walk *w, const char *what)
+{
+    return load_fail(w->s, AG_ERR_FORMAT, "header is not valid JSON: %s at byte %zu",
+                     what, w->pos);
+}
+
+/* Decodes the one JSON value (a key or a member's value) at pos, duplicate
+ * keys inside it refused, and moves past it. */
+static ag_status walk_value(st_walk *w, json_t **v)
+{
+    json_error_t jerr;
+    *v = json_loadb(w->text + w->pos, w->h - w->pos, JSON_DECODE_ANY |
+                    JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &jerr);
+    if (!*v && json_error_code(&jerr) == json_error_out_of_memory)
+        return load_fail(w->s, AG_ERR_NOMEM, "out of memory for the header");
+    if (!*v)
+        return load_fail(w->s, AG_ERR_FORMAT, "header is not valid JSON: %s (at byte %zu)",
+                         jerr.text, w->pos + (size_t)(jerr.position > 0 ? jerr.position : 0));
+    w->pos += (size_t)jerr.position;
+    return AG_OK;
+}
+
+/* Checks one member, key: v, and keeps what it says; takes v. */
+static ag_status walk_take(st_walk *w, json_t *key, json_t *v)
+{
+    const char *name = json_string_value(key);
+    if (!strcmp(name, AG_ST_META_KEY)) {
+        if (w->meta) {
+            json_decref(v);
+            return load_fail(w->s, AG_ERR_FORMAT, "header is not valid JSON: duplicate "
+                             "object key '" AG_ST_META_KEY "'");
+        }
+        w->meta = v;
+        return check_metadata(w->s, v);
+    }
+    st_entry *e = entry_next(w);
+    ag_status st = e ? parse_entry(w->s, name, v, w->data_len, e)
+                     : load_fail(w->s, AG_ERR_NOMEM, "out of memory for the index of %d "
+                                 "tensors", w->n + 1);
+    json_decref(v);
+    if (st == AG_OK && !pool_add(w, name, json_string_length(key), &e->name_at))
+        st = load_fail(w->s, AG_ERR_NOMEM, "out of memory for the names of %d tensors",
+                       w->n + 1);
+    if (st == AG_OK)
+        w->n++;
+    return st;
+}
+
+/* "key": value at pos. */
+static ag_status walk_member(st_walk *w)
+{
+    if (!at_char(w, '"'))
+        return syntax_fail(w, "a string key expected");
+    json_t *key = NULL, *v = NULL;
+    ag_status st = walk_value(w, &key);
+    if (st != AG_OK)
+        return st;
+    skip_ws(w);
+    if (!at_char(w, ':'))
+        st = syntax_fail(w, "':' expected");
+    if (st == AG_OK) {
+        w->pos++;
+        st = walk_value(w, &v);
+    }
+    if (st == AG_OK)
+        st = walk_take(w, key, v);
+    json_decref(key);
+    return st;
+}
+
+/* The top-level object: '{' members '}' and nothing but blanks after.
+ * A NUL byte is valid nowhere in JSON text, and jansson drops one that
+ * follows a number or a literal (its one-byte look-ahead cannot give it
+ * back), which would shift the walk: refused first. */
+static ag_status walk_header(st_walk *w)
+{
+    const char *nul = w->h ? memchr(w->text, '\0', w->h) : NULL;
+    if (nul) {
+        w->pos = (size_t)(nul - w->text);
+        return syntax_fail(w, "a NUL byte");
+    }
+    skip_ws(w);
+    if (w->pos == w->h)
+        return syntax_fail(w, "no value: the header is blank");
+    if (at_char(w, '['))
+        return load_fail(w->s, AG_ERR_FORMAT, "header is not a JSON object (it starts "
+                         "with '[')");
+    if (!at_char(w, '{'))
+        return syntax_fail(w, "'{' expected");
+    w->pos++;
+    skip_ws(w);
+    if (at_char(w, '}')) {
+        w->pos++;
+    } else {
+        for (;;) {
+            ag_status st = walk_member(w);
+            if (st != AG_OK)
+                return st;
+            skip_ws(w);
+            if (at_char(w, '}')) {
+                w->pos++;
+                break;
+            }
+            if (!at_char(w, ','))
+                return syntax_fail(w, "',' or '}' expected");
+            w->pos++;
+            skip_ws(w);
+        }
+    }
+    skip_ws(w);
+    if (w->pos != w->h)
+        return syntax_fail(w, "the end of the header expected");
+    return AG_OK;
+}
+
+/* Builds f from the walked header: entries sorted by offset and proven to
+ * tile the data section, names unique, the index and metadata filled in,
+ * the pool taken over; tensors still NULL. */
+static ag_status build_result(st_walk *w, ag_safetensors **out)
+{
+    const st_src *s = w->s;
+    int n = w->n, n_meta = w->meta ? (int)json_object_size(w->meta) : 0;
+    size_t meta_at = 0, unused;
     const char *key;
     json_t *v;
-    if (meta)
-        json_object_foreach(meta, key, v)
-            pool_bytes += strlen(key) + strlen(json_string_value(v)) + 2;
-
-    ag_safetensors *f = ag_mem_calloc(sizeof *f);
+    bool ok = pool_add(w, "", 0, &meta_at); /* also makes the pool non-NULL */
+    if (w->meta)
+        json_object_foreach(w->meta, key, v) {
+            const char *val = json_string_value(v);
+            ok = ok && pool_add(w, key, strlen(key), &unused) &&
+                 pool_add(w, val, json_string_length(v), &unused);
+        }
+    ag_safetensors *f = ok ? ag_mem_calloc(sizeof *f) : NULL;
     if (f) {
+        f->pool = w->pool;
+        w->pool = NULL;
         f->tensors = ag_mem_calloc(sizeof *f->tensors * (size_t)(n + 1));
-        f->names = ag_mem_calloc(sizeof *f->names * (size_t)(n + 1));
-        f->by_name = ag_mem_calloc(sizeof *f->by_name * (size_t)(n + 1));
-        f->meta_keys = ag_mem_calloc(sizeof *f->meta_keys * (size_t)(n_meta + 1));
-        f->meta_values = ag_mem_calloc(sizeof *f->meta_values * (size_t)(n_meta + 1));
-        f->pool = ag_mem_alloc(pool_bytes);
+        f->names = ag_mem_alloc(sizeof *f->names * (size_t)(n + 1));
+        f->by_name = ag_mem_alloc(sizeof *f->by_name * (size_t)(n + 1));
+        f->meta_keys = ag_mem_alloc(sizeof *f->meta_keys * (size_t)(n_meta + 1));
+        f->meta_values = ag_mem_alloc(sizeof *f->meta_values * (size_t)(n_meta + 1));
     }
     if (!f || !f->tensors || !f->names || !f->by_name || !f->meta_keys ||
-        !f->meta_values || !f->pool) {
+        !f->meta_values) {
         ag_safetensors_free(f);
         return load_fail(s, AG_ERR_NOMEM, "out of memory for the index of %d "
                          "tensors", n);
     }
-    char *at = f->pool;
+    f->n = n;
+    *out = f;
+    st_entry *e = w->e;
+    if (n > 1)
+        qsort(e, (size_t)n, sizeof *e, entry_cmp);
     for (int i = 0; i < n; i++) {
-        f->names[i] = pool_put(&at, e[i].name);
-        f->by_name[i] = (st_name_ix){f->names[i], i};
+        e[i].name = f->pool + e[i].name_at;
+        f->names[i] = e[i].name;
+        f->by_name[i] = (st_name_ix){e[i].name, i};
     }
     if (n > 1)
         qsort(f->by_name, (size_t)n, sizeof *f->by_name, name_cmp);
-    int m = 0;
-    if (meta)
-        json_object_foreach(meta, key, v) {
-            f->meta_keys[m] = pool_put(&at, key);
-            f->meta_values[m++] = pool_put(&at, json_string_value(v));
-        }
-    f->n = n;
+    for (int i = 1; i < n; i++)
+        if (!strcmp(f->by_name[i - 1].name, f->by_name[i].name))
+            return load_fail(s, AG_ERR_FORMAT, "header is not valid JSON: duplicate "
+                             "object key '%.100s' (two tensors of that name)",
+                             f->by_name[i].name);
+    ag_status st = check_tiling(s, e, n, w->data_len);
+    if (st != AG_OK)
+        return st;
+    const char *p = f->pool + meta_at + 1; /* key, value, key, value, ... */
+    for (int m = 0; m < n_meta; m++) {
+        f->meta_keys[m] = p;
+        p += strlen(p) + 1;
+        f->meta_values[m] = p;
+        p += strlen(p) + 1;
+    }
     f->n_meta = n_meta;
-    *out = f;
     return AG_OK;
 }
 
@@ -328,37 +537,9 @@ static ag_status read_data(st_src *s, const st_entry *e, ag_safetensors *f)
     return AG_OK;
 }
 
-/* Validates the parsed header; fills e (sorted by offset) and *meta. */
-static ag_status check_header(const st_src *s, json_t *root, uint64_t data_len,
-                              st_entry *e, int *n, json_t **meta)
-{
-    if (!json_is_object(root))
-        return load_fail(s, AG_ERR_FORMAT, "header is not a JSON object");
-    const char *key;
-    json_t *v;
-    int k = 0;
-    *meta = NULL;
-    json_object_foreach(root, key, v) {
-        ag_status st;
-        if (!strcmp(key, AG_ST_META_KEY)) {
-            st = check_metadata(s, v);
-            *meta = v;
-        } else {
-            st = parse_entry(s, key, v, data_len, &e[k]);
-            e[k].order = k;
-            k++;
-        }
-        if (st != AG_OK)
-            return st;
-    }
-    *n = k;
-    if (k > 1)
-        qsort(e, (size_t)k, sizeof *e, entry_cmp);
-    return check_tiling(s, e, k, data_len);
-}
-
-/* Header length and JSON; on AG_OK *root is the parsed header. */
-static ag_status read_header(st_src *s, json_t **root, uint64_t *data_len)
+/* Reads the header length and its text; on AG_OK *text (h bytes) is the
+ * caller's. */
+static ag_status read_header(st_src *s, char **text, size_t *len, uint64_t *data_len)
 {
     unsigned char len8[8];
     if (s->size == 0)
@@ -386,46 +567,74 @@ static ag_status read_header(st_src *s, json_t **root, uint64_t *data_len)
         return load_fail(s, AG_ERR_IO, "cannot read the %llu-byte header",
                          (unsigned long long)h);
     }
-    json_error_t jerr;
-    *root = json_loadb(buf, (size_t)h, JSON_REJECT_DUPLICATES, &jerr);
-    ag_mem_free(buf);
-    if (!*root)
-        return load_fail(s, AG_ERR_FORMAT, "header is not valid JSON: %s (line %d, "
-                         "column %d)", jerr.text, jerr.line, jerr.column);
+    *text = buf;
+    *len = (size_t)h;
     *data_len = s->size - 8 - h;
     return AG_OK;
 }
 
 static ag_status load_src(st_src *s, ag_safetensors **out)
 {
-    json_t *root = NULL, *meta = NULL;
-    uint64_t data_len = 0;
-    st_entry *e = NULL;
-    int n = 0;
+    char *text = NULL;
+    st_walk w = {.s = s};
     ag_safetensors *f = NULL;
-    ag_status st = read_header(s, &root, &data_len);
-    if (st == AG_OK && json_object_size(root) > (size_t)INT_MAX / 2)
-        st = load_fail(s, AG_ERR_FORMAT, "header has too many entries");
-    if (st == AG_OK) {
-        e = ag_mem_calloc(sizeof *e * (json_object_size(root) + 1));
-        if (!e)
-            st = load_fail(s, AG_ERR_NOMEM, "out of memory for %zu header entries",
-                           json_object_size(root));
-    }
+    ag_status st = read_header(s, &text, &w.h, &w.data_len);
+    w.text = text;
     if (st == AG_OK)
-        st = check_header(s, root, data_len, e, &n, &meta);
+        st = walk_header(&w);
+    ag_mem_free(text); /* the text goes before the first tensor comes */
     if (st == AG_OK)
-        st = build_result(s, e, n, meta, &f);
+        st = build_result(&w, &f);
     if (st == AG_OK)
-        st = read_data(s, e, f);
-    ag_mem_free(e);
-    json_decref(root);
+        st = read_data(s, w.e, f);
+    ag_mem_free(w.e);
+    ag_mem_free(w.pool);
+    json_decref(w.meta);
     if (st != AG_OK) {
         ag_safetensors_free(f);
         f = NULL;
     }
     *out = f;
     return st;
+}
+
+/* What a path that is not a regular file is, for the message. */
+static const char *file_kind(mode_t m)
+{
+    return S_ISDIR(m) ? "a folder" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character "
+           "device" : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "special";
+}
+
+/* Opens path for reading if it is a regular file.  O_NONBLOCK keeps open()
+ * of a FIFO from waiting for a writer; it is cleared once fstat has shown a
+ * regular file. */
+static ag_status open_regular(st_src *s, const char *path)
+{
+    char eb[128];
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return load_fail(s, AG_ERR_IO, "cannot open: %s",
+                         ag_st_err_text(errno, eb, sizeof eb));
+    struct stat sb;
+    int flags;
+    ag_status st = AG_OK;
+    if (fstat(fd, &sb) != 0)
+        st = load_fail(s, AG_ERR_IO, "cannot stat: %s",
+                       ag_st_err_text(errno, eb, sizeof eb));
+    else if (!S_ISREG(sb.st_mode))
+        st = load_fail(s, AG_ERR_IO, "not a regular file (it is %s)", file_kind(sb.st_mode));
+    else if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+        st = load_fail(s, AG_ERR_IO, "cannot clear O_NONBLOCK: %s",
+                       ag_st_err_text(errno, eb, sizeof eb));
+    else if (!(s->f = fdopen(fd, "rb")))
+        st = load_fail(s, errno == ENOMEM ? AG_ERR_NOMEM : AG_ERR_IO, "cannot open: %s",
+                       ag_st_err_text(errno, eb, sizeof eb));
+    if (st != AG_OK) {
+        close(fd);
+        return st;
+    }
+    s->size = (uint64_t)sb.st_size;
+    return AG_OK;
 }
 
 ag_status ag_safetensors_load(const char *path, ag_safetensors **out)
@@ -437,22 +646,10 @@ ag_status ag_safetensors_load(const char *path, ag_safetensors **out)
         return AG_ERR_ARG;
     }
     st_src s = {.label = path};
-    char eb[128];
-    s.f = fopen(path, "rb");
-    if (!s.f)
-        return load_fail(&s, AG_ERR_IO, "cannot open: %s",
-                         ag_st_err_text(errno, eb, sizeof eb));
-    struct stat sb;
-    ag_status st = AG_OK;
-    if (fstat(fileno(s.f), &sb) != 0)
-        st = load_fail(&s, AG_ERR_IO, "cannot stat: %s",
-                       ag_st_err_text(errno, eb, sizeof eb));
-    else if (!S_ISREG(sb.st_mode))
-        st = load_fail(&s, AG_ERR_IO, "not a regular file");
-    if (st == AG_OK) {
-        s.size = (uint64_t)sb.st_size;
-        st = load_src(&s, out);
-    }
+    ag_status st = open_regular(&s, path);
+    if (st != AG_OK)
+        return st;
+    st = load_src(&s, out);
     fclose(s.f);
     return st;
 }
@@ -485,19 +682,35 @@ void ag_safetensors_free(ag_safetensors *f)
     ag_mem_free(f);
 }
 
+/* For the accessors: false, with the message, when p is NULL. */
+static bool present(const void *p, const char *fn, const char *arg)
+{
+    if (!p)
+        ag_set_last_error("%s: %s is NULL", fn, arg);
+    return p != NULL;
+}
+
 int ag_safetensors_count(const ag_safetensors *f)
 {
-    return f ? f->n : 0;
+    return present(f, "ag_safetensors_count", "f") ? f->n : 0;
 }
 
 const char *ag_safetensors_name(const ag_safetensors *f, int i)
 {
-    return f && i >= 0 && i < f->n ? f->names[i] : NULL;
+    if (!present(f, "ag_safetensors_name", "f"))
+        return NULL;
+    if (i < 0 || i >= f->n) {
+        ag_set_last_error("ag_safetensors_name: i = %d is outside [0, %d)", i, f->n);
+        return NULL;
+    }
+    return f->names[i];
 }
 
 ag_tensor *ag_safetensors_get(const ag_safetensors *f, const char *name)
 {
-    if (!f || !name || f->n == 0)
+    if (!present(f, "ag_safetensors_get", "f") || !present(name, "ag_safetensors_get", "name"))
+        return NULL;
+    if (f->n == 0)
         return NULL;
     st_name_ix key = {name, 0};
     const st_name_ix *hit = bsearch(&key, f->by_name, (size_t)f->n,
@@ -507,7 +720,9 @@ ag_tensor *ag_safetensors_get(const ag_safetensors *f, const char *name)
 
 const char *ag_safetensors_meta(const ag_safetensors *f, const char *key)
 {
-    for (int i = 0; f && key && i < f->n_meta; i++)
+    if (!present(f, "ag_safetensors_meta", "f") || !present(key, "ag_safetensors_meta", "key"))
+        return NULL;
+    for (int i = 0; i < f->n_meta; i++)
         if (!strcmp(f->meta_keys[i], key))
             return f->meta_values[i];
     return NULL;
@@ -515,10 +730,16 @@ const char *ag_safetensors_meta(const ag_safetensors *f, const char *key)
 
 int ag_safetensors_meta_count(const ag_safetensors *f)
 {
-    return f ? f->n_meta : 0;
+    return present(f, "ag_safetensors_meta_count", "f") ? f->n_meta : 0;
 }
 
 const char *ag_safetensors_meta_key(const ag_safetensors *f, int i)
 {
-    return f && i >= 0 && i < f->n_meta ? f->meta_keys[i] : NULL;
+    if (!present(f, "ag_safetensors_meta_key", "f"))
+        return NULL;
+    if (i < 0 || i >= f->n_meta) {
+        ag_set_last_error("ag_safetensors_meta_key: i = %d is outside [0, %d)", i, f->n_meta);
+        return NULL;
+    }
+    return f->meta_keys[i];
 }

@@ -24,7 +24,24 @@ typedef struct ag_scalar_tape {
     int64_t n_src, cap_src;
     double *dot, *adot;  /* second order: tangents, adjoint tangents (cap2) */
     int64_t cap2;
+    /* The tape's generation (low 32 bits) in the high half: a live var's
+     * key (gen << 32 | id) minus base is its id, below n; any other key
+     * (another step or tape, id -1) lands at 2^32 or more. */
+    uint64_t base;
+    int64_t adj_end;     /* adj holds a sweep's adjoints for ops [0, adj_end) */
 } ag_scalar_tape;
+
+#define NO_VAR ((ag_var){-1, 0})
+
+AG_INLINE uint64_t var_key(ag_var a) { return (uint64_t)a.gen << 32 | (uint32_t)a.id; }
+
+/* a indexes an op recorded in this step of this tape: one compare */
+AG_INLINE bool var_live(const ag_scalar_tape *s, ag_var a)
+{
+    return var_key(a) - s->base < (uint64_t)s->n;
+}
+
+static uint64_t base_of(const ag_tape *tape) { return (uint64_t)(uint32_t)tape->gen << 32; }
 
 size_t ag_scalar_bytes_per_op(void)
 {
@@ -32,12 +49,21 @@ size_t ag_scalar_bytes_per_op(void)
 }
 
 int64_t ag_scalar_count(const ag_tape *tape) { return tape->scalar ? tape->scalar->n : 0; }
-int64_t ag_tape_scalar_ops(const ag_tape *tape) { return tape ? ag_scalar_count(tape) : 0; }
+int64_t ag_tape_scalar_ops(const ag_tape *tape)
+{
+    if (!tape) {
+        ag_set_last_error("ag_tape_scalar_ops: tape is NULL");
+        return 0;
+    }
+    return ag_scalar_count(tape);
+}
 
 void ag_scalar_reset(ag_tape *tape)
 {
-    if (tape->scalar)
-        tape->scalar->n = tape->scalar->n_src = 0;
+    if (tape->scalar) {
+        tape->scalar->n = tape->scalar->n_src = tape->scalar->adj_end = 0;
+        tape->scalar->base = base_of(tape);
+    }
 }
 
 static void free_arrays(ag_scalar_tape *s)
@@ -74,9 +100,12 @@ void ag_scalar_free(ag_tape *tape)
 /* Doubles the arrays (the first call makes them). */
 static bool grow(ag_tape *tape)
 {
-    if (!tape->scalar && !(tape->scalar = ag_mem_calloc(sizeof *tape->scalar))) {
-        ag_fail(tape, AG_ERR_NOMEM, "ag_var: out of memory");
-        return false;
+    if (!tape->scalar) {
+        if (!(tape->scalar = ag_mem_calloc(sizeof *tape->scalar))) {
+            ag_fail(tape, AG_ERR_NOMEM, "ag_var: out of memory");
+            return false;
+        }
+        tape->scalar->base = base_of(tape);
     }
     ag_scalar_tape *s = tape->scalar, ns = *s;
     int64_t cap = s->cap ? s->cap * 2 : 4096;
@@ -95,6 +124,8 @@ static bool grow(ag_tape *tape)
     ns.adj = ag_mem_alloc((size_t)cap * sizeof(double)); /* filled by backward */
     if (!ns.adj)
         goto fail;
+    if (s->adj_end) /* what the last sweep left stays readable */
+        memcpy(ns.adj, s->adj, (size_t)s->adj_end * sizeof(double));
     free_arrays(s);
     ns.cap = cap;
     *s = ns;
@@ -110,7 +141,7 @@ static ag_var push(ag_tape *t, uint8_t op, int32_t a0, int32_t a1, double v, uin
     ag_scalar_tape *s = t->scalar;
     if (!s || s->n == s->cap) {
         if (!grow(t))
-            return (ag_var){-1};
+            return NO_VAR;
         s = t->scalar;
     }
     int64_t i = s->n++;
@@ -119,11 +150,31 @@ static ag_var push(ag_tape *t, uint8_t op, int32_t a0, int32_t a1, double v, uin
     s->a1[i] = a1;
     s->op[i] = op;
     s->flag[i] = flag;
-    return (ag_var){(int32_t)i};
+    return (ag_var){(int32_t)i, (uint32_t)(s->base >> 32)};
 }
 
-/* An operand is valid when it indexes an op recorded since the last reset. */
-static bool valid(ag_tape *t, ag_var a, const char *fn)
+/* Why var a (argument arg of fn) is not live: a failed op's result (or
+ * no var at all) is AG_ERR_ARG, one of another step or tape AG_ERR_STATE.
+ * Writes the message into buf; returns the status. */
+static ag_status var_problem(const ag_tape *t, ag_var a, const char *fn, const char *arg,
+                             char *buf, size_t n)
+{
+    const ag_scalar_tape *s = t->scalar;
+    uint32_t gen = (uint32_t)t->gen;
+    if (a.id >= 0 && a.gen != 0 && a.gen != gen) {
+        snprintf(buf, n, "%s: %s is an ag_var from another tape or from before "
+                 "ag_tape_reset (vars live one step)", fn, arg);
+        return AG_ERR_STATE;
+    }
+    snprintf(buf, n, "%s: %s is an invalid ag_var (id %d: the result of a failed op, or "
+             "not made by ag_var_*; %lld ops recorded)", fn, arg, (int)a.id,
+             (long long)(s ? s->n : 0));
+    return AG_ERR_ARG;
+}
+
+/* An operand is valid when it indexes an op recorded on this tape since
+ * the last reset. */
+static bool valid(ag_tape *t, ag_var a, const char *fn, const char *arg)
 {
     if (!t) {
         ag_set_last_error("%s: tape is NULL", fn);
@@ -131,24 +182,48 @@ static bool valid(ag_tape *t, ag_var a, const char *fn)
     }
     if (t->status != AG_OK)
         return false;
-    if (a.id >= 0 && a.id < ag_scalar_count(t))
+    if (t->scalar && var_live(t->scalar, a))
         return true;
-    ag_fail(t, AG_ERR_ARG, "%s: invalid ag_var %d (from a failed op, another tape, or "
-            "before a reset)", fn, (int)a.id);
+    char msg[256];
+    ag_status st = var_problem(t, a, fn, arg, msg, sizeof msg);
+    ag_fail(t, st, "%s", msg);
+    return false;
+}
+
+/* The same for the readers that take a const tape (no error kept on it). */
+static bool valid_read(const ag_tape *t, ag_var a, const char *fn)
+{
+    if (!t) {
+        ag_set_last_error("%s: tape is NULL", fn);
+        return false;
+    }
+    if (t->scalar && var_live(t->scalar, a))
+        return true;
+    char msg[256];
+    var_problem(t, a, fn, "x", msg, sizeof msg);
+    ag_set_last_error("%s", msg);
     return false;
 }
 
 ag_var ag_var_new(ag_tape *t, double value)
 {
-    if (!t || t->status != AG_OK)
-        return (ag_var){-1};
+    if (!t) {
+        ag_set_last_error("ag_var_new: tape is NULL");
+        return NO_VAR;
+    }
+    if (t->status != AG_OK)
+        return NO_VAR;
     return push(t, S_INPUT, -1, -1, value, 0);
 }
 
 ag_var ag_var_const(ag_tape *t, double value)
 {
-    if (!t || t->status != AG_OK)
-        return (ag_var){-1};
+    if (!t) {
+        ag_set_last_error("ag_var_const: tape is NULL");
+        return NO_VAR;
+    }
+    if (t->status != AG_OK)
+        return NO_VAR;
     return push(t, S_CONST, -1, -1, value, 0);
 }
 
@@ -195,7 +270,7 @@ AG_INLINE double eval(uint8_t op, double x, double y, uint8_t f)
  * way through valid() and grow(). */
 static bool slow_ready(ag_tape *t, ag_var a, ag_var b, bool two, const char *fn)
 {
-    if (!valid(t, a, fn) || (two && !valid(t, b, fn)))
+    if (!valid(t, a, fn, "a") || (two && !valid(t, b, fn, "b")))
         return false;
     return t->scalar->n < t->scalar->cap || grow(t);
 }
@@ -203,10 +278,9 @@ static bool slow_ready(ag_tape *t, ag_var a, ag_var b, bool two, const char *fn)
 AG_INLINE ag_var record2(ag_tape *t, uint8_t op, ag_var a, ag_var b, const char *fn)
 {
     ag_scalar_tape *s = t ? t->scalar : NULL;
-    if (!(s && s->n < s->cap && t->status == AG_OK && (uint32_t)a.id < (uint64_t)s->n &&
-          (uint32_t)b.id < (uint64_t)s->n)) {
+    if (!(s && s->n < s->cap && t->status == AG_OK && var_live(s, a) && var_live(s, b))) {
         if (!slow_ready(t, a, b, true, fn))
-            return (ag_var){-1};
+            return NO_VAR;
         s = t->scalar;
     }
     double x = s->val[a.id], y = s->val[b.id];
@@ -217,15 +291,15 @@ AG_INLINE ag_var record2(ag_tape *t, uint8_t op, ag_var a, ag_var b, const char 
     s->a1[i] = b.id;
     s->op[i] = op;
     s->flag[i] = f;
-    return (ag_var){(int32_t)i};
+    return (ag_var){(int32_t)i, (uint32_t)(s->base >> 32)};
 }
 
 AG_INLINE ag_var record1(ag_tape *t, uint8_t op, ag_var a, const char *fn)
 {
     ag_scalar_tape *s = t ? t->scalar : NULL;
-    if (!(s && s->n < s->cap && t->status == AG_OK && (uint32_t)a.id < (uint64_t)s->n)) {
+    if (!(s && s->n < s->cap && t->status == AG_OK && var_live(s, a))) {
         if (!slow_ready(t, a, a, false, fn))
-            return (ag_var){-1};
+            return NO_VAR;
         s = t->scalar;
     }
     double x = s->val[a.id];
@@ -236,7 +310,7 @@ AG_INLINE ag_var record1(ag_tape *t, uint8_t op, ag_var a, const char *fn)
     s->a1[i] = -1;
     s->op[i] = op;
     s->flag[i] = f;
-    return (ag_var){(int32_t)i};
+    return (ag_var){(int32_t)i, (uint32_t)(s->base >> 32)};
 }
 
 #define VAR_BINARY(name, OP)                                                  \
@@ -267,7 +341,7 @@ VAR_UNARY(abs, S_ABS)
 
 bool ag_var_less(ag_tape *t, ag_var a, ag_var b)
 {
-    if (!valid(t, a, "ag_var_less") || !valid(t, b, "ag_var_less"))
+    if (!valid(t, a, "ag_var_less", "a") || !valid(t, b, "ag_var_less", "b"))
         return false;
     uint8_t f = branch(S_LESS, t->scalar->val[a.id], t->scalar->val[b.id]);
     push(t, S_LESS, a.id, b.id, f, f);
@@ -276,15 +350,25 @@ bool ag_var_less(ag_tape *t, ag_var a, ag_var b)
 
 double ag_var_value(const ag_tape *t, ag_var x)
 {
-    if (!t || x.id < 0 || x.id >= ag_scalar_count(t))
+    if (!valid_read(t, x, "ag_var_value"))
         return NAN;
     return t->scalar->val[x.id];
 }
 
 double ag_var_grad(const ag_tape *t, ag_var x)
 {
-    if (!t || x.id < 0 || x.id >= ag_scalar_count(t))
+    if (!valid_read(t, x, "ag_var_grad"))
         return NAN;
+    if (t->status != AG_OK) {
+        ag_set_last_error("ag_var_grad: the tape holds an error, so no gradient is "
+                          "complete: %s", t->msg);
+        return NAN;
+    }
+    if (x.id >= t->scalar->adj_end) {
+        ag_set_last_error("ag_var_grad: no backward has reached x (var %d) since it was "
+                          "recorded; call ag_var_backward first", (int)x.id);
+        return NAN;
+    }
     return t->scalar->adj[x.id];
 }
 
@@ -292,8 +376,10 @@ double ag_var_grad(const ag_tape *t, ag_var x)
 
 bool ag_scalar_adjoints_clear(ag_tape *tape, int64_t n)
 {
-    if (n > 0)
+    if (n > 0) {
         memset(tape->scalar->adj, 0, (size_t)n * sizeof(double));
+        tape->scalar->adj_end = n;
+    }
     return true;
 }
 
@@ -353,7 +439,7 @@ void ag_scalar_reverse(ag_tape *tape, int64_t lo, int64_t hi)
 
 ag_status ag_var_backward(ag_tape *t, ag_var y)
 {
-    if (!valid(t, y, "ag_var_backward"))
+    if (!valid(t, y, "ag_var_backward", "y"))
         return t ? t->status : AG_ERR_ARG;
     /* tensor entries recorded before y may feed it through ag_var_from_tensor */
     int64_t e_end = t->n_entries;
@@ -363,7 +449,7 @@ ag_status ag_var_backward(ag_tape *t, ag_var y)
         t->entries[i].out->grad = NULL;
     ag_scalar_adjoints_clear(t, y.id + 1);
     t->scalar->adj[y.id] = 1.0;
-    ag_sweep(t, e_end, y.id + 1);
+    ag_sweep(t, e_end, y.id + 1, "ag_var_backward");
     return t->status;
 }
 
@@ -491,7 +577,7 @@ static bool second_ready(ag_tape *t, ag_var y, int n, const ag_var *x, const voi
                          const char *in_name, const void *out, const char *out_name,
                          const char *fn)
 {
-    if (!valid(t, y, fn))
+    if (!valid(t, y, fn, "y"))
         return false;
     ag_scalar_tape *s = t->scalar;
     if (t->n_entries > 0 || s->n_src > 0) {
@@ -511,7 +597,9 @@ static bool second_ready(ag_tape *t, ag_var y, int n, const ag_var *x, const voi
             return false;
         }
     for (int k = 0; k < n; k++) {
-        if (!valid(t, x[k], fn))
+        char arg[24];
+        snprintf(arg, sizeof arg, "x[%d]", k);
+        if (!valid(t, x[k], fn, arg))
             return false;
         if (s->op[x[k].id] != S_INPUT) {
             ag_fail(t, AG_ERR_ARG, "%s: x[%d] (var %d) is not an input (ag_var_new)", fn, k,
@@ -551,6 +639,7 @@ static void hvp_sweeps(ag_scalar_tape *s, ag_var y, int n, const ag_var *x, cons
     tangent_forward(s, end);
     s->adj[y.id] = 1;
     second_reverse(s, end);
+    s->adj_end = end;
     for (int k = 0; k < n; k++)
         hv[k] = s->adot[x[k].id];
 }
@@ -582,22 +671,22 @@ ag_status ag_var_hessian(ag_tape *t, ag_var y, int n, const ag_var *x, double *h
 ag_var ag_var_from_tensor(ag_tape *t, ag_tensor *x)
 {
     if (!ag_check_inputs(t, "ag_var_from_tensor", 1, &x))
-        return (ag_var){-1};
+        return NO_VAR;
     if (x->numel != 1) {
         char b[128];
         ag_fail(t, AG_ERR_SHAPE, "ag_var_from_tensor: tensor %s has %lld elements, not 1",
                 ag_shape_str(x, b, sizeof b), (long long)x->numel);
-        return (ag_var){-1};
+        return NO_VAR;
     }
     if (!t->scalar && !grow(t))
-        return (ag_var){-1};
+        return NO_VAR;
     ag_scalar_tape *s = t->scalar;
     if (s->n_src == s->cap_src) {
         int64_t cap = s->cap_src ? 2 * s->cap_src : 16;
         ag_tensor **src = ag_mem_alloc((size_t)cap * sizeof *src);
         if (!src) {
             ag_fail(t, AG_ERR_NOMEM, "ag_var_from_tensor: out of memory");
-            return (ag_var){-1};
+            return NO_VAR;
         }
         if (s->n_src)
             memcpy(src, s->src, (size_t)s->n_src * sizeof *src);
@@ -637,9 +726,20 @@ ag_tensor *ag_tensor_from_vars(ag_tape *t, ag_dtype dt, int ndim, const int64_t 
         return NULL;
     if (!ag_shape_valid(ndim, shape, &numel) || (dt != AG_F32 && dt != AG_F64))
         return ag_fail(t, AG_ERR_ARG, "ag_tensor_from_vars: bad shape or dtype");
-    for (int64_t i = 0; i < numel; i++)
-        if (!valid(t, vars[i], "ag_tensor_from_vars"))
-            return NULL;
+    if (numel > 0 && !vars)
+        return ag_fail(t, AG_ERR_NULL, "ag_tensor_from_vars: vars is NULL (%lld elements)",
+                       (long long)numel);
+    if (numel > INT32_MAX)
+        return ag_fail(t, AG_ERR_ARG, "ag_tensor_from_vars: %lld elements is more vars "
+                       "than a tape holds", (long long)numel);
+    for (int64_t i = 0; i < numel; i++) {
+        if (t->scalar && var_live(t->scalar, vars[i]))
+            continue;
+        char arg[32];
+        snprintf(arg, sizeof arg, "vars[%lld]", (long long)i);
+        valid(t, vars[i], "ag_tensor_from_vars", arg);
+        return NULL;
+    }
     int32_t *ids = ag_arena_alloc(t, (size_t)(numel ? numel : 1) * sizeof *ids);
     if (!ids)
         return NULL;
@@ -659,16 +759,27 @@ ag_tensor *ag_tensor_from_vars(ag_tape *t, ag_dtype dt, int ndim, const int64_t 
 
 ag_status ag_tape_replay(ag_tape *t, int n, const ag_var *inputs, const double *values)
 {
-    if (!t || t->status != AG_OK)
-        return t ? t->status : AG_ERR_ARG;
+    if (!t) {
+        ag_set_last_error("ag_tape_replay: t is NULL");
+        return AG_ERR_ARG;
+    }
+    if (t->status != AG_OK)
+        return t->status;
     if (t->n_entries > 0 || (t->scalar && t->scalar->n_src > 0)) {
         ag_fail(t, AG_ERR_STATE, "ag_tape_replay: the tape holds tensor ops; only scalar "
                 "programs replay");
         return t->status;
     }
+    if (n < 0)
+        return ag_fail(t, AG_ERR_ARG, "ag_tape_replay: n is %d (must be >= 0)", n), t->status;
+    if (n > 0 && (!inputs || !values))
+        return ag_fail(t, AG_ERR_ARG, "ag_tape_replay: %s is NULL (n is %d)",
+                       !inputs ? "inputs" : "values", n), t->status;
     ag_scalar_tape *s = t->scalar;
     for (int k = 0; k < n; k++) {
-        if (!valid(t, inputs[k], "ag_tape_replay"))
+        char arg[32];
+        snprintf(arg, sizeof arg, "inputs[%d]", k);
+        if (!valid(t, inputs[k], "ag_tape_replay", arg))
             return t->status;
         if (s->op[inputs[k].id] != S_INPUT) {
             ag_fail(t, AG_ERR_ARG, "ag_tape_replay: var %d is not an input", (int)inputs[k].id);
@@ -676,6 +787,9 @@ ag_status ag_tape_replay(ag_tape *t, int n, const ag_var *inputs, const double *
         }
         s->val[inputs[k].id] = values[k];
     }
+    if (!s) /* nothing recorded: nothing to replay */
+        return AG_OK;
+    s->adj_end = 0; /* the adjoints were for the old values */
     double *v = s->val;
     const int32_t *a0 = s->a0, *a1 = s->a1;
     for (int64_t i = 0; i < s->n; i++) {

@@ -3,7 +3,22 @@
  * backwards is a valid topological order: no sort, no recursion. */
 #include "autograd_internal.h"
 
+#include <stdatomic.h>
+
 #define BLOCK_MIN ((size_t)1 << 20)
+#define HEAD_BLOCK_MIN ((size_t)64 << 10)
+
+/* The next generation of any tape: unique in the process, and never 0 in
+ * its low 32 bits (which ag_var carries). */
+static uint64_t gen_next(void)
+{
+    static _Atomic uint64_t counter;
+    uint64_t g;
+    do
+        g = atomic_fetch_add(&counter, 1) + 1;
+    while ((uint32_t)g == 0);
+    return g;
+}
 
 ag_tape *ag_tape_new(void)
 {
@@ -12,19 +27,45 @@ ag_tape *ag_tape_new(void)
         ag_set_last_error("ag_tape_new: out of memory");
         return NULL;
     }
+    t->gen = gen_next();
+    t->arena.block_min = BLOCK_MIN;
+    t->heads[0].block_min = t->heads[1].block_min = HEAD_BLOCK_MIN;
     t->grad_enabled = true;
     return t;
 }
 
+static void arena_free(ag_arena *a)
+{
+    for (ag_block *b = a->first, *next; b; b = next) {
+        next = b->next;
+        ag_mem_free(b);
+    }
+}
+
+static void arena_rewind(ag_arena *a)
+{
+    a->cur = a->first;
+    if (a->cur)
+        a->cur->used = 0;
+}
+
+static size_t arena_used(const ag_arena *a)
+{
+    size_t n = 0;
+    if (!a->cur)
+        return 0;
+    for (ag_block *b = a->first; b != a->cur; b = b->next)
+        n += b->size;
+    return n + a->cur->used;
+}
 
 void ag_tape_free(ag_tape *tape)
 {
     if (!tape)
         return;
-    for (ag_block *b = tape->first, *next; b; b = next) {
-        next = b->next;
-        ag_mem_free(b);
-    }
+    arena_free(&tape->arena);
+    arena_free(&tape->heads[0]);
+    arena_free(&tape->heads[1]);
     ag_mem_free(tape->entries);
     ag_mem_free(tape->prof);
     ag_scalar_free(tape);
@@ -35,9 +76,10 @@ void ag_tape_reset(ag_tape *tape)
 {
     if (!tape)
         return;
-    tape->cur = tape->first;
-    if (tape->cur)
-        tape->cur->used = 0;
+    tape->gen = gen_next();
+    tape->hpar ^= 1;
+    arena_rewind(&tape->arena);
+    arena_rewind(&tape->heads[tape->hpar]); /* the headers of two steps ago */
     tape->n_entries = 0;
     ag_scalar_reset(tape);
     tape->status = AG_OK;
@@ -50,10 +92,29 @@ void ag_tape_set_grad_enabled(ag_tape *tape, bool on)
         tape->grad_enabled = on;
 }
 
-bool ag_tape_grad_enabled(const ag_tape *tape) { return tape && tape->grad_enabled; }
+/* For the accessors: false, with ag_last_error naming fn, for a NULL tape. */
+static bool present(const ag_tape *tape, const char *fn)
+{
+    if (!tape)
+        ag_set_last_error("%s: tape is NULL", fn);
+    return tape != NULL;
+}
+
+bool ag_tape_grad_enabled(const ag_tape *tape)
+{
+    return present(tape, "ag_tape_grad_enabled") && tape->grad_enabled;
+}
 ag_status ag_tape_status(const ag_tape *tape) { return tape ? tape->status : AG_ERR_ARG; }
-int64_t ag_tape_entries(const ag_tape *tape) { return tape ? tape->n_entries : 0; }
-size_t ag_tape_bytes_reserved(const ag_tape *tape) { return tape ? tape->reserved : 0; }
+int64_t ag_tape_entries(const ag_tape *tape)
+{
+    return present(tape, "ag_tape_entries") ? tape->n_entries : 0;
+}
+size_t ag_tape_bytes_reserved(const ag_tape *tape)
+{
+    if (!present(tape, "ag_tape_bytes_reserved"))
+        return 0;
+    return tape->arena.reserved + tape->heads[0].reserved + tape->heads[1].reserved;
+}
 
 const char *ag_tape_error(const ag_tape *tape)
 {
@@ -64,12 +125,9 @@ const char *ag_tape_error(const ag_tape *tape)
 
 size_t ag_tape_bytes_used(const ag_tape *tape)
 {
-    size_t n = 0;
-    if (!tape || !tape->cur)
+    if (!present(tape, "ag_tape_bytes_used"))
         return 0;
-    for (ag_block *b = tape->first; b != tape->cur; b = b->next)
-        n += b->size;
-    return n + tape->cur->used;
+    return arena_used(&tape->arena) + arena_used(&tape->heads[tape->hpar]);
 }
 
 void *ag_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
@@ -89,6 +147,8 @@ void *ag_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
 
 void *ag_tape_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
 {
+    if (!fmt)
+        return ag_fail(tape, s, "ag_tape_fail: fmt is NULL");
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
@@ -112,11 +172,29 @@ static ag_block *block_new(size_t size)
     return b;
 }
 
+/* The other side of a header arena grows with it (a block of the same
+ * size at its end), so the step after the first allocates nothing
+ * either.  Best effort: a side that could not grow now grows when used. */
+static void twin_grow(ag_tape *tape, const ag_arena *a, size_t size)
+{
+    ag_arena *twin = a == &tape->heads[0] ? &tape->heads[1]
+                   : a == &tape->heads[1] ? &tape->heads[0] : NULL;
+    if (!twin || twin->reserved >= a->reserved)
+        return;
+    ag_block *nb = block_new(size), **end = &twin->first;
+    if (!nb)
+        return;
+    while (*end)
+        end = &(*end)->next;
+    *end = nb;
+    twin->reserved += size;
+}
+
 /* Slow path: moves on to the blocks an earlier step left behind, and
  * appends a new block only when none of them fits. */
-static void *arena_next_block(ag_tape *tape, size_t size)
+void *ag_arena_next_block(ag_tape *tape, ag_arena *a, size_t size)
 {
-    ag_block *b = tape->cur;
+    ag_block *b = a->cur;
     while (b && b->next) {
         b = b->next;
         b->used = 0;
@@ -124,23 +202,24 @@ static void *arena_next_block(ag_tape *tape, size_t size)
             break;
     }
     if (!b || b->size - b->used < size) {
-        size_t want = tape->reserved > BLOCK_MIN ? tape->reserved : BLOCK_MIN;
+        size_t want = a->reserved > a->block_min ? a->reserved : a->block_min;
         if (want < size)
             want = size;
         ag_block *nb = block_new(want);
         if (!nb)
             return ag_fail(tape, AG_ERR_NOMEM, "tape arena: out of memory for %zu bytes",
                            size);
-        tape->reserved += want;
+        a->reserved += want;
         if (b) {
             nb->next = b->next;
             b->next = nb;
         } else {
-            tape->first = nb;
+            a->first = nb;
         }
         b = nb;
+        twin_grow(tape, a, want);
     }
-    tape->cur = b;
+    a->cur = b;
     void *p = b->mem + b->used;
     b->used += size;
     return p;
@@ -148,15 +227,7 @@ static void *arena_next_block(ag_tape *tape, size_t size)
 
 void *ag_arena_alloc_align(ag_tape *tape, size_t size, size_t align)
 {
-    ag_block *b = tape->cur;
-    if (b) {
-        size_t at = (b->used + align - 1) & ~(align - 1);
-        if (at + size <= b->size) {
-            b->used = at + size;
-            return b->mem + at;
-        }
-    }
-    return arena_next_block(tape, (size + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN);
+    return ag_arena_take(tape, &tape->arena, size, align);
 }
 
 void *ag_arena_alloc(ag_tape *tape, size_t size)
@@ -174,6 +245,26 @@ void *ag_arena_calloc(ag_tape *tape, size_t size)
 
 /* ---- recording ---- */
 
+/* Why x (not live) is refused; keeps AG_ERR_STATE and returns false. */
+static bool dead_tensor(ag_tape *tape, const ag_tensor *x, const char *fn, const char *arg)
+{
+    if (x->tape == tape)
+        ag_fail(tape, AG_ERR_STATE, "%s: %s is a tape tensor from before ag_tape_reset "
+                "(tape tensors live one step)", fn, arg);
+    else
+        ag_fail(tape, AG_ERR_STATE, "%s: %s belongs to another tape", fn, arg);
+    return false;
+}
+
+bool ag_check_live(ag_tape *tape, const ag_tensor *x, const char *fn, const char *arg)
+{
+    if (!x) {
+        ag_fail(tape, AG_ERR_NULL, "%s: %s is NULL", fn, arg);
+        return false;
+    }
+    return ag_is_live(tape, x) || dead_tensor(tape, x, fn, arg);
+}
+
 bool ag_check_inputs(ag_tape *tape, const char *op, int n, ag_tensor *const *in)
 {
     if (!tape) {
@@ -187,9 +278,10 @@ bool ag_check_inputs(ag_tape *tape, const char *op, int n, ag_tensor *const *in)
             ag_fail(tape, AG_ERR_NULL, "%s: input #%d is NULL", op, i + 1);
             return false;
         }
-        if (in[i]->tape && in[i]->tape != tape) {
-            ag_fail(tape, AG_ERR_ARG, "%s: input #%d belongs to another tape", op, i + 1);
-            return false;
+        if (!ag_is_live(tape, in[i])) {
+            char arg[32];
+            snprintf(arg, sizeof arg, "input #%d", i + 1);
+            return dead_tensor(tape, in[i], op, arg);
         }
     }
     return true;
@@ -235,8 +327,82 @@ static ag_entry *entry_append(ag_tape *tape)
     return &tape->entries[tape->n_entries++];
 }
 
+/* A checksum of x's data, for anomaly mode's check of unmarked writes. */
+static uint64_t data_sum(const ag_tensor *x)
+{
+    const unsigned char *p = x->data;
+    size_t n = (size_t)x->numel * ag_dtype_size(x->dtype), i = 0;
+    uint64_t h = 0x9e3779b97f4a7c15u ^ n;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x100000001b3u;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3u;
+    return h;
+}
+
+/* A recorded entry's copy of its inputs, their versions and (anomaly
+ * mode) the checksums of the persistent ones, in the arena. */
+static bool save_inputs(ag_tape *tape, ag_entry *e, const ag_op_call *c)
+{
+    size_t n = (size_t)c->n_in;
+    e->in = ag_arena_alloc_align(tape, n * (sizeof *e->in + sizeof *e->ver), 16);
+    if (!e->in)
+        return false;
+    memcpy(e->in, c->in, n * sizeof *e->in);
+    e->ver = (uint64_t *)(e->in + n);
+    for (size_t k = 0; k < n; k++)
+        e->ver[k] = c->in[k]->version;
+    if (!tape->anomaly)
+        return true;
+    if (!(e->sum = ag_arena_alloc_align(tape, n * sizeof *e->sum, 16)))
+        return false;
+    for (size_t k = 0; k < n; k++)
+        e->sum[k] = c->in[k]->persistent ? data_sum(c->in[k]) : 0;
+    return true;
+}
+
+static bool input_changed(ag_tape *tape, const ag_entry *e, int k, const char *fn,
+                          bool unmarked)
+{
+    const ag_tensor *x = e->in[k];
+    char who[160];
+    if (x->name)
+        snprintf(who, sizeof who, "%s (input #%d of %s)", x->name, k + 1, e->op->name);
+    else
+        snprintf(who, sizeof who, "input #%d of %s", k + 1, e->op->name);
+    if (unmarked)
+        ag_fail(tape, AG_ERR_STATE, "%s: %s was written through ag_data after it was "
+                "recorded (anomaly mode: its data checksum changed); write before "
+                "recording, and call ag_tensor_mark_modified after such writes", fn, who);
+    else
+        ag_fail(tape, AG_ERR_STATE, "%s: %s was modified after it was recorded (version "
+                "%llu, recorded at %llu): an optimizer step, ag_set or a write marked with "
+                "ag_tensor_mark_modified between forward and backward", fn, who,
+                (unsigned long long)x->version, (unsigned long long)e->ver[k]);
+    return false;
+}
+
+bool ag_entry_inputs_unchanged(ag_tape *tape, const ag_entry *e, const char *fn)
+{
+    for (int k = 0; k < e->n_in; k++)
+        if (e->in[k]->version != e->ver[k])
+            return input_changed(tape, e, k, fn, false);
+    for (int k = 0; e->sum && k < e->n_in; k++)
+        if (e->in[k]->persistent && data_sum(e->in[k]) != e->sum[k])
+            return input_changed(tape, e, k, fn, true);
+    return true;
+}
+
 ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
 {
+    /* the profiler charges the op with everything from here on */
+    ag_debug_mark m = {0, 0};
+    if (tape->debug)
+        m = ag_debug_begin(tape);
     ag_tensor *out = ag_tensor_tape(tape, c->dtype, c->ndim, c->shape);
     if (!out)
         return NULL;
@@ -255,13 +421,10 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
     e->line = 0;
     e->n_in = c->n_in;
     e->in = (ag_tensor **)c->in;
-    if (record) {
-        e->in = ag_arena_alloc_align(tape, (size_t)c->n_in * sizeof *e->in, 16);
-        if (!e->in) {
-            tape->n_entries--;
-            return NULL;
-        }
-        memcpy(e->in, c->in, (size_t)c->n_in * sizeof *e->in);
+    e->ver = e->sum = NULL;
+    if (record && !save_inputs(tape, e, c)) {
+        tape->n_entries--;
+        return NULL;
     }
     AG_ASSERT(c->attr_size <= sizeof e->attr);
     if (c->attr_size)
@@ -273,7 +436,6 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
         return NULL;
     }
     if (tape->debug) {
-        ag_debug_mark m = ag_debug_begin(tape);
         c->def->forward(e);
         ag_debug_forward(tape, e, m);
         if (tape->status != AG_OK)
@@ -338,7 +500,7 @@ void *ag_grad_data(ag_tape *tape, ag_tensor *x)
     return g->data;
 }
 
-void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end)
+void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end, const char *fn)
 {
     /* scalar ops recorded after entry i run before it in reverse */
     int64_t s_hi = s_end;
@@ -349,6 +511,8 @@ void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end)
             s_hi = e->smark;
         }
         if (e->out->grad) {
+            if (!ag_entry_inputs_unchanged(tape, e, fn))
+                return;
             if (tape->debug)
                 ag_debug_backward(tape, e);
             else
@@ -359,7 +523,8 @@ void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end)
         ag_scalar_reverse(tape, 0, s_hi);
 }
 
-static ag_status backward_from(ag_tape *tape, ag_tensor *root, const ag_tensor *seed)
+static ag_status backward_from(ag_tape *tape, ag_tensor *root, const ag_tensor *seed,
+                               const char *fn)
 {
     /* tape gradients start afresh on each sweep; persistent ones accumulate */
     for (int64_t i = 0; i < tape->n_entries; i++)
@@ -376,7 +541,7 @@ static ag_status backward_from(ag_tape *tape, ag_tensor *root, const ag_tensor *
         else
             ((float *)g)[i] += seed ? (float)ag_get(seed, i) : 1.0f;
     }
-    ag_sweep(tape, tape->n_entries, n_scalar);
+    ag_sweep(tape, tape->n_entries, n_scalar, fn);
     return tape->status;
 }
 
@@ -388,14 +553,8 @@ static bool backward_checks(ag_tape *tape, const ag_tensor *root, const char *fn
     }
     if (tape->status != AG_OK)
         return false;
-    if (!root) {
-        ag_fail(tape, AG_ERR_NULL, "%s: root is NULL", fn);
+    if (!ag_check_live(tape, root, fn, "root"))
         return false;
-    }
-    if (root->tape && root->tape != tape) {
-        ag_fail(tape, AG_ERR_ARG, "%s: root belongs to another tape", fn);
-        return false;
-    }
     if (!root->requires_grad) {
         ag_fail(tape, AG_ERR_STATE,
                 "%s: root does not depend on any tensor that requires grad "
@@ -417,17 +576,15 @@ ag_status ag_backward(ag_tape *tape, ag_tensor *root)
                 (long long)root->numel);
         return tape->status;
     }
-    return backward_from(tape, root, NULL);
+    return backward_from(tape, root, NULL, "ag_backward");
 }
 
 ag_status ag_backward_seeded(ag_tape *tape, ag_tensor *root, const ag_tensor *seed)
 {
     if (!backward_checks(tape, root, "ag_backward_seeded"))
         return tape ? tape->status : AG_ERR_ARG;
-    if (!seed) {
-        ag_fail(tape, AG_ERR_NULL, "ag_backward_seeded: seed is NULL");
+    if (!ag_check_live(tape, seed, "ag_backward_seeded", "seed"))
         return tape->status;
-    }
     if (!ag_same_shape(root, seed) || root->dtype != seed->dtype) {
         char b1[128], b2[128];
         ag_fail(tape, AG_ERR_SHAPE,
@@ -436,5 +593,5 @@ ag_status ag_backward_seeded(ag_tape *tape, ag_tensor *root, const ag_tensor *se
                 ag_shape_str(root, b2, sizeof b2), root->dtype == AG_F64 ? "f64" : "f32");
         return tape->status;
     }
-    return backward_from(tape, root, seed);
+    return backward_from(tape, root, seed, "ag_backward_seeded");
 }

@@ -4,7 +4,22 @@
 
 #include <math.h>
 
-size_t ag_dtype_size(ag_dtype dt) { return dt == AG_F64 ? sizeof(double) : sizeof(float); }
+size_t ag_dtype_size(ag_dtype dt)
+{
+    if (dt != AG_F32 && dt != AG_F64) {
+        ag_set_last_error("ag_dtype_size: unknown dtype %d", (int)dt);
+        return 0;
+    }
+    return dt == AG_F64 ? sizeof(double) : sizeof(float);
+}
+
+/* For the accessors: false, with ag_last_error naming fn, for a NULL t. */
+static bool present(const ag_tensor *t, const char *fn)
+{
+    if (!t)
+        ag_set_last_error("%s: t is NULL", fn);
+    return t != NULL;
+}
 
 char *ag_fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape)
 {
@@ -23,6 +38,10 @@ char *ag_fmt_shape(char *buf, size_t n, int ndim, const int64_t *shape)
 
 char *ag_shape_str(const ag_tensor *t, char *buf, size_t n)
 {
+    if (!buf) {
+        ag_set_last_error("ag_shape_str: buf is NULL");
+        return NULL;
+    }
     if (!t) {
         snprintf(buf, n, "(null)");
         return buf;
@@ -221,12 +240,13 @@ void ag_tensor_set_name(ag_tensor *t, const char *name)
         memcpy(t->name, name, n);
 }
 
-const char *ag_tensor_name(const ag_tensor *t) { return t ? t->name : NULL; }
+const char *ag_tensor_name(const ag_tensor *t)
+{
+    return present(t, "ag_tensor_name") ? t->name : NULL;
+}
 
-/* Header and data in one arena allocation; the header is padded to a
- * multiple of AG_ALIGN so the data stays aligned. */
-#define TAPE_HEADER ((sizeof(ag_tensor) + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN)
-
+/* The header in this step's header slot (see ag_tape), the data in the
+ * arena, AG_ALIGN-aligned. */
 ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape)
 {
     int64_t numel = 1;
@@ -237,12 +257,12 @@ ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *s
             return ag_fail(tape, AG_ERR_SHAPE, "tape tensor: bad shape");
         numel *= shape[i];
     }
-    unsigned char *mem =
-        ag_arena_alloc(tape, TAPE_HEADER + (size_t)numel * ag_dtype_size(dt));
-    if (!mem)
+    size_t bytes = (size_t)numel * ag_dtype_size(dt);
+    ag_tensor *t = ag_arena_header(tape);
+    void *data = t ? ag_arena_take(tape, &tape->arena, bytes ? bytes : 1, AG_ALIGN) : NULL;
+    if (!data)
         return NULL;
-    ag_tensor *t = (ag_tensor *)mem;
-    t->data = mem + TAPE_HEADER;
+    t->data = data;
     t->grad = NULL;
     t->tape = tape;
     t->numel = numel;
@@ -255,15 +275,21 @@ ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *s
     t->name = NULL;
     t->mark = t->sgrad_id = 0;
     t->sgrad = NULL;
+    t->version = 0;
+    t->gen = tape->gen;
     return t;
 }
 
 ag_tensor *ag_tape_tensor(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape)
 {
-    if (!tape)
+    if (!tape) {
+        ag_set_last_error("ag_tape_tensor: tape is NULL");
         return NULL;
+    }
     if (dt != AG_F32 && dt != AG_F64)
         return ag_fail(tape, AG_ERR_DTYPE, "ag_tape_tensor: unknown dtype %d", (int)dt);
+    if (ndim > 0 && !shape)
+        return ag_fail(tape, AG_ERR_ARG, "ag_tape_tensor: shape is NULL (ndim %d)", ndim);
     ag_tensor *t = ag_tensor_tape(tape, dt, ndim, shape);
     if (t)
         memset(t->data, 0, (size_t)t->numel * ag_dtype_size(dt));
@@ -278,17 +304,42 @@ void ag_set_requires_grad(ag_tensor *t, bool on)
         t->requires_grad = on;
 }
 
-bool ag_requires_grad(const ag_tensor *t) { return t && t->requires_grad; }
-int ag_ndim(const ag_tensor *t) { return t ? t->ndim : 0; }
-const int64_t *ag_shape(const ag_tensor *t) { return t ? t->shape : NULL; }
-int64_t ag_numel(const ag_tensor *t) { return t ? t->numel : 0; }
-ag_dtype ag_dtype_of(const ag_tensor *t) { return t ? t->dtype : AG_F32; }
-void *ag_data(ag_tensor *t) { return t ? t->data : NULL; }
-const void *ag_data_const(const ag_tensor *t) { return t ? t->data : NULL; }
-ag_tensor *ag_grad(const ag_tensor *t) { return t ? t->grad : NULL; }
+bool ag_requires_grad(const ag_tensor *t)
+{
+    return present(t, "ag_requires_grad") && t->requires_grad;
+}
+bool ag_tensor_is_persistent(const ag_tensor *t)
+{
+    return present(t, "ag_tensor_is_persistent") && t->persistent;
+}
+int ag_ndim(const ag_tensor *t) { return present(t, "ag_ndim") ? t->ndim : 0; }
+const int64_t *ag_shape(const ag_tensor *t) { return present(t, "ag_shape") ? t->shape : NULL; }
+int64_t ag_numel(const ag_tensor *t) { return present(t, "ag_numel") ? t->numel : 0; }
+ag_dtype ag_dtype_of(const ag_tensor *t) { return present(t, "ag_dtype_of") ? t->dtype : AG_F32; }
+void *ag_data(ag_tensor *t) { return present(t, "ag_data") ? t->data : NULL; }
+const void *ag_data_const(const ag_tensor *t)
+{
+    return present(t, "ag_data_const") ? t->data : NULL;
+}
+ag_tensor *ag_grad(const ag_tensor *t) { return present(t, "ag_grad") ? t->grad : NULL; }
+
+/* For ag_get / ag_set: t present and i inside it. */
+static bool element(const ag_tensor *t, int64_t i, const char *fn)
+{
+    if (!present(t, fn))
+        return false;
+    if (i < 0 || i >= t->numel) {
+        ag_set_last_error("%s: i = %lld is outside [0, %lld)", fn, (long long)i,
+                          (long long)t->numel);
+        return false;
+    }
+    return true;
+}
 
 double ag_get(const ag_tensor *t, int64_t i)
 {
+    if (!element(t, i, "ag_get"))
+        return NAN;
     return t->dtype == AG_F64 ? ((const double *)t->data)[i]
                               : (double)((const float *)t->data)[i];
 }
@@ -301,6 +352,9 @@ void ag_tensor_mark_modified(ag_tensor *t)
 
 void ag_set(ag_tensor *t, int64_t i, double v)
 {
+    if (!element(t, i, "ag_set"))
+        return;
+    t->version += t->persistent; /* a write, as ag_tensor_mark_modified */
     if (t->dtype == AG_F64)
         ((double *)t->data)[i] = v;
     else
@@ -315,9 +369,12 @@ void ag_zero_grad(ag_tensor *t)
 
 double ag_item(const ag_tensor *t)
 {
-    if (!t || t->numel != 1) {
-        ag_set_last_error("ag_item: tensor has %lld elements, not 1",
-                          t ? (long long)t->numel : 0LL);
+    if (!t) {
+        ag_set_last_error("ag_item: t is NULL");
+        return NAN;
+    }
+    if (t->numel != 1) {
+        ag_set_last_error("ag_item: t has %lld elements, not 1", (long long)t->numel);
         return NAN;
     }
     return ag_get(t, 0);

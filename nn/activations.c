@@ -4,8 +4,16 @@
 
 #include <math.h>
 
+/* Also false for a NULL tape (ag_last_error naming fn) and for a tape that
+ * keeps an error already (every op would return NULL at once). */
 bool nn_check_input(ag_tape *t, const char *fn, const ag_tensor *x)
 {
+    if (!t) {
+        ag_set_last_error("%s: tape is NULL", fn);
+        return false;
+    }
+    if (ag_tape_status(t) != AG_OK)
+        return false;
     if (!x) {
         ag_tape_fail(t, AG_ERR_NULL, "%s: input is NULL (an earlier op failed?)", fn);
         return false;
@@ -23,11 +31,16 @@ bool nn_check_dtype(ag_tape *t, const char *fn, const ag_tensor *x, ag_dtype dt)
     return true;
 }
 
-ag_tensor *nn_relu(ag_tape *t, ag_tensor *x) { return ag_relu(t, x); }
+/* The wrappers check their arguments themselves, so a message names the
+ * nn_ function the user called, not the op inside. */
+ag_tensor *nn_relu(ag_tape *t, ag_tensor *x)
+{
+    return nn_check_input(t, "nn_relu", x) ? ag_relu(t, x) : NULL;
+}
 
 ag_tensor *nn_leaky_relu(ag_tape *t, ag_tensor *x, double slope)
 {
-    return ag_leaky_relu(t, x, slope);
+    return nn_check_input(t, "nn_leaky_relu", x) ? ag_leaky_relu(t, x, slope) : NULL;
 }
 
 /* A constant of x's shape and dtype: 1 where x > 0, else 0. */
@@ -56,17 +69,30 @@ ag_tensor *nn_elu(ag_tape *t, ag_tensor *x, double alpha)
 
 ag_tensor *nn_gelu(ag_tape *t, ag_tensor *x, bool tanh_approx)
 {
+    if (!nn_check_input(t, "nn_gelu", x))
+        return NULL;
     return tanh_approx ? ag_gelu_tanh(t, x) : ag_gelu(t, x);
 }
 
-ag_tensor *nn_silu(ag_tape *t, ag_tensor *x) { return ag_mul(t, x, ag_sigmoid(t, x)); }
+ag_tensor *nn_silu(ag_tape *t, ag_tensor *x)
+{
+    return nn_check_input(t, "nn_silu", x) ? ag_mul(t, x, ag_sigmoid(t, x)) : NULL;
+}
 
-ag_tensor *nn_tanh(ag_tape *t, ag_tensor *x) { return ag_tanh(t, x); }
+ag_tensor *nn_tanh(ag_tape *t, ag_tensor *x)
+{
+    return nn_check_input(t, "nn_tanh", x) ? ag_tanh(t, x) : NULL;
+}
 
-ag_tensor *nn_sigmoid(ag_tape *t, ag_tensor *x) { return ag_sigmoid(t, x); }
+ag_tensor *nn_sigmoid(ag_tape *t, ag_tensor *x)
+{
+    return nn_check_input(t, "nn_sigmoid", x) ? ag_sigmoid(t, x) : NULL;
+}
 
 ag_tensor *nn_softplus(ag_tape *t, ag_tensor *x, double beta)
 {
+    if (!nn_check_input(t, "nn_softplus", x))
+        return NULL;
     if (!(beta > 0))
         return ag_tape_fail(t, AG_ERR_ARG, "nn_softplus: beta %g must be > 0", beta);
     if (beta == 1.0)
@@ -75,15 +101,20 @@ ag_tensor *nn_softplus(ag_tape *t, ag_tensor *x, double beta)
     return ag_mul_scalar(t, ag_softplus(t, ag_mul_scalar(t, x, beta)), 1.0 / beta);
 }
 
-ag_tensor *nn_softmax(ag_tape *t, ag_tensor *x, int axis) { return ag_softmax(t, x, axis); }
+ag_tensor *nn_softmax(ag_tape *t, ag_tensor *x, int axis)
+{
+    return nn_check_input(t, "nn_softmax", x) ? ag_softmax(t, x, axis) : NULL;
+}
 
 ag_tensor *nn_log_softmax(ag_tape *t, ag_tensor *x, int axis)
 {
-    return ag_log_softmax(t, x, axis);
+    return nn_check_input(t, "nn_log_softmax", x) ? ag_log_softmax(t, x, axis) : NULL;
 }
 
 ag_tensor *nn_activate(ag_tape *t, nn_activation act, ag_tensor *x)
 {
+    if (!nn_check_input(t, "nn_activate", x))
+        return NULL;   /* also for NN_ACT_NONE, which returns x itself */
     switch (act) {
     case NN_ACT_NONE: return x;
     case NN_ACT_RELU: return ag_relu(t, x);

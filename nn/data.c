@@ -7,11 +7,13 @@
  * memory), reached through data_alloc / data_free below and nowhere else. */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define NN_PATH_MAX 4096
@@ -72,6 +74,7 @@ size_t nn_idx_type_size(nn_idx_type t)
     case NN_IDX_I32: case NN_IDX_F32: return 4;
     case NN_IDX_F64: return 8;
     }
+    ag_set_last_error("nn_idx_type_size: t = %d is no IDX type code", (int)t);
     return 0;
 }
 
@@ -83,14 +86,45 @@ void nn_idx_free(nn_idx *a)
     data_free(a);
 }
 
-nn_idx_type nn_idx_type_of(const nn_idx *a) { return a->type; }
-int nn_idx_ndim(const nn_idx *a) { return a->ndim; }
-const int64_t *nn_idx_shape(const nn_idx *a) { return a->shape; }
-int64_t nn_idx_numel(const nn_idx *a) { return a->numel; }
-const void *nn_idx_data(const nn_idx *a) { return a->data; }
+/* For the accessors: false, with the message, when obj is NULL. */
+static bool present(const void *obj, const char *fn, const char *arg)
+{
+    if (!obj)
+        ag_set_last_error("%s: %s is NULL", fn, arg);
+    return obj != NULL;
+}
+
+nn_idx_type nn_idx_type_of(const nn_idx *a)
+{
+    return present(a, "nn_idx_type_of", "a") ? a->type : (nn_idx_type)0;
+}
+
+int nn_idx_ndim(const nn_idx *a) { return present(a, "nn_idx_ndim", "a") ? a->ndim : 0; }
+
+const int64_t *nn_idx_shape(const nn_idx *a)
+{
+    return present(a, "nn_idx_shape", "a") ? a->shape : NULL;
+}
+
+int64_t nn_idx_numel(const nn_idx *a)
+{
+    return present(a, "nn_idx_numel", "a") ? a->numel : 0;
+}
+
+const void *nn_idx_data(const nn_idx *a)
+{
+    return present(a, "nn_idx_data", "a") ? a->data : NULL;
+}
 
 double nn_idx_get(const nn_idx *a, int64_t i)
 {
+    if (!present(a, "nn_idx_get", "a"))
+        return NAN;
+    if (i < 0 || i >= a->numel) {
+        ag_set_last_error("nn_idx_get: i = %lld is outside [0, %lld)", (long long)i,
+                          (long long)a->numel);
+        return NAN;
+    }
     switch (a->type) {
     case NN_IDX_U8: return ((const uint8_t *)a->data)[i];
     case NN_IDX_I8: return ((const int8_t *)a->data)[i];
@@ -105,6 +139,7 @@ double nn_idx_get(const nn_idx *a, int64_t i)
 /* An open file (gzipped or plain: zlib reads both) and what was read. */
 typedef struct idx_reader {
     gzFile f;
+    const char *fn;   /* the public function called, for messages */
     const char *path;
     int64_t offset; /* uncompressed bytes read so far */
 } idx_reader;
@@ -127,18 +162,21 @@ static ag_status reader_read(idx_reader *r, void *buf, size_t n, size_t *got)
         int zerr = Z_OK;
         const char *zmsg = gzerror(r->f, &zerr);
         if (zerr == Z_ERRNO)
-            return data_error(AG_ERR_IO, "nn_idx_load: %s: read failed after %lld bytes",
-                              r->path, (long long)r->offset);
+            return data_error(AG_ERR_IO, "%s: %s: read failed after %lld bytes",
+                              r->fn, r->path, (long long)r->offset);
         if (zerr == Z_BUF_ERROR)
             return data_error(AG_ERR_FORMAT,
-                              "nn_idx_load: %s: gzip stream truncated after %lld bytes",
-                              r->path, (long long)r->offset);
-        size_t plen = strlen(r->path); /* zlib says "path: why" */
-        if (zmsg && strncmp(zmsg, r->path, plen) == 0 && strncmp(zmsg + plen, ": ", 2) == 0)
-            zmsg += plen + 2;
+                              "%s: %s: gzip stream truncated after %lld bytes",
+                              r->fn, r->path, (long long)r->offset);
+        /* zlib says "<fd:N>: why" (gzdopen) or "path: why" */
+        const char *colon = zmsg ? strstr(zmsg, ": ") : NULL;
+        size_t plen = strlen(r->path);
+        if (colon && (strncmp(zmsg, "<fd:", 4) == 0 ||
+                      ((size_t)(colon - zmsg) == plen && strncmp(zmsg, r->path, plen) == 0)))
+            zmsg = colon + 2;
         if (zerr != Z_OK || k < 0)
-            return data_error(AG_ERR_FORMAT, "nn_idx_load: %s: corrupt gzip data (%s)",
-                              r->path, zmsg ? zmsg : "zlib error");
+            return data_error(AG_ERR_FORMAT, "%s: %s: corrupt gzip data (%s)",
+                              r->fn, r->path, zmsg ? zmsg : "zlib error");
         break; /* end of file */
     }
     return AG_OK;
@@ -159,30 +197,30 @@ static ag_status idx_read_header(idx_reader *r, nn_idx *a)
         return s;
     if (got < 4)
         return data_error(AG_ERR_FORMAT,
-                          "nn_idx_load: %s: %zu bytes, too short for the 4-byte IDX magic",
-                          r->path, got);
+                          "%s: %s: %zu bytes, too short for the 4-byte IDX magic",
+                          r->fn, r->path, got);
     if (head[0] != 0 || head[1] != 0)
         return data_error(AG_ERR_FORMAT,
-                          "nn_idx_load: %s: bad magic %02x %02x %02x %02x (an IDX file "
+                          "%s: %s: bad magic %02x %02x %02x %02x (an IDX file "
                           "starts with 00 00, a type code and the number of dims)",
-                          r->path, head[0], head[1], head[2], head[3]);
+                          r->fn, r->path, head[0], head[1], head[2], head[3]);
     a->type = (nn_idx_type)head[2];
     size_t esize = nn_idx_type_size(a->type);
     if (esize == 0)
         return data_error(AG_ERR_FORMAT,
-                          "nn_idx_load: %s: unknown type code 0x%02x (expected 08 u8, 09 i8, "
-                          "0B i16, 0C i32, 0D f32 or 0E f64)", r->path, head[2]);
+                          "%s: %s: unknown type code 0x%02x (expected 08 u8, 09 i8, "
+                          "0B i16, 0C i32, 0D f32 or 0E f64)", r->fn, r->path, head[2]);
     a->ndim = head[3];
     if (a->ndim < 1 || a->ndim > NN_IDX_MAX_DIMS)
-        return data_error(AG_ERR_FORMAT, "nn_idx_load: %s: %d dims (expected 1 to %d)",
-                          r->path, a->ndim, NN_IDX_MAX_DIMS);
+        return data_error(AG_ERR_FORMAT, "%s: %s: %d dims (expected 1 to %d)",
+                          r->fn, r->path, a->ndim, NN_IDX_MAX_DIMS);
     size_t dbytes = 4 * (size_t)a->ndim;
     if ((s = reader_read(r, head + 4, dbytes, &got)) != AG_OK)
         return s;
     if (got < dbytes)
         return data_error(AG_ERR_FORMAT,
-                          "nn_idx_load: %s: header truncated: %d dims need %zu bytes, "
-                          "the file has %zu", r->path, a->ndim, dbytes, got);
+                          "%s: %s: header truncated: %d dims need %zu bytes, "
+                          "the file has %zu", r->fn, r->path, a->ndim, dbytes, got);
     bool zero = false;
     for (int i = 0; i < a->ndim; i++) {
         a->shape[i] = be32(head + 4 + 4 * i);
@@ -193,14 +231,14 @@ static ag_status idx_read_header(idx_reader *r, nn_idx *a)
     for (int i = 0; i < a->ndim && !zero; i++) {
         if (__builtin_mul_overflow(numel, (uint64_t)a->shape[i], &numel))
             return data_error(AG_ERR_FORMAT,
-                              "nn_idx_load: %s: the product of the %d dims overflows 64 bits",
-                              r->path, a->ndim);
+                              "%s: %s: the product of the %d dims overflows 64 bits",
+                              r->fn, r->path, a->ndim);
     }
     if (!zero && numel > (uint64_t)NN_IDX_MAX_BYTES / esize)
         return data_error(AG_ERR_FORMAT,
-                          "nn_idx_load: %s: dims promise %llu elements of %zu bytes, over "
-                          "the %lld-byte limit", r->path, (unsigned long long)numel, esize,
-                          (long long)NN_IDX_MAX_BYTES);
+                          "%s: %s: dims promise %llu elements of %zu bytes, over "
+                          "the %lld-byte limit", r->fn, r->path, (unsigned long long)numel,
+                          esize, (long long)NN_IDX_MAX_BYTES);
     a->numel = zero ? 0 : (int64_t)numel;
     return AG_OK;
 }
@@ -212,16 +250,16 @@ static ag_status idx_read_data(idx_reader *r, nn_idx *a, size_t bytes)
     size_t cap = bytes < NN_READ_FIRST ? bytes : NN_READ_FIRST, have = 0;
     unsigned char *buf = bytes ? data_alloc(cap) : NULL;
     if (bytes && !buf)
-        return data_error(AG_ERR_NOMEM, "nn_idx_load: %s: no memory for %zu bytes",
-                          r->path, cap);
+        return data_error(AG_ERR_NOMEM, "%s: %s: no memory for %zu bytes",
+                          r->fn, r->path, cap);
     ag_status s = AG_OK;
     while (have < bytes) {
         if (have == cap) { /* grow: double, up to what the header promised */
             size_t ncap = cap > bytes / 2 ? bytes : 2 * cap;
             unsigned char *nbuf = data_alloc(ncap);
             if (!nbuf) {
-                s = data_error(AG_ERR_NOMEM, "nn_idx_load: %s: no memory for %zu bytes",
-                               r->path, ncap);
+                s = data_error(AG_ERR_NOMEM, "%s: %s: no memory for %zu bytes",
+                               r->fn, r->path, ncap);
                 break;
             }
             memcpy(nbuf, buf, have);
@@ -235,8 +273,8 @@ static ag_status idx_read_data(idx_reader *r, nn_idx *a, size_t bytes)
         have += got;
         if (have < cap) {
             s = data_error(AG_ERR_FORMAT,
-                           "nn_idx_load: %s: data truncated: the header promises %zu bytes "
-                           "of data, the file has %zu", r->path, bytes, have);
+                           "%s: %s: data truncated: the header promises %zu bytes "
+                           "of data, the file has %zu", r->fn, r->path, bytes, have);
             break;
         }
     }
@@ -244,8 +282,8 @@ static ag_status idx_read_data(idx_reader *r, nn_idx *a, size_t bytes)
     size_t got = 0;
     if (s == AG_OK && (s = reader_read(r, extra, sizeof extra, &got)) == AG_OK && got > 0)
         s = data_error(AG_ERR_FORMAT,
-                       "nn_idx_load: %s: trailing bytes after the %zu data bytes the "
-                       "header promises", r->path, bytes);
+                       "%s: %s: trailing bytes after the %zu data bytes the "
+                       "header promises", r->fn, r->path, bytes);
     if (s != AG_OK) {
         data_free(buf);
         return s;
@@ -272,40 +310,65 @@ static void idx_to_host(nn_idx *a)
         }
 }
 
-/* Opens path for reading: AG_ERR_IO (with the install hint) when missing. */
+/* What a path that is not a regular file is, for the message. */
+static const char *file_kind(mode_t m)
+{
+    return S_ISDIR(m) ? "a folder" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character "
+           "device" : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "special";
+}
+
+/* Opens path for reading if it is a regular file: AG_ERR_IO (with the
+ * install hint) when missing, AG_ERR_IO for a folder, FIFO or device.
+ * O_NONBLOCK keeps open() of a FIFO from waiting for a writer; it is
+ * cleared once fstat has shown a regular file. */
 static ag_status open_file(const char *fn, const char *path, gzFile *out)
 {
     char eb[128];
     struct stat st;
     *out = NULL;
-    if (stat(path, &st) != 0)
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return data_error(AG_ERR_IO, "%s: cannot open %s: %s%s", fn, path,
                           errno_str(errno, eb, sizeof eb), install_hint(path));
-    if (S_ISDIR(st.st_mode))
-        return data_error(AG_ERR_IO, "%s: %s is a folder, not a file", fn, path);
-    errno = 0;
-    *out = gzopen(path, "rb");
-    if (!*out)
-        return data_error(errno ? AG_ERR_IO : AG_ERR_NOMEM, "%s: cannot open %s: %s", fn,
-                          path, errno ? errno_str(errno, eb, sizeof eb) : "no memory");
+    int flags = 0;
+    ag_status s = AG_OK;
+    if (fstat(fd, &st) != 0)
+        s = data_error(AG_ERR_IO, "%s: cannot stat %s: %s", fn, path,
+                       errno_str(errno, eb, sizeof eb));
+    else if (!S_ISREG(st.st_mode))
+        s = data_error(AG_ERR_IO, "%s: %s is %s, not a regular file", fn, path,
+                       file_kind(st.st_mode));
+    else if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+        s = data_error(AG_ERR_IO, "%s: %s: cannot clear O_NONBLOCK: %s", fn, path,
+                       errno_str(errno, eb, sizeof eb));
+    if (s == AG_OK) {
+        errno = 0;
+        *out = gzdopen(fd, "rb"); /* takes fd */
+        if (!*out)
+            s = data_error(errno && errno != ENOMEM ? AG_ERR_IO : AG_ERR_NOMEM,
+                           "%s: cannot open %s: %s", fn, path,
+                           errno && errno != ENOMEM ? errno_str(errno, eb, sizeof eb)
+                                                    : "no memory");
+    }
+    if (s != AG_OK) {
+        close(fd);
+        return s;
+    }
     gzbuffer(*out, 1u << 17);
     return AG_OK;
 }
 
-ag_status nn_idx_load(const char *path, nn_idx **out)
+/* nn_idx_load for the public function fn, which messages name. */
+static ag_status idx_load(const char *fn, const char *path, nn_idx **out)
 {
-    if (out)
-        *out = NULL;
-    if (!path || !out)
-        return data_error(AG_ERR_ARG, "nn_idx_load: %s is NULL", path ? "out" : "path");
-    idx_reader r = {.path = path};
-    ag_status s = open_file("nn_idx_load", path, &r.f);
+    idx_reader r = {.fn = fn, .path = path};
+    ag_status s = open_file(fn, path, &r.f);
     if (s != AG_OK)
         return s;
     nn_idx *a = data_alloc(sizeof *a);
     if (!a) {
         gzclose(r.f);
-        return data_error(AG_ERR_NOMEM, "nn_idx_load: no memory");
+        return data_error(AG_ERR_NOMEM, "%s: no memory", fn);
     }
     memset(a, 0, sizeof *a);
     s = idx_read_header(&r, a);
@@ -319,6 +382,15 @@ ag_status nn_idx_load(const char *path, nn_idx **out)
     idx_to_host(a);
     *out = a;
     return AG_OK;
+}
+
+ag_status nn_idx_load(const char *path, nn_idx **out)
+{
+    if (out)
+        *out = NULL;
+    if (!path || !out)
+        return data_error(AG_ERR_ARG, "nn_idx_load: %s is NULL", path ? "out" : "path");
+    return idx_load("nn_idx_load", path, out);
 }
 
 /* ---- data sets -------------------------------------------------------------- */
@@ -340,8 +412,22 @@ void nn_dataset_free(nn_dataset *ds)
     data_free(ds);
 }
 
+/* True when an image of these dims has a pixel count that fits
+ * NN_IDX_MAX_BYTES: the product of its non-zero dims, overflow-checked (a
+ * zero dim makes the count 0 but does not excuse the others). */
+static bool image_dims_fit(int ndim, const int64_t *shape)
+{
+    int64_t f = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] > 0 && f > NN_IDX_MAX_BYTES / shape[i]))
+            return false;
+        f *= shape[i] > 0 ? shape[i] : 1;
+    }
+    return true;
+}
+
 /* An empty data set with room for n samples of an image shape that has
- * already been checked (F * n fits NN_IDX_MAX_BYTES). */
+ * already been checked (image_dims_fit, and F * n fits NN_IDX_MAX_BYTES). */
 static nn_dataset *dataset_alloc(int64_t n, int image_ndim, const int64_t *image_shape,
                                  int64_t classes)
 {
@@ -368,21 +454,48 @@ static nn_dataset *dataset_alloc(int64_t n, int image_ndim, const int64_t *image
     return ds;
 }
 
-int64_t nn_dataset_count(const nn_dataset *ds) { return ds->n; }
-int64_t nn_dataset_features(const nn_dataset *ds) { return ds->features; }
-int64_t nn_dataset_classes(const nn_dataset *ds) { return ds->classes; }
-const uint8_t *nn_dataset_images(const nn_dataset *ds) { return ds->images; }
-const int64_t *nn_dataset_labels(const nn_dataset *ds) { return ds->labels; }
+int64_t nn_dataset_count(const nn_dataset *ds)
+{
+    return present(ds, "nn_dataset_count", "ds") ? ds->n : 0;
+}
+
+int64_t nn_dataset_features(const nn_dataset *ds)
+{
+    return present(ds, "nn_dataset_features", "ds") ? ds->features : 0;
+}
+
+int64_t nn_dataset_classes(const nn_dataset *ds)
+{
+    return present(ds, "nn_dataset_classes", "ds") ? ds->classes : 0;
+}
+
+const uint8_t *nn_dataset_images(const nn_dataset *ds)
+{
+    return present(ds, "nn_dataset_images", "ds") ? ds->images : NULL;
+}
+
+const int64_t *nn_dataset_labels(const nn_dataset *ds)
+{
+    return present(ds, "nn_dataset_labels", "ds") ? ds->labels : NULL;
+}
 
 const int64_t *nn_dataset_image_shape(const nn_dataset *ds, int *ndim)
 {
+    bool ok = present(ds, "nn_dataset_image_shape", "ds");
     if (ndim)
-        *ndim = ds->image_ndim;
-    return ds->image_shape;
+        *ndim = ok ? ds->image_ndim : 0;
+    return ok ? ds->image_shape : NULL;
 }
 
 void nn_dataset_pixel_stats(const nn_dataset *ds, double *mean, double *std)
 {
+    if (!present(ds, "nn_dataset_pixel_stats", "ds")) {
+        if (mean)
+            *mean = 0.0;
+        if (std)
+            *std = 0.0;
+        return;
+    }
     int64_t hist[256] = {0}, total = ds->n * ds->features;
     for (int64_t i = 0; i < total; i++)
         hist[ds->images[i]]++;
@@ -418,6 +531,9 @@ ag_status nn_dataset_from_u8(int64_t n, int image_ndim, const int64_t *image_sha
                               (long long)image_shape[i]);
         total *= image_shape[i];
     }
+    if (!image_dims_fit(image_ndim, image_shape))
+        return data_error(AG_ERR_ARG, "%s: image_shape multiplies to more than %lld pixels "
+                          "an image", fn, (long long)NN_IDX_MAX_BYTES);
     for (int64_t i = 0; i < n; i++)
         if (labels[i] < 0 || labels[i] >= classes)
             return data_error(AG_ERR_ARG, "%s: label %lld of sample %lld outside [0, %lld)",
@@ -435,14 +551,18 @@ ag_status nn_dataset_from_u8(int64_t n, int image_ndim, const int64_t *image_sha
 
 /* Checks loaded images and labels and builds the data set from them; the
  * data set takes over the pixel buffer of im. */
-static ag_status dataset_from_idx(nn_idx *im, const char *im_path, const nn_idx *lb,
-                                  const char *lb_path, int64_t classes, nn_dataset **out)
+static ag_status dataset_from_idx(const char *fn, nn_idx *im, const char *im_path,
+                                  const nn_idx *lb, const char *lb_path, int64_t classes,
+                                  nn_dataset **out)
 {
-    static const char *fn = "nn_dataset_load_idx";
     if (im->type != NN_IDX_U8 || im->ndim < 2)
         return data_error(AG_ERR_FORMAT,
                           "%s: %s: images must be u8 with at least 2 dims, found type 0x%02x "
                           "with %d dims", fn, im_path, (unsigned)im->type, im->ndim);
+    if (!image_dims_fit(im->ndim - 1, im->shape + 1))
+        return data_error(AG_ERR_FORMAT,
+                          "%s: %s: the image dims (all but the first) multiply to more than "
+                          "%lld pixels an image", fn, im_path, (long long)NN_IDX_MAX_BYTES);
     if (lb->ndim != 1 || lb->type == NN_IDX_F32 || lb->type == NN_IDX_F64)
         return data_error(AG_ERR_FORMAT,
                           "%s: %s: labels must be 1-D integers, found type 0x%02x with %d dims",
@@ -476,6 +596,21 @@ static ag_status dataset_from_idx(nn_idx *im, const char *im_path, const nn_idx 
     return AG_OK;
 }
 
+/* nn_dataset_load_idx for the public function fn, which messages name. */
+static ag_status dataset_load(const char *fn, const char *images_path,
+                              const char *labels_path, int64_t classes, nn_dataset **out)
+{
+    nn_idx *im = NULL, *lb = NULL;
+    ag_status s = idx_load(fn, labels_path, &lb);
+    if (s == AG_OK)
+        s = idx_load(fn, images_path, &im);
+    if (s == AG_OK)
+        s = dataset_from_idx(fn, im, images_path, lb, labels_path, classes, out);
+    nn_idx_free(im);
+    nn_idx_free(lb);
+    return s;
+}
+
 ag_status nn_dataset_load_idx(const char *images_path, const char *labels_path,
                               int64_t classes, nn_dataset **out)
 {
@@ -484,15 +619,7 @@ ag_status nn_dataset_load_idx(const char *images_path, const char *labels_path,
     if (!images_path || !labels_path || !out || classes < 0)
         return data_error(AG_ERR_ARG, "nn_dataset_load_idx: %s",
                           classes < 0 ? "classes < 0" : "NULL argument");
-    nn_idx *im = NULL, *lb = NULL;
-    ag_status s = nn_idx_load(labels_path, &lb);
-    if (s == AG_OK)
-        s = nn_idx_load(images_path, &im);
-    if (s == AG_OK)
-        s = dataset_from_idx(im, images_path, lb, labels_path, classes, out);
-    nn_idx_free(im);
-    nn_idx_free(lb);
-    return s;
+    return dataset_load("nn_dataset_load_idx", images_path, labels_path, classes, out);
 }
 
 /* path = dir/name.gz when that exists, else dir/name (which may not exist:
@@ -537,7 +664,7 @@ ag_status nn_mnist_load(const char *dir, bool train, nn_dataset **out)
     if (s == AG_OK)
         s = mnist_path(dir, name, lb_path);
     if (s == AG_OK)
-        s = nn_dataset_load_idx(im_path, lb_path, 10, out);
+        s = dataset_load("nn_mnist_load", im_path, lb_path, 10, out);
     return s;
 }
 
@@ -549,9 +676,9 @@ ag_status nn_dataset_subset(const nn_dataset *ds, int64_t start, int64_t count,
     if (!ds || !out)
         return data_error(AG_ERR_ARG, "nn_dataset_subset: NULL argument");
     if (start < 0 || count < 0 || start > ds->n || count > ds->n - start)
-        return data_error(AG_ERR_ARG, "nn_dataset_subset: samples [%lld, %lld) are not "
-                          "inside [0, %lld)", (long long)start,
-                          (long long)start + (long long)count, (long long)ds->n);
+        return data_error(AG_ERR_ARG, "nn_dataset_subset: start %lld, count %lld is not "
+                          "a range inside [0, %lld)", (long long)start, (long long)count,
+                          (long long)ds->n);
     nn_dataset *sub = dataset_alloc(count, ds->image_ndim, ds->image_shape, ds->classes);
     if (!sub)
         return data_error(AG_ERR_NOMEM, "nn_dataset_subset: no memory");
@@ -679,6 +806,8 @@ void nn_batcher_free(nn_batcher *b)
 
 void nn_batcher_start(nn_batcher *b, ag_rng *rng)
 {
+    if (!present(b, "nn_batcher_start", "b"))
+        return;
     int64_t n = b->ds->n;
     for (int64_t i = 0; i < n; i++)
         b->order[i] = i;
@@ -693,11 +822,16 @@ void nn_batcher_start(nn_batcher *b, ag_rng *rng)
 
 int64_t nn_batcher_count(const nn_batcher *b)
 {
+    if (!present(b, "nn_batcher_count", "b"))
+        return 0;
     int64_t n = b->ds->n, B = b->o.batch;
     return b->o.drop_last ? n / B : (n + B - 1) / B;
 }
 
-const int64_t *nn_batcher_order(const nn_batcher *b) { return b->order; }
+const int64_t *nn_batcher_order(const nn_batcher *b)
+{
+    return present(b, "nn_batcher_order", "b") ? b->order : NULL;
+}
 
 /* Rows in the next batch (0 at the end of the epoch). */
 static int64_t next_rows(const nn_batcher *b)

@@ -35,8 +35,10 @@
  * Functions taking a tape follow the tape's rules: on a bad argument or
  * shape they keep the error on the tape (message naming the nn_ function)
  * and return NULL; given NULL they return NULL at once, so a whole forward
- * pass can be checked once, at ag_backward.  A constructor that fails adds
- * nothing to its nn_params.
+ * pass can be checked once, at ag_backward.  A NULL tape gives NULL and an
+ * ag_last_error naming the nn_ function ("nn_relu: tape is NULL"), also for
+ * nn_activate with NN_ACT_NONE, which otherwise returns x itself.  A
+ * constructor that fails adds nothing to its nn_params.
  *
  * dtypes.  Layers create parameters in their nn_params' dtype (AG_F32 unless
  * nn_params_set_dtype says otherwise); inputs must have the same dtype.

@@ -25,10 +25,14 @@
  *
  * Errors.  Every function here that can fail returns an ag_status (or -1
  * for the batch calls) and sets the per-thread message read by
- * ag_last_error().  A missing file or folder is AG_ERR_IO; a malformed file
- * is AG_ERR_FORMAT with a message naming the file and what is wrong; no
- * input file can crash the process, leak, or make it allocate more than the
- * file's header promises (capped at NN_IDX_MAX_BYTES).
+ * ag_last_error(), which names the function called.  A missing file or
+ * folder is AG_ERR_IO, and so is a path that is not a regular file (a
+ * folder, FIFO or device: refused at once, never waited on); a malformed
+ * file is AG_ERR_FORMAT with a message naming the file and what is wrong;
+ * no input file can crash the process, leak, or make it allocate more than
+ * the file's header promises (capped at NN_IDX_MAX_BYTES).  The accessors
+ * take NULL: they return 0 (NULL, NaN for nn_idx_get; a void one does
+ * nothing) and set the message ("nn_dataset_count: ds is NULL").
  *
  * Ownership.  Every object returned through an `out` pointer belongs to the
  * caller and is freed by its _free function (_free(NULL) is a no-op).
@@ -69,7 +73,8 @@ typedef struct nn_idx nn_idx;
  * (their product must not overflow and the data must fit NN_IDX_MAX_BYTES),
  * that the data is complete, and that nothing follows it (in a gzipped
  * file: in the decompressed stream; like gzip, zlib ignores non-gzip bytes
- * after the last gzip member).
+ * after the last gzip member).  Only a regular file (or a link to one) is
+ * opened.
  * Returns AG_OK and a caller-owned *out, or:
  *   AG_ERR_ARG    path or out is NULL;
  *   AG_ERR_IO     the file cannot be opened or read (for a path in the
@@ -81,7 +86,8 @@ ag_status nn_idx_load(const char *path, nn_idx **out);
 void      nn_idx_free(nn_idx *a);                       /* NULL is a no-op */
 
 nn_idx_type    nn_idx_type_of(const nn_idx *a);
-/* Bytes per element of a type (1, 2, 4 or 8), 0 for an unknown code. */
+/* Bytes per element of a type (1, 2, 4 or 8), 0 (and the message) for an
+ * unknown code. */
 size_t         nn_idx_type_size(nn_idx_type t);
 int            nn_idx_ndim(const nn_idx *a);
 const int64_t *nn_idx_shape(const nn_idx *a);          /* ndim dims, owned by a */
@@ -89,7 +95,8 @@ int64_t        nn_idx_numel(const nn_idx *a);          /* product of the dims */
 /* The elements (uint8_t*, int8_t*, int16_t*, int32_t*, float* or double*
  * by type), row-major, host order; owned by a.  NULL when numel is 0. */
 const void    *nn_idx_data(const nn_idx *a);
-/* Element i (flat index, 0 <= i < numel, the caller's duty) as a double. */
+/* Element i (flat index) as a double; NaN with the message when a is NULL
+ * or i lies outside [0, numel). */
 double         nn_idx_get(const nn_idx *a, int64_t i);
 
 /* ---- data sets -------------------------------------------------------------
@@ -118,15 +125,18 @@ ag_status nn_mnist_load(const char *dir, bool train, nn_dataset **out);
  * (an integer IDX file of shape [n]) into a data set.  classes > 0 is the
  * number of classes; 0 takes max label + 1.  AG_ERR_FORMAT (naming the
  * file) when the images are not u8 or have ndim < 2, the labels are not
- * 1-D integers, the counts differ, or a label lies outside [0, classes);
- * AG_ERR_ARG for a NULL argument or classes < 0; else as nn_idx_load. */
+ * 1-D integers, the counts differ, a label lies outside [0, classes), or
+ * the image dims (all but the first) multiply to more than NN_IDX_MAX_BYTES
+ * pixels, whatever n is; AG_ERR_ARG for a NULL argument or classes < 0;
+ * else as nn_idx_load (the messages naming nn_dataset_load_idx). */
 ag_status nn_dataset_load_idx(const char *images_path, const char *labels_path,
                               int64_t classes, nn_dataset **out);
 
 /* A data set from memory (copied): n samples of images, row-major
  * [n, image_shape...] u8, and labels [n] in [0, classes), classes > 0.
- * image_ndim in 1..NN_IDX_MAX_DIMS-1; n may be 0.  AG_ERR_ARG on a bad
- * argument or label, AG_ERR_NOMEM. */
+ * image_ndim in 1..NN_IDX_MAX_DIMS-1; n may be 0, but the images must
+ * fit NN_IDX_MAX_BYTES pixels each even then.  AG_ERR_ARG on a bad argument
+ * or label, AG_ERR_NOMEM. */
 ag_status nn_dataset_from_u8(int64_t n, int image_ndim, const int64_t *image_shape,
                              const uint8_t *images, const int64_t *labels,
                              int64_t classes, nn_dataset **out);

@@ -56,7 +56,9 @@ ag_tensor *nn_new_param(nn_params *p, const char *fn, const char *name, const ch
 ag_tensor *nn_reduce(ag_tape *t, const char *fn, ag_tensor *l, ag_reduction red);
 
 /* Tape-side checks for compositions: false (error kept on the tape, naming
- * fn) when x is NULL (AG_ERR_NULL) or its dtype is not dt. */
+ * fn) when x is NULL (AG_ERR_NULL) or its dtype is not dt.  nn_check_input
+ * is also false for a NULL tape (ag_last_error naming fn) and for a tape
+ * that keeps an error already. */
 bool nn_check_input(ag_tape *t, const char *fn, const ag_tensor *x);
 bool nn_check_dtype(ag_tape *t, const char *fn, const ag_tensor *x, ag_dtype dt);
 

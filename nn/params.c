@@ -39,7 +39,30 @@ void nn_params_set_dtype(nn_params *p, ag_dtype dt)
         p->dtype = dt;
 }
 
-ag_dtype nn_params_dtype(const nn_params *p) { return p ? p->dtype : AG_F32; }
+/* For the accessors: false, with ag_last_error naming fn, for a NULL p. */
+static bool present(const nn_params *p, const char *fn)
+{
+    if (!p)
+        ag_set_last_error("%s: p is NULL", fn);
+    return p != NULL;
+}
+
+/* p present and 0 <= i < count. */
+static bool entry_at(const nn_params *p, int i, const char *fn)
+{
+    if (!present(p, fn))
+        return false;
+    if (i < 0 || i >= p->n) {
+        ag_set_last_error("%s: i = %d is outside [0, %d)", fn, i, p->n);
+        return false;
+    }
+    return true;
+}
+
+ag_dtype nn_params_dtype(const nn_params *p)
+{
+    return present(p, "nn_params_dtype") ? p->dtype : AG_F32;
+}
 
 void nn_params_set_training(nn_params *p, bool on)
 {
@@ -47,7 +70,10 @@ void nn_params_set_training(nn_params *p, bool on)
         p->training = on;
 }
 
-bool nn_params_training(const nn_params *p) { return p && p->training; }
+bool nn_params_training(const nn_params *p)
+{
+    return present(p, "nn_params_training") && p->training;
+}
 
 static nn_entry *find(const nn_params *p, const char *name)
 {
@@ -129,32 +155,36 @@ ag_status nn_params_add_buffer(nn_params *p, const char *name, ag_tensor *t)
 
 ag_tensor *nn_params_get(const nn_params *p, const char *name)
 {
-    if (!p || !name)
+    if (!p || !name) {
+        ag_set_last_error("nn_params_get: %s is NULL", !p ? "p" : "name");
         return NULL;
+    }
     nn_entry *e = find(p, name);
     return e ? e->t : NULL;
 }
 
-int nn_params_count(const nn_params *p) { return p ? p->n : 0; }
+int nn_params_count(const nn_params *p) { return present(p, "nn_params_count") ? p->n : 0; }
 
 const char *nn_params_name(const nn_params *p, int i)
 {
-    return p && i >= 0 && i < p->n ? p->order[i]->name : NULL;
+    return entry_at(p, i, "nn_params_name") ? p->order[i]->name : NULL;
 }
 
 ag_tensor *nn_params_at(const nn_params *p, int i)
 {
-    return p && i >= 0 && i < p->n ? p->order[i]->t : NULL;
+    return entry_at(p, i, "nn_params_at") ? p->order[i]->t : NULL;
 }
 
 bool nn_params_is_buffer(const nn_params *p, int i)
 {
-    return p && i >= 0 && i < p->n && p->order[i]->buffer;
+    return entry_at(p, i, "nn_params_is_buffer") && p->order[i]->buffer;
 }
 
 int64_t nn_params_numel(const nn_params *p, bool trainable_only)
 {
     int64_t total = 0;
+    if (!present(p, "nn_params_numel"))
+        return 0;
     for (int i = 0; p && i < p->n; i++) {
         const nn_entry *e = p->order[i];
         if (!e->buffer && (!trainable_only || ag_requires_grad(e->t)))
@@ -183,6 +213,8 @@ static bool prefix_selects(const char *prefix, const char *name)
 static int set_frozen(nn_params *p, const char *prefix, bool on)
 {
     int count = 0;
+    if (!present(p, on ? "nn_params_unfreeze" : "nn_params_freeze"))
+        return 0;
     for (int i = 0; p && i < p->n; i++) {
         nn_entry *e = p->order[i];
         if (!e->buffer && prefix_selects(prefix, e->name)) {
@@ -230,7 +262,7 @@ static int fill_view(nn_params *p)
 
 ag_tensor **nn_params_tensors(nn_params *p, int *n)
 {
-    int k = p ? fill_view(p) : -1;
+    int k = present(p, "nn_params_tensors") ? fill_view(p) : -1;
     if (n)
         *n = k < 0 ? 0 : k;
     return k < 0 ? NULL : p->view;
@@ -238,7 +270,7 @@ ag_tensor **nn_params_tensors(nn_params *p, int *n)
 
 const char *const *nn_params_names(nn_params *p, int *n)
 {
-    int k = p ? fill_view(p) : -1;
+    int k = present(p, "nn_params_names") ? fill_view(p) : -1;
     if (n)
         *n = k < 0 ? 0 : k;
     return k < 0 ? NULL : p->view_names;

@@ -113,11 +113,14 @@ static void survey(const nn_params *p, const ag_safetensors *f, bool convert, fi
     }
 }
 
+/* A write into a parameter: its version moves on (ag_set does so itself),
+ * so a recording made before the load refuses its backward. */
 static void copy_into(ag_tensor *dst, const ag_tensor *src)
 {
     int64_t n = ag_numel(dst);
     if (ag_dtype_of(src) == ag_dtype_of(dst)) {
         memcpy(ag_data(dst), ag_data_const(src), (size_t)n * ag_dtype_size(ag_dtype_of(dst)));
+        ag_tensor_mark_modified(dst);
         return;
     }
     for (int64_t i = 0; i < n; i++)
@@ -179,8 +182,12 @@ ag_status nn_params_load_opts(nn_params *p, const char *path, const nn_load_opts
     }
     ag_safetensors *f = NULL;
     ag_status s = ag_safetensors_load(path, &f);
-    if (s != AG_OK)
+    if (s != AG_OK) { /* name the call the user made, then the loader's message */
+        char why[512];
+        snprintf(why, sizeof why, "%s", ag_last_error() ? ag_last_error() : "?");
+        ag_set_last_error("nn_params_load: %s", why);
         return s;
+    }
     s = load_from(p, f, path, opts, report);
     ag_safetensors_free(f);
     return s;

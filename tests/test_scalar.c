@@ -215,10 +215,10 @@ static void test_scalar_errors(void **state)
     ag_tape_reset(t);
     ag_var b = ag_var_exp(t, a); /* a died with the reset */
     assert_true(b.id < 0);
-    assert_int_equal(ag_tape_status(t), AG_ERR_ARG);
+    assert_int_equal(ag_tape_status(t), AG_ERR_STATE);
     assert_non_null(strstr(ag_tape_error(t), "ag_var_exp"));
     assert_true(ag_var_mul(t, b, b).id < 0);
-    assert_int_equal(ag_var_backward(t, b), AG_ERR_ARG);
+    assert_int_equal(ag_var_backward(t, b), AG_ERR_STATE);
     assert_true(isnan(ag_var_value(t, b)));
     ag_tape_free(t);
     assert_true(ag_scalar_bytes_per_op() <= 32);
@@ -491,7 +491,7 @@ static void test_var_hvp_errors(void **state)
     (void)state;
     double v[1] = {1}, hv[1], h[1];
     ag_tape *t;
-    ag_var x = {-1}, f = {-1};
+    ag_var x = {-1, 0}, f = {-1, 0};
 #define FRESH() (t = ag_tape_new(), x = ag_var_new(t, 2), f = ag_var_exp(t, x))
     assert_int_equal(ag_var_hvp(NULL, f, 1, &x, v, hv), AG_ERR_ARG);
     assert_non_null(strstr(ag_last_error(), "ag_var_hvp: tape is NULL"));
@@ -537,20 +537,21 @@ static void test_var_hvp_errors(void **state)
     FRESH(); /* stale: recorded before a reset */
     ag_tape_reset(t);
     ag_var y = ag_var_new(t, 1);
-    assert_int_equal(ag_var_hvp(t, f, 1, &y, v, hv), AG_ERR_ARG);
-    tg_assert_tape_error(t, AG_ERR_ARG, "ag_var_hvp: invalid ag_var");
+    assert_int_equal(ag_var_hvp(t, f, 1, &y, v, hv), AG_ERR_STATE);
+    tg_assert_tape_error(t, AG_ERR_STATE, "ag_var_hvp: y is an ag_var from another tape or "
+                                          "from before ag_tape_reset");
     ag_tape_reset(t);
     y = ag_var_new(t, 1);
-    assert_int_equal(ag_var_hessian(t, y, 1, &f, h), AG_ERR_ARG);
-    tg_assert_tape_error(t, AG_ERR_ARG, "ag_var_hessian: invalid ag_var");
+    assert_int_equal(ag_var_hessian(t, y, 1, &f, h), AG_ERR_STATE);
+    tg_assert_tape_error(t, AG_ERR_STATE, "ag_var_hessian: x[0] is an ag_var from another");
     ag_tape_free(t);
     FRESH(); /* from another, longer tape */
     ag_tape *t2 = ag_tape_new();
     ag_var other = ag_var_new(t2, 0);
     for (int i = 0; i < 5; i++)
         other = ag_var_exp(t2, other);
-    assert_int_equal(ag_var_hvp(t, f, 1, &other, v, hv), AG_ERR_ARG);
-    tg_assert_tape_error(t, AG_ERR_ARG, "invalid ag_var");
+    assert_int_equal(ag_var_hvp(t, f, 1, &other, v, hv), AG_ERR_STATE);
+    tg_assert_tape_error(t, AG_ERR_STATE, "ag_var_hvp: x[0] is an ag_var from another tape");
     ag_tape_free(t2);
     ag_tape_free(t);
     FRESH(); /* x must be inputs */
@@ -558,7 +559,7 @@ static void test_var_hvp_errors(void **state)
     tg_assert_tape_error(t, AG_ERR_ARG, "x[0]");
     ag_tape_free(t);
     FRESH(); /* a kept error is returned as it is */
-    ag_var_exp(t, (ag_var){-1});
+    ag_var_exp(t, (ag_var){-1, 0});
     assert_int_equal(ag_var_hvp(t, f, 1, &x, v, hv), AG_ERR_ARG);
     tg_assert_tape_error(t, AG_ERR_ARG, "ag_var_exp");
     ag_tape_free(t);

@@ -1,0 +1,125 @@
+/* test_null_args.c — the NULL and absurd-argument cases of the sweep
+ * (null_sweep.c) that were crashes, hangs or silent, one by one: each
+ * call returns its error value with a message naming the public function
+ * and the argument. */
+#include "test_util.h"
+
+#include "tapegrad.h"
+
+#include <math.h>
+#include <string.h>
+
+static void assert_last_error(const char *substr)
+{
+    const char *m = ag_last_error();
+    assert_non_null(m);
+    if (!strstr(m, substr))
+        fail_msg("ag_last_error \"%s\" lacks \"%s\"", m, substr);
+}
+
+/* Was: every ag_rng_* dereferenced r. */
+static void test_rng_null_is_an_error(void **state)
+{
+    (void)state;
+    ag_clear_last_error();
+    ag_rng_seed(NULL, 1);
+    assert_last_error("ag_rng_seed: r is NULL");
+    assert_int_equal(ag_rng_next(NULL), 0);
+    assert_last_error("ag_rng_next: r is NULL");
+    assert_true(isnan(ag_rng_uniform(NULL)));
+    assert_last_error("ag_rng_uniform: r is NULL");
+    assert_true(isnan(ag_rng_normal(NULL)));
+    assert_last_error("ag_rng_normal: r is NULL");
+    assert_int_equal(ag_rng_below(NULL, 3), 0);
+    assert_last_error("ag_rng_below: r is NULL");
+    ag_rng r;
+    ag_rng_seed(&r, 1);
+    ag_clear_last_error();
+    assert_int_equal(ag_rng_below(&r, 0), 0);
+    assert_last_error("ag_rng_below: n is 0");
+}
+
+/* Was: a zero state (`ag_rng r = {0}`, never seeded) drew 0 forever, so
+ * ag_rng_below(&r, 3) never left its rejection loop (nn_batcher_start hung). */
+static void test_rng_unseeded_is_seed_zero(void **state)
+{
+    (void)state;
+    ag_rng zero = {{0}}, seeded;
+    ag_rng_seed(&seeded, 0);
+    for (int k = 0; k < 4; k++)
+        assert_true(ag_rng_next(&zero) == ag_rng_next(&seeded));
+    ag_rng z2 = {{0}};
+    assert_true(ag_rng_below(&z2, 3) < 3);
+    ag_rng z3 = {{0}};
+    double u = ag_rng_uniform(&z3);
+    assert_true(u > 0 && u < 1);
+}
+
+static void copy_fwd(ag_tensor *const *in, int n, ag_tensor *out, void *ctx)
+{
+    (void)n, (void)ctx;
+    for (int64_t i = 0; i < ag_numel(out); i++)
+        ag_set(out, i, ag_get(in[0], i));
+}
+
+static void copy_bwd(ag_tensor *const *in, int n, const ag_tensor *out, const ag_tensor *gout,
+                     ag_tensor *const *gin, void *ctx)
+{
+    (void)in, (void)n, (void)out, (void)ctx;
+    for (int64_t i = 0; gin[0] && i < ag_numel(gout); i++)
+        ag_set(gin[0], i, ag_get(gin[0], i) + ag_get(gout, i));
+}
+
+/* Was: ag_custom read in[0] of a NULL array. */
+static void test_custom_null_inputs_is_an_error(void **state)
+{
+    (void)state;
+    static const ag_custom_op op = {.name = "copy", .forward = copy_fwd, .backward = copy_bwd};
+    ag_tape *t = ag_tape_new();
+    assert_null(ag_custom(t, &op, NULL, 1, 1, (int64_t[]){2}, NULL));
+    tg_assert_tape_error(t, AG_ERR_ARG, "ag_custom: copy: in is NULL");
+    ag_tape_reset(t);
+    assert_null(ag_custom(t, NULL, NULL, 1, 1, (int64_t[]){2}, NULL));
+    tg_assert_tape_error(t, AG_ERR_ARG, "ag_custom: op is NULL");
+    ag_tape_reset(t);
+    assert_null(ag_custom(t, &op, NULL, 9, 1, (int64_t[]){2}, NULL));
+    tg_assert_tape_error(t, AG_ERR_ARG, "n_in is 9 (must be 1..8)");
+    ag_tape_free(t);
+}
+
+/* Was: nn_elu(NULL, x) said "ag_where: tape is NULL"; nn_activate(NULL,
+ * NN_ACT_NONE, x) returned x, and given x NULL returned NULL with no error
+ * anywhere; nn_nll_loss(NULL, ...) returned NULL with no message. */
+static void test_nn_compositions_name_themselves(void **state)
+{
+    (void)state;
+    ag_tensor *x = ag_tensor_full(AG_F32, 2, (int64_t[]){2, 3}, 0.5);
+    ag_clear_last_error();
+    assert_null(nn_elu(NULL, x, 1.0));
+    assert_last_error("nn_elu: tape is NULL");
+    assert_null(nn_relu(NULL, x));
+    assert_last_error("nn_relu: tape is NULL");
+    assert_null(nn_activate(NULL, NN_ACT_NONE, x));
+    assert_last_error("nn_activate: tape is NULL");
+    assert_null(nn_nll_loss(NULL, x, (int64_t[]){0, 1}, 2, -100, AG_REDUCE_MEAN));
+    assert_last_error("nn_nll_loss: tape is NULL");
+    ag_tape *t = ag_tape_new();
+    assert_null(nn_activate(t, NN_ACT_NONE, NULL));
+    tg_assert_tape_error(t, AG_ERR_NULL, "nn_activate");
+    ag_tape_reset(t);
+    assert_ptr_equal(nn_activate(t, NN_ACT_NONE, x), x);   /* identity still */
+    assert_int_equal(ag_tape_status(t), AG_OK);
+    ag_tape_free(t);
+    ag_tensor_free(x);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rng_null_is_an_error),
+        cmocka_unit_test(test_rng_unseeded_is_seed_zero),
+        cmocka_unit_test(test_custom_null_inputs_is_an_error),
+        cmocka_unit_test(test_nn_compositions_name_themselves),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
