@@ -64,7 +64,7 @@ static ag_status add_metadata(const char *path, json_t *root, int n_meta,
     for (int i = 0; i < n_meta; i++) {
         if (!keys[i] || !values[i])
             return save_fail(path, AG_ERR_ARG, "metadata %s #%d is NULL",
-                             keys[i] ? "value" : "key", i);
+                             keys[i] ? "value" : "key", i + 1);
         if (json_object_get(m, keys[i]))
             return save_fail(path, AG_ERR_ARG, "duplicate metadata key '%.100s'",
                              keys[i]);
@@ -86,10 +86,10 @@ static ag_status add_tensor(const char *path, json_t *root, const char *name,
                             const ag_tensor *t, int i, int64_t off[2])
 {
     if (!name)
-        return save_fail(path, AG_ERR_ARG, "name #%d is NULL", i);
+        return save_fail(path, AG_ERR_ARG, "name #%d is NULL", i + 1);
     if (!strcmp(name, AG_ST_META_KEY))
         return save_fail(path, AG_ERR_ARG, "tensor #%d may not be named "
-                         AG_ST_META_KEY, i);
+                         AG_ST_META_KEY, i + 1);
     if (json_object_get(root, name))
         return save_fail(path, AG_ERR_ARG, "duplicate tensor name '%.100s'", name);
     if (!tensor_ok(t))
