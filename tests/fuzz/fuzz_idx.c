@@ -17,12 +17,12 @@
  *   mkdir -p /tmp/idx-corpus
  *   UBSAN_OPTIONS=halt_on_error=1 build-fuzz/tests/fuzz/fuzz_idx \
  *       -dict=tests/fuzz/idx.dict -max_len=4096 -max_total_time=600 \
- *       /tmp/idx-corpus tests/data/idx
+ *       /tmp/idx-corpus tests/data/idx tests/fuzz/corpus/idx
  * Replay a crash:  build-fuzz/tests/fuzz/fuzz_idx crash-<hash>
  *
  * Linked with tests/fuzz/replay.c instead (any compiler), it runs as a
- * test over tests/data/idx: replay.c feeds it every file named on the command line
- * or found in a named folder. */
+ * test over tests/data/idx and tests/fuzz/corpus/idx: replay.c feeds it every
+ * file named on the command line or found in a named folder. */
 #include "nn.h"
 
 #include <stdint.h>

@@ -14,12 +14,12 @@
  *   mkdir -p /tmp/st-corpus
  *   UBSAN_OPTIONS=halt_on_error=1 build-fuzz/tests/fuzz/fuzz_safetensors \
  *       -dict=tests/fuzz/safetensors.dict -max_len=4096 -max_total_time=600 \
- *       /tmp/st-corpus tests/data/safetensors
+ *       /tmp/st-corpus tests/data/safetensors tests/fuzz/corpus/safetensors
  * Replay a crash:  build-fuzz/tests/fuzz/fuzz_safetensors crash-<hash>
  *
  * Linked with tests/fuzz/replay.c instead (any compiler), it runs as a test
- * over tests/data/safetensors: replay.c feeds it every file named on the
- * command line or found in a named folder. */
+ * over tests/data/safetensors and tests/fuzz/corpus/safetensors: replay.c
+ * feeds it every file named on the command line or found in a named folder. */
 #include "autograd.h"
 #include "safetensors_internal.h"
 

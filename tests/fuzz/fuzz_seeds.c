@@ -6,7 +6,9 @@
  * fills tests/fuzz/corpus/dataset/ and tests/fuzz/corpus/optim_checkpoint/
  * (the folders must exist).  The output is deterministic, so running it
  * again reproduces the committed files as long as the checkpoint writer
- * does not change.  Not a test; built with the replayers. */
+ * does not change.  (The fuzz-<sha1> files beside them are inputs that
+ * libFuzzer campaigns found, not written here.)  Not a test; built with
+ * the replayers. */
 #include "fuzz_optim.h"
 #include "nn.h"
 
