@@ -157,7 +157,8 @@ struct ag_entry {
     int n_in;
     ag_attr attr;        /* the op's typed attributes (AG_ATTR) */
     void *aux;           /* arena: saved values, index arrays, ... */
-    uint64_t *ver;       /* arena: in[k]'s version when recorded (n_in) */
+    uint64_t *ver;       /* arena: in[k]'s version when recorded (n_in), or
+                          * NULL when no input is persistent */
     uint64_t *sum;       /* anomaly mode: checksums of the persistent inputs' data
                           * when recorded (n_in; 0 for tape inputs), else NULL */
     int64_t smark;       /* scalar ops recorded before this entry */
@@ -231,7 +232,8 @@ bool ag_check_live(ag_tape *tape, const ag_tensor *x, const char *fn, const char
 /* Whether entry e's inputs still hold what was recorded (the version each
  * had then, and in anomaly mode the checksum of a persistent input's
  * data); else keeps AG_ERR_STATE naming fn, the input and the op and
- * returns false.  Backward sweeps call it before each entry they run. */
+ * returns false.  Backward sweeps call it before each entry they run
+ * that has e->ver (the only entries with persistent inputs). */
 bool ag_entry_inputs_unchanged(ag_tape *tape, const ag_entry *e, const char *fn);
 bool ag_check_same_dtype(ag_tape *tape, const char *op, const ag_tensor *a,
                          const ag_tensor *b);

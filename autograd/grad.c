@@ -175,7 +175,7 @@ static void sweep_recorded(ag_tape *t, ag_tensor *root, const ag_tensor *seed, i
         ag_tensor *gout = e.out->grad;
         if (!gout || e.out->mark != t->sweep_id)
             continue;
-        if (!ag_entry_inputs_unchanged(t, &e, "ag_gradients"))
+        if (e.ver && !ag_entry_inputs_unchanged(t, &e, "ag_gradients"))
             return;
         if (!e.op->vjp) {
             ag_fail(t, AG_ERR_STATE,

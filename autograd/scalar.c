@@ -190,6 +190,17 @@ static bool valid(ag_tape *t, ag_var a, const char *fn, const char *arg)
     return false;
 }
 
+/* valid() for element k of an array argument ("x[3]"), the name written
+ * only when it is needed. */
+static bool valid_at(ag_tape *t, ag_var a, const char *fn, const char *arr, int64_t k)
+{
+    if (t && t->status == AG_OK && t->scalar && var_live(t->scalar, a))
+        return true;
+    char arg[48];
+    snprintf(arg, sizeof arg, "%s[%lld]", arr, (long long)k);
+    return valid(t, a, fn, arg);
+}
+
 /* The same for the readers that take a const tape (no error kept on it). */
 static bool valid_read(const ag_tape *t, ag_var a, const char *fn)
 {
@@ -268,7 +279,8 @@ AG_INLINE double eval(uint8_t op, double x, double y, uint8_t f)
  * constant, so branch() and eval() fold to the one case; anything unusual
  * (no arrays yet, full arrays, a bad operand, a kept error) goes the slow
  * way through valid() and grow(). */
-static bool slow_ready(ag_tape *t, ag_var a, ag_var b, bool two, const char *fn)
+static __attribute__((noinline, cold)) bool slow_ready(ag_tape *t, ag_var a, ag_var b,
+                                                      bool two, const char *fn)
 {
     if (!valid(t, a, fn, "a") || (two && !valid(t, b, fn, "b")))
         return false;
@@ -597,9 +609,7 @@ static bool second_ready(ag_tape *t, ag_var y, int n, const ag_var *x, const voi
             return false;
         }
     for (int k = 0; k < n; k++) {
-        char arg[24];
-        snprintf(arg, sizeof arg, "x[%d]", k);
-        if (!valid(t, x[k], fn, arg))
+        if (!valid_at(t, x[k], fn, "x", k))
             return false;
         if (s->op[x[k].id] != S_INPUT) {
             ag_fail(t, AG_ERR_ARG, "%s: x[%d] (var %d) is not an input (ag_var_new)", fn, k,
@@ -732,14 +742,9 @@ ag_tensor *ag_tensor_from_vars(ag_tape *t, ag_dtype dt, int ndim, const int64_t 
     if (numel > INT32_MAX)
         return ag_fail(t, AG_ERR_ARG, "ag_tensor_from_vars: %lld elements is more vars "
                        "than a tape holds", (long long)numel);
-    for (int64_t i = 0; i < numel; i++) {
-        if (t->scalar && var_live(t->scalar, vars[i]))
-            continue;
-        char arg[32];
-        snprintf(arg, sizeof arg, "vars[%lld]", (long long)i);
-        valid(t, vars[i], "ag_tensor_from_vars", arg);
-        return NULL;
-    }
+    for (int64_t i = 0; i < numel; i++)
+        if (!valid_at(t, vars[i], "ag_tensor_from_vars", "vars", i))
+            return NULL;
     int32_t *ids = ag_arena_alloc(t, (size_t)(numel ? numel : 1) * sizeof *ids);
     if (!ids)
         return NULL;
@@ -777,9 +782,7 @@ ag_status ag_tape_replay(ag_tape *t, int n, const ag_var *inputs, const double *
                        !inputs ? "inputs" : "values", n), t->status;
     ag_scalar_tape *s = t->scalar;
     for (int k = 0; k < n; k++) {
-        char arg[32];
-        snprintf(arg, sizeof arg, "inputs[%d]", k);
-        if (!valid(t, inputs[k], "ag_tape_replay", arg))
+        if (!valid_at(t, inputs[k], "ag_tape_replay", "inputs", k))
             return t->status;
         if (s->op[inputs[k].id] != S_INPUT) {
             ag_fail(t, AG_ERR_ARG, "ag_tape_replay: var %d is not an input", (int)inputs[k].id);

@@ -256,6 +256,16 @@ static bool dead_tensor(ag_tape *tape, const ag_tensor *x, const char *fn, const
     return false;
 }
 
+/* Kept out of line: its buffer would cost every ag_check_inputs a stack
+ * guard. */
+static __attribute__((noinline, cold)) bool dead_input(ag_tape *tape, const ag_tensor *x,
+                                                       const char *op, int i)
+{
+    char arg[32];
+    snprintf(arg, sizeof arg, "input #%d", i + 1);
+    return dead_tensor(tape, x, op, arg);
+}
+
 bool ag_check_live(ag_tape *tape, const ag_tensor *x, const char *fn, const char *arg)
 {
     if (!x) {
@@ -278,11 +288,8 @@ bool ag_check_inputs(ag_tape *tape, const char *op, int n, ag_tensor *const *in)
             ag_fail(tape, AG_ERR_NULL, "%s: input #%d is NULL", op, i + 1);
             return false;
         }
-        if (!ag_is_live(tape, in[i])) {
-            char arg[32];
-            snprintf(arg, sizeof arg, "input #%d", i + 1);
-            return dead_tensor(tape, in[i], op, arg);
-        }
+        if (!ag_is_live(tape, in[i]))
+            return dead_input(tape, in[i], op, i);
     }
     return true;
 }
@@ -344,15 +351,19 @@ static uint64_t data_sum(const ag_tensor *x)
     return h;
 }
 
-/* A recorded entry's copy of its inputs, their versions and (anomaly
- * mode) the checksums of the persistent ones, in the arena. */
-static bool save_inputs(ag_tape *tape, ag_entry *e, const ag_op_call *c)
+/* A recorded entry's copy of its inputs and, when some are persistent,
+ * the versions of all (tape tensors' stay 0) and in anomaly mode the
+ * checksums of the persistent ones, in the arena. */
+static bool save_inputs(ag_tape *tape, ag_entry *e, const ag_op_call *c, bool persistent)
 {
     size_t n = (size_t)c->n_in;
-    e->in = ag_arena_alloc_align(tape, n * (sizeof *e->in + sizeof *e->ver), 16);
+    e->in = ag_arena_alloc_align(tape, n * (sizeof *e->in + persistent * sizeof *e->ver), 16);
     if (!e->in)
         return false;
     memcpy(e->in, c->in, n * sizeof *e->in);
+    e->ver = e->sum = NULL;
+    if (!persistent)
+        return true;
     e->ver = (uint64_t *)(e->in + n);
     for (size_t k = 0; k < n; k++)
         e->ver[k] = c->in[k]->version;
@@ -365,8 +376,8 @@ static bool save_inputs(ag_tape *tape, ag_entry *e, const ag_op_call *c)
     return true;
 }
 
-static bool input_changed(ag_tape *tape, const ag_entry *e, int k, const char *fn,
-                          bool unmarked)
+static __attribute__((noinline, cold)) bool input_changed(ag_tape *tape, const ag_entry *e,
+                                                         int k, const char *fn, bool unmarked)
 {
     const ag_tensor *x = e->in[k];
     char who[160];
@@ -388,6 +399,8 @@ static bool input_changed(ag_tape *tape, const ag_entry *e, int k, const char *f
 
 bool ag_entry_inputs_unchanged(ag_tape *tape, const ag_entry *e, const char *fn)
 {
+    if (!e->ver) /* no persistent input */
+        return true;
     for (int k = 0; k < e->n_in; k++)
         if (e->in[k]->version != e->ver[k])
             return input_changed(tape, e, k, fn, false);
@@ -406,9 +419,11 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
     ag_tensor *out = ag_tensor_tape(tape, c->dtype, c->ndim, c->shape);
     if (!out)
         return NULL;
-    bool needs_grad = false;
-    for (int i = 0; i < c->n_in; i++)
+    bool needs_grad = false, persistent = false;
+    for (int i = 0; i < c->n_in; i++) {
         needs_grad |= c->in[i]->requires_grad;
+        persistent |= c->in[i]->persistent;
+    }
     bool record = needs_grad && tape->grad_enabled;
 
     ag_entry local, *e = record ? entry_append(tape) : &local;
@@ -420,9 +435,8 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
     e->site = NULL;
     e->line = 0;
     e->n_in = c->n_in;
-    e->in = (ag_tensor **)c->in;
-    e->ver = e->sum = NULL;
-    if (record && !save_inputs(tape, e, c)) {
+    e->in = (ag_tensor **)c->in; /* unrecorded: ver and sum are never read */
+    if (record && !save_inputs(tape, e, c, persistent)) {
         tape->n_entries--;
         return NULL;
     }
@@ -511,7 +525,7 @@ void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end, const char *fn)
             s_hi = e->smark;
         }
         if (e->out->grad) {
-            if (!ag_entry_inputs_unchanged(tape, e, fn))
+            if (e->ver && !ag_entry_inputs_unchanged(tape, e, fn))
                 return;
             if (tape->debug)
                 ag_debug_backward(tape, e);

@@ -257,7 +257,7 @@ ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *s
             return ag_fail(tape, AG_ERR_SHAPE, "tape tensor: bad shape");
         numel *= shape[i];
     }
-    size_t bytes = (size_t)numel * ag_dtype_size(dt);
+    size_t bytes = (size_t)numel * (dt == AG_F64 ? sizeof(double) : sizeof(float));
     ag_tensor *t = ag_arena_header(tape);
     void *data = t ? ag_arena_take(tape, &tape->arena, bytes ? bytes : 1, AG_ALIGN) : NULL;
     if (!data)

@@ -911,5 +911,6 @@ int64_t nn_batcher_next_into(nn_batcher *b, ag_tensor *x, int64_t *labels)
         return 0;
     }
     fill_batch(b, r, ag_data(x), labels);
+    ag_tensor_mark_modified(x); /* a write into the caller's tensor */
     return r;
 }
