@@ -173,14 +173,15 @@ static void bin_backward(ag_tape *tape, ag_entry *e, const ag_bcast_row *rows)
     }
 }
 
-static ag_tensor *bin_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a, ag_tensor *b)
+/* fn: the public function, for messages */
+static ag_tensor *bin_run(ag_tape *tape, const ag_op_def *def, const char *fn, ag_tensor *a,
+                          ag_tensor *b)
 {
     ag_tensor *in[2] = {a, b};
     int nd;
     int64_t shape[AG_MAX_DIMS];
-    if (!ag_check_inputs(tape, def->name, 2, in) ||
-        !ag_check_same_dtype(tape, def->name, a, b) ||
-        !ag_broadcast_shape(tape, def->name, a, b, &nd, shape))
+    if (!ag_check_inputs(tape, fn, 2, in) || !ag_check_same_dtype(tape, fn, a, b) ||
+        !ag_broadcast_shape(tape, fn, a, b, &nd, shape))
         return NULL;
     ag_op_call c = {.def = def, .in = in, .n_in = 2, .dtype = a->dtype, .ndim = nd,
                     .shape = shape};
@@ -230,7 +231,7 @@ static bool bin_sample(int which, ag_rng *rng, ag_op_sample *s, double lo, doubl
                                     .vjp = NAME##_vjp, .sample = NAME##_sample}; \
     ag_tensor *ag_##NAME(ag_tape *t, ag_tensor *a, ag_tensor *b)              \
     {                                                                         \
-        return bin_run(t, &ag_op_##NAME, a, b);                               \
+        return bin_run(t, &ag_op_##NAME, "ag_" #NAME, a, b);                 \
     }
 
 /* Which inputs want a gradient: ga / gb set only for those. */

@@ -165,16 +165,18 @@ static void log_softmax_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout,
                     ag_mul(tape, ag_exp(tape, e->out), lane_sum(tape, gout, axis)));
 }
 
-static ag_tensor *sm_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a, int axis)
+/* fn: the public function, for messages */
+static ag_tensor *sm_run(ag_tape *tape, const ag_op_def *def, const char *fn, ag_tensor *a,
+                         int axis)
 {
-    if (!ag_check_inputs(tape, def->name, 1, &a))
+    if (!ag_check_inputs(tape, fn, 1, &a))
         return NULL;
     if (a->ndim == 0) { /* a 0-d tensor is one lane of one element, as in PyTorch */
         if (axis != 0 && axis != -1)
-            return ag_fail(tape, AG_ERR_ARG, "%s: axis %d out of range for 0 dims",
-                           def->name, axis);
+            return ag_fail(tape, AG_ERR_ARG, "%s: axis %d out of range for 0 dims", fn,
+                           axis);
         axis = 0;
-    } else if (!ag_check_axis(tape, def->name, a->ndim, &axis)) {
+    } else if (!ag_check_axis(tape, fn, a->ndim, &axis)) {
         return NULL;
     }
     sm_attr at = {axis};
@@ -185,12 +187,12 @@ static ag_tensor *sm_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a, int 
 
 ag_tensor *ag_softmax(ag_tape *t, ag_tensor *a, int axis)
 {
-    return sm_run(t, &ag_op_softmax, a, axis);
+    return sm_run(t, &ag_op_softmax, "ag_softmax", a, axis);
 }
 
 ag_tensor *ag_log_softmax(ag_tape *t, ag_tensor *a, int axis)
 {
-    return sm_run(t, &ag_op_log_softmax, a, axis);
+    return sm_run(t, &ag_op_log_softmax, "ag_log_softmax", a, axis);
 }
 
 /* ---- cross-entropy of logits ------------------------------------------- */

@@ -177,10 +177,11 @@ AG_INLINE void un_backward(un_kind K, ag_tape *tape, ag_entry *e)
         bwd_float(K, x->data, z->data, z->grad->data, dx, n, c);
 }
 
-static ag_tensor *un_run(ag_tape *tape, const ag_op_def *def, ag_tensor *a,
+/* fn: the public function, for messages */
+static ag_tensor *un_run(ag_tape *tape, const ag_op_def *def, const char *fn, ag_tensor *a,
                          const void *attr, size_t attr_size)
 {
-    if (!ag_check_inputs(tape, def->name, 1, &a))
+    if (!ag_check_inputs(tape, fn, 1, &a))
         return NULL;
     ag_op_call call = {.def = def, .in = &a, .n_in = 1, .dtype = a->dtype,
                        .ndim = a->ndim, .shape = a->shape, .attr = attr,
@@ -242,7 +243,7 @@ static bool un_sample(int which, ag_rng *rng, ag_op_sample *s, ag_sample_mode m,
     UN_ROW_DEF(NAME)                                                          \
     ag_tensor *ag_##NAME(ag_tape *t, ag_tensor *a)                            \
     {                                                                         \
-        return un_run(t, &ag_op_##NAME, a, NULL, 0);                          \
+        return un_run(t, &ag_op_##NAME, "ag_" #NAME, a, NULL, 0);            \
     }
 
 /* An op with one double constant, kept as the attribute struct ATTR.  C:
@@ -263,7 +264,7 @@ static bool un_sample(int which, ag_rng *rng, ag_op_sample *s, ag_sample_mode m,
     ag_tensor *ag_##NAME(ag_tape *t, ag_tensor *a, double c)                  \
     {                                                                         \
         ATTR at = {c};                                                        \
-        return un_run(t, &ag_op_##NAME, a, &at, sizeof at);                   \
+        return un_run(t, &ag_op_##NAME, "ag_" #NAME, a, &at, sizeof at);     \
     }
 
 /* ---- helpers of the recorded derivatives ---- */

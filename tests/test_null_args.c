@@ -113,6 +113,28 @@ static void test_nn_compositions_name_themselves(void **state)
     ag_tensor_free(x);
 }
 
+/* Elementwise and softmax ops name the public function, not their row. */
+static void test_ops_name_the_public_function(void **state)
+{
+    (void)state;
+    int64_t sh[] = {2};
+    ag_tensor *x = ag_tensor_ones(AG_F64, 1, sh);
+    ag_tape *t = ag_tape_new();
+    assert_null(ag_mul(t, NULL, x));
+    tg_assert_tape_error(t, AG_ERR_NULL, "ag_mul: input #1 is NULL");
+    ag_tape_reset(t);
+    assert_null(ag_tanh(t, NULL));
+    tg_assert_tape_error(t, AG_ERR_NULL, "ag_tanh: input #1 is NULL");
+    ag_tape_reset(t);
+    assert_null(ag_leaky_relu(t, NULL, 0.1));
+    tg_assert_tape_error(t, AG_ERR_NULL, "ag_leaky_relu: input #1 is NULL");
+    ag_tape_reset(t);
+    assert_null(ag_softmax(t, x, 3));
+    tg_assert_tape_error(t, AG_ERR_ARG, "ag_softmax: axis 3");
+    ag_tape_free(t);
+    ag_tensor_free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -120,6 +142,7 @@ int main(void)
         cmocka_unit_test(test_rng_unseeded_is_seed_zero),
         cmocka_unit_test(test_custom_null_inputs_is_an_error),
         cmocka_unit_test(test_nn_compositions_name_themselves),
+        cmocka_unit_test(test_ops_name_the_public_function),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
