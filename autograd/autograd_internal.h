@@ -265,6 +265,9 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c);
 void *ag_grad_data(ag_tape *tape, ag_tensor *x);
 /* The same as a tensor (x's shape and dtype). */
 ag_tensor *ag_grad_tensor(ag_tape *tape, ag_tensor *x);
+/* x's gradient in the sweep in progress without allocating one: NULL
+ * when none has reached it yet or x needs none. */
+ag_tensor *ag_grad_peek(const ag_tape *tape, const ag_tensor *x);
 /* Whether the sweep in progress wants a gradient for x (the test both
  * ag_grad_data and the recorded derivatives use). */
 bool ag_needs_grad(const ag_tape *tape, const ag_tensor *x);

@@ -291,16 +291,6 @@ void ag_debug_forward(ag_tape *tape, ag_entry *e, ag_debug_mark m)
         report(tape, e, "forward", "the output", at, ag_get(e->out, at));
 }
 
-/* The gradient buffer of x in the sweep in progress, or NULL. */
-static const ag_tensor *grad_of(const ag_tape *tape, const ag_tensor *x)
-{
-    if (!ag_needs_grad(tape, x))
-        return NULL;
-    if (x->persistent && tape->sweep_id)
-        return x->sgrad_id == tape->sweep_id ? x->sgrad : NULL;
-    return x->grad;
-}
-
 void ag_debug_backward(ag_tape *tape, ag_entry *e)
 {
     /* an Inf already accumulated into an input's gradient (by an entry
@@ -311,7 +301,7 @@ void ag_debug_backward(ag_tape *tape, ag_entry *e)
     if (tape->anomaly) {
         had = e->n_in <= 64 ? stack : ag_mem_alloc((size_t)e->n_in * sizeof *had);
         for (int k = 0; had && k < e->n_in; k++)
-            had[k] = has_inf(grad_of(tape, e->in[k]));
+            had[k] = has_inf(ag_grad_peek(tape, e->in[k]));
     }
     double t0 = tape->prof ? now_ns() : 0;
     e->op->backward(tape, e);
@@ -321,7 +311,7 @@ void ag_debug_backward(ag_tape *tape, ag_entry *e)
             tape->prof->bwd_ns[s] += now_ns() - t0;
     }
     for (int k = 0; tape->anomaly && tape->status == AG_OK && k < e->n_in; k++) {
-        const ag_tensor *x = e->in[k], *g = grad_of(tape, x);
+        const ag_tensor *x = e->in[k], *g = ag_grad_peek(tape, x);
         if (!g)
             continue;
         /* gradient element i of an input of the output's shape comes from

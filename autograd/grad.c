@@ -218,9 +218,7 @@ static void sweep_fast(ag_tape *t, ag_tensor *root, const ag_tensor *seed, int64
 /* The gradient the sweep left for x, or zeros when none reached it. */
 static ag_tensor *result_of(ag_tape *t, ag_tensor *x)
 {
-    ag_tensor *g = NULL;
-    if (ag_needs_grad(t, x))
-        g = x->persistent ? (x->sgrad_id == t->sweep_id ? x->sgrad : NULL) : x->grad;
+    ag_tensor *g = ag_grad_peek(t, x);
     return g ? g : ag_const_like(t, x, 0.0);
 }
 

@@ -354,24 +354,8 @@ static void permute_walk(const ag_entry *e, ag_walk *w)
 
 /* forward: z = x along the walk; fast backward: dx[.., j_perm[i], ..] +=
  * g[.., j_i, ..], the inverse permutation of g, along the same walk */
-#define PERM_OP(NAME)                                                         \
-    static void NAME##_forward(ag_entry *e)                                   \
-    {                                                                         \
-        ag_walk w;                                                            \
-        NAME##_walk(e, &w);                                                   \
-        ag_walk_forward(&w, e->in[0], e->out);                                \
-    }                                                                         \
-    static void NAME##_backward(ag_tape *tape, ag_entry *e)                   \
-    {                                                                         \
-        void *dx = ag_grad_data(tape, e->in[0]);                              \
-        if (!dx)                                                              \
-            return;                                                           \
-        ag_walk w;                                                            \
-        NAME##_walk(e, &w);                                                   \
-        ag_walk_backward(&w, dx, e->out->grad);                               \
-    }
-PERM_OP(transpose)
-PERM_OP(permute)
+AG_WALK_OP(transpose, AG_WALK_NO_PRE)
+AG_WALK_OP(permute, AG_WALK_NO_PRE)
 
 /* dx = transpose(g, d0, d1): a swap is its own inverse */
 static void transpose_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)

@@ -27,6 +27,27 @@ void ag_walk_backward(const ag_walk *w, void *dx, const ag_tensor *gy);
 /* Row-major element strides of a contiguous shape. */
 void ag_contig_strides(int nd, const int64_t *shape, int64_t *st);
 
+/* The forward and fast backward of an op that is one walk: z = x along
+ * it (after PRE(e)), dx += g along it. */
+#define AG_WALK_OP(NAME, PRE)                                                    \
+    static void NAME##_forward(ag_entry *e)                                   \
+    {                                                                         \
+        PRE(e);                                                               \
+        ag_walk w;                                                            \
+        NAME##_walk(e, &w);                                                   \
+        ag_walk_forward(&w, e->in[0], e->out);                                \
+    }                                                                         \
+    static void NAME##_backward(ag_tape *tape, ag_entry *e)                   \
+    {                                                                         \
+        void *dx = ag_grad_data(tape, e->in[0]);                              \
+        if (!dx)                                                              \
+            return;                                                           \
+        ag_walk w;                                                            \
+        NAME##_walk(e, &w);                                                   \
+        ag_walk_backward(&w, dx, e->out->grad);                               \
+    }
+#define AG_WALK_NO_PRE(e) ((void)(e))
+
 /* AG_ERR_SHAPE naming op unless (nd, shape) can be a result: nd <= 8 and
  * the element count in range. */
 bool ag_shape_result_ok(ag_tape *tape, const char *op, int nd, const int64_t *shape);

@@ -53,36 +53,15 @@ static void unslice_walk(const ag_entry *e, ag_walk *w)
         ag_walk_dim(w, a->shape[i], sa[i], sz[i]);
 }
 
-/* The forward and fast backward of an op that is one walk: z = x along
- * it (after PRE(e)), dx += g along it. */
-#define WALK_OP(NAME, PRE)                                                    \
-    static void NAME##_forward(ag_entry *e)                                   \
-    {                                                                         \
-        PRE(e);                                                               \
-        ag_walk w;                                                            \
-        NAME##_walk(e, &w);                                                   \
-        ag_walk_forward(&w, e->in[0], e->out);                                \
-    }                                                                         \
-    static void NAME##_backward(ag_tape *tape, ag_entry *e)                   \
-    {                                                                         \
-        void *dx = ag_grad_data(tape, e->in[0]);                              \
-        if (!dx)                                                              \
-            return;                                                           \
-        ag_walk w;                                                            \
-        NAME##_walk(e, &w);                                                   \
-        ag_walk_backward(&w, dx, e->out->grad);                               \
-    }
-
-static void no_fill(ag_entry *e) { (void)e; }
 static void zero_fill(ag_entry *e)
 {
     memset(e->out->data, 0, (size_t)e->out->numel * ag_dtype_size(e->out->dtype));
 }
 
 /* slice: dx[.., start + m*step, ..] += g[.., m, ..]; other elements get 0 */
-WALK_OP(slice, no_fill)
+AG_WALK_OP(slice, AG_WALK_NO_PRE)
 /* unslice: z is 0 but at the M places; dx[.., m, ..] += g[.., start + m*step, ..] */
-WALK_OP(unslice, zero_fill)
+AG_WALK_OP(unslice, zero_fill)
 
 /* dx = unslice(g, axis, K, start, step) */
 static void slice_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
@@ -197,7 +176,7 @@ static void pad_fill(ag_entry *e)
 }
 
 /* dx[i] += g[i + before]: the padding takes no gradient */
-WALK_OP(pad, pad_fill)
+AG_WALK_OP(pad, pad_fill)
 
 /* dx = g cropped: slice(g, d, before[d], before[d] + K_d) for each padded d */
 static void pad_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)

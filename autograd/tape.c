@@ -483,11 +483,18 @@ static void *sweep_grad(ag_tape *tape, ag_tensor *x)
     return x->sgrad->data;
 }
 
+ag_tensor *ag_grad_peek(const ag_tape *tape, const ag_tensor *x)
+{
+    if (!ag_needs_grad(tape, x))
+        return NULL;
+    if (x->persistent && tape->sweep_id)
+        return x->sgrad_id == tape->sweep_id ? x->sgrad : NULL;
+    return x->grad;
+}
+
 ag_tensor *ag_grad_tensor(ag_tape *tape, ag_tensor *x)
 {
-    if (!ag_grad_data(tape, x))
-        return NULL;
-    return x->persistent && tape->sweep_id ? x->sgrad : x->grad;
+    return ag_grad_data(tape, x) ? ag_grad_peek(tape, x) : NULL;
 }
 
 void *ag_grad_data(ag_tape *tape, ag_tensor *x)
