@@ -172,6 +172,11 @@ struct ag_entry {
 void *ag_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Whether the tape holds no error; else sets ag_last_error to
+ * "fn: the tape holds an earlier error: <it>" (so every refused call says
+ * why, not only the first) and returns false. */
+bool ag_tape_ok(const ag_tape *tape, const char *fn);
+
 /* ---- arena ---- */
 /* Aligned, uninitialised memory that lives until ag_tape_reset; NULL (and
  * an AG_ERR_NOMEM kept on the tape) on failure. */

@@ -76,7 +76,7 @@ static ag_status gradients_checks(ag_tape *t, const char *fn, ag_tensor *root,
         ag_set_last_error("%s: tape is NULL", fn);
         return AG_ERR_ARG;
     }
-    if (t->status != AG_OK)
+    if (!ag_tape_ok(t, fn))
         return t->status;
     if (!tensor_on_tape(t, root, fn, "root", -1))
         return t->status;

@@ -180,7 +180,7 @@ static bool valid(ag_tape *t, ag_var a, const char *fn, const char *arg)
         ag_set_last_error("%s: tape is NULL", fn);
         return false;
     }
-    if (t->status != AG_OK)
+    if (!ag_tape_ok(t, fn))
         return false;
     if (t->scalar && var_live(t->scalar, a))
         return true;
@@ -222,7 +222,7 @@ ag_var ag_var_new(ag_tape *t, double value)
         ag_set_last_error("ag_var_new: tape is NULL");
         return NO_VAR;
     }
-    if (t->status != AG_OK)
+    if (!ag_tape_ok(t, "ag_var_new"))
         return NO_VAR;
     return push(t, S_INPUT, -1, -1, value, 0);
 }
@@ -233,7 +233,7 @@ ag_var ag_var_const(ag_tape *t, double value)
         ag_set_last_error("ag_var_const: tape is NULL");
         return NO_VAR;
     }
-    if (t->status != AG_OK)
+    if (!ag_tape_ok(t, "ag_var_const"))
         return NO_VAR;
     return push(t, S_CONST, -1, -1, value, 0);
 }
@@ -768,7 +768,7 @@ ag_status ag_tape_replay(ag_tape *t, int n, const ag_var *inputs, const double *
         ag_set_last_error("ag_tape_replay: t is NULL");
         return AG_ERR_ARG;
     }
-    if (t->status != AG_OK)
+    if (!ag_tape_ok(t, "ag_tape_replay"))
         return t->status;
     if (t->n_entries > 0 || (t->scalar && t->scalar->n_src > 0)) {
         ag_fail(t, AG_ERR_STATE, "ag_tape_replay: the tape holds tensor ops; only scalar "

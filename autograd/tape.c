@@ -145,6 +145,14 @@ void *ag_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
     return NULL;
 }
 
+bool ag_tape_ok(const ag_tape *tape, const char *fn)
+{
+    if (tape->status == AG_OK)
+        return true;
+    ag_set_last_error("%s: the tape holds an earlier error: %s", fn, tape->msg);
+    return false;
+}
+
 void *ag_tape_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
 {
     if (!fmt)
@@ -281,7 +289,7 @@ bool ag_check_inputs(ag_tape *tape, const char *op, int n, ag_tensor *const *in)
         ag_set_last_error("%s: tape is NULL", op);
         return false;
     }
-    if (tape->status != AG_OK)
+    if (!ag_tape_ok(tape, op))
         return false;
     for (int i = 0; i < n; i++) {
         if (!in[i]) {
@@ -410,15 +418,31 @@ bool ag_entry_inputs_unchanged(ag_tape *tape, const ag_entry *e, const char *fn)
     return true;
 }
 
+/* An allocation inside ag_op_run failed: the arena's message ("tape
+ * arena: out of memory for N bytes") is prefixed with the op the user
+ * called, when it is the tape's first error. */
+static ag_tensor *op_alloc_failed(ag_tape *tape, const ag_op_call *c, bool was_ok)
+{
+    if (was_ok && tape->status != AG_OK) {
+        char shape[160], msg[sizeof tape->msg];
+        ag_fmt_shape(shape, sizeof shape, c->ndim, c->shape);
+        snprintf(msg, sizeof msg, "ag_%s (result %s): %s", c->def->name, shape, tape->msg);
+        memcpy(tape->msg, msg, sizeof msg);
+        ag_set_last_error("%s", msg);
+    }
+    return NULL;
+}
+
 ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
 {
     /* the profiler charges the op with everything from here on */
     ag_debug_mark m = {0, 0};
     if (tape->debug)
         m = ag_debug_begin(tape);
+    bool was_ok = tape->status == AG_OK;
     ag_tensor *out = ag_tensor_tape(tape, c->dtype, c->ndim, c->shape);
     if (!out)
-        return NULL;
+        return op_alloc_failed(tape, c, was_ok);
     bool needs_grad = false, persistent = false;
     for (int i = 0; i < c->n_in; i++) {
         needs_grad |= c->in[i]->requires_grad;
@@ -428,7 +452,7 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
 
     ag_entry local, *e = record ? entry_append(tape) : &local;
     if (!e)
-        return NULL;
+        return op_alloc_failed(tape, c, was_ok);
     e->op = c->def;
     e->out = out;
     e->smark = ag_scalar_count(tape);
@@ -438,7 +462,7 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
     e->in = (ag_tensor **)c->in; /* unrecorded: ver and sum are never read */
     if (record && !save_inputs(tape, e, c, persistent)) {
         tape->n_entries--;
-        return NULL;
+        return op_alloc_failed(tape, c, was_ok);
     }
     AG_ASSERT(c->attr_size <= sizeof e->attr);
     if (c->attr_size)
@@ -447,7 +471,7 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
     if (c->aux_bytes && !e->aux) {
         if (record)
             tape->n_entries--;
-        return NULL;
+        return op_alloc_failed(tape, c, was_ok);
     }
     if (tape->debug) {
         c->def->forward(e);
@@ -572,7 +596,7 @@ static bool backward_checks(ag_tape *tape, const ag_tensor *root, const char *fn
         ag_set_last_error("%s: tape is NULL", fn);
         return false;
     }
-    if (tape->status != AG_OK)
+    if (!ag_tape_ok(tape, fn))
         return false;
     if (!ag_check_live(tape, root, fn, "root"))
         return false;

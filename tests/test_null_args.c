@@ -7,6 +7,7 @@
 #include "tapegrad.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void assert_last_error(const char *substr)
@@ -135,6 +136,46 @@ static void test_ops_name_the_public_function(void **state)
     ag_tensor_free(x);
 }
 
+/* An allocator that refuses anything over 1 GiB, so an oversized op fails
+ * in the arena the same way under ASan and without it. */
+static void *small_alloc(size_t size, size_t align, void *ctx)
+{
+    (void)ctx;
+    if (size > ((size_t)1 << 30))
+        return NULL;
+    size_t rounded = (size + align - 1) / align * align;
+    return aligned_alloc(align, rounded ? rounded : align);
+}
+
+static void small_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+/* Was: "tape arena: out of memory for 105553116266624 bytes", no op named;
+ * and later calls returned the kept error without setting ag_last_error. */
+static void test_out_of_memory_names_the_op_and_later_calls_say_why(void **state)
+{
+    (void)state;
+    ag_set_allocator(&(ag_allocator){small_alloc, small_free, NULL});
+    int64_t one[] = {1, 1}, huge[] = {(int64_t)1 << 16, (int64_t)1 << 16};
+    ag_tensor *x = ag_tensor_ones(AG_F32, 2, one);
+    ag_tape *t = ag_tape_new();
+    assert_null(ag_expand(t, x, 2, huge));
+    tg_assert_tape_error(t, AG_ERR_NOMEM, "ag_expand (result [65536,65536]): tape arena: "
+                                          "out of memory");
+    assert_null(ag_add(t, x, x));
+    assert_last_error("ag_add: the tape holds an earlier error: ag_expand");
+    assert_int_equal(ag_backward(t, x), AG_ERR_NOMEM);
+    assert_last_error("ag_backward: the tape holds an earlier error");
+    (void)ag_var_new(t, 1.0);
+    assert_last_error("ag_var_new: the tape holds an earlier error");
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_set_allocator(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -143,6 +184,7 @@ int main(void)
         cmocka_unit_test(test_custom_null_inputs_is_an_error),
         cmocka_unit_test(test_nn_compositions_name_themselves),
         cmocka_unit_test(test_ops_name_the_public_function),
+        cmocka_unit_test(test_out_of_memory_names_the_op_and_later_calls_say_why),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
