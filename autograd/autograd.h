@@ -88,7 +88,11 @@ extern "C" {
 /* Reduce over every element (pass as the axis of ag_sum, ag_mean, ...). */
 #define AG_ALL INT_MIN
 
-typedef enum ag_dtype { AG_F32 = 0, AG_F64 = 1 } ag_dtype;
+/* AG_I64: int64 indices, only as results of ag_argmax and ag_topk (tape
+ * tensors).  Read them with ag_get or ag_data (int64_t *); every op
+ * refuses an int64 input (AG_ERR_DTYPE), and persistent tensors are f32
+ * or f64. */
+typedef enum ag_dtype { AG_F32 = 0, AG_F64 = 1, AG_I64 = 2 } ag_dtype;
 
 typedef enum ag_status {
     AG_OK = 0,
@@ -198,7 +202,9 @@ void           ag_tensor_mark_modified(ag_tensor *t);
 const void    *ag_data_const(const ag_tensor *t);
 /* Element i (row-major flat index) as double.  A NULL t or an i outside
  * [0, numel) gives NaN (ag_set: no write), with ag_last_error.  ag_set on a
- * persistent tensor bumps its version (a write). */
+ * persistent tensor bumps its version (a write); on an AG_I64 tensor it
+ * truncates v toward 0 (no write, with ag_last_error, for a v outside
+ * int64's range or NaN). */
 double         ag_get(const ag_tensor *t, int64_t i);
 void           ag_set(ag_tensor *t, int64_t i, double v);
 /* Gradient of t (same shape and dtype), or NULL until a backward reached t.
@@ -230,6 +236,12 @@ int64_t  ag_tape_entries(const ag_tape *tape);
 /* Bytes of arena memory in use / reserved. */
 size_t   ag_tape_bytes_used(const ag_tape *tape);
 size_t   ag_tape_bytes_reserved(const ag_tape *tape);
+/* High-water mark of arena bytes in use since the last reset, counted as
+ * ag_tape_bytes_used counts them (a block's unused tail counts once the
+ * arena moved past it): the figure gradient checkpointing lowers, as a
+ * checkpoint's segment is in use only while it runs (forward) or is
+ * rebuilt (backward).  0 for a NULL tape, with ag_last_error. */
+size_t   ag_tape_bytes_peak(const ag_tape *tape);
 
 /* Keeps an error on the tape the way ops do (the first one sticks; also
  * sets ag_last_error), for layers and user functions built on ops.
@@ -253,6 +265,119 @@ ag_status ag_backward(ag_tape *tape, ag_tensor *root);
 /* The same from any root, with its output gradient `seed` (root's shape
  * and dtype; persistent or tape tensor). */
 ag_status ag_backward_seeded(ag_tape *tape, ag_tensor *root, const ag_tensor *seed);
+
+/* ---- gradient-ready hook (for data parallelism, dist/dist.h) ---------------
+ * fn(leaves, n, ctx) is called by ag_backward and ag_backward_seeded as soon
+ * as the gradients of persistent tensors that require grad are final in
+ * that sweep: right after the sweep passes the earliest-recorded entry that
+ * reads them (each entry adds only into its own inputs' gradients, and every
+ * later-recorded reader has run by then).  leaves: the n tensors made final
+ * at that entry, in input order; the array lives until fn returns.  Each
+ * such tensor read by the tape's entries is reported once per sweep, also
+ * one no gradient reached (ag_grad may then be NULL); leaves read only
+ * through ag_var_from_tensor are not reported, and on a tape holding scalar
+ * (ag_var) ops every report waits for the sweep's end.  (ag_checkpoint
+ * lists the tensors its segment reads among its entry's inputs, so they
+ * are reported after the segment's rebuild has added to them.)  Not called by
+ * ag_gradients (persistent gradients are not touched there) nor once the
+ * sweep has failed.  fn may read and write gradient buffers but must not
+ * use the tape.  fn NULL (the default) removes the hook: the sweep then
+ * pays one compare per entry.  Kept across ag_tape_reset.  NULL tape:
+ * nothing (ag_last_error says so). */
+typedef void (*ag_grad_ready_fn)(ag_tensor *const *leaves, int n, void *ctx);
+void ag_tape_set_grad_ready(ag_tape *tape, ag_grad_ready_fn fn, void *ctx);
+
+/* ---- gradient checkpointing ----------------------------------------------
+ * Trades compute for tape memory, as torch.utils.checkpoint: a segment of
+ * ops keeps only its inputs and outputs on the tape, and backward runs it
+ * again to get what it dropped.  One checkpoint per block of a deep net
+ * keeps one activation per block instead of all of them:
+ *
+ *   static ag_status block(ag_tape *t, int n_in, ag_tensor *const *in,
+ *                          int n_out, ag_tensor **out, void *ctx)
+ *   {   const blk *b = ctx;                        // weights, rng, ...
+ *       ag_tensor *h = ag_gelu(t, ag_linear(t, in[0], b->w1, b->b1));
+ *       out[0] = ag_add(t, in[0], ag_linear(t, h, b->w2, b->b2));
+ *       return AG_OK;   }
+ *   for (l = 0; l < L; l++)
+ *       ag_checkpoint(t, block, &blocks[l], 1, &x, 1, &x);
+ *
+ * fn: computes out[0..n_out) from in[0..n_in) with ops on t and returns
+ * AG_OK (or an error status, which ag_checkpoint returns, keeping it on
+ * the tape if no op kept one first).  It may also read tensors through
+ * ctx — parameters, or tape tensors of this step — and their gradients
+ * are computed as for in[].  It runs once in forward and once more in
+ * every first-order sweep that reaches its outputs (ag_backward,
+ * ag_gradients without create_graph), which drops the rebuilt ops again
+ * when done; a create_graph sweep rebuilds them for good, in the
+ * checkpoint's place (the derivative it records is made of them, and the
+ * tape is then the one the ops would have recorded without the
+ * checkpoint).  So fn must compute the same values each time: no ag_var
+ * ops, no ag_tape_reset, no backward or
+ * ag_gradients inside, and what it reads through ctx (and ctx itself)
+ * unchanged until the last backward.  A rebuild that gives other output
+ * bits, or reads a tensor the first run did not, stops the sweep with
+ * AG_ERR_STATE.  Tensors fn makes other than its outputs die when
+ * ag_checkpoint returns: do not keep them.
+ * Random draws: fn may draw from one generator, the one registered with
+ * ag_tape_set_checkpoint_rng when ag_checkpoint is called (dropout masks):
+ * its state is saved then, put back before each rebuild, and the
+ * caller's stream restored after it, so the rebuild draws the same masks
+ * and the training's draws are as without checkpoints.
+ * out: the outputs, tape tensors (NULL on failure).  One fn made is a
+ * copy that the tape keeps; an input (or another tensor from outside fn)
+ * returned as an output is returned as is.  The gradient of an output
+ * that reaches it only from inside fn is not kept in it.
+ * Gradients (ag_backward, ag_gradients, ag_hvp, ...) are those of the same
+ * ops without the checkpoint, to the bit.  Checkpoints nest: fn may call
+ * ag_checkpoint (with a ctx that, like every ctx, lives until the last
+ * backward: not fn's own stack).  With grad disabled or when nothing needs
+ * a gradient, fn runs once and only its outputs stay on the tape.
+ * Errors: AG_ERR_ARG for a NULL fn, n_in outside [0, 65536] or n_out
+ * outside [1, 65536]; AG_ERR_NULL for a NULL in (n_in > 0), out, input or
+ * output of fn; AG_ERR_STATE for an input or output of another tape or
+ * step, or a fn that recorded ag_var ops or reset the tape; fn's own
+ * status; the tape's kept error (then fn is not called). */
+typedef ag_status (*ag_checkpoint_fn)(ag_tape *t, int n_in, ag_tensor *const *in,
+                                      int n_out, ag_tensor **out, void *ctx);
+ag_status ag_checkpoint(ag_tape *t, ag_checkpoint_fn fn, void *ctx, int n_in,
+                        ag_tensor *const *in, int n_out, ag_tensor **out);
+/* The generator that checkpoints made from now on replay (NULL: none);
+ * kept across ag_tape_reset.  It must outlive the backward sweeps of those
+ * checkpoints.  AG_ERR_ARG for a NULL tape. */
+ag_status ag_tape_set_checkpoint_rng(ag_tape *tape, ag_rng *rng);
+
+/* Binomial checkpointing of a recurrence (Griewank's revolve):
+ * state_{i+1} = step(i, state_i) for i = 0 .. n_steps-1, each state n
+ * tensors of the layouts (dtype, shape) of state[0..n), out = the last
+ * state.  Forward runs the steps one at a time and keeps only the first
+ * and the last state (and a checksum per step).  Backward reverses them
+ * with at most `snapshots` states stored at once besides the first, plus
+ * three states of buffers and one step's tape: it runs steps forward again
+ * by the binomial schedule, which needs the fewest such steps for that
+ * memory, t(T, s) = r T - C(s + r + 1, r - 1) with r the least such that
+ * C(s + r + 1, r) >= T (T = n_steps, s = snapshots): T = 1000 and s = 10
+ * give r = 4 and t = 3545; s >= T - 1 gives t = T - 1.  So one backward
+ * calls step T + t(T, s) times (T of them recorded and swept one by one),
+ * on top of forward's T.
+ * step: as ag_checkpoint's fn, with the step's index i; the same rules
+ * (the same values each time, tensors through ctx, the registered
+ * generator replayed: its state before step 0 is saved, and each stored
+ * state keeps the generator's).  A step that makes another state in
+ * backward stops the sweep with AG_ERR_STATE.  Gradients are those of the
+ * plain recording of the steps, to the bit; create_graph through it is
+ * refused (AG_ERR_STATE): use ag_checkpoint for derivatives of
+ * derivatives.  out may be state (x = f(x)); NULL on failure.
+ * Errors: AG_ERR_ARG for a NULL step, n_steps outside [1, 2^40],
+ * snapshots outside [0, 65536] or n outside [1, 65536]; AG_ERR_NULL for a
+ * NULL state, out or tensor of a state; AG_ERR_SHAPE for a state of
+ * another layout; AG_ERR_STATE as ag_checkpoint; step's own status. */
+typedef ag_status (*ag_checkpoint_step_fn)(ag_tape *t, int64_t i, int n,
+                                           ag_tensor *const *state, ag_tensor **next,
+                                           void *ctx);
+ag_status ag_checkpoint_steps(ag_tape *t, ag_checkpoint_step_fn step, void *ctx,
+                              int64_t n_steps, int snapshots, int n, ag_tensor *const *state,
+                              ag_tensor **out);
 
 /* ---- derivatives of derivatives ------------------------------------------
  * torch.autograd.grad: grads[i] = d <root, seed> / d wrt[i], a tape tensor
@@ -353,11 +478,27 @@ ag_tensor *ag_logsumexp(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
 /* Variance with Bessel-style correction: sum((a - mean)^2) / (n - correction);
  * correction 1 is torch.var's default.  n - correction <= 0 is AG_ERR_ARG. */
 ag_tensor *ag_variance(ag_tape *t, ag_tensor *a, int axis, bool keepdim, int correction);
-/* Index of the largest element along axis (first one on ties), as values of
- * the input's dtype; no gradient flows (the result never requires grad). */
+/* Index of the largest element along axis (first one on ties; a NaN counts
+ * as the largest, as in PyTorch), an AG_I64 tensor (torch.argmax); no
+ * gradient flows (the result never requires grad, and ops refuse it). */
 ag_tensor *ag_argmax(ag_tape *t, ag_tensor *a, int axis, bool keepdim);
+/* torch.topk (sorted=True): the k largest elements along axis (the k
+ * smallest when !largest), in order (largest first; smallest first when
+ * !largest), ties broken by the lower index; a NaN counts as the largest.
+ * Returns the values, a's shape with k along axis and a's dtype; the
+ * gradient goes to the chosen elements.  *indices (when indices is not
+ * NULL) receives their positions along axis, an AG_I64 tensor of the same
+ * shape.  k outside [0, size along axis]: AG_ERR_ARG. */
+ag_tensor *ag_topk(ag_tape *t, ag_tensor *a, int64_t k, int axis, bool largest,
+                   ag_tensor **indices);
 
-/* ---- shape ---- (results are new contiguous tensors) */
+/* ---- shape ----
+ * ag_reshape, ag_squeeze and ag_unsqueeze are views: the result shares
+ * a's data (no copy, no tape memory but its header), as every tensor is
+ * contiguous; its gradient is a buffer of its own.  A write through a
+ * view (ag_set, ag_data) writes a, and counts as a write of a persistent
+ * a (its version: "In-place edits" above).  The other shape ops make new
+ * contiguous tensors. */
 
 /* Same elements, new shape; one dim may be -1 (inferred).  The element
  * count must match (AG_ERR_SHAPE). */
@@ -452,14 +593,18 @@ typedef struct ag_ce_opts {
 #define AG_CE_NO_IGNORE INT64_MIN
 /* Cross-entropy of logits [n, C] against labels[n] in [0, C) (or the
  * ignore index), fused with log-softmax for stability: PyTorch's
- * F.cross_entropy with the same options.  Per row, with eps the smoothing:
+ * F.cross_entropy with the same options.  Logits [..., C] with more dims
+ * (a sequence model's [B, T, C]) are taken as rows without a reshape: n
+ * is the product of the leading dims, labels row-major over them (the
+ * class dim is the last, unlike PyTorch's [N, C, d1, ...]), and NONE
+ * gives the leading dims' shape.  Per row, with eps the smoothing:
  * (1-eps) * -log p_label + eps * mean_c(-log p_c); ignored rows give 0 and
  * MEAN divides by the rows not ignored (every row ignored: NaN, as in
  * PyTorch, and a zero gradient).  opts NULL: mean, no smoothing,
  * ignore_index -100 (PyTorch's default).  Result: 0-d, or [n] for NONE.
  * labels are copied when the op is recorded; the softmax is saved for
- * backward (n*C values on the tape).  Errors: logits not 2-D or n !=
- * rows (AG_ERR_SHAPE); labels NULL, smoothing outside [0, 1), an unknown
+ * backward (n*C values on the tape).  Errors: logits with fewer than 2
+ * dims or n != rows (AG_ERR_SHAPE); labels NULL, smoothing outside [0, 1), an unknown
  * reduction, or a label out of range (AG_ERR_ARG naming the row). */
 ag_tensor *ag_cross_entropy_logits(ag_tape *t, ag_tensor *logits, const int64_t *labels,
                                    int64_t n, const ag_ce_opts *opts);
@@ -470,6 +615,151 @@ ag_tensor *ag_cross_entropy_logits(ag_tape *t, ag_tensor *logits, const int64_t 
  * NULL).  p outside [0, 1) (also when not training) or a NULL rng in
  * training: AG_ERR_ARG. */
 ag_tensor *ag_dropout(ag_tape *t, ag_tensor *a, double p, bool training, ag_rng *rng);
+
+/* ---- convolution and pooling (NCHW, as PyTorch) ----
+ *   ag_tensor *h = ag_conv2d(t, x, w, b, (ag_conv2d_opts){.padding = {1, 1}});
+ *   h = ag_max_pool2d(t, ag_relu(t, h), (ag_pool2d_opts){.kernel = {2, 2}});
+ * Results are tape tensors; f32 and f64 (every input of one dtype).  Each
+ * op records its derivative as convolutions (and poolings) again, so
+ * gradients can be differentiated to any order.  Errors (kept on the tape,
+ * the result NULL), naming the function, the argument and the shapes:
+ * AG_ERR_SHAPE for a wrong rank, channels that do not match w or groups,
+ * b not [C_out], a (dilated) kernel larger than the padded input;
+ * AG_ERR_ARG for an option out of range (negative, or above 2^31 - 1);
+ * AG_ERR_DTYPE for mixed dtypes; AG_ERR_NOMEM for a result too large. */
+/* A zero field means PyTorch's default: stride 1, padding 0, dilation 1,
+ * groups 1.  stride, padding and dilation are per dim (H, then W). */
+typedef struct ag_conv2d_opts {
+    int64_t stride[2], padding[2], dilation[2], groups;
+} ag_conv2d_opts;
+typedef struct ag_conv1d_opts {
+    int64_t stride, padding, dilation, groups;
+} ag_conv1d_opts;
+/* x [N, C_in, H, W], w [C_out, C_in/groups, kH, kW], b [C_out] or NULL ->
+ * [N, C_out, H_out, W_out]: torch.nn.functional.conv2d (a correlation),
+ * H_out = (H + 2 padding - dilation (kH - 1) - 1) / stride + 1 (floor),
+ * W_out likewise.  groups must divide C_in and C_out (groups = C_in:
+ * depthwise).  Scratch for the unrolled input comes from the tape. */
+ag_tensor *ag_conv2d(ag_tape *t, ag_tensor *x, ag_tensor *w, ag_tensor *b, ag_conv2d_opts o);
+/* The same on x [N, C_in, L], w [C_out, C_in/groups, k] -> [N, C_out,
+ * L_out]: torch.nn.functional.conv1d (conv2d on [N, C_in, 1, L]). */
+ag_tensor *ag_conv1d(ag_tape *t, ag_tensor *x, ag_tensor *w, ag_tensor *b, ag_conv1d_opts o);
+/* Pooling windows: kernel (>= 1, no default), stride (0 means the kernel
+ * size, as PyTorch), padding (at most half the kernel, as PyTorch), per
+ * dim (H, then W); H_out = (H + 2 padding - kernel) / stride + 1 (floor,
+ * no ceil_mode), W_out likewise. */
+typedef struct ag_pool2d_opts {
+    int64_t kernel[2], stride[2], padding[2];
+} ag_pool2d_opts;
+/* x [N, C, H, W] (H, W >= 1) -> [N, C, H_out, W_out], the max of each
+ * window (padding never wins): F.max_pool2d.  The first maximum of a
+ * window (row by row) takes its gradient, and a NaN wins its window, as
+ * in PyTorch; the positions are kept on the tape (8 bytes an output). */
+ag_tensor *ag_max_pool2d(ag_tape *t, ag_tensor *x, ag_pool2d_opts o);
+/* The mean of each window, padding counted in the divisor
+ * (count_include_pad, PyTorch's default): F.avg_pool2d. */
+ag_tensor *ag_avg_pool2d(ag_tape *t, ag_tensor *x, ag_pool2d_opts o);
+/* x [N, C, H, W] -> [N, C, out_h, out_w] (each in [1, 2^31 - 1]), the mean
+ * over rows floor(i H / out_h) to ceil((i+1) H / out_h) (exclusive) and
+ * likewise columns: F.adaptive_avg_pool2d (1, 1 is the global average). */
+ag_tensor *ag_adaptive_avg_pool2d(ag_tape *t, ag_tensor *x, int64_t out_h, int64_t out_w);
+
+/* ---- attention ---- */
+/* q [..., Tq, D], k [..., Tk, D], v [..., Tk, Dv] -> [..., Tq, Dv]:
+ * softmax(q k^T * scale + mask) v; scale 0 means 1/sqrt(D); mask additive
+ * and broadcast to [..., Tq, Tk] (NULL: none); causal masks key j > query
+ * i.  Fused and memory-linear: backward keeps each row's log-sum-exp, not
+ * the probabilities.
+ * Details.  q, k and v share their leading dims (no broadcasting among
+ * them) and a dtype; the mask has it too and may hold -inf (a padded
+ * key).  The mask is a constant: no gradient flows to it, and one that
+ * requires grad is AG_ERR_ARG.  causal is top-left aligned, as
+ * torch.tril(ones(Tq, Tk)): with Tq > Tk the rows past Tk see every key.
+ * A row that sees no key (every score -inf) gives 0 and passes no
+ * gradient, where the written-out softmax gives NaN.  The forward keeps
+ * the output and Tq log-sum-exps per head on the tape, plus O(Tk) scratch
+ * per thread; the backward recomputes the probabilities a block of query
+ * rows at a time (FlashAttention-2's backward), all products as GEMMs, on
+ * ag_get_num_threads() threads over the leading dims when large.  The
+ * recorded derivative (create_graph) is composed of ops and keeps the
+ * Tq x Tk probabilities.  Errors: shapes that do not fit or a mask that
+ * does not broadcast (AG_ERR_SHAPE), dtypes that differ (AG_ERR_DTYPE), a
+ * non-finite scale (AG_ERR_ARG). */
+ag_tensor *ag_attention(ag_tape *t, ag_tensor *q, ag_tensor *k, ag_tensor *v,
+                        const ag_tensor *mask, bool causal, double scale);
+
+/* ---- normalization ---- */
+/* F.layer_norm over the last dim: y = (x - mean) / sqrt(var + eps) * w + b,
+ * mean and biased variance over each row of x's last dim D; w and b [D]
+ * (either may be NULL: no scale / no shift), x's dtype.  One fused op that
+ * keeps each row's mean and 1/std for backward.  Errors: x 0-d or w, b not
+ * [D] (AG_ERR_SHAPE), eps negative or not finite (AG_ERR_ARG). */
+ag_tensor *ag_layer_norm(ag_tape *t, ag_tensor *x, ag_tensor *w, ag_tensor *b, double eps);
+
+/* ---- recurrent cells ---- */
+/* The elementwise part of one LSTM step, fused (nn_lstm's step after its
+ * GEMMs): gates [..., 4H] are the pre-activations W_ih x + b_ih + W_hh h +
+ * b_hh in PyTorch's order i, f, g, o along the last dim, c [..., H] the
+ * cell state (same leading dims and dtype; zeros for a zero state):
+ *   c' = sigmoid(f) c + sigmoid(i) tanh(g),   h' = sigmoid(o) tanh(c').
+ * Returns h' and sets *c_next to c' (tape tensors of c's shape), recorded
+ * as two ops (lstm_cell_c, lstm_cell_h) that keep the activations for
+ * backward (5H values a row).  AG_ERR_SHAPE names both shapes when gates is
+ * not [..., 4H] for c [..., H]; c_next NULL is AG_ERR_ARG; on any error
+ * *c_next is NULL too. */
+ag_tensor *ag_lstm_cell(ag_tape *t, ag_tensor *gates, ag_tensor *c, ag_tensor **c_next);
+/* One GRU step, fused: gx = W_ih x + b_ih and gh = W_hh h + b_hh, both
+ * [..., 3H] in PyTorch's order r, z, n, and the state h [..., H]:
+ *   r = sigmoid(gx_r + gh_r), z = sigmoid(gx_z + gh_z),
+ *   n = tanh(gx_n + r gh_n),  h' = (1 - z) n + z h  (h's shape).
+ * One recorded op keeping r, z, n for backward.  AG_ERR_SHAPE as above. */
+ag_tensor *ag_gru_cell(ag_tape *t, ag_tensor *gx, ag_tensor *gh, ag_tensor *h);
+
+/* ---- sequence-model utilities ---- */
+/* torch.detach: a copy of a's values that belongs to no graph, a tape
+ * tensor that never requires grad, so no gradient flows back through it
+ * (truncated backpropagation through time).  Records nothing. */
+ag_tensor *ag_detach(ag_tape *t, ag_tensor *a);
+/* torch.split with a list of sizes: out[i] holds the next sizes[i]
+ * elements of a along axis (negative counts from the end), each a
+ * recorded slice that gradients flow back through.  n >= 1 sizes, each
+ * >= 0, adding up to a's size along axis (else AG_ERR_ARG).  out has room
+ * for n tensors; on failure every out[i] is NULL and the tape keeps the
+ * error.  Returns AG_OK or that error. */
+ag_status ag_split(ag_tape *t, ag_tensor *a, int n, const int64_t *sizes, int axis,
+                   ag_tensor **out);
+/* torch.chunk: a split along axis into pieces of ceil(size / chunks)
+ * elements, the last one smaller.  As in PyTorch there can be fewer than
+ * chunks pieces (size 6 in 4 chunks gives 3 pieces of 2); a size of 0
+ * gives chunks empty pieces.  out has room for chunks tensors; returns the
+ * number of pieces written, or -1 with the error kept on the tape
+ * (chunks < 1 or a bad axis: AG_ERR_ARG). */
+int ag_chunk(ag_tape *t, ag_tensor *a, int chunks, int axis, ag_tensor **out);
+/* torch.masked_fill: a where mask == 0 and value where mask != 0, with a's
+ * shape; mask (f32 or f64, any values, no gradient) broadcasts to a's
+ * shape.  The gradient to a passes where mask == 0.  value may be -inf
+ * (scores masked before a softmax): anomaly mode takes an Inf that
+ * masked_fill puts there as passed through from value, not made. */
+ag_tensor *ag_masked_fill(ag_tape *t, ag_tensor *a, const ag_tensor *mask, double value);
+
+/* torch.no_grad as a scope: turns recording off and returns the state it
+ * found, for ag_no_grad_end to restore, so scopes nest:
+ *   bool g = ag_no_grad_begin(t);   ... evaluation ...   ag_no_grad_end(t, g);
+ * A NULL tape: false (end: nothing), with ag_last_error. */
+bool ag_no_grad_begin(ag_tape *t);
+void ag_no_grad_end(ag_tape *t, bool saved);
+
+/* Draws one class per row of logits [..., C] (f32 or f64, tape or
+ * persistent) from softmax(logits / temperature) into out[r], r over the
+ * numel / C rows in row-major order (out has room for them), with one
+ * ag_rng_uniform draw per row; a -inf logit is never drawn.  temperature 0
+ * takes each row's argmax (greedy, first on ties): no draw, and rng may be
+ * NULL.  AG_ERR_ARG (with ag_last_error): logits or out NULL, logits 0-d
+ * or C = 0, temperature negative or NaN, rng NULL with temperature > 0;
+ * AG_ERR_NUMERIC: a row with a NaN or whose largest logit is not finite
+ * (nothing is written then). */
+ag_status ag_sample_logits(const ag_tensor *logits, double temperature, ag_rng *rng,
+                           int64_t *out);
 
 /* ---- the scalar path -------------------------------------------------------
  * Scalar programs (micrograd-style models, scientific functions) record on
@@ -622,9 +912,17 @@ void ag_tape_label(ag_tape *tape, const char *label);
  * accumulated over steps (ag_tape_reset keeps them) until
  * ag_tape_profile_reset.  Forward time and tape bytes cover the op's whole
  * recording: tape bytes are what each call put on the tape, as
- * ag_tape_bytes_used counts them — its output tensor, its entry's input
- * array and saved values, and whatever its forward allocated (gradient
- * buffers made by backward are not included). */
+ * ag_tape_bytes_used counts them — what the op's function allocated before
+ * recording (a dropout mask, saved probabilities, scratch), its output
+ * tensor, its entry's input array and saved values, and whatever its
+ * forward allocated; a constant made between two ops (ag_tape_tensor)
+ * counts for the op after it, and gradient buffers made by backward are
+ * not included, so after a forward the column adds up to
+ * ag_tape_bytes_used.  The ops inside a checkpoint (ag_checkpoint) hold no
+ * bytes once it has dropped them: its rows "checkpoint" and
+ * "checkpoint_out" hold what it keeps, and "checkpoint"'s backward time
+ * includes the rebuild of its segment, while its ops' own backward times
+ * stay in their rows. */
 void ag_tape_set_profile(ag_tape *tape, bool on);
 void ag_tape_profile_reset(ag_tape *tape);
 /* Prints the table, sorted by total time, and the backward/forward ratio
@@ -730,11 +1028,47 @@ ag_status ag_gradgradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs, in
 
 /* ---- threads ------------------------------------------------------------ */
 
-/* Threads used inside large kernels (OpenMP, and OpenBLAS when built with
- * it).  n <= 0 restores the default: every core.  Small ops always run on
- * one thread. */
+/* Threads used inside large kernels: tapegrad's own pool (below), which
+ * every parallel kernel runs on; OpenBLAS, when built with it, is kept on
+ * one thread and fed strips of a product by the pool, so the two never
+ * spin against each other.  n <= 0 restores the default: every core,
+ * which stays fast on a busy machine: idle workers spin ~60 us, then
+ * sleep; work goes in chunks that a descheduled worker simply leaves to
+ * the others; and while the pool measures no gain from its threads (the
+ * caller waiting on a preempted worker) it runs on the caller alone for a
+ * while, 20 ms to 1 s, then tries again.  At most 64.  Small ops always
+ * run on one thread.  Results never depend on the count. */
 void ag_set_num_threads(int n);
 int  ag_get_num_threads(void);
+
+/* The pool, for custom kernels as for the library's own: calls
+ * fn(ctx, lo, hi) for each chunk [lo, hi) of [0, n) cut every `chunk`
+ * elements (the last one shorter; chunk <= 0 means one chunk), each chunk
+ * exactly once, on up to ag_get_num_threads() threads, the caller among
+ * them, and returns when all have run.  Chunk boundaries depend on n and
+ * chunk only, so a reduction that writes one partial per chunk and adds
+ * them in chunk order gives the same bits for any thread count.  Runs
+ * inline on the caller (chunks in order) with one thread, one chunk, from
+ * inside fn or a task, or while another thread's call holds the pool.
+ * AG_ERR_ARG, and nothing runs, for fn NULL, n < 0 or more than 2^32
+ * chunks; n == 0 runs nothing. */
+typedef void (*ag_parallel_fn)(void *ctx, int64_t lo, int64_t hi);
+ag_status ag_parallel_for(int64_t n, int64_t chunk, ag_parallel_fn fn, void *ctx);
+
+/* A background job for a pool thread, for work that overlaps the caller's
+ * (the next minibatch while a step runs).  ag_task_start queues fn(ctx)
+ * and returns its handle; it returns NULL and runs nothing (ag_last_error
+ * says why) when fn is NULL or no pool thread would take it now: one
+ * thread set, a call from inside the pool, the pool staying on one thread
+ * for a while (ag_set_num_threads), or 4 tasks already queued.  Then the
+ * caller does the work itself, when it needs it.  ag_task_wait returns
+ * once the task has run (running it on the caller if no pool thread has
+ * taken it yet) and frees the handle; NULL returns at once.  Wait for
+ * every handle exactly once. */
+typedef struct ag_task ag_task;
+typedef void (*ag_task_fn)(void *ctx);
+ag_task *ag_task_start(ag_task_fn fn, void *ctx);
+void     ag_task_wait(ag_task *t);
 
 /* ---- safetensors ----------------------------------------------------------
  * The file format of models and checkpoints: 8-byte little-endian header

@@ -55,6 +55,11 @@ struct ag_tensor {
     /* Tape tensor: the tape's generation when it was made (ag_check_live);
      * persistent: 0, which no generation is. */
     uint64_t gen;
+    /* A view (reshape, squeeze, unsqueeze) of a persistent tensor, or of
+     * such a view: that persistent tensor, whose data it shares, so the
+     * version checks and checksums of an input are its (ag_version_src);
+     * else NULL. */
+    ag_tensor *base;
 };
 
 typedef struct ag_entry ag_entry;
@@ -101,6 +106,21 @@ struct ag_tape {
      * only tensors marked with this id get gradients, and persistent ones
      * get them in their sgrad slot. */
     uint64_t sweep_id;
+    /* The gradient-ready hook (ag_tape_set_grad_ready) and the plan of
+     * the ag_backward sweep about to run (ag_ready_plan_new; ag_sweep
+     * takes it, so a nested sweep sees none). */
+    ag_grad_ready_fn ready_fn;
+    void *ready_ctx;
+    struct ag_ready_plan *ready;
+    /* Gradient checkpointing (checkpoint.c): the high-water mark of the
+     * bytes in use, raised where they fall (a checkpoint dropping its
+     * segment) and read as max(peak, in use now), so the bump path never
+     * touches it; the arena a checkpoint stages its outputs in while it
+     * drops the segment around them (empty between calls); the
+     * generator its segments replay (ag_tape_set_checkpoint_rng). */
+    size_t peak;
+    ag_arena scratch;
+    ag_rng *ckpt_rng;
 };
 
 /* A sample case for the op-table gradcheck: persistent f64 inputs, the
@@ -214,6 +234,15 @@ AG_INLINE ag_tensor *ag_arena_header(ag_tape *tape)
 /* ---- tensors ---- */
 /* Tape tensor with uninitialised data. */
 ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape);
+/* A tape tensor header of the given shape (of.numel elements) over of's
+ * data: a view, its base set from of. */
+ag_tensor *ag_tensor_view(ag_tape *tape, ag_tensor *of, int ndim, const int64_t *shape);
+/* The tensor whose version and data checksum stand for x's: the
+ * persistent tensor a view shares its data with, else x. */
+static inline const ag_tensor *ag_version_src(const ag_tensor *x)
+{
+    return x->base ? x->base : x;
+}
 bool    ag_shape_valid(int ndim, const int64_t *shape, int64_t *numel);
 bool    ag_same_shape(const ag_tensor *a, const ag_tensor *b);
 /* Formats a shape as "[2,3]". */
@@ -262,6 +291,10 @@ typedef struct ag_op_call {
     size_t attr_size;    /* <= AG_ATTR_BYTES */
     void *aux;           /* used as is when aux_bytes == 0 */
     size_t aux_bytes;
+    /* A view: the output shares this input's data (no data allocated; the
+     * row's forward writes nothing) and is counted as persistent data
+     * when it is persistent or a view of one (ag_tensor.base). */
+    ag_tensor *view;
 } ag_op_call;
 ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c);
 
@@ -300,6 +333,31 @@ void ag_debug_forward(ag_tape *tape, ag_entry *e, ag_debug_mark m);
 /* Runs e's backward with timing and the NaN/Inf check of its gradients. */
 void ag_debug_backward(ag_tape *tape, ag_entry *e);
 
+/* ---- threads (threads.c) ---- */
+/* Elementwise kernels over at least AG_PAR_MIN elements go to the thread
+ * pool, AG_PAR_CHUNK elements a chunk; below that a wake-up costs more
+ * than it saves (a chunk of relu is ~2 us, a pool round trip ~1-2 us
+ * with the workers spinning). */
+#define AG_PAR_MIN ((int64_t)1 << 16)
+#define AG_PAR_CHUNK ((int64_t)1 << 14)
+/* Whether ag_parallel_for called now from this thread would use more
+ * than this thread (false: one thread set, a nested call, or the pool
+ * staying on one thread for a while): a kernel whose split costs extra
+ * work (the GEMM's strips pack their operands twice) does it whole. */
+bool ag_pool_would_thread(void);
+/* false: the pool never falls back to one thread when it measures no gain
+ * (threads.c), so tests exercise the threads whatever the machine's load;
+ * true (the default) restores that policy. */
+void ag_pool_adapt(bool on);
+/* fn(ctx, 0, n) on the caller when n < AG_PAR_MIN, else the pool. */
+static inline void ag_par_elems(int64_t n, ag_parallel_fn fn, void *ctx)
+{
+    if (n < AG_PAR_MIN)
+        fn(ctx, 0, n);
+    else
+        ag_parallel_for(n, AG_PAR_CHUNK, fn, ctx);
+}
+
 /* ---- the scalar path (scalar.c) ---- */
 /* Reverse sweep of scalar ops [lo, hi), adjoints already seeded. */
 void ag_scalar_reverse(ag_tape *tape, int64_t lo, int64_t hi);
@@ -313,6 +371,76 @@ void ag_scalar_free(ag_tape *tape);
  * scalar ops [0, s_end), once the root's gradient is seeded; fn (the
  * public call) names an error. */
 void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end, const char *fn);
+
+/* ---- the gradient-ready hook (grad.c) ---- */
+/* The persistent leaves that require grad read by entries [0, end), each
+ * with the index of the earliest entry reading it, in that order (at[]
+ * ascending); the sweep fires them from the end.  In the arena. */
+typedef struct ag_ready_plan {
+    ag_grad_ready_fn fn;
+    void *ctx;
+    ag_tensor **leaf;
+    int64_t *at;
+    int64_t n;            /* items [0, n) not fired yet */
+} ag_ready_plan;
+/* The plan for the hook set on the tape; NULL with AG_ERR_NOMEM kept. */
+ag_ready_plan *ag_ready_plan_new(ag_tape *tape, int64_t end);
+/* Fires the leaves whose earliest reader is entry i (i < 0: all left);
+ * returns the entry index of the next firing, or -1 when none is left. */
+int64_t ag_ready_fire(ag_tape *tape, ag_ready_plan *p, int64_t i);
+
+/* ---- gradient checkpointing: going back on the tape (tape.c, grad.c) ----
+ * A checkpoint runs its segment, then forgets it: the entries and the tape
+ * tensors made since a mark, whose memory the next requests take again. */
+typedef struct ag_arena_mark {
+    ag_block *block;          /* the arena's cur then (NULL: nothing taken) */
+    size_t used;
+} ag_arena_mark;
+typedef struct ag_tape_mark {
+    int64_t n_entries;
+    ag_arena_mark data, heads;  /* the arena, this step's header arena */
+} ag_tape_mark;
+ag_arena_mark ag_arena_mark_now(const ag_arena *a);
+/* Back to m: what was taken since is free again. */
+void ag_arena_rollback(ag_arena *a, ag_arena_mark m);
+ag_tape_mark ag_tape_mark_now(const ag_tape *tape);
+/* Forgets every entry and tape tensor made since m, after raising the
+ * peak to the bytes in use. */
+void ag_tape_rollback(ag_tape *tape, const ag_tape_mark *m);
+/* Whether x, a live tensor of this tape, was made since m (persistent
+ * tensors never were): its header lies past the mark. */
+bool ag_tape_made_since(const ag_tape *tape, const ag_tape_mark *m, const ag_tensor *x);
+/* Raises the peak to the bytes in use now. */
+void ag_tape_note_peak(ag_tape *tape);
+/* The fast sweep over entries [lo, hi) alone (no scalar ops, no
+ * gradient-ready hook): a checkpoint's rebuilt segment. */
+void ag_sweep_range(ag_tape *tape, int64_t lo, int64_t hi, const char *fn);
+/* ag_gradients' marking of the tensors on a path from its wrt tensors,
+ * and its recorded sweep, over entries [lo, hi) alone, in the sweep in
+ * progress (tape->sweep_id): a checkpoint's rebuilt segment. */
+void ag_mark_range(ag_tape *tape, int64_t lo, int64_t hi);
+void ag_sweep_recorded_range(ag_tape *tape, int64_t lo, int64_t hi);
+/* The entries a checkpoint records (checkpoint.c): the anomaly checks
+ * skip them, as every op of their segment is checked itself. */
+bool ag_is_checkpoint_op(const ag_op_def *d);
+extern const ag_op_def ag_op_checkpoint_steps;  /* checkpoint_steps.c */
+/* A checkpoint's kept output: a tape tensor of head's dtype and shape
+ * holding a copy of data, recorded on token (the checkpoint entry's
+ * output, or NULL) when both need gradients, so its gradient wakes the
+ * checkpoint entry; NULL with the error kept. */
+ag_tensor *ag_ckpt_keep(ag_tape *t, ag_tensor *token, const ag_tensor *head, const void *data);
+bool ag_ckpt_listed(ag_tensor *const *list, int n, const ag_tensor *x);
+/* The profiler around a checkpoint (debug.c).  hold: profiling off while
+ * a segment is re-run in backward (that forward is the checkpoint's
+ * backward time, not a second forward of its ops); gives back what
+ * release restores.  bytes_save / bytes_restore: the per-op bytes before
+ * fn runs, put back once its segment is dropped (its ops hold no tape
+ * bytes then); save returns NULL when not profiling (restore ignores it)
+ * or on no memory (kept on the tape). */
+struct ag_profile *ag_debug_profile_hold(ag_tape *tape);
+void ag_debug_profile_release(ag_tape *tape, struct ag_profile *p);
+int64_t *ag_debug_bytes_save(ag_tape *tape);
+void ag_debug_bytes_restore(ag_tape *tape, const int64_t *saved);
 
 /* ---- axis reductions ---- */
 /* x viewed as (outer, k, inner) around axis (k = the axis; axis < 0: all

@@ -13,6 +13,13 @@ typedef struct ag_profile {
     double fwd_ns[PROF_MAX], bwd_ns[PROF_MAX];
     int64_t calls[PROF_MAX], bytes[PROF_MAX];
     int n;
+    /* all the time charged to rows, so that an entry whose backward runs
+     * others (a checkpoint) is charged only with its own share */
+    double charged_ns;
+    /* tape bytes in use when the last op finished recording: the next op
+     * is charged with what the tape gained since (what an op allocates
+     * before its entry is made, a mask or saved probabilities, included) */
+    size_t last_end;
 } ag_profile;
 
 static double now_ns(void)
@@ -55,13 +62,58 @@ void ag_tape_set_profile(ag_tape *tape, bool on)
         ag_mem_free(tape->prof);
         tape->prof = NULL;
     }
+    if (tape->prof)
+        tape->prof->last_end = ag_tape_bytes_used(tape);
     update_debug(tape);
 }
 
 void ag_tape_profile_reset(ag_tape *tape)
 {
-    if (tape && tape->prof)
+    if (tape && tape->prof) {
         memset(tape->prof, 0, sizeof *tape->prof);
+        tape->prof->last_end = ag_tape_bytes_used(tape);
+    }
+}
+
+struct ag_profile *ag_debug_profile_hold(ag_tape *tape)
+{
+    ag_profile *p = tape->prof;
+    tape->prof = NULL;
+    update_debug(tape);
+    return p;
+}
+
+void ag_debug_profile_release(ag_tape *tape, struct ag_profile *p)
+{
+    tape->prof = p;
+    if (p) /* what the re-run took was given back or is gradient: no op's */
+        p->last_end = ag_tape_bytes_used(tape);
+    update_debug(tape);
+}
+
+/* Saved as [n, bytes[0..n)] in the tape's scratch arena. */
+int64_t *ag_debug_bytes_save(ag_tape *tape)
+{
+    ag_profile *p = tape->prof;
+    if (!p)
+        return NULL;
+    int64_t *s = ag_arena_take(tape, &tape->scratch, (size_t)(p->n + 1) * sizeof *s, 8);
+    if (!s)
+        return NULL;
+    s[0] = p->n;
+    memcpy(s + 1, p->bytes, (size_t)p->n * sizeof *s);
+    return s;
+}
+
+void ag_debug_bytes_restore(ag_tape *tape, const int64_t *saved)
+{
+    ag_profile *p = tape->prof;
+    if (!p || !saved)
+        return;
+    memcpy(p->bytes, saved + 1, (size_t)saved[0] * sizeof *saved);
+    for (int i = (int)saved[0]; i < p->n; i++) /* ops first seen inside */
+        p->bytes[i] = 0;
+    p->last_end = ag_tape_bytes_used(tape);
 }
 
 static int prof_slot(ag_profile *p, const ag_op_def *def)
@@ -75,14 +127,22 @@ static int prof_slot(ag_profile *p, const ag_op_def *def)
     return p->n++;
 }
 
-/* The profiler's mark: the time, and the tape bytes in use.  ag_op_run
- * takes it before it allocates the op's output, so that the bytes an op
- * is charged with (ag_debug_forward) are all it puts on the tape: the
+/* The profiler's mark: the time, and the tape bytes the op's charge
+ * starts from.  ag_op_run takes it before it allocates the op's output,
+ * so the time covers the op's whole recording; the bytes start where the
+ * op before it ended (or lower, where the tape gave memory back since: a
+ * reset, a checkpoint), so the bytes an op is charged with
+ * (ag_debug_forward) are all it put on the tape: what its function
+ * allocated before recording (a mask, saved probabilities, scratch), the
  * output, the entry's input array and saved values, and what its forward
- * allocates; the time likewise covers the op's whole recording. */
+ * allocates. */
 ag_debug_mark ag_debug_begin(const ag_tape *tape)
 {
-    return (ag_debug_mark){tape->prof ? now_ns() : 0, ag_tape_bytes_used(tape)};
+    size_t now = ag_tape_bytes_used(tape);
+    if (!tape->prof)
+        return (ag_debug_mark){0, now};
+    size_t from = tape->prof->last_end < now ? tape->prof->last_end : now;
+    return (ag_debug_mark){now_ns(), from};
 }
 
 /* ---- anomaly mode: which non-finite values are anomalies ----
@@ -273,17 +333,22 @@ void ag_debug_forward(ag_tape *tape, ag_entry *e, ag_debug_mark m)
 {
     if (tape->prof) {
         int s = prof_slot(tape->prof, e->op);
+        size_t end = ag_tape_bytes_used(tape);
         if (s >= 0) {
-            tape->prof->fwd_ns[s] += now_ns() - m.t0;
+            double dt = now_ns() - m.t0;
+            tape->prof->fwd_ns[s] += dt;
+            tape->prof->charged_ns += dt;
             tape->prof->calls[s]++;
-            size_t end = ag_tape_bytes_used(tape);
             tape->prof->bytes[s] += end > m.bytes0 ? (int64_t)(end - m.bytes0) : 0;
         }
+        tape->prof->last_end = end;
     }
-    if (!tape->anomaly)
+    if (!tape->anomaly || ag_is_checkpoint_op(e->op))
         return;
     e->site = tape->site;
     e->line = tape->line;
+    if (e->out->dtype == AG_I64) /* indices are never NaN or Inf */
+        return;
     inf_source src;
     source_init(&src, e);
     int64_t at = first_anomaly(e->out, &src, NULL, NULL, false);
@@ -291,26 +356,35 @@ void ag_debug_forward(ag_tape *tape, ag_entry *e, ag_debug_mark m)
         report(tape, e, "forward", "the output", at, ag_get(e->out, at));
 }
 
-void ag_debug_backward(ag_tape *tape, ag_entry *e)
+void ag_debug_backward(ag_tape *tape, ag_entry *live)
 {
+    /* read from a copy after the backward: a checkpoint's records its
+     * segment again, which may move the entry array */
+    ag_entry copy = *live, *e = &copy;
+    bool check = tape->anomaly && !ag_is_checkpoint_op(e->op);
     /* an Inf already accumulated into an input's gradient (by an entry
      * checked before, or by an earlier backward into a persistent
      * gradient) is not this entry's doing; without memory for the flags,
      * every input counts as having had one (no false anomaly) */
     bool stack[64], *had = NULL;
-    if (tape->anomaly) {
+    if (check) {
         had = e->n_in <= 64 ? stack : ag_mem_alloc((size_t)e->n_in * sizeof *had);
         for (int k = 0; had && k < e->n_in; k++)
             had[k] = has_inf(ag_grad_peek(tape, e->in[k]));
     }
-    double t0 = tape->prof ? now_ns() : 0;
-    e->op->backward(tape, e);
-    if (tape->prof) {
-        int s = prof_slot(tape->prof, e->op);
+    ag_profile *p = tape->prof;
+    double t0 = p ? now_ns() : 0, inner0 = p ? p->charged_ns : 0;
+    e->op->backward(tape, live);
+    if (p) {
+        /* less what the entries it ran itself were charged with */
+        double dt = now_ns() - t0 - (p->charged_ns - inner0);
+        int s = prof_slot(p, e->op);
         if (s >= 0)
-            tape->prof->bwd_ns[s] += now_ns() - t0;
+            p->bwd_ns[s] += dt;
+        p->charged_ns += dt;
+        p->last_end = ag_tape_bytes_used(tape); /* gradients: no op's forward bytes */
     }
-    for (int k = 0; tape->anomaly && tape->status == AG_OK && k < e->n_in; k++) {
+    for (int k = 0; check && tape->status == AG_OK && k < e->n_in; k++) {
         const ag_tensor *x = e->in[k], *g = ag_grad_peek(tape, x);
         if (!g)
             continue;

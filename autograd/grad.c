@@ -1,6 +1,6 @@
 /* grad.c — ag_gradients (torch.autograd.grad) and what is built on it:
  * Hessian-vector and Jacobian-vector products, dense Hessians and
- * Jacobians.
+ * Jacobians; and the plan of ag_backward's gradient-ready hook.
  *
  * Both sweeps walk the entries recorded before the call, from the end.
  * Fast: the raw backward kernels, into tape buffers (persistent tensors
@@ -23,12 +23,10 @@ static uint64_t sweep_new_id(void) { return atomic_fetch_add(&sweep_counter, 1) 
  * the sweep computes only the gradients the caller asked for.  A scalar
  * (ag_var) program can carry a path between entries; with one on the tape
  * every entry output is marked. */
-static void mark_paths(ag_tape *t, uint64_t id, int n, ag_tensor *const *wrt, int64_t end)
+static void mark_entries(ag_tape *t, uint64_t id, int64_t lo, int64_t hi)
 {
     bool all = ag_scalar_count(t) > 0;
-    for (int i = 0; i < n; i++)
-        wrt[i]->mark = id;
-    for (int64_t i = 0; i < end; i++) {
+    for (int64_t i = lo; i < hi; i++) {
         ag_entry *e = &t->entries[i];
         bool on = all;
         for (int k = 0; k < e->n_in && !on; k++)
@@ -37,6 +35,15 @@ static void mark_paths(ag_tape *t, uint64_t id, int n, ag_tensor *const *wrt, in
             e->out->mark = id;
     }
 }
+
+static void mark_paths(ag_tape *t, uint64_t id, int n, ag_tensor *const *wrt, int64_t end)
+{
+    for (int i = 0; i < n; i++)
+        wrt[i]->mark = id;
+    mark_entries(t, id, 0, end);
+}
+
+void ag_mark_range(ag_tape *t, int64_t lo, int64_t hi) { mark_entries(t, t->sweep_id, lo, hi); }
 
 /* arg names the parameter; i >= 0 is an index into it, -1 a lone tensor */
 static bool tensor_on_tape(ag_tape *t, const ag_tensor *x, const char *fn, const char *arg,
@@ -170,7 +177,12 @@ static void sweep_recorded(ag_tape *t, ag_tensor *root, const ag_tensor *seed, i
     if (!s)
         return;
     accumulate(t, root, s);
-    for (int64_t i = end - 1; i >= 0 && t->status == AG_OK; i--) {
+    ag_sweep_recorded_range(t, 0, end);
+}
+
+void ag_sweep_recorded_range(ag_tape *t, int64_t lo, int64_t hi)
+{
+    for (int64_t i = hi - 1; i >= lo && t->status == AG_OK; i--) {
         ag_entry e = t->entries[i];
         ag_tensor *gout = e.out->grad;
         if (!gout || e.out->mark != t->sweep_id)
@@ -393,4 +405,81 @@ ag_status ag_hessian(ag_tape *t, ag_tensor *root, ag_tensor *x, ag_tensor **h)
         return t->status;
     /* rows of the Jacobian of the gradient: H is symmetric */
     return dense_rows(t, "ag_hessian", g, x, h);
+}
+
+/* ---- the gradient-ready hook ---- */
+
+void ag_tape_set_grad_ready(ag_tape *tape, ag_grad_ready_fn fn, void *ctx)
+{
+    if (!tape) {
+        ag_set_last_error("ag_tape_set_grad_ready: tape is NULL");
+        return;
+    }
+    tape->ready_fn = fn;
+    tape->ready_ctx = fn ? ctx : NULL;
+}
+
+static bool is_ready_leaf(const ag_tensor *x) { return x->persistent && x->requires_grad; }
+
+/* Open addressing on the tensor's address: slot of x in a table of 2^bits. */
+static size_t leaf_slot(ag_tensor *const *table, int bits, const ag_tensor *x)
+{
+    size_t mask = ((size_t)1 << bits) - 1;
+    size_t h = (size_t)(((uint64_t)(uintptr_t)x * 0x9e3779b97f4a7c15u) >> (64 - bits));
+    while (table[h] && table[h] != x)
+        h = (h + 1) & mask;
+    return h;
+}
+
+/* One forward walk: the first entry to read a leaf is its earliest reader
+ * (a hash set of the leaves seen, so a leaf read by many entries costs one
+ * probe each). */
+ag_ready_plan *ag_ready_plan_new(ag_tape *t, int64_t end)
+{
+    int64_t cap = 0;
+    for (int64_t i = 0; i < end; i++)
+        for (int k = 0; t->entries[i].ver && k < t->entries[i].n_in; k++)
+            cap += is_ready_leaf(t->entries[i].in[k]);
+    int bits = 4;
+    while (((int64_t)1 << bits) < 2 * cap)
+        bits++;
+    size_t slots = (size_t)1 << bits;
+    ag_ready_plan *p = ag_arena_alloc(t, sizeof *p);
+    ag_tensor **table = ag_arena_calloc(t, slots * sizeof *table);
+    if (!p || !table)
+        return NULL;
+    p->leaf = ag_arena_alloc(t, (size_t)cap * sizeof *p->leaf);
+    p->at = ag_arena_alloc(t, (size_t)cap * sizeof *p->at);
+    if (!p->leaf || !p->at)
+        return NULL;
+    p->fn = t->ready_fn;
+    p->ctx = t->ready_ctx;
+    p->n = 0;
+    for (int64_t i = 0; i < end; i++) {
+        const ag_entry *e = &t->entries[i];
+        for (int k = 0; e->ver && k < e->n_in; k++) {
+            ag_tensor *x = e->in[k];
+            if (!is_ready_leaf(x))
+                continue;
+            size_t h = leaf_slot(table, bits, x);
+            if (table[h])
+                continue;
+            table[h] = x;
+            p->leaf[p->n] = x;
+            p->at[p->n++] = i;
+        }
+    }
+    return p;
+}
+
+int64_t ag_ready_fire(ag_tape *t, ag_ready_plan *p, int64_t i)
+{
+    while (p->n > 0 && (i < 0 || p->at[p->n - 1] == i) && t->status == AG_OK) {
+        int64_t lo = p->n - 1;
+        while (lo > 0 && p->at[lo - 1] == p->at[p->n - 1])
+            lo--;
+        p->fn(p->leaf + lo, (int)(p->n - lo), p->ctx);
+        p->n = lo;
+    }
+    return p->n > 0 ? p->at[p->n - 1] : -1;
 }

@@ -281,7 +281,7 @@ static ag_status gradcheck_run(ag_gradcheck_fn fn, void *ctx, ag_tensor **inputs
     else if (!(y = fn(tape, inputs, ctx)))
         st = gc_error(&s, ag_tape_status(tape) ? ag_tape_status(tape) : AG_ERR_NULL,
                       ag_tape_error(tape) ? ag_tape_error(tape) : "fn returned NULL");
-    else if (y->dtype != AG_F64)
+    else if (y->dtype != AG_F64 && y->dtype != AG_I64) /* indices: derivative 0 */
         st = gc_error(&s, AG_ERR_DTYPE, "fn must return an f64 tensor");
     ag_tape_set_grad_enabled(s.eval, false);
     if (st == AG_OK) {

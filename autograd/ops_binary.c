@@ -8,6 +8,7 @@
  * loops with the op's kind (and, backward, the input) as compile-time
  * constants, so nothing is dispatched inside a row. */
 #include "autograd_internal.h"
+#include "kernels/vmath.h"
 
 #include <math.h>
 
@@ -62,6 +63,9 @@ AG_INLINE double bin_d(bin_kind K, int W, double x, double y, double z, double g
     return 0;
 }
 
+/* pow's vmath.h blocks: stack buffers of this many elements (2 KiB f64) */
+#define BIN_BLOCK 256
+
 /* One innermost row of the result (ag_bcast_walk's callback body):
  * forward z = f(x, y); backward dst[W] += dz/d(input W) * g at W's
  * broadcast offset. */
@@ -71,6 +75,13 @@ AG_INLINE double bin_d(bin_kind K, int W, double x, double y, double z, double g
     {                                                                         \
         T *restrict o = (T *)c->out + oo;                                     \
         const T *a = (const T *)c->a + off[0], *b = (const T *)c->b + off[1]; \
+        if (K == B_POW && s[0] == 1 && s[1] <= 1) { /* vmath.h's pow */      \
+            if (s[1] == 1)                                                    \
+                ag_vm_##T()->pow(a, b, o, n);                                 \
+            else                                                              \
+                ag_vm_##T()->powc(a, b[0], o, n);                             \
+            return;                                                           \
+        }                                                                     \
         if (s[0] == 1 && s[1] == 1) { /* no broadcast in the row */          \
             for (int64_t i = 0; i < n; i++)                                   \
                 o[i] = bin_f_##T(K, a[i], b[i]);                              \
@@ -79,6 +90,28 @@ AG_INLINE double bin_d(bin_kind K, int W, double x, double y, double z, double g
         for (int64_t i = 0; i < n; i++)                                       \
             o[i] = bin_f_##T(K, a[i * s[0]], b[i * s[1]]);                    \
     }                                                                         \
+    /* pow's backward over a row without broadcast, m <= BIN_BLOCK at a     \
+     * time through vmath.h: dx += g y x^(y-1) (W 0), dy += g z log x (W 1) */ \
+    AG_INLINE void pow_bwd_row_##T(int W, const T *a, const T *b, const T *z, \
+                                   const T *g, T *d, int64_t n)               \
+    {                                                                         \
+        T t[BIN_BLOCK];                                                       \
+        for (int64_t i0 = 0; i0 < n; i0 += BIN_BLOCK) {                       \
+            int64_t m = n - i0 < BIN_BLOCK ? n - i0 : BIN_BLOCK;              \
+            const T *x = a + i0, *y = b + i0;                                 \
+            if (W == 0) {                                                     \
+                for (int64_t i = 0; i < m; i++)                               \
+                    t[i] = y[i] - 1;                                          \
+                ag_vm_##T()->pow(x, t, t, m);                                 \
+                for (int64_t i = 0; i < m; i++)                               \
+                    d[i0 + i] += g[i0 + i] * y[i] * t[i];                     \
+            } else {                                                          \
+                ag_vm_##T()->log(x, t, m);                                    \
+                for (int64_t i = 0; i < m; i++)                               \
+                    d[i0 + i] += g[i0 + i] * z[i0 + i] * t[i];                \
+            }                                                                 \
+        }                                                                     \
+    }                                                                         \
     AG_INLINE void bwd_row_##T(bin_kind K, int W, const bin_ctx *c, int64_t oo, \
                                const int64_t *off, const int64_t *s, int64_t n) \
     {                                                                         \
@@ -86,6 +119,10 @@ AG_INLINE double bin_d(bin_kind K, int W, double x, double y, double z, double g
         const T *z = (const T *)c->out + oo, *g = (const T *)c->g + oo;       \
         T *d = (T *)c->dst + off[W];                                          \
         int64_t sd = s[W];                                                    \
+        if (K == B_POW && s[0] == 1 && s[1] == 1) {                           \
+            pow_bwd_row_##T(W, a, b, z, g, d, n);                             \
+            return;                                                           \
+        }                                                                     \
         for (int64_t i = 0; i < n; i++)                                       \
             d[i * sd] += (T)bin_d(K, W, a[i * s[0]], b[i * s[1]], z[i], g[i]); \
     }
@@ -149,27 +186,51 @@ static bin_strides strides_of(const ag_entry *e)
     return st;
 }
 
-static void bin_forward(ag_entry *e, ag_bcast_row row)
+/* Without broadcasting (both inputs of the result's shape) the result is
+ * one flat row, cut into chunks for the thread pool when large. */
+typedef struct {
+    ag_bcast_row row;
+    bin_ctx *c;
+} flat_ctx;
+
+static void flat_range(void *vf, int64_t lo, int64_t hi)
+{
+    const flat_ctx *f = vf;
+    static const int64_t unit[2] = {1, 1};
+    f->row(f->c, lo, (int64_t[2]){lo, lo}, unit, hi - lo);
+}
+
+/* Runs row over the whole result: flat (in parallel when large) or by the
+ * broadcast walk. */
+static void bin_walk(const ag_entry *e, ag_bcast_row row, bin_ctx *c)
 {
     ag_tensor *z = e->out;
+    if (e->in[0]->numel == z->numel && e->in[1]->numel == z->numel) {
+        flat_ctx f = {row, c};
+        ag_par_elems(z->numel, flat_range, &f);
+        return;
+    }
     bin_strides st = strides_of(e);
     const int64_t *s[2] = {st.a, st.b};
-    bin_ctx c = {.out = z->data, .a = e->in[0]->data, .b = e->in[1]->data};
-    ag_bcast_walk(z->ndim, z->shape, 2, s, row, &c);
+    ag_bcast_walk(z->ndim, z->shape, 2, s, row, c);
+}
+
+static void bin_forward(ag_entry *e, ag_bcast_row row)
+{
+    bin_ctx c = {.out = e->out->data, .a = e->in[0]->data, .b = e->in[1]->data};
+    bin_walk(e, row, &c);
 }
 
 /* rows[k]: the backward row kernel for input k */
 static void bin_backward(ag_tape *tape, ag_entry *e, const ag_bcast_row *rows)
 {
     ag_tensor *z = e->out;
-    bin_strides st = strides_of(e);
-    const int64_t *s[2] = {st.a, st.b};
     for (int k = 0; k < 2; k++) {
         void *dst = ag_grad_data(tape, e->in[k]);
         if (!dst)
             continue;
         bin_ctx c = {z->data, e->in[0]->data, e->in[1]->data, z->grad->data, dst};
-        ag_bcast_walk(z->ndim, z->shape, 2, s, rows[k], &c);
+        bin_walk(e, rows[k], &c);
     }
 }
 

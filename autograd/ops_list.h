@@ -44,6 +44,7 @@ AG_OP(LOGSUMEXP, ag_op_logsumexp)
 AG_OP(VARIANCE, ag_op_variance)
 /* ops_reduce_extreme.c */
 AG_OP(ARGMAX, ag_op_argmax)
+AG_OP(TOPK, ag_op_topk)
 /* ops_shape.c */
 AG_OP(RESHAPE, ag_op_reshape)
 AG_OP(SQUEEZE, ag_op_squeeze)
@@ -70,3 +71,20 @@ AG_OP(SOFTMAX, ag_op_softmax)
 AG_OP(LOG_SOFTMAX, ag_op_log_softmax)
 AG_OP(CROSS_ENTROPY_LOGITS, ag_op_cross_entropy_logits)
 AG_OP(DROPOUT, ag_op_dropout)
+/* ops_attention.c */
+AG_OP(ATTENTION, ag_op_attention)
+/* ops_conv.c */
+AG_OP(CONV2D, ag_op_conv2d)
+AG_OP(CONV2D_INPUT_GRAD, ag_op_conv2d_input_grad)
+AG_OP(CONV2D_WEIGHT_GRAD, ag_op_conv2d_weight_grad)
+/* ops_pool.c */
+AG_OP(MAX_POOL2D, ag_op_max_pool2d)
+AG_OP(AVG_POOL2D, ag_op_avg_pool2d)
+AG_OP(ADAPTIVE_AVG_POOL2D, ag_op_adaptive_avg_pool2d)
+AG_OP(AVG_POOL2D_GRAD, ag_op_avg_pool2d_grad)
+/* ops_norm.c */
+AG_OP(LAYER_NORM, ag_op_layer_norm)
+/* ops_cell.c */
+AG_OP(LSTM_CELL_C, ag_op_lstm_cell_c)
+AG_OP(LSTM_CELL_H, ag_op_lstm_cell_h)
+AG_OP(GRU_CELL, ag_op_gru_cell)

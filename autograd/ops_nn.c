@@ -4,11 +4,13 @@
  * axis, K = the axis, I = product of the dims after it; each of the O*I
  * lanes holds K elements at stride I.  Cross-entropy: N = rows, C =
  * classes.  Notation: x = input, z = output, p = softmax(x), g = dL/dz.
- * f32 sums accumulate in double; exponentials run in the tensor's dtype.
+ * f32 sums accumulate in double; exponentials run in the tensor's dtype,
+ * through kernels/vmath.h where the elements are contiguous.
  * Each op's recorded derivative (vjp) sits next to its fast backward and
  * says the same math with ops on the recorded z or x; labels, smoothing
  * targets and dropout masks enter it as constant tensors. */
 #include "autograd_internal.h"
+#include "kernels/vmath.h"
 
 #include <math.h>
 
@@ -24,10 +26,34 @@ static ag_axis_view sm_view_of(const ag_tensor *a, int axis)
     return ag_axis_view_of(a, a->ndim ? axis : -1);
 }
 
+/* Stack buffers for vmath.h's exponentials: this many elements. */
+#define SM_BLOCK 256
+
 /* One lane of K elements at stride s: z = x - max - log(sum(exp(x - max)))
  * (log) or exp(x - max) / sum (softmax).  The maximum keeps exp <= 1, so
- * logits of +-1e4 stay finite; a NaN anywhere in the lane spreads to all. */
+ * logits of +-1e4 stay finite; a NaN anywhere in the lane spreads to all.
+ * A contiguous lane (s == 1) takes its exponentials from vmath.h: z holds
+ * x - max first, then exp of it (softmax) or, a block at a time in t, the
+ * terms of the sum (log). */
 #define SM_LANE(T, EXP)                                                       \
+    AG_INLINE double sm_sum_exp_##T(T *z, int64_t k, bool log_out)           \
+    {                                                                         \
+        double sum = 0;                                                       \
+        if (!log_out) {                                                       \
+            ag_vm_##T()->exp(z, z, k);                                        \
+            for (int64_t j = 0; j < k; j++)                                   \
+                sum += z[j];                                                  \
+            return sum;                                                       \
+        }                                                                     \
+        T t[SM_BLOCK];                                                        \
+        for (int64_t j0 = 0; j0 < k; j0 += SM_BLOCK) {                        \
+            int64_t m = k - j0 < SM_BLOCK ? k - j0 : SM_BLOCK;                \
+            ag_vm_##T()->exp(z + j0, t, m);                                   \
+            for (int64_t j = 0; j < m; j++)                                   \
+                sum += t[j];                                                  \
+        }                                                                     \
+        return sum;                                                           \
+    }                                                                         \
     AG_INLINE void sm_lane_##T(const T *x, T *z, int64_t k, int64_t s,        \
                                bool log_out)                                  \
     {                                                                         \
@@ -35,7 +61,20 @@ static ag_axis_view sm_view_of(const ag_tensor *a, int axis)
         for (int64_t j = 0; j < k; j++)                                       \
             m = x[j * s] > m ? x[j * s] : m;                                  \
         double sum = 0;                                                       \
-        if (log_out) {                                                        \
+        if (s == 1) {                                                         \
+            for (int64_t j = 0; j < k; j++)                                   \
+                z[j] = x[j] - m;                                              \
+            sum = sm_sum_exp_##T(z, k, log_out);                              \
+            if (log_out) {                                                    \
+                double lse = log(sum);                                        \
+                for (int64_t j = 0; j < k; j++)                               \
+                    z[j] = (T)((double)z[j] - lse);                           \
+            } else {                                                          \
+                T inv = (T)(1.0 / sum);                                       \
+                for (int64_t j = 0; j < k; j++)                               \
+                    z[j] *= inv;                                              \
+            }                                                                 \
+        } else if (log_out) {                                                 \
             for (int64_t j = 0; j < k; j++)                                   \
                 sum += EXP(x[j * s] - m);                                     \
             double lse = log(sum);                                            \
@@ -57,7 +96,8 @@ SM_LANE(double, exp)
 
 /* Backward of one lane, g = dL/dz:
  *   softmax      z = p:      dx += z * (g - sum_j g_j z_j)
- *   log-softmax  z = log p:  dx += g - exp(z) * sum_j g_j */
+ *   log-softmax  z = log p:  dx += g - exp(z) * sum_j g_j
+ * (exp(z) from vmath.h, a block at a time, on a contiguous lane) */
 #define SM_LANE_BWD(T, EXP)                                                   \
     AG_INLINE void sm_lane_bwd_##T(const T *z, const T *g, T *dx,             \
                                    int64_t k, int64_t s, bool log_out)        \
@@ -67,8 +107,18 @@ SM_LANE(double, exp)
             for (int64_t j = 0; j < k; j++)                                   \
                 acc += g[j * s];                                              \
             T sg = (T)acc;                                                    \
-            for (int64_t j = 0; j < k; j++)                                   \
-                dx[j * s] += g[j * s] - EXP(z[j * s]) * sg;                   \
+            if (s != 1) {                                                     \
+                for (int64_t j = 0; j < k; j++)                               \
+                    dx[j * s] += g[j * s] - EXP(z[j * s]) * sg;               \
+                return;                                                       \
+            }                                                                 \
+            T t[SM_BLOCK];                                                    \
+            for (int64_t j0 = 0; j0 < k; j0 += SM_BLOCK) {                    \
+                int64_t m = k - j0 < SM_BLOCK ? k - j0 : SM_BLOCK;            \
+                ag_vm_##T()->exp(z + j0, t, m);                               \
+                for (int64_t j = 0; j < m; j++)                               \
+                    dx[j0 + j] += g[j0 + j] - t[j] * sg;                      \
+            }                                                                 \
         } else {                                                              \
             for (int64_t j = 0; j < k; j++)                                   \
                 acc += (double)g[j * s] * z[j * s];                           \
@@ -115,31 +165,67 @@ SM_LANE_BWD(double, exp)
 SM_WALK(float)
 SM_WALK(double)
 
-AG_INLINE void sm_forward(ag_entry *e, bool log_out)
+/* Outer slices [lo, hi) (lanes are independent): the whole op on one
+ * thread, or a chunk of it on the pool.  dx NULL: the forward. */
+typedef struct {
+    const ag_entry *e;
+    void *dx;
+    ag_axis_view v;
+} sm_ctx;
+
+AG_INLINE void sm_range(const sm_ctx *c, int64_t lo, int64_t hi, bool log_out)
 {
-    ag_axis_view v = sm_view_of(e->in[0], AG_ATTR(e, sm_attr)->axis);
-    if (e->out->dtype == AG_F64)
-        sm_walk_double(e->in[0]->data, e->out->data, v, log_out);
-    else
-        sm_walk_float(e->in[0]->data, e->out->data, v, log_out);
+    const ag_entry *e = c->e;
+    ag_axis_view v = {hi - lo, c->v.k, c->v.inner};
+    int64_t at = lo * v.k * v.inner;
+    if (e->out->dtype == AG_F64) {
+        const double *z = (const double *)e->out->data + at;
+        if (c->dx)
+            sm_walk_bwd_double(z, (const double *)e->out->grad->data + at,
+                               (double *)c->dx + at, v, log_out);
+        else
+            sm_walk_double((const double *)e->in[0]->data + at, (double *)z, v, log_out);
+    } else {
+        const float *z = (const float *)e->out->data + at;
+        if (c->dx)
+            sm_walk_bwd_float(z, (const float *)e->out->grad->data + at,
+                              (float *)c->dx + at, v, log_out);
+        else
+            sm_walk_float((const float *)e->in[0]->data + at, (float *)z, v, log_out);
+    }
 }
 
-AG_INLINE void sm_backward(ag_tape *tape, ag_entry *e, bool log_out)
+static void softmax_range(void *c, int64_t lo, int64_t hi) { sm_range(c, lo, hi, false); }
+static void log_softmax_range(void *c, int64_t lo, int64_t hi) { sm_range(c, lo, hi, true); }
+
+/* Chunks of about AG_PAR_CHUNK elements on the pool above AG_PAR_MIN. */
+static void sm_run_op(ag_entry *e, void *dx, ag_parallel_fn range)
+{
+    sm_ctx c = {e, dx, sm_view_of(e->in[0], AG_ATTR(e, sm_attr)->axis)};
+    int64_t slice = c.v.k * c.v.inner;
+    if (e->out->numel < AG_PAR_MIN || c.v.outer < 2)
+        range(&c, 0, c.v.outer);
+    else
+        ag_parallel_for(c.v.outer, slice >= AG_PAR_CHUNK ? 1 : AG_PAR_CHUNK / slice, range,
+                        &c);
+}
+
+static void softmax_forward(ag_entry *e) { sm_run_op(e, NULL, softmax_range); }
+static void log_softmax_forward(ag_entry *e) { sm_run_op(e, NULL, log_softmax_range); }
+
+static void softmax_backward(ag_tape *tape, ag_entry *e)
 {
     void *dx = ag_grad_data(tape, e->in[0]);
-    if (!dx)
-        return;
-    ag_axis_view v = sm_view_of(e->in[0], AG_ATTR(e, sm_attr)->axis);
-    if (e->out->dtype == AG_F64)
-        sm_walk_bwd_double(e->out->data, e->out->grad->data, dx, v, log_out);
-    else
-        sm_walk_bwd_float(e->out->data, e->out->grad->data, dx, v, log_out);
+    if (dx)
+        sm_run_op(e, dx, softmax_range);
 }
 
-static void softmax_forward(ag_entry *e) { sm_forward(e, false); }
-static void softmax_backward(ag_tape *tape, ag_entry *e) { sm_backward(tape, e, false); }
-static void log_softmax_forward(ag_entry *e) { sm_forward(e, true); }
-static void log_softmax_backward(ag_tape *tape, ag_entry *e) { sm_backward(tape, e, true); }
+static void log_softmax_backward(ag_tape *tape, ag_entry *e)
+{
+    void *dx = ag_grad_data(tape, e->in[0]);
+    if (dx)
+        sm_run_op(e, dx, log_softmax_range);
+}
 
 /* The lane sums of the recorded derivatives, kept as a size-1 axis (all
  * of a 0-d tensor). */
@@ -215,27 +301,60 @@ typedef struct {
 /* Row r, label y, eps, m = max, lse = m + log sum exp(x - m):
  *   loss_r = (1-eps) (lse - x_y) + eps * mean_c (lse - x_c)
  * which is PyTorch's (1-eps) nll + eps/C * sum_c -log p_c.  Ignored rows
- * give 0 and are not counted by the mean. */
-#define CE_FWD(T, EXP)                                                        \
-    static void ce_fwd_##T(const T *x, const int64_t *y, T *p, T *z, int64_t n, \
-                           int64_t c, int64_t ignore, double eps, int red,    \
-                           int64_t valid)                                     \
+ * give 0 and are not counted by the mean.  Rows go CE_ROWS at a time: p
+ * takes x - m for the block, then one vmath.h exp over the block (the
+ * classes of a row are too few to fill vectors on their own). */
+#define CE_ROWS 64
+/* On the thread pool (above AG_PAR_MIN logits), rows go in spans of
+ * CE_ROWS (more when there would be over CE_SPANS_MAX), whose loss totals
+ * are added in span order: spans depend on n alone, so the bits do not
+ * depend on the thread count. */
+#define CE_SPANS_MAX 1024
+
+typedef struct {
+    const void *x;
+    const int64_t *y;
+    void *p, *z;
+    int64_t n, c, ignore;
+    double eps;
+    int red;
+    int64_t span; /* rows, a multiple of CE_ROWS */
+    double *part;
+} ce_ctx;
+
+static int64_t ce_span(int64_t n)
+{
+    int64_t blocks = (n + CE_ROWS - 1) / CE_ROWS;
+    return CE_ROWS * ((blocks + CE_SPANS_MAX - 1) / CE_SPANS_MAX > 1
+                          ? (blocks + CE_SPANS_MAX - 1) / CE_SPANS_MAX : 1);
+}
+
+#define CE_FWD(T)                                                             \
+    static double ce_rows_##T(const T *x, const int64_t *y, T *p, T *z,       \
+                              int64_t n, int64_t c, int64_t ignore, double eps, \
+                              int red)                                        \
     {                                                                         \
-        double total = 0;                                                     \
+        T m[CE_ROWS];                                                         \
+        double xsum[CE_ROWS], total = 0;                                      \
+        for (int64_t r = 0; r < n; r++) {                                     \
+            const T *xr = x + r * c;                                          \
+            T mr = -INFINITY;                                                 \
+            xsum[r] = 0;                                                      \
+            for (int64_t j = 0; j < c; j++) {                                 \
+                mr = xr[j] > mr ? xr[j] : mr;                                 \
+                xsum[r] += xr[j];                                             \
+            }                                                                 \
+            for (int64_t j = 0; j < c; j++)                                   \
+                p[r * c + j] = xr[j] - mr;                                    \
+            m[r] = mr;                                                        \
+        }                                                                     \
+        ag_vm_##T()->exp(p, p, n * c);                                        \
         for (int64_t r = 0; r < n; r++) {                                     \
             const T *xr = x + r * c;                                          \
             T *pr = p + r * c;                                                \
-            T m = -INFINITY;                                                  \
-            double xsum = 0, sum = 0;                                         \
-            for (int64_t j = 0; j < c; j++) {                                 \
-                m = xr[j] > m ? xr[j] : m;                                    \
-                xsum += xr[j];                                                \
-            }                                                                 \
-            for (int64_t j = 0; j < c; j++) {                                 \
-                T ej = EXP(xr[j] - m);                                        \
-                pr[j] = ej;                                                   \
-                sum += ej;                                                    \
-            }                                                                 \
+            double sum = 0;                                                   \
+            for (int64_t j = 0; j < c; j++)                                   \
+                sum += pr[j];                                                 \
             T inv = (T)(1.0 / sum);                                           \
             for (int64_t j = 0; j < c; j++)                                   \
                 pr[j] *= inv;                                                 \
@@ -243,52 +362,116 @@ typedef struct {
             if (y[r] != ignore) {                                             \
                 /* lse - x_y = (m - x_y) + log(sum): no cancellation */       \
                 double ls = log(sum);                                         \
-                loss = (1 - eps) * (((double)m - (double)xr[y[r]]) + ls);     \
+                loss = (1 - eps) * (((double)m[r] - (double)xr[y[r]]) + ls);  \
                 if (eps != 0)                                                 \
-                    loss += eps * (((double)m - xsum / (double)c) + ls);      \
+                    loss += eps * (((double)m[r] - xsum[r] / (double)c) + ls); \
             }                                                                 \
             if (red == AG_REDUCE_NONE)                                        \
                 z[r] = (T)loss;                                               \
             total += loss;                                                    \
         }                                                                     \
+        return total;                                                         \
+    }                                                                         \
+    /* spans [lo, hi) of rows: each span's loss total into k->part */       \
+    static void ce_spans_##T(void *vk, int64_t lo, int64_t hi)                \
+    {                                                                         \
+        const ce_ctx *k = vk;                                                 \
+        const T *x = k->x;                                                    \
+        T *p = k->p, *z = k->z;                                               \
+        for (int64_t s = lo; s < hi; s++) {                                   \
+            int64_t end = (s + 1) * k->span < k->n ? (s + 1) * k->span : k->n; \
+            double t = 0;                                                     \
+            for (int64_t r = s * k->span; r < end; r += CE_ROWS) {            \
+                int64_t b = end - r < CE_ROWS ? end - r : CE_ROWS;            \
+                t += ce_rows_##T(x + r * k->c, k->y + r, p + r * k->c, z + r, b, \
+                                 k->c, k->ignore, k->eps, k->red);            \
+            }                                                                 \
+            k->part[s] = t;                                                   \
+        }                                                                     \
+    }                                                                         \
+    static void ce_fwd_##T(const T *x, const int64_t *y, T *p, T *z, int64_t n, \
+                           int64_t c, int64_t ignore, double eps, int red,    \
+                           int64_t valid)                                     \
+    {                                                                         \
+        double part[CE_SPANS_MAX], total = 0;                                 \
+        ce_ctx k = {x, y, p, z, n, c, ignore, eps, red, ce_span(n), part};    \
+        int64_t spans = n > 0 ? (n - 1) / k.span + 1 : 0;                     \
+        if (n * c >= AG_PAR_MIN)                                              \
+            ag_parallel_for(spans, 1, ce_spans_##T, &k);                      \
+        else                                                                  \
+            ce_spans_##T(&k, 0, spans);                                       \
+        for (int64_t s = 0; s < spans; s++)                                   \
+            total += part[s];                                                 \
         if (red == AG_REDUCE_MEAN) /* 0/0 = NaN when every row is ignored */  \
             z[0] = (T)(total / (double)valid);                                \
         else if (red == AG_REDUCE_SUM)                                        \
             z[0] = (T)total;                                                  \
     }
-CE_FWD(float, expf)
-CE_FWD(double, exp)
+CE_FWD(float)
+CE_FWD(double)
 
 /* dx_rc += w_r * (p_rc - (1-eps) [c == y_r] - eps/C), with w_r = g (sum),
  * g / valid rows (mean) or g_r (none); ignored rows get nothing. */
+typedef struct {
+    const void *p, *g;
+    const int64_t *y;
+    void *dx;
+    int64_t c, ignore, valid;
+    double eps;
+    int red;
+} ce_bwd_ctx;
+
 #define CE_BWD(T)                                                             \
-    static void ce_bwd_##T(const T *p, const int64_t *y, const T *g, T *dx,   \
-                           int64_t n, int64_t c, int64_t ignore, double eps,  \
-                           int red, int64_t valid)                            \
+    static void ce_bwd_rows_##T(void *vk, int64_t lo, int64_t hi)             \
     {                                                                         \
-        double w = red == AG_REDUCE_MEAN ? (double)g[0] / (double)valid       \
-                                         : (double)g[0];                      \
-        T off = (T)(eps / (double)c);                                         \
-        for (int64_t r = 0; r < n; r++) {                                     \
-            if (y[r] == ignore)                                               \
+        const ce_bwd_ctx *k = vk;                                             \
+        const T *p = k->p, *g = k->g;                                         \
+        T *dx = k->dx;                                                        \
+        int64_t c = k->c;                                                     \
+        double w = k->red == AG_REDUCE_MEAN ? (double)g[0] / (double)k->valid \
+                                            : (double)g[0];                   \
+        T off = (T)(k->eps / (double)c);                                      \
+        for (int64_t r = lo; r < hi; r++) {                                   \
+            if (k->y[r] == k->ignore)                                         \
                 continue;                                                     \
-            T wr = (T)(red == AG_REDUCE_NONE ? (double)g[r] : w);             \
+            T wr = (T)(k->red == AG_REDUCE_NONE ? (double)g[r] : w);          \
             const T *pr = p + r * c;                                          \
             T *dr = dx + r * c;                                               \
             for (int64_t j = 0; j < c; j++)                                   \
                 dr[j] += wr * (pr[j] - off);                                  \
-            dr[y[r]] -= wr * (T)(1 - eps);                                    \
+            dr[k->y[r]] -= wr * (T)(1 - k->eps);                              \
         }                                                                     \
+    }                                                                         \
+    /* rows are independent: chunks of rows on the pool when large */        \
+    static void ce_bwd_##T(const T *p, const int64_t *y, const T *g, T *dx,   \
+                           int64_t n, int64_t c, int64_t ignore, double eps,  \
+                           int red, int64_t valid)                            \
+    {                                                                         \
+        ce_bwd_ctx k = {p, g, y, dx, c, ignore, valid, eps, red};             \
+        if (n * c >= AG_PAR_MIN)                                              \
+            ag_parallel_for(n, (AG_PAR_CHUNK + c - 1) / c, ce_bwd_rows_##T, &k); \
+        else                                                                  \
+            ce_bwd_rows_##T(&k, 0, n);                                        \
     }
 CE_BWD(float)
 CE_BWD(double)
+
+/* Logits [..., C] as n rows of c: the class dim last, rows the rest. */
+static void ce_rows(const ag_tensor *x, int64_t *n, int64_t *c)
+{
+    *c = x->shape[x->ndim - 1];
+    *n = 1;
+    for (int d = 0; d < x->ndim - 1; d++)
+        *n *= x->shape[d];
+}
 
 static void ce_forward(ag_entry *e)
 {
     const ag_tensor *x = e->in[0];
     const ce_saved *s = e->aux;
     const ce_attr *a = AG_ATTR(e, ce_attr);
-    int64_t n = x->shape[0], c = x->shape[1];
+    int64_t n, c;
+    ce_rows(x, &n, &c);
     if (x->dtype == AG_F64)
         ce_fwd_double(x->data, s->labels, s->probs, e->out->data, n, c, a->ignore_index,
                       a->eps, (int)a->reduction, a->valid);
@@ -305,7 +488,8 @@ static void ce_backward(ag_tape *tape, ag_entry *e)
         return;
     const ce_saved *s = e->aux;
     const ce_attr *a = AG_ATTR(e, ce_attr);
-    int64_t n = x->shape[0], c = x->shape[1];
+    int64_t n, c;
+    ce_rows(x, &n, &c);
     if (x->dtype == AG_F64)
         ce_bwd_double(s->probs, s->labels, e->out->grad->data, dx, n, c, a->ignore_index,
                       a->eps, (int)a->reduction, a->valid);
@@ -349,10 +533,12 @@ static void ce_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor 
     ag_tensor *x = e->in[0];
     const ce_saved *s = e->aux;
     const ce_attr *a = AG_ATTR(e, ce_attr);
-    ce_fill_ctx f = {s->labels, x->shape[1], a};
-    int64_t wshape[2] = {x->shape[0], 1};
-    ag_tensor *t = ag_const_fill(tape, x->dtype, 2, x->shape, ce_target_at, &f);
-    ag_tensor *w = ag_const_fill(tape, x->dtype, 2, wshape, ce_row_weight_at, &f);
+    ce_fill_ctx f = {s->labels, x->shape[x->ndim - 1], a};
+    int64_t wshape[AG_MAX_DIMS]; /* [..., 1] */
+    memcpy(wshape, x->shape, sizeof wshape);
+    wshape[x->ndim - 1] = 1;
+    ag_tensor *t = ag_const_fill(tape, x->dtype, x->ndim, x->shape, ce_target_at, &f);
+    ag_tensor *w = ag_const_fill(tape, x->dtype, x->ndim, wshape, ce_row_weight_at, &f);
     ag_tensor *g = a->reduction == AG_REDUCE_NONE ? ag_unsqueeze(tape, gout, -1) : gout;
     if (!t || !w)
         return;
@@ -388,11 +574,14 @@ ag_tensor *ag_cross_entropy_logits(ag_tape *t, ag_tensor *logits, const int64_t 
         return NULL;
     char sh[96];
     ag_fmt_shape(sh, sizeof sh, logits->ndim, logits->shape);
-    if (logits->ndim != 2)
-        return ag_fail(t, AG_ERR_SHAPE, "%s: logits are %s, expected [n, C]", op, sh);
-    if (n != logits->shape[0])
-        return ag_fail(t, AG_ERR_SHAPE, "%s: logits are %s but n is %lld labels", op, sh,
-                       (long long)n);
+    if (logits->ndim < 2)
+        return ag_fail(t, AG_ERR_SHAPE, "%s: logits are %s, expected [n, C] or [..., C]", op,
+                       sh);
+    int64_t rows, c;
+    ce_rows(logits, &rows, &c);
+    if (n != rows)
+        return ag_fail(t, AG_ERR_SHAPE, "%s: logits are %s but n is %lld labels (%lld rows)",
+                       op, sh, (long long)n, (long long)rows);
     if (!labels && n > 0)
         return ag_fail(t, AG_ERR_ARG, "%s: labels are NULL", op);
     if (!(o.label_smoothing >= 0 && o.label_smoothing < 1))
@@ -401,7 +590,6 @@ ag_tensor *ag_cross_entropy_logits(ag_tape *t, ag_tensor *logits, const int64_t 
     if (o.reduction != AG_REDUCE_MEAN && o.reduction != AG_REDUCE_SUM &&
         o.reduction != AG_REDUCE_NONE)
         return ag_fail(t, AG_ERR_ARG, "%s: unknown reduction %d", op, (int)o.reduction);
-    int64_t c = logits->shape[1];
     int64_t valid = ce_check_labels(t, labels, n, c, o.ignore_index);
     if (valid < 0)
         return NULL;
@@ -417,10 +605,11 @@ ag_tensor *ag_cross_entropy_logits(ag_tape *t, ag_tensor *logits, const int64_t 
         memcpy(s->labels, labels, lab_bytes);
 
     ce_attr a = {o.reduction, valid, o.ignore_index, o.label_smoothing};
-    int64_t out_shape[1] = {n};
+    /* NONE: one loss per row, in the leading dims' shape */
     ag_op_call call = {.def = &ag_op_cross_entropy_logits, .in = &logits, .n_in = 1,
                        .dtype = logits->dtype,
-                       .ndim = o.reduction == AG_REDUCE_NONE ? 1 : 0, .shape = out_shape,
+                       .ndim = o.reduction == AG_REDUCE_NONE ? logits->ndim - 1 : 0,
+                       .shape = logits->shape,
                        .attr = &a, .attr_size = sizeof a, .aux = s};
     return ag_op_run(t, &call);
 }

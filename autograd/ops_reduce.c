@@ -4,8 +4,11 @@
  * An axis reduction views the input as (O, K, I): O = product of the dims
  * before the axis, K = the axis, I = product of the dims after it; the
  * output is (O, I).  Notation: x = input, z = output, g = dL/dz.  Math
- * runs in double (f32 accumulates in double), rounded once to the dtype. */
+ * runs in double (f32 accumulates in double), rounded once to the dtype,
+ * except logsumexp's exponentials along a contiguous row: vmath.h's, in
+ * the dtype. */
 #include "ops_reduce_internal.h"
+#include "kernels/vmath.h"
 
 #include <math.h>
 
@@ -90,22 +93,26 @@ ag_tensor *ag_reduce_keepdim(ag_tape *tape, const ag_entry *e, ag_tensor *t)
 /* Double accumulators (f32 sums too), rows of the inner dim walked
  * contiguously. */
 #define SUM_LOOPS(T)                                                          \
+    /* sum of k contiguous elements: 8 partial sums, no add-latency chain */ \
+    static double sum_run_##T(const T *a, int64_t k)                          \
+    {                                                                         \
+        double acc[8] = {0};                                                  \
+        int64_t j = 0;                                                        \
+        for (; j + 8 <= k; j += 8)                                            \
+            for (int l = 0; l < 8; l++)                                       \
+                acc[l] += a[j + l];                                           \
+        for (; j < k; j++)                                                    \
+            acc[0] += a[j];                                                   \
+        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) +                      \
+               ((acc[4] + acc[5]) + (acc[6] + acc[7]));                       \
+    }                                                                         \
     static void sum_fwd_##T(const T *a, T *z, ag_axis_view v, double scale)   \
     {                                                                         \
         for (int64_t o = 0; o < v.outer; o++) {                               \
             const T *ao = a + o * v.k * v.inner;                              \
             T *zo = z + o * v.inner;                                          \
-            if (v.inner == 1) { /* 8 partial sums: no add-latency chain */    \
-                double acc[8] = {0};                                          \
-                int64_t k = 0;                                                \
-                for (; k + 8 <= v.k; k += 8)                                  \
-                    for (int j = 0; j < 8; j++)                               \
-                        acc[j] += ao[k + j];                                  \
-                for (; k < v.k; k++)                                          \
-                    acc[0] += ao[k];                                          \
-                double sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) +        \
-                             ((acc[4] + acc[5]) + (acc[6] + acc[7]));         \
-                zo[0] = (T)(sum * scale);                                     \
+            if (v.inner == 1) {                                               \
+                zo[0] = (T)(sum_run_##T(ao, v.k) * scale);                    \
                 continue;                                                     \
             }                                                                 \
             for (int64_t i = 0; i < v.inner; i++) {                           \
@@ -138,16 +145,115 @@ ag_tensor *ag_reduce_keepdim(ag_tape *tape, const ag_entry *e, ag_tensor *t)
 SUM_LOOPS(float)
 SUM_LOOPS(double)
 
+/* ---- sum and mean on the thread pool, above AG_PAR_MIN elements ----
+ * Rows (the outer dim) are independent: each pool chunk takes whole rows
+ * and sums each as one thread would.  One long row (outer = inner = 1)
+ * is cut into spans of SUM_SPAN elements (more when there would be over
+ * SUM_SPANS_MAX), whose partial sums are added in span order; the spans
+ * depend on k alone, so the bits do not depend on the thread count (and
+ * a row of at most one span is summed exactly as before). */
+#define SUM_SPAN ((int64_t)1 << 15)
+#define SUM_SPANS_MAX 4096
+
+typedef struct {
+    const void *a;
+    void *z;
+    ag_axis_view v;
+    double scale;
+    int64_t span;
+    double *part; /* one partial sum per span */
+} sum_ctx;
+
+/* rows [lo, hi) of the forward (ctx->z: the output) or the backward
+ * (ctx->a: the output gradient, ctx->z: the input gradient); elements
+ * [lo, hi) of a whole reduction's backward; spans [lo, hi) of one row */
+#define SUM_RANGES(T)                                                         \
+    static void sum_rows_fwd_##T(void *vc, int64_t lo, int64_t hi)            \
+    {                                                                         \
+        const sum_ctx *c = vc;                                                \
+        ag_axis_view v = {hi - lo, c->v.k, c->v.inner};                       \
+        sum_fwd_##T((const T *)c->a + lo * v.k * v.inner, (T *)c->z + lo * v.inner, \
+                    v, c->scale);                                             \
+    }                                                                         \
+    static void sum_rows_bwd_##T(void *vc, int64_t lo, int64_t hi)            \
+    {                                                                         \
+        const sum_ctx *c = vc;                                                \
+        ag_axis_view v = {hi - lo, c->v.k, c->v.inner};                       \
+        sum_bwd_##T((const T *)c->a + lo * v.inner, (T *)c->z + lo * v.k * v.inner, \
+                    v, c->scale);                                             \
+    }                                                                         \
+    static void sum_flat_bwd_##T(void *vc, int64_t lo, int64_t hi)            \
+    {                                                                         \
+        const sum_ctx *c = vc;                                                \
+        T go = (T)(*(const T *)c->a * c->scale), *d = (T *)c->z;              \
+        for (int64_t j = lo; j < hi; j++)                                     \
+            d[j] += go;                                                       \
+    }                                                                         \
+    static void sum_spans_##T(void *vc, int64_t lo, int64_t hi)               \
+    {                                                                         \
+        const sum_ctx *c = vc;                                                \
+        for (int64_t s = lo; s < hi; s++) {                                   \
+            int64_t at = s * c->span, k = c->v.k - at;                        \
+            c->part[s] = sum_run_##T((const T *)c->a + at, k < c->span ? k : c->span); \
+        }                                                                     \
+    }
+SUM_RANGES(float)
+SUM_RANGES(double)
+
+/* Rows per pool chunk: about AG_PAR_CHUNK elements. */
+static int64_t rows_per_chunk(ag_axis_view v)
+{
+    int64_t row = v.k * v.inner;
+    return row >= AG_PAR_CHUNK ? 1 : AG_PAR_CHUNK / (row > 0 ? row : 1);
+}
+
+static void sum_one_row(const ag_entry *e, ag_axis_view v, double scale)
+{
+    int64_t span = SUM_SPAN;
+    if (v.k > span * SUM_SPANS_MAX)
+        span = (v.k + SUM_SPANS_MAX - 1) / SUM_SPANS_MAX;
+    int64_t spans = (v.k + span - 1) / span;
+    double part[SUM_SPANS_MAX], total = 0;
+    bool f64 = e->out->dtype == AG_F64;
+    sum_ctx c = {.a = e->in[0]->data, .v = v, .span = span, .part = part};
+    ag_parallel_for(spans, 1, f64 ? sum_spans_double : sum_spans_float, &c);
+    for (int64_t s = 0; s < spans; s++)
+        total += part[s];
+    if (f64)
+        *(double *)e->out->data = total * scale;
+    else
+        *(float *)e->out->data = (float)(total * scale);
+}
+
 AG_INLINE void sum_scaled_forward(ag_entry *e, ag_axis_view v, double scale)
 {
-    AG_REDUCE_TYPED(e->out->dtype, sum_fwd, e->in[0]->data, e->out->data, v, scale);
+    bool f64 = e->out->dtype == AG_F64;
+    if (v.outer == 1 && v.inner == 1 && v.k > SUM_SPAN) {
+        sum_one_row(e, v, scale);
+    } else if (v.outer > 1 && v.outer * v.k * v.inner >= AG_PAR_MIN) {
+        sum_ctx c = {.a = e->in[0]->data, .z = e->out->data, .v = v, .scale = scale};
+        ag_parallel_for(v.outer, rows_per_chunk(v), f64 ? sum_rows_fwd_double
+                                                        : sum_rows_fwd_float, &c);
+    } else {
+        AG_REDUCE_TYPED(e->out->dtype, sum_fwd, e->in[0]->data, e->out->data, v, scale);
+    }
 }
 
 AG_INLINE void sum_scaled_backward(ag_tape *tape, ag_entry *e, ag_axis_view v, double scale)
 {
     void *dx = ag_grad_data(tape, e->in[0]);
-    if (dx)
+    if (!dx)
+        return;
+    bool f64 = e->out->dtype == AG_F64;
+    sum_ctx c = {.a = e->out->grad->data, .z = dx, .v = v, .scale = scale};
+    if (v.outer == 1 && v.inner == 1) { /* every element gets g */
+        ag_par_elems(v.k, f64 ? sum_flat_bwd_double : sum_flat_bwd_float, &c);
+    } else if (v.outer > 1 && v.outer * v.k * v.inner >= AG_PAR_MIN) {
+        ag_parallel_for(v.outer, rows_per_chunk(v), f64 ? sum_rows_bwd_double
+                                                        : sum_rows_bwd_float, &c);
+    } else {
         AG_REDUCE_TYPED(e->out->dtype, sum_bwd, e->out->grad->data, dx, v, scale);
+    }
 }
 
 static void sum_forward(ag_entry *e) { sum_scaled_forward(e, ag_reduce_view(e), 1.0); }
@@ -208,7 +314,25 @@ ag_tensor *ag_mean(ag_tape *t, ag_tensor *a, int axis, bool keepdim)
 
 /* ---- logsumexp: z = m + log(sum_k exp(x - m)), m = max_k x ---- */
 
+/* A contiguous row (inner == 1) takes its exponentials from vmath.h, in
+ * the dtype, LSE_BLOCK at a time through a stack buffer. */
+#define LSE_BLOCK 256
 #define LSE_LOOPS(T)                                                          \
+    /* sum_k exp(r[k] - m) over a contiguous row */                           \
+    static double lse_row_sum_##T(const T *r, int64_t k, double m)            \
+    {                                                                         \
+        T t[LSE_BLOCK];                                                       \
+        double s = 0;                                                         \
+        for (int64_t k0 = 0; k0 < k; k0 += LSE_BLOCK) {                       \
+            int64_t b = k - k0 < LSE_BLOCK ? k - k0 : LSE_BLOCK;              \
+            for (int64_t j = 0; j < b; j++)                                   \
+                t[j] = (T)(r[k0 + j] - m);                                    \
+            ag_vm_##T()->exp(t, t, b);                                        \
+            for (int64_t j = 0; j < b; j++)                                   \
+                s += t[j];                                                    \
+        }                                                                     \
+        return s;                                                             \
+    }                                                                         \
     static void lse_fwd_##T(const T *x, T *z, ag_axis_view v)                 \
     {                                                                         \
         for (int64_t o = 0; o < v.outer; o++)                                 \
@@ -219,12 +343,28 @@ ag_tensor *ag_mean(ag_tape *t, ag_tensor *a, int axis, bool keepdim)
                     m = fmax(m, r[k * v.inner]);                              \
                 if (isinf(m)) /* all -inf, or an inf: no shift (PyTorch) */   \
                     m = 0;                                                    \
-                for (int64_t k = 0; k < v.k; k++)                             \
-                    s += exp(r[k * v.inner] - m);                             \
+                if (v.inner == 1)                                             \
+                    s = lse_row_sum_##T(r, v.k, m);                           \
+                else                                                          \
+                    for (int64_t k = 0; k < v.k; k++)                         \
+                        s += exp(r[k * v.inner] - m);                         \
                 z[o * v.inner + i] = (T)(m + log(s));                         \
             }                                                                 \
     }                                                                         \
     /* dx += g * exp(x - z)  (the softmax of x along the axis) */             \
+    static void lse_bwd_row_##T(const T *x, double zj, double gj, T *dx,      \
+                                int64_t k)                                    \
+    {                                                                         \
+        T t[LSE_BLOCK];                                                       \
+        for (int64_t k0 = 0; k0 < k; k0 += LSE_BLOCK) {                       \
+            int64_t b = k - k0 < LSE_BLOCK ? k - k0 : LSE_BLOCK;              \
+            for (int64_t j = 0; j < b; j++)                                   \
+                t[j] = (T)(x[k0 + j] - zj);                                   \
+            ag_vm_##T()->exp(t, t, b);                                        \
+            for (int64_t j = 0; j < b; j++)                                   \
+                dx[k0 + j] += (T)(gj * t[j]);                                 \
+        }                                                                     \
+    }                                                                         \
     static void lse_bwd_##T(const T *x, const T *z, const T *g, T *dx,        \
                             ag_axis_view v)                                   \
     {                                                                         \
@@ -232,6 +372,10 @@ ag_tensor *ag_mean(ag_tape *t, ag_tensor *a, int axis, bool keepdim)
             for (int64_t i = 0; i < v.inner; i++) {                           \
                 int64_t base = o * v.k * v.inner + i, j = o * v.inner + i;    \
                 double gj = g[j], zj = z[j];                                  \
+                if (v.inner == 1) {                                           \
+                    lse_bwd_row_##T(x + base, zj, gj, dx + base, v.k);        \
+                    continue;                                                 \
+                }                                                             \
                 for (int64_t k = 0; k < v.k; k++) {                           \
                     int64_t xi = base + k * v.inner;                          \
                     dx[xi] += (T)(gj * exp(x[xi] - zj));                      \
@@ -241,17 +385,59 @@ ag_tensor *ag_mean(ag_tape *t, ag_tensor *a, int axis, bool keepdim)
 LSE_LOOPS(float)
 LSE_LOOPS(double)
 
+/* ---- logsumexp and variance on the pool: chunks of outer rows, each
+ * row as one thread does it (rows are independent: the same bits) ---- */
+
+typedef struct {
+    const ag_entry *e;
+    void *dx;
+    ag_axis_view v;
+} rows_ctx;
+
+/* The first element of outer row lo, in x's layout (IN_AT) or z's
+ * (OUT_AT); the view of rows [lo, hi) (SUB_VIEW). */
+#define IN_AT(T, p, lo, c) ((T *)(p) + (lo) * (c)->v.k * (c)->v.inner)
+#define OUT_AT(T, p, lo, c) ((T *)(p) + (lo) * (c)->v.inner)
+#define SUB_VIEW(c, lo, hi) ((ag_axis_view){(hi) - (lo), (c)->v.k, (c)->v.inner})
+
+/* Runs range over every outer row: in chunks on the pool when large. */
+static void rows_run(const ag_entry *e, void *dx, ag_parallel_fn range)
+{
+    rows_ctx c = {e, dx, ag_reduce_view(e)};
+    if (c.v.outer > 1 && e->in[0]->numel >= AG_PAR_MIN)
+        ag_parallel_for(c.v.outer, rows_per_chunk(c.v), range, &c);
+    else
+        range(&c, 0, c.v.outer);
+}
+
+#define LSE_RANGES(T)                                                         \
+    static void lse_fwd_rows_##T(void *vc, int64_t lo, int64_t hi)            \
+    {                                                                         \
+        const rows_ctx *c = vc;                                               \
+        lse_fwd_##T(IN_AT(const T, c->e->in[0]->data, lo, c),                 \
+                    OUT_AT(T, c->e->out->data, lo, c), SUB_VIEW(c, lo, hi));  \
+    }                                                                         \
+    static void lse_bwd_rows_##T(void *vc, int64_t lo, int64_t hi)            \
+    {                                                                         \
+        const rows_ctx *c = vc;                                               \
+        lse_bwd_##T(IN_AT(const T, c->e->in[0]->data, lo, c),                 \
+                    OUT_AT(const T, c->e->out->data, lo, c),                  \
+                    OUT_AT(const T, c->e->out->grad->data, lo, c),            \
+                    IN_AT(T, c->dx, lo, c), SUB_VIEW(c, lo, hi));             \
+    }
+LSE_RANGES(float)
+LSE_RANGES(double)
+
 static void logsumexp_forward(ag_entry *e)
 {
-    AG_REDUCE_TYPED(e->out->dtype, lse_fwd, e->in[0]->data, e->out->data, ag_reduce_view(e));
+    rows_run(e, NULL, e->out->dtype == AG_F64 ? lse_fwd_rows_double : lse_fwd_rows_float);
 }
 
 static void logsumexp_backward(ag_tape *tape, ag_entry *e)
 {
     void *dx = ag_grad_data(tape, e->in[0]);
     if (dx)
-        AG_REDUCE_TYPED(e->out->dtype, lse_bwd, e->in[0]->data, e->out->data,
-                        e->out->grad->data, dx, ag_reduce_view(e));
+        rows_run(e, dx, e->out->dtype == AG_F64 ? lse_bwd_rows_double : lse_bwd_rows_float);
 }
 
 /* dx = g * exp(x - z), z the recorded output (so it differentiates on) */
@@ -316,18 +502,35 @@ static double var_denom(const ag_entry *e)
     return (double)(ag_reduce_view(e).k - ag_reduce_attr_of(e)->correction);
 }
 
+#define VAR_RANGES(T)                                                         \
+    static void var_fwd_rows_##T(void *vc, int64_t lo, int64_t hi)            \
+    {                                                                         \
+        const rows_ctx *c = vc;                                               \
+        var_fwd_##T(IN_AT(const T, c->e->in[0]->data, lo, c),                 \
+                    OUT_AT(T, c->e->out->data, lo, c), OUT_AT(double, c->e->aux, lo, c), \
+                    SUB_VIEW(c, lo, hi), var_denom(c->e));                    \
+    }                                                                         \
+    static void var_bwd_rows_##T(void *vc, int64_t lo, int64_t hi)            \
+    {                                                                         \
+        const rows_ctx *c = vc;                                               \
+        var_bwd_##T(IN_AT(const T, c->e->in[0]->data, lo, c),                 \
+                    OUT_AT(const double, c->e->aux, lo, c),                   \
+                    OUT_AT(const T, c->e->out->grad->data, lo, c),            \
+                    IN_AT(T, c->dx, lo, c), SUB_VIEW(c, lo, hi), var_denom(c->e)); \
+    }
+VAR_RANGES(float)
+VAR_RANGES(double)
+
 static void variance_forward(ag_entry *e)
 {
-    AG_REDUCE_TYPED(e->out->dtype, var_fwd, e->in[0]->data, e->out->data, e->aux,
-                    ag_reduce_view(e), var_denom(e));
+    rows_run(e, NULL, e->out->dtype == AG_F64 ? var_fwd_rows_double : var_fwd_rows_float);
 }
 
 static void variance_backward(ag_tape *tape, ag_entry *e)
 {
     void *dx = ag_grad_data(tape, e->in[0]);
     if (dx)
-        AG_REDUCE_TYPED(e->out->dtype, var_bwd, e->in[0]->data, e->aux, e->out->grad->data,
-                        dx, ag_reduce_view(e), var_denom(e));
+        rows_run(e, dx, e->out->dtype == AG_F64 ? var_bwd_rows_double : var_bwd_rows_float);
 }
 
 /* dx = g * 2 (x - mean(x)) / (K - correction), the mean recorded from x */

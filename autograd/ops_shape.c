@@ -1,10 +1,11 @@
 /* ops_shape.c — shape ops whose result holds the input's elements in the
- * same order: reshape, squeeze, unsqueeze (forward: memcpy; backward:
- * dx += g elementwise; recorded: g reshaped back); the reordering ops
- * transpose and permute (recorded: the inverse reordering of g); expand
- * (broadcast_to; recorded: sum_to, whose recorded derivative is expand).
- * slice, unslice, pad, concat and stack live in ops_slice.c.  Every
- * result is a new contiguous tensor.
+ * same order: reshape, squeeze, unsqueeze (views: the result shares the
+ * input's data, so forward moves nothing; backward: dx += g elementwise;
+ * recorded: g reshaped back); the reordering ops transpose and permute
+ * (recorded: the inverse reordering of g); expand (broadcast_to;
+ * recorded: sum_to, whose recorded derivative is expand).  slice,
+ * unslice, pad, concat and stack live in ops_slice.c.  Every result but a
+ * view's is a new contiguous tensor.
  *
  * The strided mover.  A reordering op is described by a walk: dims of
  * size n, with an element stride sx on the input side x and sy on the
@@ -204,10 +205,9 @@ bool ag_shape_axis0(ag_tape *tape, const char *op, int ndim, int *axis)
 
 /* ---- reshape, squeeze, unsqueeze: the same elements in the same order ---- */
 
-static void same_forward(ag_entry *e)
-{
-    memcpy(e->out->data, e->in[0]->data, (size_t)e->out->numel * ag_dtype_size(e->out->dtype));
-}
+/* Nothing to move: the output is a view of the input's data (same_run).
+ * Its gradient is a buffer of its own, as any tensor's. */
+static void same_forward(ag_entry *e) { (void)e; }
 
 /* dx[i] += g[i]: the flat element order is unchanged */
 static void same_backward(ag_tape *tape, ag_entry *e)
@@ -230,7 +230,7 @@ static ag_tensor *same_run(ag_tape *t, const ag_op_def *def, ag_tensor *a, int n
                            const int64_t *shape)
 {
     ag_op_call c = {.def = def, .in = &a, .n_in = 1, .dtype = a->dtype, .ndim = nd,
-                    .shape = shape};
+                    .shape = shape, .view = a};
     return ag_op_run(t, &c);
 }
 

@@ -1,14 +1,17 @@
 /* ops_unary.c — elementwise unary ops, including those with a constant
  * (leaky_relu slope, add/mul/pow by a scalar), and erf, the primitive
  * exact gelu's recorded derivative needs.  Notation: x = input, z =
- * output, c = the constant, g = dL/dz.  Math runs in double and is
- * rounded once to the tensor's dtype.
+ * output, c = the constant, g = dL/dz.  The transcendentals (and the
+ * derivatives that need one) run through kernels/vmath.h, vectorised in
+ * the tensor's dtype within a few ulp; the other math runs in double and
+ * is rounded once to the tensor's dtype.
  *
  * Each op is one row with its own forward and fast backward: a kernel
  * instantiated with the op's kind as a compile-time constant (the switch
  * folds away), and its own recorded derivative, written with ag_ ops in
  * terms of x and z, next to its row at the end of the file. */
 #include "autograd_internal.h"
+#include "kernels/vmath.h"
 
 #include <math.h>
 
@@ -33,41 +36,22 @@ typedef struct {
     double c; /* add_scalar, mul_scalar, pow_scalar: the constant */
 } scalar_attr;
 
-AG_INLINE double sigmoid(double x)
-{
-    if (x >= 0)
-        return 1.0 / (1.0 + exp(-x));
-    double e = exp(x);
-    return e / (1.0 + e);
-}
-
+/* z for the kinds whose forward is arithmetic (the others: un_vm) */
 AG_INLINE double f_forward(un_kind k, double x, double c)
 {
     switch (k) {
     case U_NEG: return -x;
-    case U_EXP: return exp(x);
-    case U_LOG: return log(x);
     case U_SQRT: return sqrt(x);
     case U_ABS: return fabs(x);
-    case U_SIN: return sin(x);
-    case U_COS: return cos(x);
-    case U_TANH: return tanh(x);
-    case U_SIGMOID: return sigmoid(x);
-    case U_RELU: return x > 0 ? x : 0;
     case U_LEAKY: return x > 0 ? x : c * x;
-    case U_ERF: return erf(x);
-    case U_GELU: return 0.5 * x * (1.0 + erf(x * INV_SQRT_2));
-    case U_GELU_TANH:
-        return 0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + GELU_K * x * x * x)));
-    case U_SOFTPLUS: return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x));
     case U_ADDC: return x + c;
     case U_MULC: return x * c;
-    case U_POWC: return pow(x, c);
+    default: return 0;
     }
-    return 0;
 }
 
-/* dz/dx from x, z and c: the fast backward is dx += g * dz/dx.  Each
+/* dz/dx from x, z and c, for the kinds whose derivative is arithmetic
+ * (the others: un_vm_deriv): the fast backward is dx += g * dz/dx.  Each
  * line's math is repeated on the op's recorded derivative below. */
 AG_INLINE double f_deriv(un_kind k, double x, double z, double c)
 {
@@ -77,26 +61,13 @@ AG_INLINE double f_deriv(un_kind k, double x, double z, double c)
     case U_LOG: return 1.0 / x;                 /* dx = g / x */
     case U_SQRT: return 0.5 / z;                /* dx = g * 0.5 / z */
     case U_ABS: return x > 0 ? 1 : x < 0 ? -1 : 0; /* dx = g * sign(x) */
-    case U_SIN: return cos(x);                  /* dx = g * cos x */
-    case U_COS: return -sin(x);                 /* dx = -g * sin x */
     case U_TANH: return 1.0 - z * z;            /* dx = g * (1 - z^2) */
     case U_SIGMOID: return z * (1.0 - z);       /* dx = g * z (1 - z) */
-    case U_RELU: return x > 0 ? 1 : 0;          /* dx = g * (x > 0) */
     case U_LEAKY: return x > 0 ? 1 : c;         /* dx = g * (x > 0 ? 1 : c) */
-    case U_ERF: return TWO_OVER_SQRT_PI * exp(-x * x); /* dx = g 2/sqrt(pi) e^(-x^2) */
-    case U_GELU: /* dx = g * (Phi(x) + x phi(x)) */
-        return 0.5 * (1.0 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * exp(-0.5 * x * x);
-    case U_GELU_TANH: { /* dx = g * (0.5 (1 + t) + 0.5 x (1 - t^2) du/dx) */
-        double u = SQRT_2_OVER_PI * (x + GELU_K * x * x * x), t = tanh(u);
-        double du = SQRT_2_OVER_PI * (1.0 + 3 * GELU_K * x * x);
-        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du;
-    }
-    case U_SOFTPLUS: return sigmoid(x);         /* dx = g * sigmoid(x) */
     case U_ADDC: return 1;                      /* dx = g */
     case U_MULC: return c;                      /* dx = g * c */
-    case U_POWC: return c == 0 ? 0 : c * pow(x, c - 1); /* dx = g * c x^(c-1) */
+    default: return 0;
     }
-    return 0;
 }
 
 /* dx += g * (x > 0), as a mask: a random-sign branch mispredicts half
@@ -112,12 +83,55 @@ AG_INLINE double f_deriv(un_kind k, double x, double z, double c)
 RELU_BWD(float)
 RELU_BWD(double)
 
+/* Whether kind K's forward is a vmath.h function. */
+AG_INLINE bool un_vm(un_kind K)
+{
+    return K == U_EXP || K == U_LOG || K == U_SIN || K == U_COS || K == U_TANH ||
+           K == U_SIGMOID || K == U_ERF || K == U_GELU || K == U_GELU_TANH ||
+           K == U_SOFTPLUS || K == U_POWC;
+}
+
+/* Whether kind K's derivative needs a transcendental of x (the others
+ * are arithmetic on x, z and c in f_deriv). */
+AG_INLINE bool un_vm_deriv(un_kind K)
+{
+    return K == U_SIN || K == U_COS || K == U_ERF || K == U_GELU || K == U_GELU_TANH ||
+           K == U_SOFTPLUS || K == U_POWC;
+}
+
+/* Derivatives with a transcendental go a block at a time through
+ * vmath.h into stack buffers (2 KiB each, in L1). */
+#define UN_BLOCK 256
+
 /* The loops, inlined into each op's row with K a constant, so the switch
- * in f_forward / f_deriv folds away and the simple kinds vectorise. */
+ * in f_forward / f_deriv / the vmath calls folds away and the simple kinds
+ * vectorise. */
 #define UN_LOOPS(T)                                                           \
+    AG_INLINE void vm_fwd_##T(un_kind K, const T *x, T *z, int64_t n, double c) \
+    {                                                                         \
+        const ag_vmath_##T *vm = ag_vm_##T();                                 \
+        switch (K) {                                                          \
+        case U_EXP: vm->exp(x, z, n); break;                                  \
+        case U_LOG: vm->log(x, z, n); break;                                  \
+        case U_SIN: vm->sin(x, z, n); break;                                  \
+        case U_COS: vm->cos(x, z, n); break;                                  \
+        case U_TANH: vm->tanh(x, z, n); break;                                \
+        case U_SIGMOID: vm->sigmoid(x, z, n); break;                          \
+        case U_ERF: vm->erf(x, z, n); break;                                  \
+        case U_GELU: vm->gelu(x, z, n); break;                                \
+        case U_GELU_TANH: vm->gelu_tanh(x, z, n); break;                      \
+        case U_SOFTPLUS: vm->softplus(x, z, n); break;                        \
+        case U_POWC: vm->powc(x, (T)c, z, n); break;                          \
+        default: break;                                                       \
+        }                                                                     \
+    }                                                                         \
     AG_INLINE void fwd_##T(un_kind K, const T *restrict x, T *restrict z,     \
                            int64_t n, double c)                               \
     {                                                                         \
+        if (un_vm(K)) {                                                       \
+            vm_fwd_##T(K, x, z, n, c);                                        \
+            return;                                                           \
+        }                                                                     \
         if (K == U_RELU) {                                                    \
             AG_SIMD                                                           \
             for (int64_t i = 0; i < n; i++)                                   \
@@ -127,6 +141,63 @@ RELU_BWD(double)
         for (int64_t i = 0; i < n; i++)                                       \
             z[i] = (T)f_forward(K, x[i], c);                                  \
     }                                                                         \
+    /* dx += g * dz/dx over m <= UN_BLOCK elements, dz/dx from vmath.h:     \
+     * the math of each line is f_deriv's */                                 \
+    AG_INLINE void vm_bwd_block_##T(un_kind K, const T *x, const T *g, T *d,  \
+                                    int64_t m, double c)                      \
+    {                                                                         \
+        const ag_vmath_##T *vm = ag_vm_##T();                                 \
+        T a[UN_BLOCK], b[UN_BLOCK];                                           \
+        switch (K) {                                                          \
+        case U_SIN: /* dx = g * cos x */                                      \
+            vm->cos(x, a, m);                                                 \
+            for (int64_t i = 0; i < m; i++)                                   \
+                d[i] += g[i] * a[i];                                          \
+            break;                                                            \
+        case U_COS: /* dx = -g * sin x */                                     \
+            vm->sin(x, a, m);                                                 \
+            for (int64_t i = 0; i < m; i++)                                   \
+                d[i] -= g[i] * a[i];                                          \
+            break;                                                            \
+        case U_ERF: /* dx = g 2/sqrt(pi) e^(-x^2) */                          \
+            for (int64_t i = 0; i < m; i++)                                   \
+                a[i] = -x[i] * x[i];                                          \
+            vm->exp(a, a, m);                                                 \
+            for (int64_t i = 0; i < m; i++)                                   \
+                d[i] += g[i] * ((T)TWO_OVER_SQRT_PI * a[i]);                  \
+            break;                                                            \
+        case U_GELU: /* dx = g * (Phi(x) + x phi(x)) */                       \
+            vm->ncdf(x, a, m);                                                \
+            for (int64_t i = 0; i < m; i++)                                   \
+                b[i] = (T)-0.5 * x[i] * x[i];                                 \
+            vm->exp(b, b, m);                                                 \
+            for (int64_t i = 0; i < m; i++)                                   \
+                d[i] += g[i] * (a[i] + x[i] * ((T)INV_SQRT_2PI * b[i]));      \
+            break;                                                            \
+        case U_GELU_TANH: /* with s = sigmoid(2u) = (1 + tanh u) / 2:        \
+                           * dx = g * (s + 2 x s (1 - s) du/dx) */            \
+            for (int64_t i = 0; i < m; i++) {                                 \
+                T x2 = x[i] * x[i];                                           \
+                a[i] = (T)(2 * SQRT_2_OVER_PI) * (x[i] + (T)GELU_K * x2 * x[i]); \
+                b[i] = (T)SQRT_2_OVER_PI * (1 + (T)(3 * GELU_K) * x2);        \
+            }                                                                 \
+            vm->sigmoid(a, a, m);                                             \
+            for (int64_t i = 0; i < m; i++)                                   \
+                d[i] += g[i] * (a[i] + 2 * x[i] * a[i] * (1 - a[i]) * b[i]);  \
+            break;                                                            \
+        case U_SOFTPLUS: /* dx = g * sigmoid(x) */                            \
+            vm->sigmoid(x, a, m);                                             \
+            for (int64_t i = 0; i < m; i++)                                   \
+                d[i] += g[i] * a[i];                                          \
+            break;                                                            \
+        case U_POWC: /* dx = g * c x^(c-1) */                                 \
+            vm->powc(x, (T)(c - 1), a, m);                                    \
+            for (int64_t i = 0; i < m; i++)                                   \
+                d[i] += g[i] * ((T)c * a[i]);                                 \
+            break;                                                            \
+        default: break;                                                       \
+        }                                                                     \
+    }                                                                         \
     /* dx += g * dz/dx */                                                     \
     AG_INLINE void bwd_##T(un_kind K, const T *restrict x, const T *restrict z, \
                            const T *restrict g, T *restrict d, int64_t n,     \
@@ -134,6 +205,14 @@ RELU_BWD(double)
     {                                                                         \
         if (K == U_RELU) { /* hot in training */                              \
             relu_bwd_##T(x, g, d, n);                                         \
+            return;                                                           \
+        }                                                                     \
+        if (K == U_POWC && c == 0) /* dx = 0 */                               \
+            return;                                                           \
+        if (un_vm_deriv(K)) {                                                 \
+            for (int64_t i = 0; i < n; i += UN_BLOCK)                         \
+                vm_bwd_block_##T(K, x + i, g + i, d + i,                      \
+                                 n - i < UN_BLOCK ? n - i : UN_BLOCK, c);     \
             return;                                                           \
         }                                                                     \
         for (int64_t i = 0; i < n; i++)                                       \
@@ -153,28 +232,35 @@ AG_INLINE double un_const(un_kind K, const ag_entry *e)
     return 0;
 }
 
-AG_INLINE void un_forward(un_kind K, ag_entry *e)
+/* Elements [lo, hi) of the forward; whole arrays go to the pool in
+ * chunks when large (ag_par_elems), each chunk this on its range. */
+AG_INLINE void un_forward(un_kind K, const ag_entry *e, int64_t lo, int64_t hi)
 {
     double c = un_const(K, e);
-    int64_t n = e->out->numel;
     if (e->out->dtype == AG_F64)
-        fwd_double(K, e->in[0]->data, e->out->data, n, c);
+        fwd_double(K, (const double *)e->in[0]->data + lo, (double *)e->out->data + lo,
+                   hi - lo, c);
     else
-        fwd_float(K, e->in[0]->data, e->out->data, n, c);
+        fwd_float(K, (const float *)e->in[0]->data + lo, (float *)e->out->data + lo,
+                  hi - lo, c);
 }
 
-AG_INLINE void un_backward(un_kind K, ag_tape *tape, ag_entry *e)
+typedef struct {
+    const ag_entry *e;
+    void *dx;
+} un_bwd_ctx;
+
+AG_INLINE void un_backward(un_kind K, const un_bwd_ctx *b, int64_t lo, int64_t hi)
 {
-    void *dx = ag_grad_data(tape, e->in[0]);
-    if (!dx)
-        return;
+    const ag_entry *e = b->e;
     double c = un_const(K, e);
-    int64_t n = e->out->numel;
     const ag_tensor *x = e->in[0], *z = e->out;
     if (z->dtype == AG_F64)
-        bwd_double(K, x->data, z->data, z->grad->data, dx, n, c);
+        bwd_double(K, (const double *)x->data + lo, (const double *)z->data + lo,
+                   (const double *)z->grad->data + lo, (double *)b->dx + lo, hi - lo, c);
     else
-        bwd_float(K, x->data, z->data, z->grad->data, dx, n, c);
+        bwd_float(K, (const float *)x->data + lo, (const float *)z->data + lo,
+                  (const float *)z->grad->data + lo, (float *)b->dx + lo, hi - lo, c);
 }
 
 /* fn: the public function, for messages */
@@ -209,10 +295,23 @@ static bool un_sample(int which, ag_rng *rng, ag_op_sample *s, ag_sample_mode m,
  * and the public function. */
 
 #define UN_ROW_FNS(NAME, KIND)                                                \
-    static void NAME##_forward(ag_entry *e) { un_forward(KIND, e); }          \
+    static void NAME##_fwd_range(void *e, int64_t lo, int64_t hi)             \
+    {                                                                         \
+        un_forward(KIND, e, lo, hi);                                          \
+    }                                                                         \
+    static void NAME##_forward(ag_entry *e)                                   \
+    {                                                                         \
+        ag_par_elems(e->out->numel, NAME##_fwd_range, e);                     \
+    }                                                                         \
+    static void NAME##_bwd_range(void *b, int64_t lo, int64_t hi)             \
+    {                                                                         \
+        un_backward(KIND, b, lo, hi);                                         \
+    }                                                                         \
     static void NAME##_backward(ag_tape *t, ag_entry *e)                      \
     {                                                                         \
-        un_backward(KIND, t, e);                                              \
+        un_bwd_ctx b = {e, ag_grad_data(t, e->in[0])};                        \
+        if (b.dx)                                                             \
+            ag_par_elems(e->out->numel, NAME##_bwd_range, &b);                \
     }                                                                         \
     static void NAME##_vjp(ag_tape *t, const ag_entry *e, ag_tensor *g,       \
                            ag_tensor **gin)                                   \

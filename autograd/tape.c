@@ -30,6 +30,7 @@ ag_tape *ag_tape_new(void)
     t->gen = gen_next();
     t->arena.block_min = BLOCK_MIN;
     t->heads[0].block_min = t->heads[1].block_min = HEAD_BLOCK_MIN;
+    t->scratch.block_min = HEAD_BLOCK_MIN;
     t->grad_enabled = true;
     return t;
 }
@@ -66,6 +67,7 @@ void ag_tape_free(ag_tape *tape)
     arena_free(&tape->arena);
     arena_free(&tape->heads[0]);
     arena_free(&tape->heads[1]);
+    arena_free(&tape->scratch);
     ag_mem_free(tape->entries);
     ag_mem_free(tape->prof);
     ag_scalar_free(tape);
@@ -80,7 +82,9 @@ void ag_tape_reset(ag_tape *tape)
     tape->hpar ^= 1;
     arena_rewind(&tape->arena);
     arena_rewind(&tape->heads[tape->hpar]); /* the headers of two steps ago */
+    arena_rewind(&tape->scratch);
     tape->n_entries = 0;
+    tape->peak = 0;
     ag_scalar_reset(tape);
     tape->status = AG_OK;
     tape->msg[0] = '\0';
@@ -113,7 +117,8 @@ size_t ag_tape_bytes_reserved(const ag_tape *tape)
 {
     if (!present(tape, "ag_tape_bytes_reserved"))
         return 0;
-    return tape->arena.reserved + tape->heads[0].reserved + tape->heads[1].reserved;
+    return tape->arena.reserved + tape->heads[0].reserved + tape->heads[1].reserved +
+           tape->scratch.reserved;
 }
 
 const char *ag_tape_error(const ag_tape *tape)
@@ -123,11 +128,34 @@ const char *ag_tape_error(const ag_tape *tape)
     return tape->status == AG_OK ? NULL : tape->msg;
 }
 
+/* This step's: the data arena, its side of the headers, a checkpoint's
+ * staged outputs. */
+static size_t in_use(const ag_tape *tape)
+{
+    return arena_used(&tape->arena) + arena_used(&tape->heads[tape->hpar]) +
+           arena_used(&tape->scratch);
+}
+
 size_t ag_tape_bytes_used(const ag_tape *tape)
 {
-    if (!present(tape, "ag_tape_bytes_used"))
+    return present(tape, "ag_tape_bytes_used") ? in_use(tape) : 0;
+}
+
+/* In use only grows between the points that lower it (reset, a
+ * checkpoint's rollback), and those raise the peak first. */
+size_t ag_tape_bytes_peak(const ag_tape *tape)
+{
+    if (!present(tape, "ag_tape_bytes_peak"))
         return 0;
-    return arena_used(&tape->arena) + arena_used(&tape->heads[tape->hpar]);
+    size_t now = in_use(tape);
+    return tape->peak > now ? tape->peak : now;
+}
+
+void ag_tape_note_peak(ag_tape *tape)
+{
+    size_t now = in_use(tape);
+    if (now > tape->peak)
+        tape->peak = now;
 }
 
 void *ag_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
@@ -251,6 +279,59 @@ void *ag_arena_calloc(ag_tape *tape, size_t size)
     return p;
 }
 
+/* ---- going back: a checkpoint forgets its segment ---- */
+
+ag_arena_mark ag_arena_mark_now(const ag_arena *a)
+{
+    return (ag_arena_mark){a->cur, a->cur ? a->cur->used : 0};
+}
+
+/* The blocks past the mark keep their stale `used`: the slow path zeroes
+ * it when it moves on to one. */
+void ag_arena_rollback(ag_arena *a, ag_arena_mark m)
+{
+    if (!m.block) {
+        arena_rewind(a);
+        return;
+    }
+    a->cur = m.block;
+    m.block->used = m.used;
+}
+
+ag_tape_mark ag_tape_mark_now(const ag_tape *tape)
+{
+    return (ag_tape_mark){tape->n_entries, ag_arena_mark_now(&tape->arena),
+                          ag_arena_mark_now(&tape->heads[tape->hpar])};
+}
+
+void ag_tape_rollback(ag_tape *tape, const ag_tape_mark *m)
+{
+    ag_tape_note_peak(tape);
+    tape->n_entries = m->n_entries;
+    ag_arena_rollback(&tape->arena, m->data);
+    ag_arena_rollback(&tape->heads[tape->hpar], m->heads);
+}
+
+/* Blocks in use run from first to cur, so a header past the mark lies in
+ * the mark's block above its `used`, or in a block after it up to cur. */
+bool ag_tape_made_since(const ag_tape *tape, const ag_tape_mark *m, const ag_tensor *x)
+{
+    if (x->persistent)
+        return false;
+    const ag_arena *a = &tape->heads[tape->hpar];
+    uintptr_t p = (uintptr_t)x;
+    size_t from = m->heads.used;
+    for (const ag_block *b = m->heads.block ? m->heads.block : a->first; b; b = b->next) {
+        uintptr_t lo = (uintptr_t)b->mem;
+        if (p >= lo + from && p < lo + b->size)
+            return true;
+        if (b == a->cur)
+            break;
+        from = 0;
+    }
+    return false;
+}
+
 /* ---- recording ---- */
 
 /* Why x (not live) is refused; keeps AG_ERR_STATE and returns false. */
@@ -272,6 +353,13 @@ static __attribute__((noinline, cold)) bool dead_input(ag_tape *tape, const ag_t
     char arg[32];
     snprintf(arg, sizeof arg, "input #%d", i + 1);
     return dead_tensor(tape, x, op, arg);
+}
+
+static __attribute__((noinline, cold)) bool int_input(ag_tape *tape, const char *op, int i)
+{
+    ag_fail(tape, AG_ERR_DTYPE, "%s: input #%d is an int64 tensor (indices from ag_argmax "
+            "or ag_topk); ops take f32 or f64 tensors", op, i + 1);
+    return false;
 }
 
 bool ag_check_live(ag_tape *tape, const ag_tensor *x, const char *fn, const char *arg)
@@ -298,6 +386,8 @@ bool ag_check_inputs(ag_tape *tape, const char *op, int n, ag_tensor *const *in)
         }
         if (!ag_is_live(tape, in[i]))
             return dead_input(tape, in[i], op, i);
+        if (in[i]->dtype == AG_I64)
+            return int_input(tape, op, i);
     }
     return true;
 }
@@ -374,22 +464,25 @@ static bool save_inputs(ag_tape *tape, ag_entry *e, const ag_op_call *c, bool pe
         return true;
     e->ver = (uint64_t *)(e->in + n);
     for (size_t k = 0; k < n; k++)
-        e->ver[k] = c->in[k]->version;
+        e->ver[k] = ag_version_src(c->in[k])->version;
     if (!tape->anomaly)
         return true;
     if (!(e->sum = ag_arena_alloc_align(tape, n * sizeof *e->sum, 16)))
         return false;
     for (size_t k = 0; k < n; k++)
-        e->sum[k] = c->in[k]->persistent ? data_sum(c->in[k]) : 0;
+        e->sum[k] = ag_version_src(c->in[k])->persistent ? data_sum(c->in[k]) : 0;
     return true;
 }
 
 static __attribute__((noinline, cold)) bool input_changed(ag_tape *tape, const ag_entry *e,
                                                          int k, const char *fn, bool unmarked)
 {
-    const ag_tensor *x = e->in[k];
+    const ag_tensor *x = ag_version_src(e->in[k]);
     char who[160];
-    if (x->name)
+    if (x != e->in[k])
+        snprintf(who, sizeof who, "%s (viewed by input #%d of %s)",
+                 x->name ? x->name : "a persistent tensor", k + 1, e->op->name);
+    else if (x->name)
         snprintf(who, sizeof who, "%s (input #%d of %s)", x->name, k + 1, e->op->name);
     else
         snprintf(who, sizeof who, "input #%d of %s", k + 1, e->op->name);
@@ -410,10 +503,10 @@ bool ag_entry_inputs_unchanged(ag_tape *tape, const ag_entry *e, const char *fn)
     if (!e->ver) /* no persistent input */
         return true;
     for (int k = 0; k < e->n_in; k++)
-        if (e->in[k]->version != e->ver[k])
+        if (ag_version_src(e->in[k])->version != e->ver[k])
             return input_changed(tape, e, k, fn, false);
     for (int k = 0; e->sum && k < e->n_in; k++)
-        if (e->in[k]->persistent && data_sum(e->in[k]) != e->sum[k])
+        if (ag_version_src(e->in[k])->persistent && data_sum(e->in[k]) != e->sum[k])
             return input_changed(tape, e, k, fn, true);
     return true;
 }
@@ -424,11 +517,13 @@ bool ag_entry_inputs_unchanged(ag_tape *tape, const ag_entry *e, const char *fn)
 static ag_tensor *op_alloc_failed(ag_tape *tape, const ag_op_call *c, bool was_ok)
 {
     if (was_ok && tape->status != AG_OK) {
-        char shape[160], msg[sizeof tape->msg];
+        /* room for all of it; the kept message is cut to its buffer */
+        char shape[160], msg[sizeof tape->msg + 256];
         ag_fmt_shape(shape, sizeof shape, c->ndim, c->shape);
         snprintf(msg, sizeof msg, "ag_%s (result %s): %s", c->def->name, shape, tape->msg);
-        memcpy(tape->msg, msg, sizeof msg);
-        ag_set_last_error("%s", msg);
+        msg[sizeof tape->msg - 1] = '\0';
+        memcpy(tape->msg, msg, sizeof tape->msg);
+        ag_set_last_error("%s", tape->msg);
     }
     return NULL;
 }
@@ -440,13 +535,14 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
     if (tape->debug)
         m = ag_debug_begin(tape);
     bool was_ok = tape->status == AG_OK;
-    ag_tensor *out = ag_tensor_tape(tape, c->dtype, c->ndim, c->shape);
+    ag_tensor *out = c->view ? ag_tensor_view(tape, c->view, c->ndim, c->shape)
+                             : ag_tensor_tape(tape, c->dtype, c->ndim, c->shape);
     if (!out)
         return op_alloc_failed(tape, c, was_ok);
     bool needs_grad = false, persistent = false;
     for (int i = 0; i < c->n_in; i++) {
         needs_grad |= c->in[i]->requires_grad;
-        persistent |= c->in[i]->persistent;
+        persistent |= c->in[i]->persistent | (c->in[i]->base != NULL);
     }
     bool record = needs_grad && tape->grad_enabled;
 
@@ -545,8 +641,36 @@ void *ag_grad_data(ag_tape *tape, ag_tensor *x)
     return g->data;
 }
 
+/* Runs entry e of a sweep, its output's gradient present; false when an
+ * input changed since it was recorded (the error kept). */
+static bool sweep_entry(ag_tape *tape, ag_entry *e, const char *fn)
+{
+    if (e->ver && !ag_entry_inputs_unchanged(tape, e, fn))
+        return false;
+    if (tape->debug)
+        ag_debug_backward(tape, e);
+    else
+        e->op->backward(tape, e);
+    return true;
+}
+
+void ag_sweep_range(ag_tape *tape, int64_t lo, int64_t hi, const char *fn)
+{
+    for (int64_t i = hi - 1; i >= lo && tape->status == AG_OK; i--) {
+        ag_entry *e = &tape->entries[i];
+        if (e->out->grad && !sweep_entry(tape, e, fn))
+            return;
+    }
+}
+
 void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end, const char *fn)
 {
+    /* the gradient-ready plan is this sweep's alone; with scalar ops
+     * (which may add into a leaf through ag_var_from_tensor) it fires at
+     * the end; without a plan fire_at stays -1 */
+    ag_ready_plan *rp = tape->ready;
+    tape->ready = NULL;
+    int64_t fire_at = rp && s_end == 0 && rp->n ? rp->at[rp->n - 1] : -1;
     /* scalar ops recorded after entry i run before it in reverse */
     int64_t s_hi = s_end;
     for (int64_t i = e_end - 1; i >= 0 && tape->status == AG_OK; i--) {
@@ -555,17 +679,15 @@ void ag_sweep(ag_tape *tape, int64_t e_end, int64_t s_end, const char *fn)
             ag_scalar_reverse(tape, e->smark, s_hi);
             s_hi = e->smark;
         }
-        if (e->out->grad) {
-            if (e->ver && !ag_entry_inputs_unchanged(tape, e, fn))
-                return;
-            if (tape->debug)
-                ag_debug_backward(tape, e);
-            else
-                e->op->backward(tape, e);
-        }
+        if (e->out->grad && !sweep_entry(tape, e, fn))
+            return;
+        if (i == fire_at)
+            fire_at = ag_ready_fire(tape, rp, i);
     }
     if (s_hi > 0 && tape->status == AG_OK)
         ag_scalar_reverse(tape, 0, s_hi);
+    if (rp)
+        ag_ready_fire(tape, rp, -1);
 }
 
 static ag_status backward_from(ag_tape *tape, ag_tensor *root, const ag_tensor *seed,
@@ -586,6 +708,8 @@ static ag_status backward_from(ag_tape *tape, ag_tensor *root, const ag_tensor *
         else
             ((float *)g)[i] += seed ? (float)ag_get(seed, i) : 1.0f;
     }
+    if (tape->ready_fn && !(tape->ready = ag_ready_plan_new(tape, tape->n_entries)))
+        return tape->status;
     ag_sweep(tape, tape->n_entries, n_scalar, fn);
     return tape->status;
 }

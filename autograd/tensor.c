@@ -6,11 +6,11 @@
 
 size_t ag_dtype_size(ag_dtype dt)
 {
-    if (dt != AG_F32 && dt != AG_F64) {
+    if (dt != AG_F32 && dt != AG_F64 && dt != AG_I64) {
         ag_set_last_error("ag_dtype_size: unknown dtype %d", (int)dt);
         return 0;
     }
-    return dt == AG_F64 ? sizeof(double) : sizeof(float);
+    return dt == AG_F32 ? sizeof(float) : sizeof(double); /* int64_t: 8 too */
 }
 
 /* For the accessors: false, with ag_last_error naming fn, for a NULL t. */
@@ -89,8 +89,8 @@ static void init_header(ag_tensor *t, ag_dtype dt, int ndim, const int64_t *shap
 static ag_tensor *persistent_alloc(ag_dtype dt, int ndim, const int64_t *shape)
 {
     int64_t numel;
-    if (dt != AG_F32 && dt != AG_F64) {
-        ag_set_last_error("ag_tensor_new: unknown dtype %d", (int)dt);
+    if (dt != AG_F32 && dt != AG_F64) { /* AG_I64: only ops' index results */
+        ag_set_last_error("ag_tensor_new: dtype %d is not AG_F32 or AG_F64", (int)dt);
         return NULL;
     }
     if (!ag_shape_valid(ndim, shape, &numel)) {
@@ -257,7 +257,7 @@ ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *s
             return ag_fail(tape, AG_ERR_SHAPE, "tape tensor: bad shape");
         numel *= shape[i];
     }
-    size_t bytes = (size_t)numel * (dt == AG_F64 ? sizeof(double) : sizeof(float));
+    size_t bytes = (size_t)numel * (dt == AG_F32 ? sizeof(float) : sizeof(double));
     ag_tensor *t = ag_arena_header(tape);
     void *data = t ? ag_arena_take(tape, &tape->arena, bytes ? bytes : 1, AG_ALIGN) : NULL;
     if (!data)
@@ -277,6 +277,19 @@ ag_tensor *ag_tensor_tape(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *s
     t->sgrad = NULL;
     t->version = 0;
     t->gen = tape->gen;
+    t->base = NULL;
+    return t;
+}
+
+ag_tensor *ag_tensor_view(ag_tape *tape, ag_tensor *of, int ndim, const int64_t *shape)
+{
+    ag_tensor *t = ag_arena_header(tape);
+    if (!t)
+        return NULL;
+    *t = (ag_tensor){.data = of->data, .tape = tape, .numel = of->numel, .ndim = ndim,
+                     .dtype = of->dtype, .gen = tape->gen,
+                     .base = of->persistent ? of : of->base};
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     return t;
 }
 
@@ -340,12 +353,16 @@ double ag_get(const ag_tensor *t, int64_t i)
 {
     if (!element(t, i, "ag_get"))
         return NAN;
+    if (t->dtype == AG_I64)
+        return (double)((const int64_t *)t->data)[i];
     return t->dtype == AG_F64 ? ((const double *)t->data)[i]
                               : (double)((const float *)t->data)[i];
 }
 
 void ag_tensor_mark_modified(ag_tensor *t)
 {
+    if (t && t->base) /* a write through a view is a write of its base */
+        t = t->base;
     if (t && t->persistent)
         t->version++;
 }
@@ -354,9 +371,15 @@ void ag_set(ag_tensor *t, int64_t i, double v)
 {
     if (!element(t, i, "ag_set"))
         return;
-    t->version += t->persistent; /* a write, as ag_tensor_mark_modified */
+    if (t->dtype == AG_I64 && !(fabs(v) < 0x1p63)) { /* the cast would be undefined */
+        ag_set_last_error("ag_set: %g does not fit an int64 tensor", v);
+        return;
+    }
+    ag_tensor_mark_modified(t); /* a write (of the base, through a view) */
     if (t->dtype == AG_F64)
         ((double *)t->data)[i] = v;
+    else if (t->dtype == AG_I64)
+        ((int64_t *)t->data)[i] = (int64_t)v;
     else
         ((float *)t->data)[i] = (float)v;
 }

@@ -748,6 +748,9 @@ ag_status nn_dataset_split(const nn_dataset *ds, int64_t n_val, ag_rng *rng,
 
 /* ---- minibatches ------------------------------------------------------------- */
 
+/* With more than one thread, the batch after the one just returned is
+ * filled by a pool task (ag_task_start) into `ahead` while the caller's
+ * step runs; the next call copies it into its tape tensor. */
 struct nn_batcher {
     const nn_dataset *ds;
     nn_batch_opts o;
@@ -756,6 +759,10 @@ struct nn_batcher {
     int64_t *labels; /* (B) labels of the last batch */
     float lut32[256];  /* pixel value -> normalised value */
     double lut64[256];
+    void *ahead;          /* (B, F) the prefetched batch */
+    int64_t *ahead_labels; /* (B) */
+    int64_t ahead_rows;   /* rows in ahead, from position pos; 0: none */
+    ag_task *task;        /* filling ahead, or NULL */
 };
 
 ag_status nn_batcher_new(const nn_dataset *ds, const nn_batch_opts *opts, nn_batcher **out)
@@ -782,7 +789,10 @@ ag_status nn_batcher_new(const nn_dataset *ds, const nn_batch_opts *opts, nn_bat
     b->order = data_alloc((size_t)(ds->n > 0 ? ds->n : 1) * sizeof *b->order);
     size_t lab = (size_t)(o.batch < ds->n ? o.batch : (ds->n > 0 ? ds->n : 1));
     b->labels = data_alloc(lab * sizeof *b->labels);
-    if (!b->order || !b->labels) {
+    b->ahead_labels = data_alloc(lab * sizeof *b->ahead_labels);
+    b->ahead = data_alloc(lab * (size_t)(ds->features > 0 ? ds->features : 1) *
+                          (o.dtype == AG_F64 ? sizeof(double) : sizeof(float)));
+    if (!b->order || !b->labels || !b->ahead_labels || !b->ahead) {
         nn_batcher_free(b);
         return data_error(AG_ERR_NOMEM, "%s: no memory", fn);
     }
@@ -795,12 +805,23 @@ ag_status nn_batcher_new(const nn_dataset *ds, const nn_batch_opts *opts, nn_bat
     return AG_OK;
 }
 
+/* Waits for a prefetch in flight and forgets what it filled. */
+static void drop_ahead(nn_batcher *b)
+{
+    ag_task_wait(b->task);
+    b->task = NULL;
+    b->ahead_rows = 0;
+}
+
 void nn_batcher_free(nn_batcher *b)
 {
     if (!b)
         return;
+    drop_ahead(b);
     data_free(b->order);
     data_free(b->labels);
+    data_free(b->ahead);
+    data_free(b->ahead_labels);
     data_free(b);
 }
 
@@ -808,6 +829,7 @@ void nn_batcher_start(nn_batcher *b, ag_rng *rng)
 {
     if (!present(b, "nn_batcher_start", "b"))
         return;
+    drop_ahead(b);
     int64_t n = b->ds->n;
     for (int64_t i = 0; i < n; i++)
         b->order[i] = i;
@@ -841,25 +863,93 @@ static int64_t next_rows(const nn_batcher *b)
     return r < b->o.batch && b->o.drop_last ? 0 : r;
 }
 
-/* Writes r rows (dst (r, F), dtype of opts) and labels, and advances. */
-static void fill_batch(nn_batcher *b, int64_t r, void *dst, int64_t *labels)
+/* Rows [lo, hi) of the batch at position `at` into dst (r, F) of the
+ * batcher's dtype, and their labels; each row's image prefetched one row
+ * ahead (the order is random: the hardware prefetcher cannot guess it). */
+typedef struct {
+    const nn_batcher *b;
+    int64_t at;
+    void *dst;
+    int64_t *labels;
+} fill_ctx;
+
+static void fill_rows(void *vc, int64_t lo, int64_t hi)
 {
+    const fill_ctx *c = vc;
+    const nn_batcher *b = c->b;
     const int64_t F = b->ds->features;
-    for (int64_t i = 0; i < r; i++) {
-        int64_t s = b->order[b->pos + i];
+    for (int64_t i = lo; i < hi; i++) {
+        int64_t s = b->order[c->at + i];
         const uint8_t *src = b->ds->images + s * F;
+        if (i + 1 < hi) {
+            const uint8_t *nx = b->ds->images + b->order[c->at + i + 1] * F;
+            for (int64_t j = 0; j < F; j += 64)
+                __builtin_prefetch(nx + j);
+        }
         if (b->o.dtype == AG_F64) {
-            double *d = (double *)dst + i * F;
+            double *d = (double *)c->dst + i * F;
             for (int64_t j = 0; j < F; j++)
                 d[j] = b->lut64[src[j]];
         } else {
-            float *d = (float *)dst + i * F;
+            float *d = (float *)c->dst + i * F;
             for (int64_t j = 0; j < F; j++)
                 d[j] = b->lut32[src[j]];
         }
-        labels[i] = b->ds->labels[s];
+        c->labels[i] = b->ds->labels[s];
     }
+}
+
+/* Rows of a batch per pool chunk, and the least work worth the pool. */
+#define FILL_ROWS 16
+#define FILL_PAR_MIN ((int64_t)1 << 16)
+
+/* Writes the r rows at position `at` (dst (r, F)) and their labels. */
+static void fill_at(const nn_batcher *b, int64_t at, int64_t r, void *dst, int64_t *labels)
+{
+    fill_ctx c = {b, at, dst, labels};
+    if (r * b->ds->features >= FILL_PAR_MIN)
+        ag_parallel_for(r, FILL_ROWS, fill_rows, &c);
+    else
+        fill_rows(&c, 0, r);
+}
+
+/* Writes r rows and labels, and advances: from the prefetched batch when
+ * there is one (it is for this position), else filled now. */
+static void fill_batch(nn_batcher *b, int64_t r, void *dst, int64_t *labels)
+{
+    ag_task_wait(b->task);
+    b->task = NULL;
+    if (b->ahead_rows == r) {
+        size_t row = (size_t)b->ds->features * (b->o.dtype == AG_F64 ? sizeof(double)
+                                                                       : sizeof(float));
+        memcpy(dst, b->ahead, (size_t)r * row);
+        memcpy(labels, b->ahead_labels, (size_t)r * sizeof *labels);
+    } else {
+        fill_at(b, b->pos, r, dst, labels);
+    }
+    b->ahead_rows = 0;
     b->pos += r;
+}
+
+/* The prefetch task: the batch at b->pos into b->ahead. */
+static void fill_ahead(void *vb)
+{
+    nn_batcher *b = vb;
+    fill_ctx c = {b, b->pos, b->ahead, b->ahead_labels};
+    fill_rows(&c, 0, b->ahead_rows);
+}
+
+/* Starts filling the next batch on a pool thread, if one would take it
+ * (else the next call fills it itself). */
+static void prefetch(nn_batcher *b)
+{
+    int64_t r = next_rows(b);
+    if (r == 0 || ag_get_num_threads() < 2)
+        return;
+    b->ahead_rows = r;
+    b->task = ag_task_start(fill_ahead, b);
+    if (!b->task)
+        b->ahead_rows = 0;
 }
 
 int64_t nn_batcher_next(nn_batcher *b, ag_tape *tape, ag_tensor **x, const int64_t **labels)
@@ -884,6 +974,7 @@ int64_t nn_batcher_next(nn_batcher *b, ag_tape *tape, ag_tensor **x, const int64
         return -1;
     }
     fill_batch(b, r, ag_data(t), b->labels);
+    prefetch(b);
     *x = t;
     *labels = b->labels;
     return r;
@@ -911,6 +1002,7 @@ int64_t nn_batcher_next_into(nn_batcher *b, ag_tensor *x, int64_t *labels)
         return 0;
     }
     fill_batch(b, r, ag_data(x), labels);
+    prefetch(b);
     ag_tensor_mark_modified(x); /* a write into the caller's tensor */
     return r;
 }

@@ -108,16 +108,66 @@ nn_mlp *nn_mlp_new(nn_params *p, const char *name, int n_widths, const int64_t *
     return m;
 }
 
-ag_tensor *nn_mlp_forward(ag_tape *t, nn_mlp *m, ag_tensor *x)
+/* Layers [lo, hi), each followed by the activation but the last one. */
+static ag_tensor *mlp_layers(ag_tape *t, const nn_mlp *m, int lo, int hi, ag_tensor *x)
 {
-    if (!m)
-        return ag_tape_fail(t, AG_ERR_ARG, "nn_mlp_forward: mlp is NULL");
-    for (int i = 0; i < m->n_layers; i++) {
+    for (int i = lo; i < hi; i++) {
         x = nn_linear_forward(t, m->layers[i], x);
         if (i + 1 < m->n_layers)
             x = nn_activate(t, m->act, x);
     }
     return x;
+}
+
+/* One checkpoint's ctx: it must live until backward, so the mlp owns it. */
+struct nn_mlp_segment {
+    const nn_mlp *m;
+    int lo, hi;
+};
+
+static ag_status mlp_segment(ag_tape *t, int n_in, ag_tensor *const *in, int n_out,
+                             ag_tensor **out, void *ctx)
+{
+    (void)n_in;
+    (void)n_out;
+    const struct nn_mlp_segment *s = ctx;
+    out[0] = mlp_layers(t, s->m, s->lo, s->hi, in[0]);
+    return ag_tape_status(t);
+}
+
+ag_tensor *nn_mlp_forward(ag_tape *t, nn_mlp *m, ag_tensor *x)
+{
+    if (!m)
+        return ag_tape_fail(t, AG_ERR_ARG, "nn_mlp_forward: mlp is NULL");
+    if (!m->checkpoint)
+        return mlp_layers(t, m, 0, m->n_layers, x);
+    for (int64_t s = 0; s * m->checkpoint < m->n_layers; s++)
+        if (ag_checkpoint(t, mlp_segment, &m->segments[s], 1, &x, 1, &x) != AG_OK)
+            return NULL;
+    return x;
+}
+
+ag_status nn_mlp_set_checkpoint(nn_mlp *m, int every)
+{
+    if (!m || every < 0) {
+        ag_set_last_error("nn_mlp_set_checkpoint: %s", !m ? "mlp is NULL" : "every is negative");
+        return AG_ERR_ARG;
+    }
+    int n = every ? (m->n_layers - 1) / every + 1 : 0; /* n_layers >= 1 */
+    struct nn_mlp_segment *s = n ? ag_mem_alloc((size_t)n * sizeof *s) : NULL;
+    if (n && !s) {
+        ag_set_last_error("nn_mlp_set_checkpoint: out of memory");
+        return AG_ERR_NOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        int lo = i * every; /* < n_layers: no overflow */
+        s[i] = (struct nn_mlp_segment){m, lo, m->n_layers - lo > every ? lo + every
+                                                                       : m->n_layers};
+    }
+    ag_mem_free(m->segments);
+    m->segments = s;
+    m->checkpoint = every;
+    return AG_OK;
 }
 
 void nn_mlp_free(nn_mlp *m)
@@ -127,6 +177,7 @@ void nn_mlp_free(nn_mlp *m)
     for (int i = 0; i < m->n_layers; i++)
         nn_linear_free(m->layers[i]);
     ag_mem_free(m->layers);
+    ag_mem_free(m->segments);
     ag_mem_free(m);
 }
 

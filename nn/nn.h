@@ -261,11 +261,21 @@ typedef struct nn_mlp {
     int n_layers;
     nn_linear **layers;  /* (n_layers) */
     nn_activation act;
+    int checkpoint;      /* layers per checkpoint (nn_mlp_set_checkpoint); 0: none */
+    struct nn_mlp_segment *segments;  /* the checkpoints' ctx, owned */
 } nn_mlp;
 
 nn_mlp *nn_mlp_new(nn_params *p, const char *name, int n_widths, const int64_t *widths,
                    bool bias, nn_activation act, ag_rng *rng);
 ag_tensor *nn_mlp_forward(ag_tape *t, nn_mlp *m, ag_tensor *x);
+/* Gradient checkpointing (ag_checkpoint): from the next nn_mlp_forward on,
+ * each run of `every` layers, with the activations that follow them, is
+ * one checkpoint, so a forward keeps one activation per run and backward
+ * computes the others again (about one more forward).  0, the default,
+ * turns it off.  The gradients are the same bits either way.  Set it
+ * between steps, not between a forward and its backward.  AG_ERR_ARG
+ * (ag_last_error) for a NULL m or every < 0, AG_ERR_NOMEM. */
+ag_status nn_mlp_set_checkpoint(nn_mlp *m, int every);
 void nn_mlp_free(nn_mlp *m);
 
 /* ---- embedding: rows of a table --------------------------------------------
@@ -334,6 +344,260 @@ typedef struct nn_dropout {
 nn_dropout *nn_dropout_new(nn_params *p, double prob);
 ag_tensor *nn_dropout_forward(ag_tape *t, nn_dropout *d, ag_tensor *x, ag_rng *rng);
 void nn_dropout_free(nn_dropout *d);
+
+/* ==== convolution, pooling, flatten, batch_norm2d (NCHW, as PyTorch) =======
+ *   nn_conv2d *c1 = nn_conv2d_new(p, "conv1", 1, 32, 3, 3, (ag_conv2d_opts){0}, true, &rng);
+ *   ag_tensor *h = nn_relu(t, nn_conv2d_forward(t, c1, x));        (N, 32, 26, 26)
+ *   h = nn_max_pool2d(t, h, (ag_pool2d_opts){.kernel = {2, 2}});   (N, 32, 13, 13)
+ *   h = nn_flatten(t, h, 1, -1);                                   (N, 5408)
+ * Shape and option errors name the nn_ function (not the ag_ op inside). */
+
+/* ---- conv2d: torch.nn.Conv2d -------------------------------------------------
+ * weight [out, in/groups, kh, kw], bias [out]; default init as torch:
+ * kaiming_uniform(a = sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+ * and the bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = in/groups
+ * * kh * kw.  Options as ag_conv2d's (zero fields: stride 1, padding 0,
+ * dilation 1, groups 1); in and out must be divisible by groups.  NULL with
+ * ag_last_error on a bad argument. */
+typedef struct nn_conv2d {
+    ag_tensor *weight;    /* [out, in/groups, kh, kw], owned by the nn_params */
+    ag_tensor *bias;      /* [out], or NULL without bias */
+    int64_t in, out, kernel[2];
+    ag_conv2d_opts opts;  /* as given, zero fields replaced by their defaults */
+} nn_conv2d;
+
+nn_conv2d *nn_conv2d_new(nn_params *p, const char *name, int64_t in, int64_t out,
+                         int64_t kh, int64_t kw, ag_conv2d_opts o, bool bias, ag_rng *rng);
+/* x [N, in, H, W] -> [N, out, H_out, W_out], H_out = (H + 2 padding -
+ * dilation (kh - 1) - 1) / stride + 1 (the same for W).  AG_ERR_SHAPE on
+ * the tape for another channel count or ndim, or an input smaller than the
+ * dilated kernel; AG_ERR_DTYPE for a dtype other than the weight's. */
+ag_tensor *nn_conv2d_forward(ag_tape *t, nn_conv2d *l, ag_tensor *x);
+void nn_conv2d_free(nn_conv2d *l);
+
+/* ---- conv1d: torch.nn.Conv1d -------------------------------------------------
+ * The same on x [N, in, L] with weight [out, in/groups, k] (fan_in =
+ * in/groups * k) and ag_conv1d_opts. */
+typedef struct nn_conv1d {
+    ag_tensor *weight;    /* [out, in/groups, k] */
+    ag_tensor *bias;      /* [out], or NULL */
+    int64_t in, out, kernel;
+    ag_conv1d_opts opts;  /* zero fields replaced by their defaults */
+} nn_conv1d;
+
+nn_conv1d *nn_conv1d_new(nn_params *p, const char *name, int64_t in, int64_t out, int64_t k,
+                         ag_conv1d_opts o, bool bias, ag_rng *rng);
+ag_tensor *nn_conv1d_forward(ag_tape *t, nn_conv1d *l, ag_tensor *x);   /* [N, out, L_out] */
+void nn_conv1d_free(nn_conv1d *l);
+
+/* ---- pooling: F.max_pool2d, F.avg_pool2d -----------------------------------
+ * x [N, C, H, W] -> [N, C, H_out, W_out], H_out = (H + 2 padding - kernel)
+ * / stride + 1.  Options as ag_pool2d_opts: kernel >= 1 (no default),
+ * stride 0 means the kernel, 0 <= padding <= kernel / 2 (torch's rule);
+ * avg counts the padding in the divisor (count_include_pad).  Stateless
+ * (torch.nn.MaxPool2d has no parameters): plain functions.  AG_ERR_ARG on
+ * the tape for bad options, AG_ERR_SHAPE for another ndim or an input
+ * smaller than the kernel. */
+ag_tensor *nn_max_pool2d(ag_tape *t, ag_tensor *x, ag_pool2d_opts o);
+ag_tensor *nn_avg_pool2d(ag_tape *t, ag_tensor *x, ag_pool2d_opts o);
+
+/* ---- flatten: torch.flatten(x, start_dim, end_dim) ---------------------------
+ * Dims start_dim..end_dim (negative: counted from the end) merged into
+ * one (ag_reshape: gradients flow through).  torch.nn.Flatten() is
+ * nn_flatten(t, x, 1, -1).  AG_ERR_ARG on the tape for dims out of range or
+ * start after end. */
+ag_tensor *nn_flatten(ag_tape *t, ag_tensor *x, int start_dim, int end_dim);
+
+/* ---- batch_norm2d: torch.nn.BatchNorm2d on x [N, C, H, W] --------------------
+ * batch_norm1d over channels: in training mode (of p) normalizes with the
+ * batch mean and biased variance over N, H and W of each channel and
+ * updates running_mean / running_var (unbiased variance; N*H*W must be >
+ * 1) with momentum, and adds 1 to num_batches_tracked; evaluation mode
+ * normalizes with the running statistics.  Registers, in torch's order,
+ * NAME.weight, NAME.bias (affine only), NAME.running_mean, NAME.running_var
+ * and NAME.num_batches_tracked, a 0-d buffer in p's dtype (torch's is an
+ * int64, which tapegrad's checkpoints do not hold: torch's load_state_dict
+ * converts a float one; a torch state_dict needs it converted to float
+ * before nn_params_load).  torch's defaults: eps 1e-5, momentum 0.1. */
+typedef struct nn_batch_norm2d {
+    nn_batch_norm bn;                 /* weight, bias, running statistics, eps, ... */
+    ag_tensor *num_batches_tracked;   /* 0-d buffer */
+} nn_batch_norm2d;
+
+nn_batch_norm2d *nn_batch_norm2d_new(nn_params *p, const char *name, int64_t c, double eps,
+                                     double momentum, bool affine);
+/* x [N, C, H, W] -> the same shape. */
+ag_tensor *nn_batch_norm2d_forward(ag_tape *t, nn_batch_norm2d *b, ag_tensor *x);
+void nn_batch_norm2d_free(nn_batch_norm2d *b);
+
+/* ==== recurrent layers: torch.nn.RNN, LSTM, GRU ================================
+ *   nn_lstm *rnn = nn_lstm_new(p, "rnn", 64, 256, 1, true, &rng);
+ *   ag_tensor *hn, *cn;
+ *   ag_tensor *y = nn_lstm_forward(t, rnn, x, NULL, NULL, &hn, &cn);
+ *                  x [N, T, 64] -> y [N, T, 256] (batch_first), hn, cn [1, N, 256]
+ * Unidirectional stacks of `layers` cells with biases, as torch's defaults
+ * (bias=True, bidirectional=False, dropout=0).  Layer k holds, under the
+ * name given to _new (as nn_linear's NAME.weight), with G gates:
+ *   NAME.weight_ih_l{k} [G*H, in]   (in = input for k = 0, hidden above)
+ *   NAME.weight_hh_l{k} [G*H, H]
+ *   NAME.bias_ih_l{k}   [G*H]
+ *   NAME.bias_hh_l{k}   [G*H]
+ * registered in that order, layer by layer (torch's parameter order), each
+ * initialised from U(-1/sqrt(H), 1/sqrt(H)) in that order (torch's
+ * reset_parameters; rng NULL: zeros).  G and the gate order along the
+ * first dim, with x the layer's input, h the previous state, s = sigmoid:
+ *   rnn  (G 1): h' = tanh(W_ih x + b_ih + W_hh h + b_hh)   (or relu)
+ *   lstm (G 4: i, f, g, o): i = s(.), f = s(.), g = tanh(.), o = s(.)
+ *        of W_ih x + b_ih + W_hh h + b_hh;  c' = f c + i g, h' = o tanh(c')
+ *   gru  (G 3: r, z, n): r = s(W_ir x + b_ir + W_hr h + b_hr), z likewise,
+ *        n = tanh(W_in x + b_in + r (W_hn h + b_hn)), h' = (1 - z) n + z h
+ * Shapes: x [N, T, input] with batch_first, else [T, N, input]; the
+ * result, every step's top-layer h, is [N, T, H] (or [T, N, H]); states
+ * h0, c0 and the final hn, cn are [layers, N, H] whatever batch_first
+ * (as torch).  h0 / c0 NULL: zeros.  hn / cn may be NULL (not wanted);
+ * when given they receive tape tensors (NULL when the forward fails).
+ * Errors on the tape name the nn_ function: x not 3-D or its last dim not
+ * input, a state of another shape (AG_ERR_SHAPE), another dtype than the
+ * weights (AG_ERR_DTYPE), T = 0 (AG_ERR_SHAPE).  Constructors: NULL with
+ * ag_last_error for input or hidden outside [1, 2^30], layers outside [1,
+ * NN_RNN_MAX_LAYERS] or a name taken.  The LSTM and GRU steps run as the fused primitives
+ * ag_lstm_cell / ag_gru_cell (autograd.h) after one GEMM each for W_hh h;
+ * the input projections of all steps are one GEMM per layer. */
+#define NN_RNN_MAX_LAYERS 64
+
+/* The weights of one layer (owned by the nn_params). */
+typedef struct nn_rnn_weights {
+    ag_tensor *weight_ih;   /* [G*H, in] */
+    ag_tensor *weight_hh;   /* [G*H, H] */
+    ag_tensor *bias_ih;     /* [G*H] */
+    ag_tensor *bias_hh;     /* [G*H] */
+} nn_rnn_weights;
+
+typedef struct nn_lstm {
+    int64_t input, hidden;
+    int layers;
+    bool batch_first;
+    nn_rnn_weights *w;      /* (layers) */
+} nn_lstm;
+
+nn_lstm *nn_lstm_new(nn_params *p, const char *name, int64_t input, int64_t hidden, int layers,
+                     bool batch_first, ag_rng *rng);
+ag_tensor *nn_lstm_forward(ag_tape *t, nn_lstm *l, ag_tensor *x, ag_tensor *h0, ag_tensor *c0,
+                           ag_tensor **hn, ag_tensor **cn);
+void nn_lstm_free(nn_lstm *l);
+
+typedef struct nn_gru {
+    int64_t input, hidden;
+    int layers;
+    bool batch_first;
+    nn_rnn_weights *w;      /* (layers) */
+} nn_gru;
+
+nn_gru *nn_gru_new(nn_params *p, const char *name, int64_t input, int64_t hidden, int layers,
+                   bool batch_first, ag_rng *rng);
+ag_tensor *nn_gru_forward(ag_tape *t, nn_gru *g, ag_tensor *x, ag_tensor *h0, ag_tensor **hn);
+void nn_gru_free(nn_gru *g);
+
+typedef struct nn_rnn {
+    int64_t input, hidden;
+    int layers;
+    bool batch_first;
+    nn_rnn_weights *w;      /* (layers) */
+    nn_activation act;      /* NN_ACT_TANH (default) or NN_ACT_RELU */
+} nn_rnn;
+
+nn_rnn *nn_rnn_new(nn_params *p, const char *name, int64_t input, int64_t hidden, int layers,
+                   bool batch_first, ag_rng *rng);
+/* torch's nonlinearity='relu' (NN_ACT_RELU) or back to 'tanh'
+ * (NN_ACT_TANH); AG_ERR_ARG for anything else or a NULL r. */
+ag_status nn_rnn_set_nonlinearity(nn_rnn *r, nn_activation act);
+ag_tensor *nn_rnn_forward(ag_tape *t, nn_rnn *r, ag_tensor *x, ag_tensor *h0, ag_tensor **hn);
+void nn_rnn_free(nn_rnn *r);
+
+/* ==== attention: torch.nn.MultiheadAttention ====================================
+ * Registers NAME.in_proj_weight [3E, E] (rows: q, k, v), NAME.in_proj_bias
+ * [3E], NAME.out_proj.weight [E, E] and NAME.out_proj.bias [E], torch's
+ * names and init (xavier_uniform in_proj_weight, out_proj.weight as a
+ * torch Linear, zero biases).  E = embed_dim in [1, 2^30], divisible by
+ * num_heads.
+ * forward: query [N, L, E], key and value [N, S, E] with batch_first (else
+ * [L, N, E], [S, N, E]) -> [N, L, E] (or [L, N, E]): torch's attn_output
+ * with need_weights=False.  attn_mask: NULL or an additive mask that
+ * broadcasts to [N, heads, L, S] (a float [L, S] as torch's, -inf where
+ * masked; torch's boolean masks become -inf / 0); causal masks key j > query
+ * i (torch's is_causal, or attn_mask = triu(-inf, 1)).  No dropout, no
+ * key_padding_mask (express it in attn_mask as [N, 1, 1, S]).  The heads
+ * run through the fused ag_attention.  Errors on the tape name
+ * nn_multihead_attention_forward (shapes, dtype). */
+typedef struct nn_multihead_attention {
+    ag_tensor *in_proj_weight;   /* [3E, E] */
+    ag_tensor *in_proj_bias;     /* [3E] */
+    nn_linear *out_proj;         /* out_proj.weight [E, E], out_proj.bias [E] */
+    int64_t embed_dim, num_heads;
+    bool batch_first;
+} nn_multihead_attention;
+
+nn_multihead_attention *nn_multihead_attention_new(nn_params *p, const char *name,
+                                                   int64_t embed_dim, int64_t num_heads,
+                                                   bool batch_first, ag_rng *rng);
+ag_tensor *nn_multihead_attention_forward(ag_tape *t, nn_multihead_attention *m,
+                                          ag_tensor *query, ag_tensor *key, ag_tensor *value,
+                                          const ag_tensor *attn_mask, bool causal);
+void nn_multihead_attention_free(nn_multihead_attention *m);
+
+/* ==== GPT: a decoder-only transformer (pre-LN blocks) ==========================
+ *   nn_gpt *g = nn_gpt_new(p, "", &(nn_gpt_config){.vocab = 73, .block = 64,
+ *                          .layers = 4, .heads = 4, .dim = 128}, &rng);
+ *   ag_tensor *logits = nn_gpt_forward(t, g, idx, 12, 64);   (idx [12, 64] -> [12, 64, 73])
+ * A block (NAME.blocks.{i}) is x + attn(ln1(x)) then x + proj(gelu(fc(ln2(x)))),
+ * causal self-attention with torch's MultiheadAttention layout and exact
+ * GELU; parameters, in order: ln1.weight/.bias, attn.in_proj_weight,
+ * attn.in_proj_bias, attn.out_proj.weight/.bias, ln2.weight/.bias,
+ * fc.weight [4d, d], fc.bias, proj.weight [d, 4d], proj.bias.  The model:
+ * NAME.tok_emb.weight [vocab, d], NAME.pos_emb.weight [block, d], the
+ * blocks, NAME.ln_f.weight/.bias and NAME.head.weight [vocab, d] (no bias,
+ * not tied to tok_emb).  Layer norms use eps 1e-5 and run as the fused
+ * ag_layer_norm (the nn_layer_norm structs hold their parameters).  Init
+ * is nanoGPT's: N(0, 0.02) for every weight matrix and embedding, N(0,
+ * 0.02 / sqrt(2 layers)) for the residual projections
+ * (attn.out_proj.weight, proj.weight), zero biases, layer norms 1 and 0.
+ * No dropout. */
+typedef struct nn_gpt_block {
+    nn_layer_norm *ln1, *ln2;
+    nn_multihead_attention *attn;
+    nn_linear *fc, *proj;
+} nn_gpt_block;
+
+/* A block of width dim with heads heads, torch's init for its layers (the
+ * GPT re-initialises its blocks as above). */
+nn_gpt_block *nn_gpt_block_new(nn_params *p, const char *name, int64_t dim, int64_t heads,
+                               ag_rng *rng);
+/* x [N, T, dim] -> [N, T, dim], causal over T. */
+ag_tensor *nn_gpt_block_forward(ag_tape *t, nn_gpt_block *b, ag_tensor *x);
+void nn_gpt_block_free(nn_gpt_block *b);
+
+/* Every field is required (in [1, 2^30], layers <= 1024, dim divisible by
+ * heads): a zero struct is refused with a message naming the field. */
+typedef struct nn_gpt_config {
+    int64_t vocab;    /* tokens */
+    int64_t block;    /* longest context (positions) */
+    int64_t layers, heads, dim;
+} nn_gpt_config;
+
+typedef struct nn_gpt {
+    nn_gpt_config cfg;
+    nn_embedding *tok_emb, *pos_emb;
+    nn_gpt_block **blocks;   /* (cfg.layers) */
+    nn_layer_norm *ln_f;
+    nn_linear *head;
+} nn_gpt;
+
+nn_gpt *nn_gpt_new(nn_params *p, const char *name, const nn_gpt_config *cfg, ag_rng *rng);
+/* idx: n sequences of T tokens (row-major [n, T], each in [0, vocab)),
+ * 1 <= T <= block -> logits [n, T, vocab], position t predicting token t+1.
+ * AG_ERR_ARG on the tape for a token out of range or a bad n / T. */
+ag_tensor *nn_gpt_forward(ag_tape *t, nn_gpt *g, const int64_t *idx, int64_t n, int64_t T);
+void nn_gpt_free(nn_gpt *g);
 
 /* ==== losses =================================================================
  * reduction: AG_REDUCE_MEAN (0-d mean over elements), AG_REDUCE_SUM (0-d

@@ -170,7 +170,12 @@ ag_status nn_dataset_subset(const nn_dataset *ds, int64_t start, int64_t count,
  * An epoch visits every sample once, in dataset order or a seeded shuffle
  * (Fisher-Yates drawn with ag_rng_below), B at a time.  Pixels become
  * (x / 255 - mean) / std in f32 or f64.  After nn_batcher_new, filling a
- * batch makes no system allocation (tape tensors come from the arena). */
+ * batch makes no system allocation (tape tensors come from the arena).
+ * With more than one thread (ag_get_num_threads), each call also starts
+ * filling the batch after it on a pool thread (ag_task_start, when one
+ * would take it), which the next call copies out: the data set and the
+ * batcher are read meanwhile, so leave both alone between calls (as
+ * always) and use one batcher from one thread. */
 
 typedef struct nn_batch_opts {
     int64_t  batch;     /* B > 0 */

@@ -27,9 +27,6 @@ OPTIM_KERNEL void adagrad_loop(double clr, double wd, double eps, int64_t N,
                                void *restrict p, const void *restrict g, void *restrict sum,
                                ag_dtype dt)
 {
-    const int nt = ag_get_num_threads();
-    (void)nt;
-    OPTIM_PARALLEL_FOR
     for (int64_t i = 0; i < N; i++) {
         double pi = optim_ld(p, dt, i), gi = optim_ld(g, dt, i);
         gi = wd != 0 ? gi + wd * pi : gi;
@@ -40,18 +37,33 @@ OPTIM_KERNEL void adagrad_loop(double clr, double wd, double eps, int64_t N,
     }
 }
 
+/* The scalars of one update; the kernel as optim_range_fn per dtype,
+ * arrays (p, g, sum). */
+typedef struct adagrad_k {
+    double clr, wd, eps;
+} adagrad_k;
+
+static void adagrad_f32_range(const void *vk, int64_t n, void *const *a)
+{
+    const adagrad_k *k = vk;
+    adagrad_loop(k->clr, k->wd, k->eps, n, a[0], a[1], a[2], AG_F32);
+}
+static void adagrad_f64_range(const void *vk, int64_t n, void *const *a)
+{
+    const adagrad_k *k = vk;
+    adagrad_loop(k->clr, k->wd, k->eps, n, a[0], a[1], a[2], AG_F64);
+}
+
 static void adagrad_update(optim *o, optim_pstate *st, const ag_tensor *g)
 {
     const optim_adagrad_opts *op = &o->opts.adagrad;
     st->steps++;
-    const double clr = op->lr / (1 + ((double)st->steps - 1) * op->lr_decay);
-    const int64_t N = ag_numel(st->param);
-    void *p = ag_data(st->param), *sum = ag_data(st->buf[ADAGRAD_SUM]);
-    const void *gd = ag_data_const(g);
-    if (ag_dtype_of(st->param) == AG_F32)
-        adagrad_loop(clr, op->weight_decay, op->eps, N, p, gd, sum, AG_F32);
-    else
-        adagrad_loop(clr, op->weight_decay, op->eps, N, p, gd, sum, AG_F64);
+    const adagrad_k k = {op->lr / (1 + ((double)st->steps - 1) * op->lr_decay),
+                         op->weight_decay, op->eps};
+    void *a[] = {ag_data(st->param), (void *)ag_data_const(g), ag_data(st->buf[ADAGRAD_SUM])};
+    ag_dtype dt = ag_dtype_of(st->param);
+    optim_run(&k, dt == AG_F32 ? adagrad_f32_range : adagrad_f64_range, ag_numel(st->param),
+              ag_dtype_size(dt), 3, a);
 }
 
 static bool adagrad_opts_ok(const char *fn, const optim_adagrad_opts *op)

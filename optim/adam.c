@@ -50,9 +50,6 @@ OPTIM_KERNEL void adam_loop(const adam_k *k, int64_t N, void *restrict p,
     const double b1 = k->b1, b2 = k->b2, eps = k->eps, wd = k->wd;
     const double step_size = k->step_size, bc2_sqrt = k->bc2_sqrt, p_scale = k->p_scale;
     const bool decoupled = k->decoupled;
-    const int nt = ag_get_num_threads();
-    (void)nt;
-    OPTIM_PARALLEL_FOR
     for (int64_t i = 0; i < N; i++) {
         double pi = optim_ld(p, dt, i), gi = optim_ld(g, dt, i);
         pi = decoupled ? optim_round(dt, pi * p_scale) : pi;
@@ -71,8 +68,8 @@ OPTIM_KERNEL void adam_loop(const adam_k *k, int64_t N, void *restrict p,
 }
 
 /* f32 without amsgrad, the training case: float math in torch's order.
- * A separate function, so OpenMP's outlined body sees plain float arrays
- * and vectorises (the generic loop's dtype test defeats that). */
+ * A separate function on plain float arrays, so it vectorises (the
+ * generic loop's dtype test defeats that). */
 __attribute__((target_clones("avx2", "default")))
 static void adam_f32(const adam_k *k, int64_t N, float *restrict p, const float *restrict g,
                      float *restrict m, float *restrict v)
@@ -82,9 +79,6 @@ static void adam_f32(const adam_k *k, int64_t N, float *restrict p, const float 
     const float step = (float)k->step_size, bc2 = (float)k->bc2_sqrt;
     const float scale = (float)k->p_scale;
     const bool decoupled = k->decoupled, coupled_wd = !decoupled && k->wd != 0;
-    const int nt = ag_get_num_threads();
-    (void)nt;
-    OPTIM_PARALLEL_FOR
     for (int64_t i = 0; i < N; i++) {
         float pi = decoupled ? p[i] * scale : p[i];
         float gi = coupled_wd ? g[i] + wd * pi : g[i];
@@ -94,6 +88,24 @@ static void adam_f32(const adam_k *k, int64_t N, float *restrict p, const float 
         v[i] = vi;
         p[i] = pi - step * mi / (sqrtf(vi) / bc2 + eps);
     }
+}
+
+/* The kernels as optim_range_fn, arrays (p, g, m, v, vmax). */
+static void adam_f32_range(const void *k, int64_t n, void *const *a)
+{
+    adam_f32(k, n, a[0], a[1], a[2], a[3]);
+}
+static void adam_f32_ams_range(const void *k, int64_t n, void *const *a)
+{
+    adam_loop(k, n, a[0], a[1], a[2], a[3], a[4], AG_F32, true);
+}
+static void adam_f64_range(const void *k, int64_t n, void *const *a)
+{
+    adam_loop(k, n, a[0], a[1], a[2], a[3], NULL, AG_F64, false);
+}
+static void adam_f64_ams_range(const void *k, int64_t n, void *const *a)
+{
+    adam_loop(k, n, a[0], a[1], a[2], a[3], a[4], AG_F64, true);
 }
 
 static void adam_update(optim *o, optim_pstate *st, const ag_tensor *g)
@@ -108,19 +120,12 @@ static void adam_update(optim *o, optim_pstate *st, const ag_tensor *g)
         .step_size = op->lr / bc1, .bc2_sqrt = sqrt(bc2),
         .p_scale = 1 - op->lr * op->weight_decay, .decoupled = o->kind == OPTIM_ADAMW,
     };
-    const int64_t N = ag_numel(st->param);
-    void *p = ag_data(st->param), *m = ag_data(st->buf[ADAM_M]), *v = ag_data(st->buf[ADAM_V]);
-    const void *gd = ag_data_const(g);
-    void *vmax = op->amsgrad ? ag_data(st->buf[ADAM_VMAX]) : NULL;
+    void *a[] = {ag_data(st->param), (void *)ag_data_const(g), ag_data(st->buf[ADAM_M]),
+                 ag_data(st->buf[ADAM_V]), op->amsgrad ? ag_data(st->buf[ADAM_VMAX]) : NULL};
     const bool f32 = ag_dtype_of(st->param) == AG_F32;
-    if (f32 && vmax)
-        adam_loop(&k, N, p, gd, m, v, vmax, AG_F32, true);
-    else if (f32)
-        adam_f32(&k, N, p, gd, m, v);
-    else if (vmax)
-        adam_loop(&k, N, p, gd, m, v, vmax, AG_F64, true);
-    else
-        adam_loop(&k, N, p, gd, m, v, NULL, AG_F64, false);
+    optim_range_fn fn = f32 ? (op->amsgrad ? adam_f32_ams_range : adam_f32_range)
+                            : (op->amsgrad ? adam_f64_ams_range : adam_f64_range);
+    optim_run(&k, fn, ag_numel(st->param), ag_dtype_size(ag_dtype_of(st->param)), 5, a);
 }
 
 static bool adam_opts_ok(const char *fn, const optim_adam_opts *op)

@@ -53,9 +53,10 @@
  * optimizer, which must outlive the schedule.  Every *_free accepts NULL.
  *
  * Threads.  An optimizer or schedule is used by one thread at a time.
- * optim_step splits parameters of 65536 elements or more over
- * ag_get_num_threads() OpenMP threads; every element is updated on its
- * own, so results do not depend on the thread count.
+ * optim_step splits parameters of more than 32768 elements into chunks
+ * of 32768 for the thread pool (ag_parallel_for, ag_get_num_threads()
+ * threads); every element is updated on its own, so results do not
+ * depend on the thread count.
  */
 #ifndef TAPEGRAD_OPTIM_H
 #define TAPEGRAD_OPTIM_H

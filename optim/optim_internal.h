@@ -99,15 +99,44 @@ double *optim_lr_ref(optim *o);
  * the compiler fold the dtype tests out of the loops. */
 #define OPTIM_KERNEL static inline __attribute__((always_inline))
 
-/* Put before a kernel's element loop (over i < N, with int nt threads in
- * scope): large parameters are split across threads.  Every element is
- * updated independently, so results do not depend on the thread count. */
-#ifdef _OPENMP
-#define OPTIM_PARALLEL_FOR \
-    _Pragma("omp parallel for schedule(static) num_threads(nt) if (N >= 65536)")
-#else
-#define OPTIM_PARALLEL_FOR
-#endif
+/* An update's kernel over n elements of its arrays (a[k] NULL for the
+ * ones this update lacks), with its scalars k. */
+typedef void (*optim_range_fn)(const void *k, int64_t n, void *const *a);
+
+/* Large parameters go to the thread pool in chunks of this many elements
+ * (a parameter of at most one chunk runs on the caller): at 2^15 an Adam
+ * chunk takes ~10 us, a few times a pool wake-up. */
+#define OPTIM_CHUNK 32768
+#define OPTIM_MAX_ARRAYS 6
+
+typedef struct optim_run_ctx {
+    const void *k;
+    optim_range_fn fn;
+    void *a[OPTIM_MAX_ARRAYS];
+    int n_arrays;
+    size_t esz;
+} optim_run_ctx;
+
+static inline void optim_run_chunk(void *vc, int64_t lo, int64_t hi)
+{
+    const optim_run_ctx *c = vc;
+    void *a[OPTIM_MAX_ARRAYS] = {0};
+    for (int i = 0; i < c->n_arrays; i++)
+        a[i] = c->a[i] ? (char *)c->a[i] + (size_t)lo * c->esz : NULL;
+    c->fn(c->k, hi - lo, a);
+}
+
+/* Runs fn over elements [0, N) of the n_arrays arrays (elements of esz
+ * bytes), in chunks on the thread pool.  Every element is updated on its
+ * own, so results do not depend on the thread count. */
+static inline void optim_run(const void *k, optim_range_fn fn, int64_t N, size_t esz,
+                             int n_arrays, void *const *arrays)
+{
+    optim_run_ctx c = {.k = k, .fn = fn, .n_arrays = n_arrays, .esz = esz};
+    for (int i = 0; i < n_arrays; i++)
+        c.a[i] = arrays[i];
+    ag_parallel_for(N, OPTIM_CHUNK, optim_run_chunk, &c);
+}
 
 /* Element i of a float or double array, as double; store rounds to dtype. */
 OPTIM_KERNEL double optim_ld(const void *base, ag_dtype dt, int64_t i)

@@ -40,9 +40,6 @@ OPTIM_KERNEL void rmsprop_loop(const rms_k *k, int64_t N, void *restrict p,
                                bool centered, bool has_buf)
 {
     const double lr = k->lr, alpha = k->alpha, eps = k->eps, wd = k->wd, mom = k->mom;
-    const int nt = ag_get_num_threads();
-    (void)nt;
-    OPTIM_PARALLEL_FOR
     for (int64_t i = 0; i < N; i++) {
         double pi = optim_ld(p, dt, i), gi = optim_ld(g, dt, i);
         gi = wd != 0 ? gi + wd * pi : gi;
@@ -67,30 +64,22 @@ OPTIM_KERNEL void rmsprop_loop(const rms_k *k, int64_t N, void *restrict p,
     }
 }
 
-/* One instantiation per (centered, has_buf), dt given. */
-static void rmsprop_dispatch(const rms_k *k, int64_t N, void *p, const void *g, void *sq,
-                             void *buf, void *ga, ag_dtype dt)
-{
-    if (dt == AG_F32) {
-        if (ga && buf)
-            rmsprop_loop(k, N, p, g, sq, buf, ga, AG_F32, true, true);
-        else if (ga)
-            rmsprop_loop(k, N, p, g, sq, NULL, ga, AG_F32, true, false);
-        else if (buf)
-            rmsprop_loop(k, N, p, g, sq, buf, NULL, AG_F32, false, true);
-        else
-            rmsprop_loop(k, N, p, g, sq, NULL, NULL, AG_F32, false, false);
-    } else {
-        if (ga && buf)
-            rmsprop_loop(k, N, p, g, sq, buf, ga, AG_F64, true, true);
-        else if (ga)
-            rmsprop_loop(k, N, p, g, sq, NULL, ga, AG_F64, true, false);
-        else if (buf)
-            rmsprop_loop(k, N, p, g, sq, buf, NULL, AG_F64, false, true);
-        else
-            rmsprop_loop(k, N, p, g, sq, NULL, NULL, AG_F64, false, false);
+/* One instantiation per (dtype, centered, has_buf), as optim_range_fn;
+ * arrays (p, g, sq, buf, ga). */
+#define RMS_RANGE(NAME, DT, CENTERED, HAS_BUF)                                \
+    static void NAME(const void *k, int64_t n, void *const *a)                \
+    {                                                                         \
+        rmsprop_loop(k, n, a[0], a[1], a[2], a[3], a[4], DT, CENTERED, HAS_BUF); \
     }
-}
+RMS_RANGE(rms_f32, AG_F32, false, false)
+RMS_RANGE(rms_f32_buf, AG_F32, false, true)
+RMS_RANGE(rms_f32_c, AG_F32, true, false)
+RMS_RANGE(rms_f32_c_buf, AG_F32, true, true)
+RMS_RANGE(rms_f64, AG_F64, false, false)
+RMS_RANGE(rms_f64_buf, AG_F64, false, true)
+RMS_RANGE(rms_f64_c, AG_F64, true, false)
+RMS_RANGE(rms_f64_c_buf, AG_F64, true, true)
+#undef RMS_RANGE
 
 static void rmsprop_update(optim *o, optim_pstate *st, const ag_tensor *g)
 {
@@ -98,8 +87,14 @@ static void rmsprop_update(optim *o, optim_pstate *st, const ag_tensor *g)
     const rms_k k = {op->lr, op->alpha, op->eps, op->weight_decay, op->momentum};
     void *buf = k.mom > 0 ? ag_data(st->buf[RMS_MOMENTUM]) : NULL;
     void *ga = op->centered ? ag_data(st->buf[RMS_GRAD_AVG]) : NULL;
-    rmsprop_dispatch(&k, ag_numel(st->param), ag_data(st->param), ag_data_const(g),
-                     ag_data(st->buf[RMS_SQ]), buf, ga, ag_dtype_of(st->param));
+    static const optim_range_fn fns[2][2][2] = {
+        {{rms_f64, rms_f64_buf}, {rms_f64_c, rms_f64_c_buf}},
+        {{rms_f32, rms_f32_buf}, {rms_f32_c, rms_f32_c_buf}}};
+    ag_dtype dt = ag_dtype_of(st->param);
+    void *a[] = {ag_data(st->param), (void *)ag_data_const(g), ag_data(st->buf[RMS_SQ]), buf,
+                 ga};
+    optim_run(&k, fns[dt == AG_F32][ga != NULL][buf != NULL], ag_numel(st->param),
+              ag_dtype_size(dt), 5, a);
     st->steps++;
     st->init = true;
 }

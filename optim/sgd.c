@@ -34,9 +34,6 @@ OPTIM_KERNEL void sgd_loop(const sgd_k *k, int64_t N, void *restrict p,
 {
     const double lr = k->lr, wd = k->wd, mom = k->mom, damp = k->damp;
     const bool nesterov = k->nesterov, first = k->first;
-    const int nt = ag_get_num_threads();
-    (void)nt;
-    OPTIM_PARALLEL_FOR
     for (int64_t i = 0; i < N; i++) {
         double pi = optim_ld(p, dt, i);
         double d = optim_ld(g, dt, i);
@@ -51,24 +48,35 @@ OPTIM_KERNEL void sgd_loop(const sgd_k *k, int64_t N, void *restrict p,
     }
 }
 
+/* The kernel as optim_range_fn, arrays (p, g, buf), per dtype and buf. */
+static void sgd_f32_range(const void *k, int64_t n, void *const *a)
+{
+    sgd_loop(k, n, a[0], a[1], NULL, AG_F32, false);
+}
+static void sgd_f32_buf_range(const void *k, int64_t n, void *const *a)
+{
+    sgd_loop(k, n, a[0], a[1], a[2], AG_F32, true);
+}
+static void sgd_f64_range(const void *k, int64_t n, void *const *a)
+{
+    sgd_loop(k, n, a[0], a[1], NULL, AG_F64, false);
+}
+static void sgd_f64_buf_range(const void *k, int64_t n, void *const *a)
+{
+    sgd_loop(k, n, a[0], a[1], a[2], AG_F64, true);
+}
+
 static void sgd_update(optim *o, optim_pstate *st, const ag_tensor *g)
 {
     const optim_sgd_opts *op = &o->opts.sgd;
     const sgd_k k = {op->lr, op->weight_decay, op->momentum, 1 - op->dampening, op->nesterov,
                      !st->init};
-    const int64_t N = ag_numel(st->param);
-    void *p = ag_data(st->param);
-    const void *gd = ag_data_const(g);
     void *buf = k.mom != 0 ? ag_data(st->buf[SGD_MOMENTUM]) : NULL;
+    void *a[] = {ag_data(st->param), (void *)ag_data_const(g), buf};
     const bool f32 = ag_dtype_of(st->param) == AG_F32;
-    if (f32 && buf)
-        sgd_loop(&k, N, p, gd, buf, AG_F32, true);
-    else if (f32)
-        sgd_loop(&k, N, p, gd, NULL, AG_F32, false);
-    else if (buf)
-        sgd_loop(&k, N, p, gd, buf, AG_F64, true);
-    else
-        sgd_loop(&k, N, p, gd, NULL, AG_F64, false);
+    optim_range_fn fn = f32 ? (buf ? sgd_f32_buf_range : sgd_f32_range)
+                            : (buf ? sgd_f64_buf_range : sgd_f64_range);
+    optim_run(&k, fn, ag_numel(st->param), ag_dtype_size(ag_dtype_of(st->param)), 3, a);
     if (buf)
         st->init = true;
     st->steps++;

@@ -3,7 +3,7 @@
 # Usage: sh scripts/deps.sh [extra packages...]   (as root, or with sudo)
 set -eu
 pkgs="gcc libc6-dev pkg-config meson ninja-build libcmocka-dev uthash-dev \
-zlib1g-dev libjansson-dev libopenblas-dev $*"
+zlib1g-dev libjansson-dev libopenblas-dev libopenmpi-dev openmpi-bin libsleef-dev $*"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

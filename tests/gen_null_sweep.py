@@ -53,10 +53,15 @@ NULLABLE = {
     'ag_gradgradcheck': {'opts', 'report'},
     'ag_explain': {'opts', 'items', 'out'},   # defaults, no items, no report
     'ag_linear': {'b'},                   # no bias
+    'ag_conv2d': {'b'},                   # no bias
+    'ag_conv1d': {'b'},
     'ag_dropout': {'rng'},                # allowed when not training (p = 0)
     'ag_cross_entropy_logits': {'opts'},  # NULL: PyTorch's defaults
+    'ag_attention': {'mask'},             # no mask
+    'ag_topk': {'indices'},               # the values alone
     'ag_tensor_set_name': {'name'},       # clears the name
     'ag_tape_profile_totals': {'forward_ns', 'backward_ns'},   # fills those given
+    'ag_tape_set_checkpoint_rng': {'rng'},  # NULL: no generator replayed
     'nn_cross_entropy_opts': {'opts'},
     'nn_params_freeze': {'prefix'},       # NULL selects every parameter
     'nn_params_unfreeze': {'prefix'},
@@ -68,6 +73,19 @@ NULLABLE = {
     'nn_linear_new': {'rng'},             # NULL: zeros
     'nn_mlp_new': {'rng'},
     'nn_embedding_new': {'rng'},
+    'nn_conv2d_new': {'rng'},             # NULL: zeros
+    'nn_conv1d_new': {'rng'},
+    'nn_lstm_new': {'rng'},               # NULL: zeros (issue 15's layers)
+    'nn_gru_new': {'rng'},
+    'nn_rnn_new': {'rng'},
+    'nn_multihead_attention_new': {'rng'},
+    'nn_gpt_block_new': {'rng'},
+    'nn_gpt_new': {'rng'},
+    'nn_lstm_forward': {'h0', 'c0', 'hn', 'cn'},   # zero states; final states not wanted
+    'nn_gru_forward': {'h0', 'hn'},
+    'nn_rnn_forward': {'h0', 'hn'},
+    'nn_multihead_attention_forward': {'attn_mask'},   # no mask
+    'ag_layer_norm': {'w', 'b'},          # no scale / no shift
     'nn_dropout_forward': {'rng'},        # allowed in evaluation mode
     'nn_dataset_image_shape': {'ndim'},   # the count is optional
     'nn_dataset_pixel_stats': {'mean', 'std'},
@@ -114,6 +132,7 @@ CONSUMES = {
 OWNED_RESULT = {
     'ag_mem_alloc': 'ag_mem_free',
     'ag_mem_calloc': 'ag_mem_free',
+    'ag_task_start': 'ag_task_wait',
 }
 
 # Integer parameters that give the length of a caller's array: the sweep

@@ -100,6 +100,7 @@ void *fx_nn_batcher(sw_call *c, int i);
 void *fx_nn_batch_opts(sw_call *c, int i);
 void *fx_optim(sw_call *c, int i);
 void *fx_optim_sched(sw_call *c, int i);
+void *fx_ag_task(sw_call *c, int i);
 ag_gradcheck_fn fx_ag_gradcheck_fn(sw_call *c, int i);
 optim_onecycle_opts fx_optim_onecycle_opts(sw_call *c, int i);
 

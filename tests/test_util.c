@@ -173,3 +173,25 @@ void tg_set_grad(ag_tensor *p, const ag_tensor *g)
     ag_tensor_free(c);
     ag_tape_free(t);
 }
+
+/* ---- counting system allocations ---- */
+
+long tg_alloc_count;
+
+static void *count_alloc(size_t size, size_t align, void *ctx)
+{
+    (void)ctx;
+    tg_alloc_count++;
+    return aligned_alloc(align, (size + align - 1) / align * align);
+}
+
+static void count_free(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+void tg_count_allocs(void)
+{
+    ag_set_allocator(&(ag_allocator){count_alloc, count_free, NULL});
+}

@@ -65,4 +65,10 @@ ag_tensor *tg_f64(int ndim, const int64_t *shape, const double *data);
 /* Copy of t converted to the other dtype. */
 ag_tensor *tg_convert(const ag_tensor *t, ag_dtype dt);
 
+/* Routes tapegrad's system allocations through a counter (tg_alloc_count,
+ * which the caller may reset) until ag_set_allocator(NULL): how the
+ * "zero allocations per step after the first" tests count. */
+extern long tg_alloc_count;
+void tg_count_allocs(void);
+
 #endif

@@ -12,18 +12,16 @@
  * edges; reading the transposed layouts happens there and only there.
  *
  * Threads: C is cut into one strip per thread (columns when N >= M, else
- * rows), whole micro-tiles each.  Each thread packs what its strip needs
- * into its own buffers, and every C element sees the same kc passes and
- * micro-kernel arithmetic whatever the split, so the result is
- * bit-identical for any thread count.
- *
- * On a machine busier than its cores (other processes runnable), the
- * thread that finishes first spins at the end of the parallel region
- * (libgomp's default OMP_WAIT_POLICY) while the other waits for a core:
- * measured on the shared 2-core box, 2 threads at n = 128 fell to 0.5
- * GFLOP/s, against 35 with OMP_WAIT_POLICY=passive or one thread.  Such
- * users want ag_set_num_threads(1) or that variable; nothing a library
- * can set after libgomp has started.
+ * rows), whole micro-tiles each, run on tapegrad's thread pool
+ * (threads.c).  Each thread packs what its strip needs into its own
+ * buffers, and every C element sees the same kc passes and micro-kernel
+ * arithmetic whatever the split, so the result is bit-identical for any
+ * thread count.  Strips are claimed, not assigned: on a machine busier
+ * than its cores a descheduled thread's strip is run by the caller
+ * instead of waited for (with OpenMP's spinning barrier, 2 threads at
+ * n = 128 fell to 0.5 GFLOP/s next to one busy process, against 35 on
+ * one thread), and the pool falls back to one thread while its threads
+ * bring no gain.
  *
  * Which backend runs by default (built-in or OpenBLAS), and the numbers
  * behind it: see use_blas().
@@ -158,12 +156,15 @@ bool ag_gemm_force_openblas(bool on)
  *   2 threads, two GEMMs + two OpenMP elementwise loops, n = 256 / 512:
  *     1.43 / 4.4 ms vs OpenBLAS 1.98 / 8.0 ms
  * The last row decides it: OpenBLAS keeps its own thread pool, which
- * spins against the OpenMP pool the other kernels use.  The built-in path
- * also gives the same bits for any thread count.  Against it: OpenBLAS
- * waits by yielding, so on a machine busier than its cores it does not
- * collapse the way libgomp's default spin does (see the top of the file).
- * The AVX-512 path has not been timed on hardware yet and the generic one
- * runs at ~0.3x, so those defer to OpenBLAS. */
+ * spins against the pool the other kernels use.  The built-in path also
+ * gives the same bits for any thread count.
+ * The AVX-512 path, timed on the same box once it showed AVX-512 (issue
+ * 16: bench/gemm, 1 thread, median of 5 in thread CPU time, load ~4),
+ * built-in / OpenBLAS GFLOP/s: f32 NN n = 128 / 256 / 512 / 1024:
+ * 98.5/95.7  91.6/95.0  95.3/95.9  93.8/95.0; NT, TN 512: 101.3/99.4
+ * 97.1/96.5; f64 NN 512: 47.6/47.3 — on par, so it runs built-in too.
+ * The generic path runs at ~0.3x and defers to OpenBLAS (one thread per
+ * strip: ag_set_num_threads keeps OpenBLAS's own pool at one thread). */
 static bool use_blas(void)
 {
 #ifdef AG_HAVE_BLAS
@@ -171,7 +172,7 @@ static bool use_blas(void)
     if (mode != MODE_DEFAULT)
         return mode == MODE_BLAS;
 #ifdef AG_GEMM_X86
-    return cur_arch() != &ag_gemm_arch_avx2;
+    return cur_arch() != &ag_gemm_arch_avx2 && cur_arch() != &ag_gemm_arch_avx512;
 #else
     return true;
 #endif
@@ -185,11 +186,18 @@ const char *ag_gemm_backend(void)
     return use_blas() ? "openblas" : cur_arch()->backend;
 }
 
-/* ---- per-thread pack buffers ----
- * Allocated on a thread's first large product and grown, never shrunk, so
- * a training loop allocates nothing after its first step.  Each thread's
- * pair is on a list so ag_gemm_release_buffers can free all of them, and
- * a thread's exit frees its own (pthread key destructor). */
+/* ---- pack buffers ----
+ * A product takes one of ag_get_num_threads() buffer sets, whichever is
+ * free, so which thread (or strip of a product on the pool) runs which
+ * product does not matter: every set is grown to the largest size any
+ * product has asked for (the high-water mark), the free ones at once and
+ * a busy one when it is given back.  So a training loop allocates in its
+ * first step only, however its products are spread over threads from one
+ * step to the next (on a busy machine the pool runs on one thread for a
+ * while, then on two again).  A product that finds no free set (more
+ * threads multiplying at once than there are sets) uses its thread's own
+ * pair.  Every pair is on a list so ag_gemm_release_buffers can free all
+ * of them, and a thread's exit frees its own (pthread key destructor). */
 
 typedef struct gemm_ws {
     void *a, *b;
@@ -197,6 +205,18 @@ typedef struct gemm_ws {
     bool listed;
     struct gemm_ws *next;
 } gemm_ws;
+
+/* Pack buffer bytes for A and B. */
+typedef struct ws_size {
+    size_t a, b;
+} ws_size;
+
+#define SETS_MAX 64
+static gemm_ws g_sets[SETS_MAX];
+static atomic_flag g_set_busy[SETS_MAX];
+static ws_size g_mark;          /* the high-water mark, under g_mark_lock */
+static int g_sets_marked;       /* sets 0..n-1 were grown to it (unless busy) */
+static pthread_mutex_t g_mark_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static _Thread_local gemm_ws t_ws;
 static gemm_ws *g_ws_list;
@@ -235,10 +255,14 @@ static void ws_key_init(void)
 
 void ag_gemm_release_buffers(void)
 {
+    pthread_mutex_lock(&g_mark_lock);
+    g_mark = (ws_size){0, 0};
+    g_sets_marked = 0;
     pthread_mutex_lock(&g_ws_lock);
     for (gemm_ws *w = g_ws_list; w; w = w->next)
         ws_drop(w);
     pthread_mutex_unlock(&g_ws_lock);
+    pthread_mutex_unlock(&g_mark_lock);
 }
 
 static bool ws_grow(void **p, size_t *cap, size_t need)
@@ -251,23 +275,87 @@ static bool ws_grow(void **p, size_t *cap, size_t need)
     return *p != NULL;
 }
 
-/* This thread's buffers with room for a_bytes and b_bytes, or NULL. */
-static gemm_ws *ws_get(size_t a_bytes, size_t b_bytes)
+static bool ws_fit(gemm_ws *w, ws_size need)
 {
-    gemm_ws *w = &t_ws;
     if (!w->listed) {
-        pthread_once(&g_ws_once, ws_key_init);
         pthread_mutex_lock(&g_ws_lock);
         w->next = g_ws_list;
         g_ws_list = w;
         pthread_mutex_unlock(&g_ws_lock);
         w->listed = true;
+    }
+    return ws_grow(&w->a, &w->a_cap, need.a) && ws_grow(&w->b, &w->b_cap, need.b);
+}
+
+/* The mark, read under its lock. */
+static ws_size mark_now(void)
+{
+    pthread_mutex_lock(&g_mark_lock);
+    ws_size m = g_mark;
+    pthread_mutex_unlock(&g_mark_lock);
+    return m;
+}
+
+/* Raises the mark to need and grows the free sets of the first n to it
+ * (a busy one catches up when given back).  A product calls it before it
+ * takes a set; one that will be cut into strips calls it with its whole
+ * size too, for the times it runs whole. */
+static void ws_mark(ws_size need, int n)
+{
+    pthread_mutex_lock(&g_mark_lock);
+    if (need.a > g_mark.a || need.b > g_mark.b || n > g_sets_marked) {
+        g_mark.a = need.a > g_mark.a ? need.a : g_mark.a;
+        g_mark.b = need.b > g_mark.b ? need.b : g_mark.b;
+        for (int t = 0; t < n; t++) {
+            if (!atomic_flag_test_and_set(&g_set_busy[t])) {
+                ws_fit(&g_sets[t], g_mark); /* no memory: its taker retries */
+                atomic_flag_clear(&g_set_busy[t]);
+            }
+        }
+        g_sets_marked = n > g_sets_marked ? n : g_sets_marked;
+    }
+    pthread_mutex_unlock(&g_mark_lock);
+}
+
+static int sets_for_threads(void)
+{
+    int n = ag_get_num_threads();
+    return n < SETS_MAX ? n : SETS_MAX;
+}
+
+/* A free set with room for need, its index in *held (-1: this thread's
+ * own pair instead); NULL on no memory. */
+static gemm_ws *ws_take(ws_size need, int *held)
+{
+    int n = sets_for_threads();
+    ws_mark(need, n);
+    for (int t = 0; t < n; t++) {
+        if (!atomic_flag_test_and_set(&g_set_busy[t])) {
+            *held = t;
+            if (ws_fit(&g_sets[t], need))
+                return &g_sets[t];
+            atomic_flag_clear(&g_set_busy[t]);
+            *held = -1;
+            return NULL;
+        }
+    }
+    *held = -1;
+    gemm_ws *w = &t_ws;
+    if (!w->listed) {
+        pthread_once(&g_ws_once, ws_key_init);
         if (g_ws_key_ok)
             pthread_setspecific(g_ws_key, w);
     }
-    if (!ws_grow(&w->a, &w->a_cap, a_bytes) || !ws_grow(&w->b, &w->b_cap, b_bytes))
-        return NULL;
-    return w;
+    return ws_fit(w, need) ? w : NULL;
+}
+
+/* Gives set `held` back, first grown to a mark raised while it was busy. */
+static void ws_give(int held)
+{
+    if (held < 0)
+        return;
+    ws_fit(&g_sets[held], mark_now());
+    atomic_flag_clear(&g_set_busy[held]);
 }
 
 /* ---- the direct loop: tiny products, and the fallback without memory ---- */
@@ -356,19 +444,12 @@ static void macro_tile(const gemm_call *g, const ag_gemm_arch *arch,
     }
 }
 
-/* The whole of g (itself possibly one thread's strip of a larger C). */
-static void blocked(const gemm_call *g, const ag_gemm_arch *arch)
+/* The blocked loops over g with buffers w. */
+static void blocked_with(const gemm_call *g, const ag_gemm_arch *arch,
+                         const ag_gemm_blocking *bk, int64_t kc, int64_t mc, int64_t nc,
+                         gemm_ws *w)
 {
-    const ag_gemm_blocking *bk = g->f64 ? &arch->d : &arch->s;
     size_t esz = g->f64 ? sizeof(double) : sizeof(float);
-    int64_t kc = pass_depth(g->K, bk->kc);
-    int64_t mc = min64(bk->mc, ceil_div(g->M, bk->mr) * bk->mr);
-    int64_t nc = min64(bk->nc, ceil_div(g->N, bk->nr) * bk->nr);
-    gemm_ws *w = ws_get((size_t)(mc * kc) * esz, (size_t)(kc * nc) * esz);
-    if (!w) {
-        direct(g);
-        return;
-    }
     for (int64_t jc = 0; jc < g->N; jc += nc) {
         int64_t nb = min64(nc, g->N - jc);
         for (int64_t pc = 0; pc < g->K; pc += kc) {
@@ -387,7 +468,38 @@ static void blocked(const gemm_call *g, const ag_gemm_arch *arch)
     }
 }
 
-#ifdef _OPENMP
+/* The blocking of g: pass depth kc, block rows mc, panel columns nc. */
+static void blocking_of(const gemm_call *g, const ag_gemm_blocking *bk, int64_t *kc,
+                        int64_t *mc, int64_t *nc)
+{
+    *kc = pass_depth(g->K, bk->kc);
+    *mc = min64(bk->mc, ceil_div(g->M, bk->mr) * bk->mr);
+    *nc = min64(bk->nc, ceil_div(g->N, bk->nr) * bk->nr);
+}
+
+static ws_size ws_need(const gemm_call *g, const ag_gemm_arch *arch)
+{
+    int64_t kc, mc, nc;
+    blocking_of(g, g->f64 ? &arch->d : &arch->s, &kc, &mc, &nc);
+    size_t esz = g->f64 ? sizeof(double) : sizeof(float);
+    return (ws_size){(size_t)(mc * kc) * esz, (size_t)(kc * nc) * esz};
+}
+
+/* The whole of g (a product, or a strip of one) on this thread. */
+static void blocked(const gemm_call *g, const ag_gemm_arch *arch)
+{
+    const ag_gemm_blocking *bk = g->f64 ? &arch->d : &arch->s;
+    int64_t kc, mc, nc;
+    blocking_of(g, bk, &kc, &mc, &nc);
+    int held;
+    gemm_ws *w = ws_take(ws_need(g, arch), &held);
+    if (w)
+        blocked_with(g, arch, bk, kc, mc, nc, w);
+    else
+        direct(g);
+    ws_give(held);
+}
+
 /* Strip t of nt: whole micro-tiles of columns (N >= M) or rows. */
 static bool strip(const gemm_call *g, const ag_gemm_blocking *bk, int t,
                   int nt, gemm_call *s)
@@ -412,29 +524,67 @@ static bool strip(const gemm_call *g, const ag_gemm_blocking *bk, int t,
     return true;
 }
 
-static void builtin(const gemm_call *g, double macs)
+#ifdef AG_HAVE_BLAS
+static void blas(const gemm_call *g);
+#endif
+
+/* A product cut into nt strips for the thread pool. */
+typedef struct strips {
+    const gemm_call *g;
+    const ag_gemm_arch *arch;
+    int nt;
+    bool blas;
+} strips;
+
+/* The whole of g (a strip of a product, or all of it) on this thread. */
+static void one_thread(const gemm_call *g, const ag_gemm_arch *arch, bool use_openblas)
 {
-    const ag_gemm_arch *arch = cur_arch();
-    /* inside the caller's parallel region the cores are already busy */
-    if (macs < GEMM_PARALLEL_MACS || omp_in_parallel() || ag_get_num_threads() <= 1) {
-        blocked(g, arch);
+#ifdef AG_HAVE_BLAS
+    if (use_openblas) {
+        blas(g);
         return;
     }
-    const ag_gemm_blocking *bk = g->f64 ? &arch->d : &arch->s;
-#pragma omp parallel num_threads(ag_get_num_threads())
-    {
+#endif
+    (void)use_openblas;
+    blocked(g, arch);
+}
+
+static void strip_body(void *ctx, int64_t lo, int64_t hi)
+{
+    const strips *p = ctx;
+    const ag_gemm_blocking *bk = p->g->f64 ? &p->arch->d : &p->arch->s;
+    for (int64_t t = lo; t < hi; t++) {
         gemm_call s;
-        if (strip(g, bk, omp_get_thread_num(), omp_get_num_threads(), &s))
-            blocked(&s, arch);
+        if (strip(p->g, bk, (int)t, p->nt, &s))
+            one_thread(&s, p->arch, p->blas);
     }
 }
-#else
-static void builtin(const gemm_call *g, double macs)
+
+/* Large products go to the pool (threads.c) as one strip per thread,
+ * each packing what it needs; a strip is claimed by whichever thread is
+ * free, so one the OS has descheduled costs a second strip's time on the
+ * caller, never a wait.  Every C element sees the same computation
+ * whatever the split (built-in backend); OpenBLAS, at one thread per
+ * strip, may round a strip's elements differently for another shape.
+ * While the pool stays on one thread (threads.c), no strips: their
+ * operands would be packed once each. */
+static void product(const gemm_call *g, double macs, bool use_openblas)
 {
-    (void)macs;
-    blocked(g, cur_arch());
-}
+    const ag_gemm_arch *arch = cur_arch();
+    int nt = ag_get_num_threads();
+    bool alone = !ag_pool_would_thread();
+#ifdef _OPENMP
+    /* inside the caller's OpenMP region the cores are busy already */
+    alone = alone || omp_in_parallel();
 #endif
+    if (macs < GEMM_PARALLEL_MACS || alone) {
+        one_thread(g, arch, use_openblas);
+        return;
+    }
+    ws_mark(ws_need(g, arch), sets_for_threads()); /* for when it runs whole */
+    strips p = {g, arch, nt, use_openblas};
+    ag_parallel_for(nt, 1, strip_body, &p);
+}
 
 /* ---- entry points ---- */
 
@@ -495,12 +645,10 @@ static void gemm(const gemm_call *g)
         return;
     }
 #ifdef AG_HAVE_BLAS
-    if (use_blas() && blas_fits(g)) {
-        blas(g);
-        return;
-    }
+    product(g, macs, use_blas() && blas_fits(g));
+#else
+    product(g, macs, false);
 #endif
-    builtin(g, macs);
 }
 
 void ag_gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,

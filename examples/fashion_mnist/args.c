@@ -13,6 +13,12 @@
 #define DEF_BATCH 256
 #define DEF_LR 2e-3
 #define DEF_SEED 42
+/* --model cnn: batch 64 and Adam at 1e-3 (issue 14), cosine schedule as
+ * the MLP; 12 epochs measured to reach 92.24% test accuracy with seed 42
+ * (10 epochs: 91.98%; see README). */
+#define CNN_EPOCHS 12
+#define CNN_BATCH 64
+#define CNN_LR 1e-3
 
 void fm_config_defaults(fm_config *c)
 {
@@ -23,7 +29,7 @@ void fm_config_defaults(fm_config *c)
         .optimizer = FM_OPT_ADAM,
         .schedule = FM_SCHED_COSINE,
         .seed = DEF_SEED,
-        .threads = -1,
+        .threads = 0,
         .n_hidden = 2,
         .hidden = {256, 128},
     };
@@ -43,7 +49,10 @@ void fm_usage(FILE *out, const char *prog)
 {
     fprintf(out,
             "usage: %s [options]\n"
-            "Trains an MLP on Fashion-MNIST (or evaluates a saved one with --eval).\n"
+            "Trains an MLP or a CNN on Fashion-MNIST (or evaluates a saved model with\n"
+            "--eval).\n"
+            "  --model NAME        mlp | cnn (default mlp; cnn: conv32-pool-conv64-pool-\n"
+            "                      128-10 with defaults --epochs %d --batch %d --lr %g)\n"
             "  --epochs N          epochs to train (default %d)\n"
             "  --batch N           minibatch size (default %d)\n"
             "  --lr X              learning rate (default %g)\n"
@@ -51,8 +60,8 @@ void fm_usage(FILE *out, const char *prog)
             "  --schedule NAME     none | cosine | step (default cosine, per batch;\n"
             "                      step: lr x 0.2 every third of the epochs)\n"
             "  --seed N            seed of initialisation and shuffling (default %d)\n"
-            "  --threads N         threads for the large kernels, 0: every core (default:\n"
-            "                      every core on an idle machine, 1 on a busy one)\n"
+            "  --threads N         threads for the large kernels, 0: every core (default 0;\n"
+            "                      fast on a busy machine too: idle threads sleep)\n"
             "  --hidden W,W,...    hidden widths (default 256,128; layers fc1, fc2, ...)\n"
             "  --data DIR          IDX files (default %s)\n"
             "  --limit N           train on the first N training images only\n"
@@ -69,9 +78,13 @@ void fm_usage(FILE *out, const char *prog)
             "  --eval PATH         evaluate a saved model: accuracy, per class, confusion\n"
             "  --explain N         after training (or with --eval), explain the N largest\n"
             "                      gradients of one test batch (ag_explain)\n"
+            "  --dist              data-parallel over MPI: mpirun -np R %s --dist; each\n"
+            "                      rank takes 1/R of every batch, rank 0 prints and saves\n"
+            "  --shards R          the same R shards in one process (the same model bytes)\n"
             "  --help              this text\n"
             "Exit status: 0 ok, 1 error, 2 bad usage, 77 data set not installed.\n",
-            prog, DEF_EPOCHS, DEF_BATCH, DEF_LR, DEF_SEED, NN_FASHION_MNIST_DIR);
+            prog, CNN_EPOCHS, CNN_BATCH, CNN_LR, DEF_EPOCHS, DEF_BATCH, DEF_LR, DEF_SEED,
+            NN_FASHION_MNIST_DIR, prog);
 }
 
 /* Integer in [lo, hi]; false for anything else. */
@@ -130,6 +143,8 @@ static bool set_number(fm_config *c, const char *flag, const char *v)
         c->explain = (int)i;
     else if (strcmp(flag, "limit") == 0 && parse_int(v, 1, 60000, &i))
         c->limit = i;
+    else if (strcmp(flag, "shards") == 0 && parse_int(v, 1, 1024, &i))
+        c->shards = (int)i;
     else if (strcmp(flag, "test-limit") == 0 && parse_int(v, 1, 10000, &i))
         c->test_limit = i;
     else if (strcmp(flag, "val") == 0 && parse_int(v, 0, 59999, &i))
@@ -153,8 +168,11 @@ static bool set_option(fm_config *c, const char *flag, const char *v)
 {
     static const char *const opts[] = {"sgd", "adam", "adamw"};
     static const char *const scheds[] = {"none", "cosine", "step"};
+    static const char *const models[] = {"mlp", "cnn"};
     int k;
-    if (strcmp(flag, "optimizer") == 0 && parse_choice(v, opts, 3, &k))
+    if (strcmp(flag, "model") == 0 && parse_choice(v, models, 2, &k))
+        c->model = (fm_arch)k;
+    else if (strcmp(flag, "optimizer") == 0 && parse_choice(v, opts, 3, &k))
         c->optimizer = (fm_optimizer)k;
     else if (strcmp(flag, "schedule") == 0 && parse_choice(v, scheds, 3, &k))
         c->schedule = (fm_schedule)k;
@@ -180,8 +198,28 @@ static bool set_option(fm_config *c, const char *flag, const char *v)
 static const char *const value_flags[] = {
     "epochs", "batch", "lr", "optimizer", "schedule", "seed", "threads", "data", "save",
     "resume", "log", "plot", "eval", "hidden", "explain", "limit", "test-limit",
-    "val",
+    "val", "model", "shards",
 };
+
+/* Bit of a flag of value_flags, to note the flags given. */
+static uint64_t flag_bit(const char *flag)
+{
+    for (size_t i = 0; i < sizeof value_flags / sizeof *value_flags; i++)
+        if (strcmp(value_flags[i], flag) == 0)
+            return (uint64_t)1 << i;
+    return 0;
+}
+
+/* --model cnn: its defaults for the flags not given. */
+static void cnn_defaults(fm_config *c, uint64_t given)
+{
+    if (!(given & flag_bit("epochs")))
+        c->epochs = CNN_EPOCHS;
+    if (!(given & flag_bit("batch")))
+        c->batch = CNN_BATCH;
+    if (!(given & flag_bit("lr")))
+        c->lr = CNN_LR;
+}
 
 static bool known_flag(const char *name, size_t len)
 {
@@ -201,29 +239,20 @@ static int usage_error(FILE *err, const char *prog, const char *fmt, const char 
     return FM_EXIT_USAGE;
 }
 
-/* Every core on an idle machine, one thread on a busy one (1-minute load
- * average >= 0.5): libgomp's spinning threads collapse when another process
- * wants a core (measured here: 7-15 s per epoch with 2 threads next to one
- * busy process, 1.6-2 s with 1).  Results do not depend on the count. */
-static int auto_threads(void)
-{
-    FILE *f = fopen("/proc/loadavg", "r");
-    double load = 0;
-    bool busy = f && fscanf(f, "%lf", &load) == 1 && load >= 0.5;
-    if (f)
-        fclose(f);
-    return busy ? 1 : 0;
-}
-
 int fm_parse_args(int argc, char **argv, fm_config *c, FILE *out, FILE *err)
 {
     const char *prog = argc > 0 && argv[0] ? argv[0] : "fashion_mnist";
     fm_config_defaults(c);
+    uint64_t given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             fm_usage(out, prog);
             return FM_EXIT_OK;
+        }
+        if (strcmp(a, "--dist") == 0) { /* the one flag without a value */
+            c->dist = true;
+            continue;
         }
         if (strncmp(a, "--", 2) != 0)
             return usage_error(err, prog, "unexpected argument '%s'%s", a, "");
@@ -238,11 +267,18 @@ int fm_parse_args(int argc, char **argv, fm_config *c, FILE *out, FILE *err)
         snprintf(flag, sizeof flag, "%.*s", (int)len, name);
         if (!set_option(c, flag, v))
             return usage_error(err, prog, "bad value '%s' for --%s", v, flag);
+        given |= flag_bit(flag);
     }
+    if (c->model == FM_MODEL_CNN && (given & flag_bit("hidden")))
+        return usage_error(err, prog, "--hidden sets the MLP's widths; the CNN has its "
+                           "own%s%s", "", "");
+    if (c->model == FM_MODEL_CNN)
+        cnn_defaults(c, given);
     if (c->eval_path && (c->resume_path || c->save_path))
         return usage_error(err, prog, "--eval cannot be combined with --%s%s",
                            c->resume_path ? "resume" : "save", "");
-    if (c->threads < 0)
-        c->threads = auto_threads();
+    if ((c->dist || c->shards) && (c->eval_path || (c->dist && c->shards)))
+        return usage_error(err, prog, "--%s cannot be combined with --%s",
+                           c->shards ? "shards" : "dist", c->eval_path ? "eval" : "dist");
     return -1;
 }

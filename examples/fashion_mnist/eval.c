@@ -65,8 +65,8 @@ static ag_status eval_batch(ag_tape *tape, fm_model *m, ag_tensor *x, const int6
 ag_status fm_evaluate(fm_model *m, const nn_dataset *ds, ag_tape *tape, fm_metrics *out)
 {
     *out = (fm_metrics){0};
-    nn_batch_opts bo = {.batch = FM_EVAL_BATCH, .mean = NN_FASHION_MNIST_MEAN,
-                        .std = NN_FASHION_MNIST_STD};
+    nn_batch_opts bo = {.batch = m->cnn ? FM_EVAL_BATCH_CNN : FM_EVAL_BATCH,
+                        .mean = NN_FASHION_MNIST_MEAN, .std = NN_FASHION_MNIST_STD};
     nn_batcher *it = NULL;
     ag_status st = nn_batcher_new(ds, &bo, &it);
     bool was = ag_tape_grad_enabled(tape);
@@ -112,7 +112,8 @@ static fm_model *model_f64(const fm_model *m)
     int64_t hidden[FM_MAX_HIDDEN];
     for (int i = 0; i + 1 < m->n_layers; i++)
         hidden[i] = m->layers[i]->out;
-    fm_model *d = fm_model_new(m->n_layers - 1, hidden, AG_F64, NULL);
+    fm_model *d = m->cnn ? fm_cnn_new(AG_F64, NULL)
+                         : fm_model_new(m->n_layers - 1, hidden, AG_F64, NULL);
     for (int k = 0; d && k < nn_params_count(m->params); k++) {
         const ag_tensor *src = nn_params_at(m->params, k);
         ag_tensor *dst = nn_params_at(d->params, k);

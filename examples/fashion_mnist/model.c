@@ -1,6 +1,7 @@
 /* model.c — the MLP: 784 -> hidden... -> 10 with ReLU, layers fc1..fcN
  * (PyTorch's names and layouts), saving with metadata, and loading a model
- * file whose architecture is read from its fc*.weight shapes. */
+ * file whose architecture is read from its fc*.weight shapes (or the CNN of
+ * model_cnn.c, for a file with conv1.weight). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,12 +41,15 @@ void fm_model_free(fm_model *m)
         return;
     for (int i = 0; i < m->n_layers; i++)
         nn_linear_free(m->layers[i]);
+    fm_cnn_free(m->cnn);
     nn_params_free(m->params);
     free(m);
 }
 
 ag_tensor *fm_model_forward(ag_tape *t, fm_model *m, ag_tensor *x)
 {
+    if (m->cnn)
+        return fm_cnn_forward(t, m->cnn, x);
     ag_tensor *h = x;                                   /* (N, 784) */
     for (int i = 0; i < m->n_layers; i++) {
         h = nn_linear_forward(t, m->layers[i], h);      /* (N, width) */
@@ -66,8 +70,10 @@ ag_status fm_model_save(const fm_model *m, const char *path, int epoch, const fm
     snprintf(lr, sizeof lr, "%g", c->lr);
     const char *keys[] = {"description", "epoch", "hidden", "optimizer", "schedule", "lr",
                           "seed"};
-    const char *vals[] = {"tapegrad Fashion-MNIST MLP (ReLU; fc1..fcN are torch.nn.Linear)",
-                          ep, hid, fm_optimizer_name(c->optimizer),
+    const char *vals[] = {m->cnn ? "tapegrad Fashion-MNIST CNN (conv1, conv2: torch.nn.Conv2d; "
+                                   "fc1, fc2: torch.nn.Linear)"
+                                 : "tapegrad Fashion-MNIST MLP (ReLU; fc1..fcN are torch.nn.Linear)",
+                          ep, m->cnn ? "cnn" : hid, fm_optimizer_name(c->optimizer),
                           fm_schedule_name(c->schedule), lr, seed};
     return nn_params_save_meta(m->params, path, 7, keys, vals);
 }
@@ -110,8 +116,10 @@ fm_model *fm_model_load(const char *path, FILE *err)
         return NULL;
     }
     int64_t w[FM_MAX_HIDDEN + 2];
-    int n = read_widths(f, path, w, err);
-    fm_model *m = n ? fm_model_new(n - 1, w + 1, AG_F32, NULL) : NULL;
+    bool cnn = ag_safetensors_get(f, "conv1.weight") != NULL;   /* saved by --model cnn */
+    int n = cnn ? -1 : read_widths(f, path, w, err);
+    fm_model *m = cnn ? fm_cnn_new(AG_F32, NULL) : n ? fm_model_new(n - 1, w + 1, AG_F32, NULL)
+                                                     : NULL;
     if (n && !m)
         fprintf(err, "%s: %s\n", path, ag_last_error());
     /* non-strict: a --save checkpoint (PATH.ckpt) also holds optimizer state */
@@ -119,16 +127,22 @@ fm_model *fm_model_load(const char *path, FILE *err)
     nn_load_report rep;
     if (m && (nn_params_load_from(m->params, f, &lo, &rep) != AG_OK || rep.missing)) {
         fprintf(err, "%s: %s\n", path,
-                rep.missing ? "a bias of the fc layers is missing" : ag_last_error());
+                rep.missing ? "a parameter of the model is missing" : ag_last_error());
         fm_model_free(m);
         m = NULL;
     }
     if (m) {
         const char *ep = ag_safetensors_meta(f, "epoch");
-        printf("model %s: %d layers (784", path, n);
-        for (int i = 1; i <= n; i++)
-            printf("-%lld", (long long)w[i]);
-        printf(")%s%s\n", ep ? ", saved after epoch " : "", ep ? ep : "");
+        printf("model %s: ", path);
+        if (cnn)
+            printf("CNN (conv1, conv2, fc1, fc2)");
+        else {
+            printf("%d layers (784", n);
+            for (int i = 1; i <= n; i++)
+                printf("-%lld", (long long)w[i]);
+            printf(")");
+        }
+        printf("%s%s\n", ep ? ", saved after epoch " : "", ep ? ep : "");
     }
     ag_safetensors_free(f);
     return m;

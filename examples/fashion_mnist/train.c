@@ -26,6 +26,7 @@ typedef struct trainer {
     FILE *csv;
     int first_epoch;            /* 1, or the one after a resumed checkpoint */
     bool killed;                /* c->kill_after_write struck (tests) */
+    fm_dist *dist;              /* --dist / --shards (dist_step.c), else NULL */
 } trainer;
 
 static optim *make_optimizer(const fm_config *c, nn_params *p)
@@ -133,7 +134,8 @@ static int setup(trainer *t)
     ag_rng_seed(&t->rng, c->seed);
     nn_batch_opts bo = {.batch = c->batch, .mean = NN_FASHION_MNIST_MEAN,
                         .std = NN_FASHION_MNIST_STD};
-    t->m = fm_model_new(c->n_hidden, c->hidden, AG_F32, &t->rng);
+    t->m = c->model == FM_MODEL_CNN ? fm_cnn_new(AG_F32, &t->rng)
+                                    : fm_model_new(c->n_hidden, c->hidden, AG_F32, &t->rng);
     t->opt = t->m ? make_optimizer(c, t->m->params) : NULL;
     t->tape = ag_tape_new();
     t->state = ag_tensor_new(AG_F64, 1, (const int64_t[]){1});
@@ -149,8 +151,8 @@ static int setup(trainer *t)
     if (c->resume_path) {
         if (checkpoint(t, c->resume_path, true) != AG_OK) {
             fprintf(stderr, "resume failed: %s\n(resume a PATH.ckpt of --save with the flags "
-                            "of the saved run: --epochs --batch --optimizer --schedule "
-                            "--hidden --limit)\n", ag_last_error());
+                            "of the saved run: --model --epochs --batch --optimizer "
+                            "--schedule --hidden --limit)\n", ag_last_error());
             return FM_EXIT_ERROR;
         }
         if (!resumed_state_ok(t, &last))
@@ -165,6 +167,10 @@ static int setup(trainer *t)
         if (!t->csv)
             return FM_EXIT_ERROR;
     }
+    if ((c->dist || c->shards) && !(t->dist = fm_dist_new(c, t->m, t->train))) {
+        fprintf(stderr, "%s: %s\n", c->dist ? "--dist" : "--shards", ag_last_error());
+        return FM_EXIT_ERROR;
+    }
     return FM_EXIT_OK;
 fail:
     fprintf(stderr, "setup failed: %s\n", ag_last_error() ? ag_last_error() : "no memory");
@@ -175,6 +181,7 @@ static void teardown(trainer *t)
 {
     if (t->csv)
         fclose(t->csv);
+    fm_dist_free(t->dist);
     optim_sched_free(t->sched);
     optim_free(t->opt);
     nn_batcher_free(t->it);
@@ -191,6 +198,12 @@ static void teardown(trainer *t)
  * the correct predictions to *hits. */
 static double train_step(trainer *t, ag_tensor *x, const int64_t *y, int64_t r, int64_t *hits)
 {
+    if (t->dist) {
+        double l = fm_dist_step(t->dist, t->tape, t->m, t->opt, r, hits);
+        if (!isnan(l) && t->sched)
+            optim_sched_step_once(t->sched);
+        return l;
+    }
     optim_zero_grad(t->opt);
     ag_tensor *logits = fm_model_forward(t->tape, t->m, x);       /* (r, 10) */
     ag_tensor *loss = nn_cross_entropy(t->tape, logits, y, r);
@@ -213,10 +226,12 @@ static bool train_epoch(trainer *t, int epoch, fm_epoch_row *row)
     fm_progress pr;
     fm_progress_begin(&pr, epoch, t->c->epochs, nn_dataset_count(t->train), t->c->quiet);
     nn_batcher_start(t->it, &t->rng);
-    ag_tensor *x;
-    const int64_t *y;
+    ag_tensor *x = NULL;
+    const int64_t *y = NULL;
     int64_t r, hits = 0;
-    while ((r = nn_batcher_next(t->it, t->tape, &x, &y)) > 0) {
+    /* --dist / --shards fill their shards themselves */
+    while ((r = t->dist ? fm_dist_next(t->dist, t->it)
+                        : nn_batcher_next(t->it, t->tape, &x, &y)) > 0) {
         double l = train_step(t, x, y, r, &hits);
         ag_tape_reset(t->tape);
         if (isnan(l))
@@ -326,6 +341,8 @@ static void after_training(trainer *t, const fm_metrics *mt, const fm_epoch_row 
         printf("model saved to %s (checkpoint %s.ckpt)\n", t->c->save_path, t->c->save_path);
     if (t->c->plot_path && fm_plot(t->c->plot_path, t->c->log_path, rows, n, stderr))
         printf("plot written to %s\n", t->c->plot_path);
+    if (t->dist)
+        fm_dist_report(t->dist, stdout);
 }
 
 int fm_run_train(const fm_config *c, fm_epoch_row *rows, int *n_rows)

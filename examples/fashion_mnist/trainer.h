@@ -26,18 +26,23 @@
 /* Evaluation batch: fixed, so a saved model's --eval reproduces the
  * accuracy of the run that saved it bit for bit. */
 #define FM_EVAL_BATCH 1000
+/* The CNN's: a CNN image keeps ~100 times the MLP's activations on the
+ * tape (a batch of 1000 took 250 MB). */
+#define FM_EVAL_BATCH_CNN 100
 
 typedef enum fm_optimizer { FM_OPT_SGD, FM_OPT_ADAM, FM_OPT_ADAMW } fm_optimizer;
 typedef enum fm_schedule { FM_SCHED_NONE, FM_SCHED_COSINE, FM_SCHED_STEP } fm_schedule;
+typedef enum fm_arch { FM_MODEL_MLP, FM_MODEL_CNN } fm_arch;
 
 typedef struct fm_config {
+    fm_arch model;            /* --model: the MLP (default) or the CNN */
     int epochs;
     int64_t batch;
     double lr;
     fm_optimizer optimizer;
     fm_schedule schedule;
     uint64_t seed;
-    int threads;              /* 0: every core; -1: chosen by fm_parse_args */
+    int threads;              /* 0: every core (the default) */
     const char *data_dir;     /* NULL: NN_FASHION_MNIST_DIR */
     const char *save_path;    /* model; the resumable checkpoint goes to <path>.ckpt */
     const char *resume_path;
@@ -55,6 +60,8 @@ typedef struct fm_config {
                                  after the Nth file write of the epoch (with --save:
                                  1 checkpoint, 2 model, 3 CSV row); 0: no */
     bool quiet;               /* no progress output (tests) */
+    bool dist;                /* --dist: one shard per MPI rank (dist_step.c) */
+    int shards;               /* --shards R: R shards in one process; 0: off */
 } fm_config;
 
 /* ---- args.c ---- */
@@ -72,6 +79,7 @@ typedef struct fm_model {
     nn_params *params;                    /* owns the weights */
     int n_layers;                         /* hidden layers + 1 */
     nn_linear *layers[FM_MAX_HIDDEN + 1]; /* fc1, fc2, ... */
+    struct fm_cnn *cnn;                   /* the CNN's layers (model_cnn.c), NULL: the MLP */
 } fm_model;
 
 /* MLP 784-hidden...-10 with ReLU, layers named fc1..fcN, in dtype dt;
@@ -85,6 +93,15 @@ fm_model *fm_model_load(const char *path, FILE *err);
 /* Writes the model with metadata (description, epoch, hidden, ...). */
 ag_status fm_model_save(const fm_model *m, const char *path, int epoch, const fm_config *c);
 
+/* ---- model_cnn.c ---- */
+/* The CNN conv1 (1->32, 3x3) relu maxpool2 conv2 (32->64, 3x3) relu maxpool2
+ * flatten fc1 (1600->128) relu fc2 (128->10), torch's names, in dtype dt;
+ * initialised from rng (NULL: zeros).  m->n_layers is 0.  NULL with
+ * ag_last_error.  fm_model_forward / _free / _save / _load handle it. */
+fm_model *fm_cnn_new(ag_dtype dt, ag_rng *rng);
+ag_tensor *fm_cnn_forward(ag_tape *t, struct fm_cnn *c, ag_tensor *x); /* (N, 784) -> (N, 10) */
+void fm_cnn_free(struct fm_cnn *c);
+
 /* ---- eval.c ---- */
 typedef struct fm_metrics {
     double loss;                                 /* mean cross-entropy */
@@ -93,8 +110,8 @@ typedef struct fm_metrics {
     int64_t confusion[FM_CLASSES][FM_CLASSES];   /* [true][predicted] */
 } fm_metrics;
 
-/* Loss, accuracy and confusion matrix of m on ds, FM_EVAL_BATCH at a time,
- * with recording off.  AG_OK or the failing status (ag_last_error). */
+/* Loss, accuracy and confusion matrix of m on ds, FM_EVAL_BATCH (the CNN:
+ * FM_EVAL_BATCH_CNN) at a time, with recording off.  AG_OK or the failing status (ag_last_error). */
 ag_status fm_evaluate(fm_model *m, const nn_dataset *ds, ag_tape *tape, fm_metrics *out);
 /* Index of the largest of row's n values (first on ties). */
 int fm_argmax_row(const float *row, int n);
@@ -116,6 +133,29 @@ typedef struct fm_epoch_row {
 /* Trains as c says; rows (may be NULL; room for c->epochs) receives one
  * row per epoch run, *n_rows their count.  An exit code. */
 int fm_run_train(const fm_config *c, fm_epoch_row *rows, int *n_rows);
+
+/* ---- dist_step.c: --dist (MPI ranks) and --shards R (one process) ----
+ * Both cut each global batch into shards (one per rank / R in turn), each
+ * shard's loss its rows' summed cross-entropy over the global batch size,
+ * gradients summed in shard order: the same bytes either way. */
+typedef struct fm_dist fm_dist;
+/* --dist: starts MPI; ranks other than 0 go quiet (no output, files or
+ * plot).  An exit code (FM_EXIT_USAGE when built without MPI). */
+int fm_dist_init(fm_config *c);
+/* Ends MPI after --dist; returns rc, or an error code if that fails. */
+int fm_dist_finalize(const fm_config *c, int rc);
+/* For m's parameters over train (rank 0's weights broadcast under --dist).
+ * NULL with ag_last_error. */
+fm_dist *fm_dist_new(const fm_config *c, fm_model *m, const nn_dataset *train);
+void fm_dist_free(fm_dist *d);
+/* Rows of the next global batch of the epoch that it's nn_batcher_start
+ * began (0 at its end). */
+int64_t fm_dist_next(fm_dist *d, const nn_batcher *it);
+/* One optimizer step on that batch; its mean loss (NaN on error, message
+ * on stderr); adds its correct predictions to *hits. */
+double fm_dist_step(fm_dist *d, ag_tape *t, fm_model *m, optim *opt, int64_t r, int64_t *hits);
+/* One line: buckets, backward and allreduce times, the share hidden. */
+void fm_dist_report(const fm_dist *d, FILE *out);
 
 /* ---- progress.c ---- */
 typedef struct fm_progress {

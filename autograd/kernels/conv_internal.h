@@ -1,0 +1,70 @@
+/* conv_internal.h — the convolution kernels (im2col + GEMM) behind
+ * ops_conv.c, and the loop over independent items that the convolution and
+ * pooling ops share; for autograd/ and the benches, never installed.
+ *
+ * Dimension legend (NCHW, as PyTorch): x [N, C, H, W], w [O, Cg, kh, kw],
+ * y [N, O, Ho, Wo]; G groups, Cg = C / G input and Og = O / G output
+ * channels a group; K = Cg * kh * kw (a column of the unrolled input),
+ * P = Ho * Wo (output positions).  col is the unrolled input of one sample
+ * and group, [K, P]: col[(c, i, j), (oh, ow)] = x[c, oh*sh - ph + i*dh,
+ * ow*sw - pw + j*dw], 0 in the padding.  Then, per sample n and group g:
+ *   forward       y[n, g]  = w[g] col          (Og x K)(K x P)
+ *   input grad    dx[n, g] += col2im(w[g]^T dy[n, g])   (K x Og)(Og x P)
+ *   weight grad   dw[g]   += sum_n dy[n, g] col^T       (Og x P)(P x K)
+ *
+ * Threads: each kernel cuts its items into chunks (ag_work_chunks: by
+ * the sizes only, never the thread count) that threads take one at a
+ * time, each with its own column buffer.  Forward and input gradient
+ * items are (n, g) pairs, each written by one chunk with one fixed
+ * arithmetic; the weight gradient sums its chunk's samples, in order,
+ * into the chunk's partial buffer, then adds the partials in chunk order.
+ * So every result is the same for any thread count (given a GEMM whose
+ * result does not depend on it either, as the built-in one).
+ */
+#ifndef TAPEGRAD_CONV_INTERNAL_H
+#define TAPEGRAD_CONV_INTERNAL_H
+
+#include "autograd.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ag_conv_geom {
+    int64_t N, C, H, W;      /* x */
+    int64_t O, kh, kw;       /* w: [O, C / G, kh, kw] */
+    int64_t Ho, Wo;          /* y */
+    int64_t sh, sw, ph, pw, dh, dw;
+    int64_t G;
+} ag_conv_geom;
+
+/* Chunks (and column buffers) of a convolution kernel of this size. */
+int64_t ag_conv_chunks(const ag_conv_geom *g);
+/* Scratch bytes a kernel needs: a column buffer per chunk, and for the
+ * weight gradient (weight_grad) the partial sums of its chunks. */
+size_t ag_conv_scratch_bytes(const ag_conv_geom *g, ag_dtype dt, bool weight_grad);
+
+/* y = conv(x, w) + b (b [O] or NULL), or y += conv(x, w) when acc. */
+void ag_conv_forward(const ag_conv_geom *g, ag_dtype dt, const void *x, const void *w,
+                     const void *b, void *y, bool acc, void *scratch);
+/* dx += the input gradient of y = conv(x, w) for dy (a transposed
+ * convolution of dy with w). */
+void ag_conv_input_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy, const void *w,
+                        void *dx, void *scratch);
+/* dw = (or += when acc) the weight gradient: the correlation of x with dy. */
+void ag_conv_weight_grad(const ag_conv_geom *g, ag_dtype dt, const void *x, const void *dy,
+                         void *dw, bool acc, void *scratch);
+/* db[o] += sum over n, oh, ow of dy[n, o, oh, ow]. */
+void ag_conv_bias_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy, void *db);
+
+/* How many chunks n items of `work` elementary steps in all are cut into:
+ * 1 below a measured size (0 for no items), else min(n, 16).  Sizes only:
+ * never the thread count. */
+int64_t ag_work_chunks(int64_t n, double work);
+/* fn(ctx, item, c) for every item of each chunk c of nchunks (chunk c:
+ * items [c*n/nchunks, (c+1)*n/nchunks), in order), the chunks spread over
+ * the thread pool (ag_parallel_for). */
+typedef void (*ag_item_fn)(void *ctx, int64_t item, int64_t chunk);
+void ag_parallel_chunks(int64_t n, int64_t nchunks, ag_item_fn fn, void *ctx);
+
+#endif

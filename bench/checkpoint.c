@@ -1,0 +1,184 @@
+/* checkpoint.c — what gradient checkpointing costs and saves, on a deep
+ * residual MLP: 16 blocks x <- x + linear(gelu(linear(x))) of width 512
+ * (hidden width 512 unless given), f32, a batch of random inputs, loss
+ * mean(x^2) at the end.  One training step is forward + ag_backward
+ * (parameter gradients zeroed and the tape reset, untimed), run in turn
+ * without and with one ag_checkpoint per block, so both see the same
+ * machine state.  On one thread the times are the thread's CPU time (a
+ * shared machine's other loads preempt it without counting), else wall
+ * time.  Prints medians over the repetitions:
+ *   ckpt_plain_ms, ckpt_ms          step time without / with checkpoints
+ *   ckpt_time_ratio                 ckpt_ms / ckpt_plain_ms
+ *   ckpt_time_ratio_paired          median of each repetition's ratio
+ *   ckpt_plain_peak_mb, ckpt_peak_mb  ag_tape_bytes_peak of a step
+ *   ckpt_peak_ratio                 ckpt_peak_mb / ckpt_plain_peak_mb
+ * and checks that both give the same gradient bits.
+ * Usage: bench_checkpoint [repeats] [threads] [batch] [hidden] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tapegrad.h"
+
+enum { BLOCKS = 16, WIDTH = 512, MAX_REPS = 1000 };
+
+typedef struct block {
+    ag_tensor *w1, *b1, *w2, *b2;
+} block;
+
+static block g_blocks[BLOCKS];
+
+static clockid_t g_clock = CLOCK_MONOTONIC;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(g_clock, &ts);
+    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof v[0], cmp);
+    return v[n / 2];
+}
+
+static ag_tensor *block_ops(ag_tape *t, const block *b, ag_tensor *x)
+{
+    ag_tensor *h = ag_gelu(t, ag_linear(t, x, b->w1, b->b1));
+    return ag_add(t, x, ag_linear(t, h, b->w2, b->b2));
+}
+
+static ag_status block_fn(ag_tape *t, int n_in, ag_tensor *const *in, int n_out,
+                          ag_tensor **out, void *ctx)
+{
+    (void)n_in;
+    (void)n_out;
+    out[0] = block_ops(t, ctx, in[0]);
+    return ag_tape_status(t);
+}
+
+/* One step; returns its time in ms and leaves the peak in *peak. */
+static double step(ag_tape *t, ag_tensor *x, bool ckpt, size_t *peak)
+{
+    double t0 = now_ms();
+    ag_tensor *h = x;
+    for (int l = 0; l < BLOCKS; l++) {
+        if (ckpt)
+            ag_checkpoint(t, block_fn, &g_blocks[l], 1, &h, 1, &h);
+        else
+            h = block_ops(t, &g_blocks[l], h);
+    }
+    ag_tensor *loss = ag_mean(t, ag_mul(t, h, h), AG_ALL, false);
+    if (ag_backward(t, loss) != AG_OK) {
+        fprintf(stderr, "bench_checkpoint: %s\n", ag_tape_error(t));
+        exit(1);
+    }
+    double ms = now_ms() - t0;
+    *peak = ag_tape_bytes_peak(t);
+    return ms;
+}
+
+/* Every parameter, block by block. */
+static ag_tensor *param(int i)
+{
+    block *b = &g_blocks[i / 4];
+    ag_tensor *p[4] = {b->w1, b->b1, b->w2, b->b2};
+    return p[i % 4];
+}
+
+static void zero_grads(void)
+{
+    for (int i = 0; i < 4 * BLOCKS; i++)
+        ag_zero_grad(param(i));
+}
+
+/* The gradients of both runs agree to the bit (checked once, untimed). */
+static bool same_grads(ag_tape *t, ag_tensor *x)
+{
+    size_t peak;
+    void *keep[4 * BLOCKS];
+    bool same = true;
+    for (int pass = 0; pass < 2; pass++) {
+        zero_grads();
+        step(t, x, pass == 1, &peak);
+        for (int i = 0; i < 4 * BLOCKS; i++) {
+            ag_tensor *g = ag_grad(param(i));
+            size_t bytes = (size_t)ag_numel(g) * sizeof(float);
+            if (pass == 0) {
+                keep[i] = malloc(bytes);
+                memcpy(keep[i], ag_data(g), bytes);
+            } else {
+                same = same && memcmp(keep[i], ag_data(g), bytes) == 0;
+                free(keep[i]);
+            }
+        }
+        ag_tape_reset(t);
+    }
+    return same;
+}
+
+int main(int argc, char **argv)
+{
+    int reps = argc > 1 ? atoi(argv[1]) : 9;
+    int threads = argc > 2 ? atoi(argv[2]) : 1;
+    int64_t batch = argc > 3 ? atoll(argv[3]) : 128;
+    int64_t hidden = argc > 4 ? atoll(argv[4]) : WIDTH;
+    if (reps < 1 || reps > MAX_REPS || batch < 1 || hidden < 1) {
+        fprintf(stderr, "usage: bench_checkpoint [repeats 1..%d] [threads] [batch] [hidden]\n",
+                MAX_REPS);
+        return 2;
+    }
+    ag_set_num_threads(threads);
+    if (threads == 1)
+        g_clock = CLOCK_THREAD_CPUTIME_ID;
+    ag_rng rng;
+    ag_rng_seed(&rng, 1);
+    for (int l = 0; l < BLOCKS; l++) {
+        block *b = &g_blocks[l];
+        double s1 = 1.0 / 22.6, s2 = 1.0 / (double)hidden; /* keeps x of order 1 */
+        b->w1 = ag_tensor_uniform(AG_F32, 2, (int64_t[]){hidden, WIDTH}, -s1, s1, &rng);
+        b->b1 = ag_tensor_uniform(AG_F32, 1, (int64_t[]){hidden}, -s1, s1, &rng);
+        b->w2 = ag_tensor_uniform(AG_F32, 2, (int64_t[]){WIDTH, hidden}, -s2, s2, &rng);
+        b->b2 = ag_tensor_uniform(AG_F32, 1, (int64_t[]){WIDTH}, -s2, s2, &rng);
+    }
+    for (int i = 0; i < 4 * BLOCKS; i++)
+        ag_set_requires_grad(param(i), true);
+    ag_tensor *x = ag_tensor_uniform(AG_F32, 2, (int64_t[]){batch, WIDTH}, -1, 1, &rng);
+    ag_tape *t = ag_tape_new();
+    if (!same_grads(t, x)) {
+        fprintf(stderr, "bench_checkpoint: gradients differ with checkpoints\n");
+        return 1;
+    }
+    static double plain[MAX_REPS], ckpt[MAX_REPS], ratio[MAX_REPS];
+    size_t peak_plain = 0, peak_ckpt = 0;
+    for (int r = 0; r < reps; r++) {
+        /* alternate which runs first, so neither always gets a warm cache */
+        for (int k = 0; k < 2; k++) {
+            bool with = (k == 1) != (r % 2 == 1);
+            zero_grads();
+            double ms = step(t, x, with, with ? &peak_ckpt : &peak_plain);
+            (with ? ckpt : plain)[r] = ms;
+            ag_tape_reset(t);
+        }
+        ratio[r] = ckpt[r] / plain[r];
+    }
+    double mp = median(plain, reps), mc = median(ckpt, reps);
+    printf("ckpt_plain_ms %.3f\nckpt_ms %.3f\nckpt_time_ratio %.4f\n", mp, mc, mc / mp);
+    printf("ckpt_time_ratio_paired %.4f\n", median(ratio, reps));
+    printf("ckpt_plain_peak_mb %.3f\nckpt_peak_mb %.3f\nckpt_peak_ratio %.4f\n",
+           (double)peak_plain / (1 << 20), (double)peak_ckpt / (1 << 20),
+           (double)peak_ckpt / (double)peak_plain);
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    for (int i = 0; i < 4 * BLOCKS; i++)
+        ag_tensor_free(param(i));
+    return 0;
+}

@@ -1,0 +1,52 @@
+/* dist_internal.h — what comm.c and reducer.c share: the process group and
+ * the error and agreement helpers. */
+#ifndef TAPEGRAD_DIST_INTERNAL_H
+#define TAPEGRAD_DIST_INTERNAL_H
+
+#include <mpi.h>
+
+#include "dist.h"
+
+typedef struct dist_world {
+    bool up;              /* between dist_init and dist_finalize */
+    bool own_mpi;         /* dist_init called MPI_Init_thread */
+    MPI_Comm comm;        /* a duplicate of MPI_COMM_WORLD: our traffic only */
+    int rank, size;
+    double *gather;       /* dist_sum_f64's buffer (size * cap values), kept */
+    int64_t gather_cap;
+} dist_world;
+
+extern dist_world dist_w;
+
+/* MPI_Waitall that gives the core away while it waits: MPI_Testall in a
+ * loop for 100 us (partners that arrive together pay nothing
+ * more), then between tests a sleep from 20 us doubling up to 200 us.  A rank
+ * spinning in MPI_Waitall keeps a core the rank it waits for may need (more
+ * ranks than cores, or other work on the machine); asleep, it leaves it. */
+int dist_wait_all(int n, MPI_Request *req);
+/* AG_ERR_IO with ag_last_error "fn: call failed: <MPI's message>". */
+ag_status dist_mpi_fail(const char *fn, const char *call, int rc);
+/* Whether dist_init has run; else AG_ERR_STATE kept in ag_last_error. */
+bool dist_check_up(const char *fn);
+/* The MPI type of a tensor dtype (MPI_DATATYPE_NULL for others). */
+MPI_Datatype dist_mpi_type(ag_dtype dt);
+
+/* Collective agreement: every rank passes a 64-bit summary of its
+ * arguments (sig) and whether it accepted them locally (ok; when not, the
+ * caller already set ag_last_error).  AG_OK on every rank when all
+ * accepted and all sigs are equal; otherwise the same failure on every rank
+ * (the refusing rank keeps its own message, AG_ERR_ARG; the others get
+ * AG_ERR_ARG naming fn, or AG_ERR_SHAPE with `what` when only the sigs
+ * differ). */
+ag_status dist_agree(const char *fn, uint64_t sig, bool ok, ag_status local,
+                     const char *what);
+/* One more value into a 64-bit summary. */
+uint64_t dist_sig_mix(uint64_t h, uint64_t v);
+/* A summary of tensors' count, dtypes and shapes for dist_agree. */
+uint64_t dist_layout_sig(ag_tensor *const *t, int n);
+/* Local checks of a tensor array argument `arg` of fn: n >= 0, t non-NULL
+ * when n > 0, each t[i] non-NULL, persistent, f32 or f64.  AG_OK or
+ * AG_ERR_ARG with ag_last_error naming fn and arg[i]. */
+ag_status dist_check_tensors(const char *fn, const char *arg, ag_tensor *const *t, int n);
+
+#endif

@@ -1,0 +1,529 @@
+/* reducer.c — gradients summed over the ranks in buckets, in a fixed order,
+ * started from backward's gradient-ready hook.
+ *
+ * Legend: R = ranks, me = this rank, a bucket holds n elements cut into R
+ * chunks, chunk j = [lo(j), lo(j+1)) with lo(j) = n j / R, owned by rank j.
+ * A bucket's step works on buf: the gradient buffer itself for a bucket of
+ * one parameter (most of the bytes: large weights fill buckets alone), else
+ * the bucket's own pack buffer:
+ *   pack     (pack only) the gradients of its parameters, copied into pack;
+ *   reduce   every rank sends chunk j of its buf to rank j and receives
+ *            chunk me of every other rank q into slot[q] (R-1 chunks me);
+ *   sum      buf[chunk me] = ((c0 + c1) + c2) + ..., c_me being buf's own
+ *            chunk and c_q slot[q], element by element in rank order;
+ *   gather   every rank sends its summed chunk to all and receives theirs
+ *            into buf, which then holds the whole sum;
+ *   unpack   (pack only) pack back into the gradient buffers.
+ * Messages are persistent point-to-point requests (made when buf is first
+ * known or changes, started each step), tagged by bucket and phase, so
+ * buckets can be at different phases on different ranks without any
+ * ordering rule between them, and a step allocates nothing. */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist_internal.h"
+
+typedef enum { B_IDLE, B_REDUCE, B_GATHER, B_DONE } bucket_state;
+
+typedef struct bucket {
+    int first, count;      /* parameters [first, first + count) in reducer order */
+    ag_dtype dt;
+    int64_t n;             /* elements */
+    void *pack;            /* n: the gradients, then the sums, when not aliased */
+    void *buf;             /* this step's: the lone gradient buffer, or pack */
+    void *bound;           /* the buf the requests were made for (NULL: none) */
+    void *slot;            /* x chunk me: the other ranks' pieces of chunk me */
+    MPI_Request *req;      /* reduce: 2 (R-1) (sends, receives); gather: the same */
+    int pending;           /* parameters not reported ready this step */
+    bucket_state state;
+} bucket;
+
+/* A parameter and its index, sorted by address for the hook's lookup. */
+typedef struct by_addr {
+    const ag_tensor *t;
+    int i;
+} by_addr;
+
+struct dist_reducer {
+    dist_reducer_opts o;
+    int n;                 /* parameters */
+    ag_tensor **param;     /* in reducer order: the caller's, reversed */
+    int *bucket_of;        /* per parameter */
+    uint64_t *ready_step;  /* per parameter: the step it was reported ready in */
+    by_addr *addr;
+    int nb;
+    bucket *b;
+    int next_start;        /* buckets [0, next_start) have started this step */
+    uint64_t step;         /* 1, 2, ...: advanced by each wait */
+    bool begun, hooked;    /* a begin is pending; it set the hook on `tape` */
+    ag_tape *tape;
+    int64_t begins;        /* for probe_every */
+    double t_first;        /* this step's first start */
+    int early;             /* buckets started before wait this step */
+    ag_status err;         /* first failure of this step */
+    dist_reducer_stats st;
+};
+
+static int64_t chunk_lo(const bucket *b, int j) { return b->n * j / dist_w.size; }
+static int64_t chunk_len(const bucket *b, int j) { return chunk_lo(b, j + 1) - chunk_lo(b, j); }
+
+static void keep_error(dist_reducer *r, ag_status st)
+{
+    if (r->err == AG_OK)
+        r->err = st;
+}
+
+static void mpi_check(dist_reducer *r, const char *call, int rc)
+{
+    if (rc)
+        keep_error(r, dist_mpi_fail("dist_reducer_wait", call, rc));
+}
+
+/* ---- a bucket's phases ---- */
+
+static void pack(dist_reducer *r, bucket *b)
+{
+    size_t es = ag_dtype_size(b->dt), off = 0;
+    for (int k = b->first; k < b->first + b->count; k++) {
+        ag_tensor *g = ag_grad(r->param[k]);
+        size_t bytes = (size_t)ag_numel(r->param[k]) * es;
+        if (g)
+            memcpy((char *)b->pack + off, ag_data(g), bytes);
+        else /* no gradient here: this rank adds zeros, and unpack says so */
+            memset((char *)b->pack + off, 0, bytes);
+        off += bytes;
+    }
+}
+
+static void unpack(dist_reducer *r, bucket *b)
+{
+    size_t es = ag_dtype_size(b->dt), off = 0;
+    for (int k = b->first; k < b->first + b->count; k++) {
+        ag_tensor *g = ag_grad(r->param[k]);
+        size_t bytes = (size_t)ag_numel(r->param[k]) * es;
+        if (g) {
+            memcpy(ag_data(g), (char *)b->pack + off, bytes);
+        } else if (r->err == AG_OK) {
+            const char *name = ag_tensor_name(r->param[k]);
+            ag_set_last_error("dist_reducer_wait: parameter %s has no gradient buffer on rank "
+                              "%d (a backward must reach every parameter before the first "
+                              "wait)", name ? name : "(unnamed)", dist_w.rank);
+            r->err = AG_ERR_STATE;
+        }
+        off += bytes;
+    }
+}
+
+/* out[0..m) = ((c0 + c1) + c2) + ... (then / R), c_me = out itself and
+ * c_q = slot[q] otherwise, a block at a time so that out can be read and
+ * written in place and the adds still run over contiguous rows. */
+enum { SUM_BLOCK = 512 };
+#define DEFINE_SUM(name, T)                                                       \
+    static void name(T *out, const T *slot, int64_t m, int R, int me, bool avg)  \
+    {                                                                             \
+        T acc[SUM_BLOCK];                                                         \
+        for (int64_t i0 = 0; i0 < m; i0 += SUM_BLOCK) {                           \
+            int64_t k = m - i0 < SUM_BLOCK ? m - i0 : SUM_BLOCK;                  \
+            for (int q = 0; q < R; q++) {                                         \
+                const T *c = q == me ? out + i0 : slot + (q - (q > me)) * m + i0; \
+                if (q == 0)                                                       \
+                    memcpy(acc, c, (size_t)k * sizeof *acc);                      \
+                else                                                              \
+                    for (int64_t i = 0; i < k; i++)                               \
+                        acc[i] += c[i];                                           \
+            }                                                                     \
+            for (int64_t i = 0; avg && i < k; i++)                                \
+                acc[i] /= (T)R;                                                   \
+            memcpy(out + i0, acc, (size_t)k * sizeof *acc);                       \
+        }                                                                         \
+    }
+DEFINE_SUM(sum_f32, float)
+DEFINE_SUM(sum_f64, double)
+
+static void sum_chunk(dist_reducer *r, bucket *b)
+{
+    const int me = dist_w.rank, R = dist_w.size;
+    const int64_t lo = chunk_lo(b, me), m = chunk_len(b, me);
+    if (b->dt == AG_F32)
+        sum_f32((float *)b->buf + lo, b->slot, m, R, me, r->o.average);
+    else
+        sum_f64((double *)b->buf + lo, b->slot, m, R, me, r->o.average);
+}
+
+static int make_requests(bucket *b, int bi);
+
+/* The buffer of this step (the lone gradient, else pack), with requests
+ * made for it: on the first step, or if that gradient buffer changed. */
+static void bind(dist_reducer *r, bucket *b)
+{
+    ag_tensor *g = b->count == 1 ? ag_grad(r->param[b->first]) : NULL;
+    b->buf = g ? ag_data(g) : b->pack;
+    if (b->buf == b->pack)
+        pack(r, b);
+    if (b->buf == b->bound || dist_w.size == 1)
+        return;
+    for (int k = 0; b->bound && k < 4 * (dist_w.size - 1); k++)
+        MPI_Request_free(&b->req[k]);
+    b->bound = b->buf;
+    mpi_check(r, "MPI_Send_init/MPI_Recv_init", make_requests(b, (int)(b - r->b)));
+}
+
+static void start(dist_reducer *r, bucket *b)
+{
+    if (r->next_start == 0)
+        r->t_first = MPI_Wtime();
+    bind(r, b);
+    if (dist_w.size == 1) { /* the sum of one rank's gradients: as they are */
+        b->state = B_DONE;
+        return;
+    }
+    mpi_check(r, "MPI_Startall", MPI_Startall(2 * (dist_w.size - 1), b->req));
+    b->state = B_REDUCE;
+}
+
+/* Moves b on by one phase when its messages are done (block: wait for them). */
+static void advance(dist_reducer *r, bucket *b, bool block)
+{
+    const int k = 2 * (dist_w.size - 1);
+    MPI_Request *req = b->state == B_REDUCE ? b->req : b->req + k;
+    int done = 1;
+    if (block)
+        mpi_check(r, "MPI_Waitall", dist_wait_all(k, req));
+    else
+        mpi_check(r, "MPI_Testall", MPI_Testall(k, req, &done, MPI_STATUSES_IGNORE));
+    if (!done)
+        return;
+    if (b->state == B_REDUCE) {
+        sum_chunk(r, b);
+        mpi_check(r, "MPI_Startall", MPI_Startall(k, b->req + k));
+        b->state = B_GATHER;
+    } else {
+        if (b->buf == b->pack)
+            unpack(r, b);
+        b->state = B_DONE;
+    }
+}
+
+/* Starts the buckets whose parameters are all ready, in bucket order (a
+ * bucket that is ready early waits for the ones before it, so every rank
+ * starts them in the same order), then moves those in flight on. */
+static void start_ready(dist_reducer *r)
+{
+    while (r->next_start < r->nb && r->b[r->next_start].pending == 0)
+        start(r, &r->b[r->next_start++]);
+    for (int i = 0; i < r->next_start; i++)
+        if (r->b[i].state == B_REDUCE || r->b[i].state == B_GATHER)
+            advance(r, &r->b[i], false);
+}
+
+static int cmp_addr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const by_addr *)a)->t, y = (uintptr_t)((const by_addr *)b)->t;
+    return x < y ? -1 : x > y;
+}
+
+/* The gradient-ready hook. */
+static void on_ready(ag_tensor *const *leaves, int n, void *ctx)
+{
+    dist_reducer *r = ctx;
+    for (int i = 0; i < n; i++) {
+        by_addr key = {leaves[i], 0};
+        const by_addr *hit = bsearch(&key, r->addr, (size_t)r->n, sizeof key, cmp_addr);
+        if (!hit || r->ready_step[hit->i] == r->step)
+            continue;
+        r->ready_step[hit->i] = r->step;
+        r->b[r->bucket_of[hit->i]].pending--;
+    }
+    start_ready(r);
+}
+
+/* ---- the public calls ---- */
+
+ag_status dist_reducer_begin(dist_reducer *r, ag_tape *tape)
+{
+    if (!r || !tape) {
+        ag_set_last_error("dist_reducer_begin: %s is NULL", !r ? "r" : "tape");
+        return AG_ERR_ARG;
+    }
+    if (r->begun) {
+        ag_set_last_error("dist_reducer_begin: a step is already begun (call "
+                          "dist_reducer_wait first)");
+        return AG_ERR_STATE;
+    }
+    r->begun = true;
+    r->begins++;
+    r->hooked = !(r->o.probe_every > 0 && r->begins % r->o.probe_every == 0);
+    r->tape = tape;
+    if (r->hooked)
+        ag_tape_set_grad_ready(tape, on_ready, r);
+    return AG_OK;
+}
+
+/* Back to the start of a step: every bucket idle and waiting for all of
+ * its parameters. */
+static void step_reset(dist_reducer *r)
+{
+    for (int i = 0; i < r->nb; i++) {
+        r->b[i].state = B_IDLE;
+        r->b[i].pending = r->b[i].count;
+    }
+    r->next_start = 0;
+    r->early = 0;
+    r->err = AG_OK;
+    r->step++;
+    r->begun = r->hooked = false;
+    r->tape = NULL;
+}
+
+static void count_step(dist_reducer *r, double t_wait, double t_end)
+{
+    if (r->hooked) {
+        r->st.steps++;
+        r->st.early += r->early;
+        r->st.wait_s += t_end - t_wait;
+        r->st.flight_s += r->early ? t_wait - r->t_first : 0.0;
+    } else {
+        r->st.probe_steps++;
+        r->st.probe_wait_s += t_end - t_wait;
+    }
+}
+
+ag_status dist_reducer_wait(dist_reducer *r)
+{
+    if (!r) {
+        ag_set_last_error("dist_reducer_wait: r is NULL");
+        return AG_ERR_ARG;
+    }
+    double t0 = MPI_Wtime();
+    if (r->hooked)
+        ag_tape_set_grad_ready(r->tape, NULL, NULL);
+    r->early = r->next_start;
+    while (r->next_start < r->nb)
+        start(r, &r->b[r->next_start++]);
+    /* every reduce phase first (each bucket's gather starts as its reduce
+     * ends, so gathers run while later reduces are waited for), then the
+     * gathers */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < r->nb; i++)
+            if (r->b[i].state == (pass == 0 ? B_REDUCE : B_GATHER))
+                advance(r, &r->b[i], true);
+    count_step(r, t0, MPI_Wtime());
+    ag_status st = r->err;
+    step_reset(r);
+    return st;
+}
+
+dist_reducer_stats dist_reducer_stats_get(const dist_reducer *r)
+{
+    if (!r) {
+        ag_set_last_error("dist_reducer_stats_get: r is NULL");
+        return (dist_reducer_stats){0};
+    }
+    return r->st;
+}
+
+/* ---- construction ---- */
+
+/* Buckets over the parameters in reducer order: one closes before a
+ * parameter that would take it past cap bytes, or of another dtype. */
+static int plan_buckets(dist_reducer *r, size_t cap, bucket *b)
+{
+    int nb = 0;
+    size_t bytes = 0;
+    ag_dtype cur = AG_F32;
+    for (int k = 0; k < r->n; k++) {
+        ag_dtype dt = ag_dtype_of(r->param[k]);
+        size_t pb = (size_t)ag_numel(r->param[k]) * ag_dtype_size(dt);
+        if (nb == 0 || dt != cur || bytes + pb > cap) {
+            if (b)
+                b[nb] = (bucket){.first = k, .dt = dt};
+            nb++;
+            bytes = 0;
+            cur = dt;
+        }
+        bytes += pb;
+        if (b) {
+            b[nb - 1].count++;
+            b[nb - 1].n += ag_numel(r->param[k]);
+            r->bucket_of[k] = nb - 1;
+        }
+    }
+    return nb;
+}
+
+/* The persistent requests of bucket number bi over its buf (tags 2 bi and
+ * 2 bi + 1). */
+static int make_requests(bucket *b, int bi)
+{
+    const int me = dist_w.rank, R = dist_w.size;
+    const size_t es = ag_dtype_size(b->dt);
+    const int m = (int)chunk_len(b, me);
+    MPI_Datatype T = dist_mpi_type(b->dt);
+    char *pk = b->buf, *sl = b->slot;
+    MPI_Request *q = b->req;
+    int rc = MPI_SUCCESS;
+    for (int phase = 0; phase < 2; phase++) {
+        int tag = 2 * bi + phase;
+        for (int p = 0; p < R && !rc; p++)
+            if (p != me)
+                rc = phase == 0 ? MPI_Send_init(pk + (size_t)chunk_lo(b, p) * es,
+                                                (int)chunk_len(b, p), T, p, tag, dist_w.comm, q++)
+                                : MPI_Send_init(pk + (size_t)chunk_lo(b, me) * es, m, T, p, tag,
+                                                dist_w.comm, q++);
+        for (int p = 0; p < R && !rc; p++)
+            if (p != me)
+                rc = phase == 0 ? MPI_Recv_init(sl + (size_t)(p - (p > me)) * (size_t)m * es, m,
+                                                T, p, tag, dist_w.comm, q++)
+                                : MPI_Recv_init(pk + (size_t)chunk_lo(b, p) * es,
+                                                (int)chunk_len(b, p), T, p, tag, dist_w.comm, q++);
+    }
+    return rc;
+}
+
+/* Buffers and request slots of every bucket; false on no memory. */
+static bool alloc_buckets(dist_reducer *r)
+{
+    const int R = dist_w.size;
+    for (int i = 0; i < r->nb; i++) {
+        bucket *b = &r->b[i];
+        size_t es = ag_dtype_size(b->dt);
+        b->pack = ag_mem_alloc((size_t)b->n * es);
+        size_t slots = (size_t)(R - 1) * (size_t)chunk_len(b, dist_w.rank);
+        b->slot = ag_mem_alloc(slots * es + 1);
+        b->req = ag_mem_alloc(4 * (size_t)R * sizeof *b->req);
+        if (!b->pack || !b->slot || !b->req)
+            return false;
+        for (int k = 0; k < 4 * R; k++)
+            b->req[k] = MPI_REQUEST_NULL;
+        b->pending = b->count;
+    }
+    return true;
+}
+
+/* Local checks beyond dist_check_tensors: requires grad, each once. */
+static ag_status check_params(const char *fn, dist_reducer *r)
+{
+    for (int k = 0; k < r->n; k++)
+        if (!ag_requires_grad(r->param[k])) {
+            ag_set_last_error("%s: params[%d] does not require grad", fn, r->n - 1 - k);
+            return AG_ERR_ARG;
+        }
+    for (int k = 0; k + 1 < r->n; k++)
+        if (r->addr[k].t == r->addr[k + 1].t) {
+            ag_set_last_error("%s: params[%d] and params[%d] are the same tensor", fn,
+                              r->n - 1 - r->addr[k].i, r->n - 1 - r->addr[k + 1].i);
+            return AG_ERR_ARG;
+        }
+    return AG_OK;
+}
+
+/* Sizes MPI can carry: a bucket's elements and its tags. */
+static ag_status check_limits(const char *fn, const dist_reducer *r)
+{
+    int *tag_ub = NULL, flag = 0;
+    MPI_Comm_get_attr(dist_w.comm, MPI_TAG_UB, &tag_ub, &flag);
+    if (flag && tag_ub && 2 * (int64_t)r->nb + 1 > *tag_ub) {
+        ag_set_last_error("%s: %d buckets need tags up to %lld, MPI allows %d: raise "
+                          "bucket_bytes", fn, r->nb, 2 * (long long)r->nb + 1, *tag_ub);
+        return AG_ERR_ARG;
+    }
+    for (int i = 0; i < r->nb; i++)
+        if (r->b[i].n > INT_MAX) {
+            ag_set_last_error("%s: a bucket of %lld elements (parameter %d of it) is more than "
+                              "MPI's INT_MAX per message", fn, (long long)r->b[i].n,
+                              r->n - 1 - r->b[i].first);
+            return AG_ERR_ARG;
+        }
+    return AG_OK;
+}
+
+/* Everything local: arrays, buckets, buffers; then the checks. */
+static ag_status build(const char *fn, dist_reducer *r, ag_tensor *const *params)
+{
+    r->param = ag_mem_alloc((size_t)r->n * sizeof *r->param + 1);
+    r->bucket_of = ag_mem_alloc((size_t)r->n * sizeof *r->bucket_of + 1);
+    r->ready_step = ag_mem_calloc((size_t)r->n * sizeof *r->ready_step + 1);
+    r->addr = ag_mem_alloc((size_t)r->n * sizeof *r->addr + 1);
+    if (!r->param || !r->bucket_of || !r->ready_step || !r->addr)
+        goto nomem;
+    for (int k = 0; k < r->n; k++) {
+        r->param[k] = params[r->n - 1 - k];
+        r->addr[k] = (by_addr){r->param[k], k};
+    }
+    qsort(r->addr, (size_t)r->n, sizeof *r->addr, cmp_addr);
+    ag_status st = check_params(fn, r);
+    if (st != AG_OK)
+        return st;
+    size_t cap = r->o.bucket_bytes ? r->o.bucket_bytes : DIST_BUCKET_BYTES;
+    r->nb = plan_buckets(r, cap, NULL);
+    if (!(r->b = ag_mem_calloc((size_t)r->nb * sizeof *r->b + 1)))
+        goto nomem;
+    plan_buckets(r, cap, r->b);
+    r->st.buckets = r->nb;
+    for (int k = 0; k < r->n; k++)
+        r->st.bytes += ag_numel(r->param[k]) * (int64_t)ag_dtype_size(ag_dtype_of(r->param[k]));
+    if ((st = check_limits(fn, r)) != AG_OK)
+        return st;
+    if (!alloc_buckets(r))
+        goto nomem;
+    return AG_OK;
+nomem:
+    ag_set_last_error("%s: out of memory", fn);
+    return AG_ERR_NOMEM;
+}
+
+dist_reducer *dist_reducer_new(ag_tensor *const *params, int n, const dist_reducer_opts *opts)
+{
+    const char *fn = "dist_reducer_new";
+    if (!dist_check_up(fn))
+        return NULL;
+    dist_reducer *r = ag_mem_calloc(sizeof *r);
+    ag_status st = r ? dist_check_tensors(fn, "params", params, n) : AG_ERR_NOMEM;
+    if (!r)
+        ag_set_last_error("%s: out of memory", fn);
+    if (st == AG_OK && opts && opts->probe_every < 0) {
+        ag_set_last_error("%s: opts->probe_every is %d (0: never, N > 0: every Nth step)", fn,
+                          opts->probe_every);
+        st = AG_ERR_ARG;
+    }
+    if (st == AG_OK) {
+        r->o = opts ? *opts : (dist_reducer_opts){0};
+        r->n = n;
+        r->step = 1;
+        st = build(fn, r, params);
+    }
+    uint64_t sig = 0;
+    if (st == AG_OK) {
+        sig = dist_sig_mix(dist_layout_sig(params, n), r->o.bucket_bytes);
+        sig = dist_sig_mix(sig, (uint64_t)r->o.average);
+        sig = dist_sig_mix(sig, (uint64_t)r->o.probe_every);
+    }
+    st = dist_agree(fn, sig, st == AG_OK, st, "parameter lists or reducer options");
+    if (st != AG_OK) {
+        dist_reducer_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void dist_reducer_free(dist_reducer *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; r->b && i < r->nb; i++) {
+        bucket *b = &r->b[i];
+        for (int k = 0; dist_w.up && b->req && k < 4 * dist_w.size; k++)
+            if (b->req[k] != MPI_REQUEST_NULL)
+                MPI_Request_free(&b->req[k]);
+        ag_mem_free(b->pack);
+        ag_mem_free(b->slot);
+        ag_mem_free(b->req);
+    }
+    ag_mem_free(r->b);
+    ag_mem_free(r->param);
+    ag_mem_free(r->bucket_of);
+    ag_mem_free(r->ready_step);
+    ag_mem_free(r->addr);
+    ag_mem_free(r);
+}
