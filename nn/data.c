@@ -759,6 +759,7 @@ struct nn_batcher {
     int64_t *labels; /* (B) labels of the last batch */
     float lut32[256];  /* pixel value -> normalised value */
     double lut64[256];
+    bool unit;         /* f32 and lut32[v] == v / 255.0f for every v */
     void *ahead;          /* (B, F) the prefetched batch */
     int64_t *ahead_labels; /* (B) */
     int64_t ahead_rows;   /* rows in ahead, from position pos; 0: none */
@@ -796,9 +797,11 @@ ag_status nn_batcher_new(const nn_dataset *ds, const nn_batch_opts *opts, nn_bat
         nn_batcher_free(b);
         return data_error(AG_ERR_NOMEM, "%s: no memory", fn);
     }
+    b->unit = o.dtype == AG_F32;
     for (int v = 0; v < 256; v++) {
         b->lut64[v] = (v / 255.0 - o.mean) / o.std;
         b->lut32[v] = (float)b->lut64[v];
+        b->unit = b->unit && b->lut32[v] == (float)v / 255.0f;
     }
     nn_batcher_start(b, NULL);
     *out = b;
@@ -863,6 +866,18 @@ static int64_t next_rows(const nn_batcher *b)
     return r < b->o.batch && b->o.drop_last ? 0 : r;
 }
 
+/* d = src / 255 in f32: a batch's row when the table says just that
+ * (mean 0, std 1: (float)v / 255.0f rounds v / 255 once, as the table's
+ * (float)(v / 255.0) does, checked for every v by nn_batcher_new), in
+ * vectors instead of a table lookup per pixel (a Fashion-MNIST batch of
+ * 128 on one thread: 54 -> 41 us; the rest is reading the rows). */
+__attribute__((target_clones("avx2", "default")))
+static void unit_f32(const uint8_t *restrict src, float *restrict d, int64_t n)
+{
+    for (int64_t j = 0; j < n; j++)
+        d[j] = (float)src[j] / 255.0f;
+}
+
 /* Rows [lo, hi) of the batch at position `at` into dst (r, F) of the
  * batcher's dtype, and their labels; each row's image prefetched one row
  * ahead (the order is random: the hardware prefetcher cannot guess it). */
@@ -886,7 +901,9 @@ static void fill_rows(void *vc, int64_t lo, int64_t hi)
             for (int64_t j = 0; j < F; j += 64)
                 __builtin_prefetch(nx + j);
         }
-        if (b->o.dtype == AG_F64) {
+        if (b->unit) {
+            unit_f32(src, (float *)c->dst + i * F, F);
+        } else if (b->o.dtype == AG_F64) {
             double *d = (double *)c->dst + i * F;
             for (int64_t j = 0; j < F; j++)
                 d[j] = b->lut64[src[j]];

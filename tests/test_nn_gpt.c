@@ -329,21 +329,6 @@ static void test_gpt_errors(void **state)
 
 /* ---- a training step allocates nothing after the first ---- */
 
-static long g_allocs;
-
-static void *count_alloc(size_t size, size_t align, void *ctx)
-{
-    (void)ctx;
-    g_allocs++;
-    return aligned_alloc(align, (size + align - 1) / align * align);
-}
-
-static void count_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
-
 /* The charlm trainer's GPT step: forward, cross-entropy, backward,
  * clipping, AdamW. */
 static void gpt_step(ag_tape *t, nn_gpt *g, optim *opt, ag_tensor **w, int n,
@@ -361,8 +346,7 @@ static void gpt_step(ag_tape *t, nn_gpt *g, optim *opt, ag_tensor **w, int n,
 
 static void gpt_allocs(int threads)
 {
-    ag_allocator counting = {count_alloc, count_free, NULL};
-    ag_set_allocator(&counting);
+    tg_count_allocs();
     ag_set_num_threads(threads);
     ag_rng rng;
     ag_rng_seed(&rng, 2);
@@ -380,12 +364,12 @@ static void gpt_allocs(int threads)
     ag_tape *t = ag_tape_new();
     gpt_step(t, g, opt, w, n, idx, tgt);   /* warm-up */
     gpt_step(t, g, opt, w, n, idx, tgt);
-    long before = g_allocs;
+    long before = tg_alloc_count;
     for (int i = 0; i < 5; i++)
         gpt_step(t, g, opt, w, n, idx, tgt);
     print_message("gpt, %d thread(s): %ld system allocations in 5 steps after warm-up\n",
-                  threads, g_allocs - before);
-    assert_int_equal(g_allocs - before, 0);
+                  threads, tg_alloc_count - before);
+    assert_int_equal(tg_alloc_count - before, 0);
     ag_tape_free(t);
     optim_free(opt);
     nn_gpt_free(g);

@@ -366,21 +366,6 @@ static void test_cells_bad_shapes(void **state)
 
 /* ---- a training step allocates nothing after the first ---- */
 
-static long g_allocs;
-
-static void *count_alloc(size_t size, size_t align, void *ctx)
-{
-    (void)ctx;
-    g_allocs++;
-    return aligned_alloc(align, (size + align - 1) / align * align);
-}
-
-static void count_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
-
 typedef struct charlm {
     nn_embedding *emb;
     layer rnn;
@@ -410,8 +395,7 @@ static void lm_step(ag_tape *t, charlm *m, const int64_t *idx, const int64_t *tg
 
 static void step_allocs(kind k, int threads)
 {
-    ag_allocator counting = {count_alloc, count_free, NULL};
-    ag_set_allocator(&counting);
+    tg_count_allocs();
     ag_set_num_threads(threads);
     ag_rng rng;
     ag_rng_seed(&rng, 1);
@@ -429,12 +413,12 @@ static void step_allocs(kind k, int threads)
     ag_tape *t = ag_tape_new();
     lm_step(t, &m, idx, tgt);   /* warm-up: arena, gradients, optimizer state */
     lm_step(t, &m, idx, tgt);
-    long before = g_allocs;
+    long before = tg_alloc_count;
     for (int i = 0; i < 5; i++)
         lm_step(t, &m, idx, tgt);
     print_message("%s, %d thread(s): %ld system allocations in 5 steps after warm-up\n",
-                  k == K_LSTM ? "lstm" : "gru", threads, g_allocs - before);
-    assert_int_equal(g_allocs - before, 0);
+                  k == K_LSTM ? "lstm" : "gru", threads, tg_alloc_count - before);
+    assert_int_equal(tg_alloc_count - before, 0);
     ag_tape_free(t);
     optim_free(m.opt);
     nn_embedding_free(m.emb);

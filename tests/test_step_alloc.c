@@ -8,21 +8,6 @@
 
 #include <stdlib.h>
 
-static long g_allocs;
-
-static void *count_alloc(size_t size, size_t align, void *ctx)
-{
-    (void)ctx;
-    g_allocs++;
-    return aligned_alloc(align, (size + align - 1) / align * align);
-}
-
-static void count_free(void *p, void *ctx)
-{
-    (void)ctx;
-    free(p);
-}
-
 static void step(ag_tape *t, nn_linear **fc, nn_batcher *it, optim *opt, optim_sched *s)
 {
     ag_tensor *x;
@@ -45,8 +30,7 @@ static void step(ag_tape *t, nn_linear **fc, nn_batcher *it, optim *opt, optim_s
 
 static void run(int threads)
 {
-    ag_allocator counting = {count_alloc, count_free, NULL};
-    ag_set_allocator(&counting);
+    tg_count_allocs();
     ag_set_num_threads(threads);
     enum { N = 512, F = 784 };
     uint8_t *pixels = malloc(N * F);
@@ -74,12 +58,12 @@ static void run(int threads)
     ag_tape *t = ag_tape_new();
     step(t, fc, it, opt, s); /* warm-up: arena, gradients, optimizer state */
     step(t, fc, it, opt, s);
-    long before = g_allocs;
+    long before = tg_alloc_count;
     for (int i = 0; i < 10; i++)
         step(t, fc, it, opt, s);
     print_message("%d thread(s): %ld system allocations in 10 steps after warm-up\n",
-                  threads, g_allocs - before);
-    assert_int_equal(g_allocs - before, 0);
+                  threads, tg_alloc_count - before);
+    assert_int_equal(tg_alloc_count - before, 0);
     ag_tape_free(t);
     optim_sched_free(s);
     optim_free(opt);

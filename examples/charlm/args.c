@@ -30,7 +30,7 @@ void cl_config_defaults(cl_config *c, cl_kind k)
         .lr = k == CL_GPT ? 1e-3 : 2e-3,
         .clip = 1.0,
         .seed = DEF_SEED,
-        .threads = -1,
+        .threads = 0,
         .data_path = CL_DEFAULT_DATA,
         .eval_every = DEF_EVAL_EVERY,
         .eval_windows = DEF_EVAL_WINDOWS,
@@ -54,8 +54,7 @@ static void usage(FILE *out, const char *prog)
             "  --seq N             characters per sequence (default 64; GPT: its block)\n"
             "  --lr X              learning rate (default: the model's)\n"
             "  --seed N            seed of initialisation, batches and sampling (default %d)\n"
-            "  --threads N         threads for the large kernels, 0: every core (default:\n"
-            "                      every core on an idle machine, 1 on a busy one)\n"
+            "  --threads N         threads for the large kernels, 0: every core (default 0)\n"
             "  --data FILE         the text (default %s)\n"
             "  --eval-every N      steps between evaluations (default %d; also after the\n"
             "                      last step)\n"
@@ -173,20 +172,6 @@ static int usage_error(FILE *err, const char *prog, const char *fmt, const char 
     return CL_EXIT_USAGE;
 }
 
-/* Every core on an idle machine, one thread on a busy one (1-minute load
- * average >= 0.5), as the Fashion-MNIST trainer: OpenMP's waiting threads
- * collapse when another process wants the core.  Results do not depend
- * on the count. */
-static int auto_threads(void)
-{
-    FILE *f = fopen("/proc/loadavg", "r");
-    double load = 0;
-    bool busy = f && fscanf(f, "%lf", &load) == 1 && load >= 0.5;
-    if (f)
-        fclose(f);
-    return busy ? 1 : 0;
-}
-
 /* The model first (it picks the defaults the other flags override). */
 static int pick_model(int argc, char **argv, cl_config *c, FILE *err, const char *prog)
 {
@@ -238,7 +223,5 @@ int cl_parse_args(int argc, char **argv, cl_config *c, FILE *out, FILE *err)
     }
     if (rc >= 0)
         return rc;
-    if (c->threads < 0)
-        c->threads = auto_threads();
     return -1;
 }
