@@ -177,7 +177,66 @@ void nn_gpt_free(nn_gpt *g)
     ag_mem_free(g->blocks);
     nn_layer_norm_free(g->ln_f);
     nn_linear_free(g->head);
+    ag_mem_free(g->segments);
     ag_mem_free(g);
+}
+
+/* One checkpoint's ctx (blocks [lo, hi)): it must live until backward, so
+ * the model owns it. */
+struct nn_gpt_segment {
+    nn_gpt *g;
+    int64_t lo, hi;
+};
+
+static ag_status gpt_segment(ag_tape *t, int n_in, ag_tensor *const *in, int n_out,
+                             ag_tensor **out, void *ctx)
+{
+    (void)n_in;
+    (void)n_out;
+    const struct nn_gpt_segment *s = ctx;
+    ag_tensor *x = in[0];
+    for (int64_t i = s->lo; i < s->hi; i++)
+        x = nn_gpt_block_forward(t, s->g->blocks[i], x);
+    out[0] = x;
+    return ag_tape_status(t);
+}
+
+/* The blocks over x, each run of g->checkpoint of them one checkpoint: a
+ * block is a function of x alone. */
+static ag_tensor *gpt_blocks(ag_tape *t, nn_gpt *g, ag_tensor *x)
+{
+    if (!g->checkpoint) {
+        for (int64_t i = 0; i < g->cfg.layers; i++)
+            x = nn_gpt_block_forward(t, g->blocks[i], x);
+        return x;
+    }
+    for (int64_t s = 0; s * g->checkpoint < g->cfg.layers; s++)
+        if (ag_checkpoint(t, gpt_segment, &g->segments[s], 1, &x, 1, &x) != AG_OK)
+            return NULL;
+    return x;
+}
+
+ag_status nn_gpt_set_checkpoint(nn_gpt *g, int every)
+{
+    if (!g || every < 0) {
+        ag_set_last_error("nn_gpt_set_checkpoint: %s", !g ? "model is NULL" : "every is negative");
+        return AG_ERR_ARG;
+    }
+    int64_t n = every ? (g->cfg.layers - 1) / every + 1 : 0; /* layers >= 1 */
+    struct nn_gpt_segment *s = n ? ag_mem_alloc((size_t)n * sizeof *s) : NULL;
+    if (n && !s) {
+        ag_set_last_error("nn_gpt_set_checkpoint: out of memory");
+        return AG_ERR_NOMEM;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t lo = i * every;
+        s[i] = (struct nn_gpt_segment){g, lo, g->cfg.layers - lo > every ? lo + every
+                                                                         : g->cfg.layers};
+    }
+    ag_mem_free(g->segments);
+    g->segments = s;
+    g->checkpoint = every;
+    return AG_OK;
 }
 
 ag_tensor *nn_gpt_forward(ag_tape *t, nn_gpt *g, const int64_t *idx, int64_t n, int64_t T)
@@ -201,9 +260,6 @@ ag_tensor *nn_gpt_forward(ag_tape *t, nn_gpt *g, const int64_t *idx, int64_t n, 
     ag_tensor *tok = nn_embedding_forward(t, g->tok_emb, idx, n * T);      /* (n T, d) */
     ag_tensor *pos = ag_slice(t, g->pos_emb->weight, 0, 0, T, 1);          /* (T, d) */
     ag_tensor *x = ag_add(t, ag_reshape(t, tok, 3, (const int64_t[]){n, T, d}), pos);
-    /* A checkpointed variant would wrap each block's forward in
-     * ag_checkpoint here: a block is a function of x alone. */
-    for (int64_t i = 0; i < g->cfg.layers; i++)
-        x = nn_gpt_block_forward(t, g->blocks[i], x);                    /* (n, T, d) */
+    x = gpt_blocks(t, g, x);                                              /* (n, T, d) */
     return nn_linear_forward(t, g->head, norm(t, g->ln_f, x));             /* (n, T, V) */
 }

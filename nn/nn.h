@@ -590,6 +590,8 @@ typedef struct nn_gpt {
     nn_gpt_block **blocks;   /* (cfg.layers) */
     nn_layer_norm *ln_f;
     nn_linear *head;
+    int checkpoint;          /* blocks per checkpoint (nn_gpt_set_checkpoint); 0: none */
+    struct nn_gpt_segment *segments;  /* the checkpoints' ctx, owned */
 } nn_gpt;
 
 nn_gpt *nn_gpt_new(nn_params *p, const char *name, const nn_gpt_config *cfg, ag_rng *rng);
@@ -597,6 +599,14 @@ nn_gpt *nn_gpt_new(nn_params *p, const char *name, const nn_gpt_config *cfg, ag_
  * 1 <= T <= block -> logits [n, T, vocab], position t predicting token t+1.
  * AG_ERR_ARG on the tape for a token out of range or a bad n / T. */
 ag_tensor *nn_gpt_forward(ag_tape *t, nn_gpt *g, const int64_t *idx, int64_t n, int64_t T);
+/* Gradient checkpointing (ag_checkpoint), as nn_mlp_set_checkpoint: from
+ * the next nn_gpt_forward on, each run of `every` blocks is one
+ * checkpoint, so the tape keeps one [n, T, d] activation per run through
+ * the blocks and backward runs them forward again.  0, the default, turns
+ * it off; the gradients are the same bits either way.  Set it between
+ * steps.  AG_ERR_ARG (ag_last_error) for a NULL g or every < 0,
+ * AG_ERR_NOMEM. */
+ag_status nn_gpt_set_checkpoint(nn_gpt *g, int every);
 void nn_gpt_free(nn_gpt *g);
 
 /* ==== losses =================================================================

@@ -385,6 +385,98 @@ static void test_gpt_step_allocates_nothing(void **state)
     gpt_allocs(2);
 }
 
+/* ---- gradient checkpointing of blocks ---- */
+
+static size_t nbytes(const ag_tensor *x)
+{
+    return (size_t)ag_numel(x) * ag_dtype_size(ag_dtype_of(x));
+}
+
+/* The parameter gradients of one forward + backward, copied into a new
+ * buffer; the peak tape bytes into *peak. */
+static unsigned char *gpt_grads(nn_params *p, nn_gpt *g, const int64_t *idx,
+                                const int64_t *tgt, size_t *bytes, size_t *peak)
+{
+    int n;
+    ag_tensor **w = nn_params_tensors(p, &n);
+    for (int i = 0; i < n; i++)
+        ag_zero_grad(w[i]);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *logits = nn_gpt_forward(t, g, idx, 2, 8);
+    ag_tensor *loss = nn_cross_entropy(t, ag_reshape(t, logits, 2, (const int64_t[]){16, 7}),
+                                       tgt, 16);
+    assert_int_equal(ag_backward(t, loss), AG_OK);
+    *peak = ag_tape_bytes_peak(t);
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += nbytes(ag_grad(w[i]));
+    unsigned char *out = malloc(total), *at = out;
+    for (int i = 0; i < n; i++) {
+        memcpy(at, ag_data(ag_grad(w[i])), nbytes(ag_grad(w[i])));
+        at += nbytes(ag_grad(w[i]));
+    }
+    *bytes = total;
+    ag_tape_free(t);
+    return out;
+}
+
+static void gpt_checkpoint_case(ag_dtype dt)
+{
+    ag_rng rng;
+    ag_rng_seed(&rng, 9);
+    nn_params *p = nn_params_new();
+    nn_params_set_dtype(p, dt);
+    nn_gpt_config cfg = {.vocab = 7, .block = 8, .layers = 3, .heads = 2, .dim = 16};
+    nn_gpt *g = nn_gpt_new(p, "", &cfg, &rng);
+    assert_non_null(g);
+    int64_t idx[16], tgt[16];
+    for (int i = 0; i < 16; i++) {
+        idx[i] = (i * 3 + 1) % 7;
+        tgt[i] = (i * 3 + 2) % 7;
+    }
+    size_t n0, peak0;
+    unsigned char *plain = gpt_grads(p, g, idx, tgt, &n0, &peak0);
+    for (int every = 1; every <= 4; every++) {
+        assert_int_equal(nn_gpt_set_checkpoint(g, every), AG_OK);
+        size_t n1, peak1;
+        unsigned char *ck = gpt_grads(p, g, idx, tgt, &n1, &peak1);
+        assert_int_equal(n0, n1);
+        assert_memory_equal(plain, ck, n0);
+        print_message("gpt %s, a checkpoint every %d of 3 blocks: peak tape %zu vs %zu bytes\n",
+                      dt == AG_F64 ? "f64" : "f32", every, peak1, peak0);
+        if (every == 1)
+            assert_true(peak1 < peak0);
+        free(ck);
+    }
+    assert_int_equal(nn_gpt_set_checkpoint(g, 0), AG_OK);
+    size_t n2, peak2;
+    unsigned char *again = gpt_grads(p, g, idx, tgt, &n2, &peak2);
+    assert_memory_equal(plain, again, n0);
+    assert_int_equal(peak2, peak0);
+    free(again);
+    free(plain);
+    nn_gpt_free(g);
+    nn_params_free(p);
+}
+
+/* Gradients are the same bits with a checkpoint per 1, 2, 3 or 4 blocks
+ * as without, in f32 and f64; 0 turns it off; bad arguments say why. */
+static void test_gpt_checkpoint_same_gradients(void **state)
+{
+    (void)state;
+    gpt_checkpoint_case(AG_F32);
+    gpt_checkpoint_case(AG_F64);
+    assert_int_equal(nn_gpt_set_checkpoint(NULL, 1), AG_ERR_ARG);
+    assert_non_null(strstr(ag_last_error(), "nn_gpt_set_checkpoint: model is NULL"));
+    nn_params *p = nn_params_new();
+    nn_gpt *g = nn_gpt_new(p, "", &(nn_gpt_config){.vocab = 3, .block = 2, .layers = 1,
+                                                   .heads = 1, .dim = 2}, NULL);
+    assert_int_equal(nn_gpt_set_checkpoint(g, -1), AG_ERR_ARG);
+    assert_non_null(strstr(ag_last_error(), "every is negative"));
+    nn_gpt_free(g);
+    nn_params_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -396,6 +488,7 @@ int main(void)
         cmocka_unit_test(test_gpt_names_and_init),
         cmocka_unit_test(test_gpt_errors),
         cmocka_unit_test(test_gpt_step_allocates_nothing),
+        cmocka_unit_test(test_gpt_checkpoint_same_gradients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -55,6 +55,9 @@ static void usage(FILE *out, const char *prog)
             "  --lr X              learning rate (default: the model's)\n"
             "  --seed N            seed of initialisation, batches and sampling (default %d)\n"
             "  --threads N         threads for the large kernels, 0: every core (default 0)\n"
+            "  --checkpoint N      GPT only: gradient checkpointing, N blocks per checkpoint\n"
+            "                      (backward runs them forward again: less tape memory,\n"
+            "                      the same results; default 0: none)\n"
             "  --data FILE         the text (default %s)\n"
             "  --eval-every N      steps between evaluations (default %d; also after the\n"
             "                      last step)\n"
@@ -112,6 +115,8 @@ static bool set_number(cl_config *c, const char *flag, const char *v)
         c->seq = i;
     else if (strcmp(flag, "threads") == 0 && parse_int(v, 0, 1024, &i))
         c->threads = (int)i;
+    else if (strcmp(flag, "checkpoint") == 0 && parse_int(v, 0, 1024, &i))
+        c->checkpoint = (int)i;
     else if (strcmp(flag, "eval-every") == 0 && parse_int(v, 1, 100000000, &i))
         c->eval_every = i;
     else if (strcmp(flag, "eval-windows") == 0 && parse_int(v, 0, 100000000, &i))
@@ -149,7 +154,7 @@ static bool set_option(cl_config *c, const char *flag, const char *v)
 }
 
 static const char *const value_flags[] = {
-    "model", "steps", "batch", "seq", "lr", "seed", "threads", "data", "eval-every",
+    "model", "steps", "batch", "seq", "lr", "seed", "threads", "checkpoint", "data", "eval-every",
     "eval-windows", "log", "plot", "save", "resume", "sample", "temperature", "prompt",
 };
 
@@ -223,5 +228,8 @@ int cl_parse_args(int argc, char **argv, cl_config *c, FILE *out, FILE *err)
     }
     if (rc >= 0)
         return rc;
+    if (c->checkpoint && c->kind != CL_GPT)
+        return usage_error(err, prog, "--checkpoint applies to --model gpt, not %s%s",
+                           cl_kind_name(c->kind), "");
     return -1;
 }

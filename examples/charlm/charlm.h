@@ -35,6 +35,7 @@ typedef struct cl_config {
     double clip;               /* max gradient norm */
     uint64_t seed;
     int threads;               /* 0: every core; -1: chosen by cl_parse_args */
+    int checkpoint;            /* GPT blocks per gradient checkpoint (0: none) */
     const char *data_path;
     const char *save_path;     /* model; the resumable checkpoint goes to <path>.ckpt */
     const char *resume_path;

@@ -27,6 +27,7 @@ typedef struct trainer {
     double seconds;             /* training time so far, evaluation excluded */
     double bits;                /* loss (bits) summed since the last evaluation */
     int64_t n_bits;
+    size_t tape_peak;           /* the largest ag_tape_bytes_peak of a step */
     cl_row *rows;
     int max_rows, n_rows;
 } trainer;
@@ -117,6 +118,10 @@ static int setup(trainer *t)
         return CL_EXIT_USAGE;
     ag_rng_seed(&t->rng, c->seed);
     t->m = cl_model_new(c->kind, t->text.vocab_size, c->seq, &t->rng);
+    if (t->m && c->checkpoint && nn_gpt_set_checkpoint(t->m->gpt, c->checkpoint) != AG_OK) {
+        fprintf(stderr, "setup failed: %s\n", ag_last_error());
+        return CL_EXIT_ERROR;
+    }
     t->opt = t->m ? make_optimizer(c, t->m->params) : NULL;
     t->tape = ag_tape_new();
     t->state = ag_tensor_new(AG_F64, 1, (const int64_t[]){STATE_LEN});
@@ -169,6 +174,8 @@ static double train_step(trainer *t)
         return NAN;
     }
     double l = ag_item(loss);
+    size_t peak = ag_tape_bytes_peak(t->tape);
+    t->tape_peak = peak > t->tape_peak ? peak : t->tape_peak;
     ag_tape_reset(t->tape);
     return l;
 }
@@ -233,6 +240,8 @@ static bool train(trainer *t)
         }
     }
     cl_progress_end(&pr);
+    printf("tape: %.2f MB at most per step%s\n", (double)t->tape_peak / 1e6,
+           c->checkpoint ? " (checkpointed)" : "");
     return true;
 }
 
