@@ -583,6 +583,22 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
 
 /* ---- the reverse sweep ---- */
 
+static void zero_part(void *p, int64_t lo, int64_t hi)
+{
+    memset((char *)p + lo, 0, (size_t)(hi - lo));
+}
+
+/* A new gradient buffer's zeros, on the pool when large: one thread's
+ * memset of a GPT layer's activation gradients was 2.5% of its step. */
+static void zero_bytes(void *p, size_t bytes)
+{
+    const int64_t elems = (int64_t)(bytes / sizeof(float));
+    if (elems < AG_PAR_MIN)
+        memset(p, 0, bytes);
+    else
+        ag_parallel_for((int64_t)bytes, AG_PAR_CHUNK * (int64_t)sizeof(float), zero_part, p);
+}
+
 bool ag_needs_grad(const ag_tape *tape, const ag_tensor *x)
 {
     return x->requires_grad && (!tape->sweep_id || x->mark == tape->sweep_id);
@@ -596,7 +612,7 @@ static void *sweep_grad(ag_tape *tape, ag_tensor *x)
         ag_tensor *g = ag_tensor_tape(tape, x->dtype, x->ndim, x->shape);
         if (!g)
             return NULL;
-        memset(g->data, 0, (size_t)x->numel * ag_dtype_size(x->dtype));
+        zero_bytes(g->data, (size_t)x->numel * ag_dtype_size(x->dtype));
         x->sgrad = g;
         x->sgrad_id = tape->sweep_id;
     }
@@ -635,7 +651,7 @@ void *ag_grad_data(ag_tape *tape, ag_tensor *x)
         g = ag_tensor_tape(tape, x->dtype, x->ndim, x->shape);
         if (!g)
             return NULL;
-        memset(g->data, 0, bytes);
+        zero_bytes(g->data, bytes);
     }
     x->grad = g;
     return g->data;

@@ -20,6 +20,30 @@ static bool clip_args_ok(const char *fn, ag_tensor **params, int n)
     return true;
 }
 
+/* Sums of x[i]^2 over [0, n) in double, eight running sums (a fixed
+ * order the compiler can keep in one vector register: the scalar loop
+ * through optim_ld took 1.9% of a charlm GPT step). */
+#define SUMSQ(T)                                                              \
+    static double sumsq_##T(const T *restrict x, int64_t n)                   \
+    {                                                                         \
+        double s[8] = {0}, tail = 0;                                          \
+        int64_t i = 0;                                                        \
+        for (; i + 8 <= n; i += 8)                                            \
+            for (int k = 0; k < 8; k++)                                       \
+                s[k] += (double)x[i + k] * (double)x[i + k];                  \
+        for (; i < n; i++)                                                    \
+            tail += (double)x[i] * (double)x[i];                              \
+        return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + tail; \
+    }                                                                         \
+    /* x *= coef, rounded once from double as optim_st does */                \
+    static void scale_##T(T *restrict x, int64_t n, double coef)              \
+    {                                                                         \
+        for (int64_t i = 0; i < n; i++)                                       \
+            x[i] = (T)((double)x[i] * coef);                                  \
+    }
+SUMSQ(float)
+SUMSQ(double)
+
 /* ||g||_p of one gradient in double; p = INFINITY gives max |g|. */
 static double grad_norm(const ag_tensor *g, double p)
 {
@@ -37,13 +61,8 @@ static double grad_norm(const ag_tensor *g, double p)
         }
         return acc;
     }
-    if (p == 2) {
-        for (int64_t i = 0; i < N; i++) {
-            double x = optim_ld(d, dt, i);
-            acc += x * x;
-        }
-        return sqrt(acc);
-    }
+    if (p == 2)
+        return sqrt(dt == AG_F64 ? sumsq_double(d, N) : sumsq_float(d, N));
     if (p == 1) {
         for (int64_t i = 0; i < N; i++)
             acc += fabs(optim_ld(d, dt, i));
@@ -104,10 +123,10 @@ ag_status optim_clip_grad_norm(ag_tensor **params, int n, double max_norm,
         ag_tensor *g = ag_grad(params[i]);
         if (!g)
             continue;
-        const ag_dtype dt = ag_dtype_of(g);
-        void *d = ag_data(g);
-        for (int64_t j = 0; j < ag_numel(g); j++)
-            optim_st(d, dt, j, optim_ld(d, dt, j) * coef);
+        if (ag_dtype_of(g) == AG_F64)
+            scale_double(ag_data(g), ag_numel(g), coef);
+        else
+            scale_float(ag_data(g), ag_numel(g), coef);
     }
     return AG_OK;
 }

@@ -220,6 +220,42 @@ static void test_kernels_same_bits_any_thread_count(void **state)
     free(one);
 }
 
+/* Large permutes and slices run on the pool in pieces of their outermost
+ * dim: values and gradients against index arithmetic done here. */
+static void test_walks_in_pieces_move_every_element(void **state)
+{
+    (void)state;
+    enum { A = 6, B = 70, H = 4, D = 48 }; /* slice and permute both over AG_PAR_MIN */
+    for (int threads = 1; threads <= 3; threads++) {
+        ag_set_num_threads(threads);
+        ag_tensor *x = filled(4, (const int64_t[]){A, B, H, D}, -1, 1, 5);
+        ag_tensor *w = filled(4, (const int64_t[]){A, H, B, D}, -1, 1, 6);
+        ag_tape *t = ag_tape_new();
+        ag_tensor *y = ag_permute(t, x, (const int[]){0, 2, 1, 3});    /* (A, H, B, D) */
+        ag_tensor *z = ag_slice(t, x, 3, 8, 48, 1);                      /* (A, B, H, 40) */
+        ag_tensor *loss = ag_add(t, ag_sum(t, ag_mul(t, y, w), AG_ALL, false),
+                                 ag_sum(t, ag_mul_scalar(t, z, 3.0), AG_ALL, false));
+        assert_int_equal(ag_backward(t, loss), AG_OK);
+        const float *xd = ag_data(x), *wd = ag_data(w), *yd = ag_data(y), *zd = ag_data(z);
+        const float *gx = ag_data(ag_grad(x));
+        for (int a = 0; a < A; a++)
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < H; h++)
+                    for (int d = 0; d < D; d++) {
+                        int64_t xi = ((a * B + b) * H + h) * D + d;
+                        int64_t yi = ((a * H + h) * B + b) * D + d;
+                        assert_true(yd[yi] == xd[xi]);
+                        if (d >= 8)
+                            assert_true(zd[((a * B + b) * H + h) * 40 + d - 8] == xd[xi]);
+                        assert_true(gx[xi] == wd[yi] + (d >= 8 ? 3.0f : 0.0f));
+                    }
+        ag_tape_free(t);
+        ag_tensor_free(x);
+        ag_tensor_free(w);
+    }
+    ag_set_num_threads(0);
+}
+
 /* Five Adam steps on a parameter of 300k elements (10 pool chunks). */
 static float *adam_run(int threads)
 {
@@ -323,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_parallel_for_errors),
         cmocka_unit_test(test_tasks_run_once),
         cmocka_unit_test(test_kernels_same_bits_any_thread_count),
+        cmocka_unit_test(test_walks_in_pieces_move_every_element),
         cmocka_unit_test(test_adam_same_bits_any_thread_count),
         cmocka_unit_test(test_batcher_prefetch_same_batches),
     };
