@@ -8,9 +8,11 @@
  * one thread the clock is the process's CPU time, so that neighbours on a
  * shared machine do not count (their cache pollution still does); with
  * more, wall time.
- * Usage: bench_conv [repeats] [threads]      (defaults 15, 2) */
+ * Usage: bench_conv [repeats] [threads] [layer]  (defaults 15, 2, all;
+ * layer one of the names printed, to time (or profile) that one alone) */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "autograd.h"
@@ -112,6 +114,7 @@ static double time_layer(ag_tape *t, model *m, int which, int repeats)
 int main(int argc, char **argv)
 {
     int repeats = argc > 1 ? atoi(argv[1]) : 15, threads = argc > 2 ? atoi(argv[2]) : 2;
+    const char *only = argc > 3 ? argv[3] : NULL;
     if (repeats < 1)
         repeats = 1;
     ag_set_num_threads(threads);
@@ -141,7 +144,8 @@ int main(int argc, char **argv)
     ag_tape *t = ag_tape_new();
     printf("threads %d\n", threads);
     for (int l = 0; l < N_LAYERS; l++)
-        printf("%s_ms %.4f\n", names[l], time_layer(t, &m, l, repeats));
+        if (!only || strcmp(only, names[l]) == 0)
+            printf("%s_ms %.4f\n", names[l], time_layer(t, &m, l, repeats));
     ag_tape_free(t);
     ag_tensor *all[] = {m.x1, m.w1, m.b1, m.p1, m.x2, m.w2, m.b2, m.p2, m.fw1, m.fb1,
                         m.fw2, m.fb2, m.g1, m.gp1, m.g2, m.gp2};

@@ -436,6 +436,73 @@ static void test_conv_same_bits_for_any_thread_count(void **state)
         ag_tensor_free(p[i]);
 }
 
+/* y, dw and db of sum(conv2d(x, w, b) * g) on nt threads, as doubles:
+ * p = {x, w, b, g}, x needing no gradient (a first layer). */
+static int64_t one_channel_run(int nt, ag_tensor *const *p, double *out)
+{
+    ag_set_num_threads(nt);
+    ag_tape *t = ag_tape_new();
+    ag_tensor *y = ag_conv2d(t, p[0], p[1], p[2], (ag_conv2d_opts){0});
+    assert_int_equal(ag_backward(t, ag_sum(t, ag_mul(t, y, p[3]), AG_ALL, false)), AG_OK);
+    int64_t k = 0;
+    const ag_tensor *r[3] = {y, ag_grad(p[1]), ag_grad(p[2])};
+    for (int j = 0; j < 3; j++)
+        for (int64_t i = 0; i < ag_numel(r[j]); i++)
+            out[k++] = ag_get(r[j], i);
+    ag_zero_grad(p[1]);
+    ag_zero_grad(p[2]);
+    ag_tape_free(t);
+    return k;
+}
+
+/* The direct f32 kernels of a one-channel 3x3 first layer (output rows
+ * of 16 and more: ragged row ends, an odd channel count for the pairs of
+ * the weight gradient) agree with the generic f64 path and give the same
+ * bits on 1, 2 and 3 threads. */
+static void test_conv_direct_one_channel_layer(void **state)
+{
+    (void)state;
+    const int64_t sizes[3][4] = {{3, 5, 19, 21}, {2, 7, 20, 34}, {64, 32, 28, 28}};
+    enum { MAXN = 64 * 32 * 26 * 26 + 32 * 9 + 32 };
+    static double ref[MAXN], one[MAXN], many[MAXN];
+    for (int c = 0; c < 3; c++) {
+        const int64_t *z = sizes[c];
+        ag_rng rng;
+        ag_rng_seed(&rng, 11 + (uint64_t)c);
+        ag_tensor *d[4] = {rand_tensor(&rng, 4, S(z[0], 1, z[2], z[3])),
+                           rand_tensor(&rng, 4, S(z[1], 1, 3, 3)), rand_tensor(&rng, 1, S(z[1])),
+                           rand_tensor(&rng, 4, S(z[0], z[1], z[2] - 2, z[3] - 2))};
+        ag_tensor *f[4];
+        for (int i = 0; i < 4; i++) { /* f32 values, so both runs see the same inputs */
+            f[i] = tg_convert(d[i], AG_F32);
+            ag_tensor_free(d[i]);
+            d[i] = tg_convert(f[i], AG_F64);
+            ag_set_requires_grad(d[i], i == 1 || i == 2);
+            ag_set_requires_grad(f[i], i == 1 || i == 2);
+        }
+        int64_t n = one_channel_run(1, d, ref);
+        assert_int_equal(one_channel_run(1, f, one), n);
+        double worst = 0, scale = 0;
+        for (int64_t i = 0; i < n; i++) {
+            worst = fmax(worst, fabs(one[i] - ref[i]));
+            scale = fmax(scale, fabs(ref[i]));
+        }
+        print_message("direct conv %lldx1x%lldx%lld -> %lld: max |f32 - f64| %.3g of %.3g\n",
+                      (long long)z[0], (long long)z[2], (long long)z[3], (long long)z[1], worst,
+                      scale);
+        assert_true(worst <= 1e-5 * scale);
+        for (int nt = 2; nt <= 3; nt++) {
+            assert_int_equal(one_channel_run(nt, f, many), n);
+            assert_memory_equal(one, many, (size_t)n * sizeof *one);
+        }
+        for (int i = 0; i < 4; i++) {
+            ag_tensor_free(d[i]);
+            ag_tensor_free(f[i]);
+        }
+    }
+    ag_set_num_threads(0);
+}
+
 /* Gradients of sum(conv2d(x, w, b) * g) for a batch, or one sample of
  * it at a time (added up), into dx, dw and db (f64). */
 static void conv_grads(ag_tensor *x, ag_tensor *w, ag_tensor *b, ag_tensor *g, int64_t n,
@@ -702,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_conv_zero_opts_are_pytorch_defaults),
         cmocka_unit_test(test_conv_same_bits_for_any_thread_count),
         cmocka_unit_test(test_conv_chunks_agree_with_single_samples),
+        cmocka_unit_test(test_conv_direct_one_channel_layer),
         cmocka_unit_test(test_conv_cnn_step_allocates_nothing_once_warm),
         cmocka_unit_test(test_conv_errors_name_function_argument_and_shapes),
         cmocka_unit_test(test_pool_errors_name_function_argument_and_shapes),

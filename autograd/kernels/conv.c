@@ -317,6 +317,10 @@ static void forward_item(void *vc, int64_t item, int64_t c)
 void ag_conv_forward(const ag_conv_geom *g, ag_dtype dt, const void *x, const void *w,
                      const void *b, void *y, bool acc, void *scratch)
 {
+    if (!acc && ag_conv_direct_fits(g, dt)) {
+        ag_conv_direct_forward(g, x, w, b, y);
+        return;
+    }
     conv_run r = run_of(g, dt, scratch);
     r.x = x, r.w = w, r.b = b, r.out = y, r.acc = acc;
     ag_parallel_chunks(g->N * g->G, ag_conv_chunks(g), forward_item, &r);
@@ -372,6 +376,10 @@ static void weight_grad_item(void *vc, int64_t n, int64_t c)
 void ag_conv_weight_grad(const ag_conv_geom *g, ag_dtype dt, const void *x, const void *dy,
                          void *dw, bool acc, void *scratch)
 {
+    if (ag_conv_direct_fits(g, dt)) {
+        ag_conv_direct_weight_grad(g, x, dy, dw, acc);
+        return;
+    }
     conv_run r = run_of(g, dt, scratch);
     r.x = x, r.dy = dy, r.out = dw, r.acc = acc;
     if (r.nch == 0) { /* no samples: a zero gradient */

@@ -1,6 +1,7 @@
-/* conv_internal.h — the convolution kernels (im2col + GEMM) behind
- * ops_conv.c, and the loop over independent items that the convolution and
- * pooling ops share; for autograd/ and the benches, never installed.
+/* conv_internal.h — the convolution kernels (im2col + GEMM; direct ones
+ * for a one-channel 3x3 first layer) behind ops_conv.c, and the loop over
+ * independent items that the convolution and pooling ops share; for
+ * autograd/ and the benches, never installed.
  *
  * Dimension legend (NCHW, as PyTorch): x [N, C, H, W], w [O, Cg, kh, kw],
  * y [N, O, Ho, Wo]; G groups, Cg = C / G input and Og = O / G output
@@ -56,6 +57,17 @@ void ag_conv_weight_grad(const ag_conv_geom *g, ag_dtype dt, const void *x, cons
                          void *dw, bool acc, void *scratch);
 /* db[o] += sum over n, oh, ow of dy[n, o, oh, ow]. */
 void ag_conv_bias_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy, void *db);
+
+/* The direct f32 kernels (conv_direct.c) for one input channel, a 3x3
+ * kernel, stride 1, no padding or dilation, one group, Wo >= 16: whether
+ * they fit, the forward (y = conv(x, w) + b, b may be NULL) and the
+ * weight gradient (dw = or += when acc); the generic entry points above
+ * call them when they fit.  No scratch. */
+bool ag_conv_direct_fits(const ag_conv_geom *g, ag_dtype dt);
+void ag_conv_direct_forward(const ag_conv_geom *g, const float *x, const float *w,
+                            const float *b, float *y);
+void ag_conv_direct_weight_grad(const ag_conv_geom *g, const float *x, const float *dy,
+                                float *dw, bool acc);
 
 /* How many chunks n items of `work` elementary steps in all are cut into:
  * 1 below a measured size (0 for no items), else min(n, 16).  Sizes only:
