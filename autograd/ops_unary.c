@@ -170,8 +170,12 @@ AG_INLINE bool un_vm_deriv(un_kind K)
                       * the output (an erf less: gelu's backward cost 2.3   \
                       * forwards); at |x| < 2^-60, where z may be           \
                       * subnormal, Phi = 1/2 to the last bit */             \
-            for (int64_t i = 0; i < m; i++) {                                 \
-                a[i] = x[i] > (T)0x1p-60 || x[i] < (T)-0x1p-60 ? z[i] / x[i] : (T)0.5; \
+            for (int64_t i = 0; i < m; i++) { /* one compare and selects,  \
+                                                * no branch: the division   \
+                                                * vectorises */             \
+                bool big = x[i] * x[i] > (T)0x1p-120;                         \
+                a[i] = z[i] / (big ? x[i] : (T)1);                            \
+                a[i] = big ? a[i] : (T)0.5;                                   \
                 b[i] = (T)-0.5 * x[i] * x[i];                                 \
             }                                                                 \
             vm->exp(b, b, m);                                                 \
