@@ -342,6 +342,19 @@ typedef ag_status (*ag_checkpoint_fn)(ag_tape *t, int n_in, ag_tensor *const *in
                                       int n_out, ag_tensor **out, void *ctx);
 ag_status ag_checkpoint(ag_tape *t, ag_checkpoint_fn fn, void *ctx, int n_in,
                         ag_tensor *const *in, int n_out, ag_tensor **out);
+/* Selective checkpointing (JAX's save_only_these_names, PyTorch's
+ * selective activation checkpointing): called inside a checkpoint's fn
+ * on x, the output of a linear or matmul fn has recorded, it keeps x's
+ * values from that first run, so the rebuild in backward copies them
+ * instead of running the op again.  It trades memory (x's bytes stay on
+ * the tape until reset) for time (the op's forward is not run twice).
+ * The gradients are the same bits.  Outside a checkpoint's first run (no
+ * checkpoint, or while one rebuilds) it does nothing and returns AG_OK,
+ * so the same code runs with and without checkpoints.  Errors (kept on
+ * the tape): AG_ERR_ARG for a NULL tape, for an x this fn's ops did not
+ * make, or one made by an op whose backward reads more than its inputs
+ * and output; AG_ERR_NULL / AG_ERR_STATE for a NULL or stale x. */
+ag_status ag_checkpoint_save(ag_tape *t, ag_tensor *x);
 /* The generator that checkpoints made from now on replay (NULL: none);
  * kept across ag_tape_reset.  It must outlive the backward sweeps of those
  * checkpoints.  AG_ERR_ARG for a NULL tape. */

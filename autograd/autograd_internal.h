@@ -121,6 +121,11 @@ struct ag_tape {
     size_t peak;
     ag_arena scratch;
     ag_rng *ckpt_rng;
+    /* ag_checkpoint_save: while a checkpoint's fn first runs, the outputs
+     * it keeps (collect); while one rebuilds, the kept outputs that
+     * ag_op_run copies instead of running those ops' forwards (replay);
+     * NULL otherwise. */
+    struct ag_ckpt_saves *ckpt_collect, *ckpt_replay;
 };
 
 /* A sample case for the op-table gradcheck: persistent f64 inputs, the
@@ -153,6 +158,10 @@ ag_tensor *ag_sample_tensor(ag_rng *rng, int ndim, const int64_t *shape,
  * sample: fills case `which` (false past the last case). */
 typedef struct ag_op_def {
     const char *name;
+    /* Its forward writes out and nothing its backward reads besides the
+     * inputs and out (no aux): a checkpoint may keep out from its first
+     * run instead of running the op again (ag_checkpoint_save). */
+    bool saveable;
     void (*forward)(ag_entry *e);
     void (*backward)(ag_tape *tape, ag_entry *e);
     bool (*sample)(int which, ag_rng *rng, ag_op_sample *s);
@@ -430,6 +439,12 @@ extern const ag_op_def ag_op_checkpoint_steps;  /* checkpoint_steps.c */
  * checkpoint entry; NULL with the error kept. */
 ag_tensor *ag_ckpt_keep(ag_tape *t, ag_tensor *token, const ag_tensor *head, const void *data);
 bool ag_ckpt_listed(ag_tensor *const *list, int n, const ag_tensor *x);
+/* While a checkpoint rebuilds (tape->ckpt_replay): when e, the entry just
+ * appended, is in the place of an output ag_checkpoint_save kept, copies
+ * it into e->out and returns 1 (the op's forward is not run); 0 when e
+ * is no such entry; -1 with AG_ERR_STATE kept when the op there is not
+ * the one that was saved. */
+int ag_ckpt_copy_kept(ag_tape *t, ag_entry *e);
 /* The profiler around a checkpoint (debug.c).  hold: profiling off while
  * a segment is re-run in backward (that forward is the checkpoint's
  * backward time, not a second forward of its ops); gives back what

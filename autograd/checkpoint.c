@@ -43,7 +43,27 @@ typedef struct ckpt_aux {
     bool *used;           /* (n_user) read by some entry of the segment */
     ag_rng *rng;          /* the generator replayed, or NULL */
     ag_rng rng_at;        /* its state when fn first ran */
+    /* What ag_checkpoint_save kept: entry k of the segment (counted from
+     * its first) had output data[k] of bytes[k]; n_kept of them, in
+     * entry order. */
+    int n_kept;
+    int64_t *kept_at;
+    void **kept;
+    size_t *kept_bytes;
 } ckpt_aux;
+
+/* A checkpoint's saves (tape->ckpt_collect / ckpt_replay): entries
+ * counted from base, the segment's first.  Collecting: x[k] the outputs
+ * ag_checkpoint_save named, at[k] their entries.  Replaying: data[k]
+ * their kept bytes, next the first not yet copied. */
+struct ag_ckpt_saves {
+    int64_t base;
+    int n, cap, next;
+    int64_t *at;
+    ag_tensor **x;
+    void *const *data;
+    const size_t *bytes;
+};
 
 typedef struct {
     const void *from;     /* the staged data, gone when ag_checkpoint returns */
@@ -59,7 +79,7 @@ static const char *const WHO_AGAIN = "ag_checkpoint (fn re-run in backward)";
  * PyTorch's preserve_rng_state) and checks what it did; false with the
  * error kept on the tape. */
 static bool run_fn(ag_tape *t, const ckpt_aux *a, ag_tensor *const *in, ag_tensor **r,
-                   bool replay)
+                   bool replay, struct ag_ckpt_saves *saves)
 {
     const char *who = replay ? WHO_AGAIN : WHO;
     uint64_t gen = t->gen;
@@ -69,7 +89,14 @@ static bool run_fn(ag_tape *t, const ckpt_aux *a, ag_tensor *const *in, ag_tenso
         now = *a->rng;
         *a->rng = a->rng_at;
     }
+    struct ag_ckpt_saves *collect = t->ckpt_collect, *copying = t->ckpt_replay;
+    struct ag_ckpt_saves again = {.base = t->n_entries, .n = a->n_kept, .at = a->kept_at,
+                                  .data = a->kept, .bytes = a->kept_bytes};
+    t->ckpt_collect = replay ? NULL : saves;
+    t->ckpt_replay = replay && a->n_kept ? &again : NULL;
     ag_status st = a->fn(t, a->n_user, in, a->n_out, r, a->ctx);
+    t->ckpt_collect = collect;
+    t->ckpt_replay = copying;
     if (a->rng && replay)
         *a->rng = now;
     if (t->gen != gen)
@@ -81,6 +108,10 @@ static bool run_fn(ag_tape *t, const ckpt_aux *a, ag_tensor *const *in, ag_tenso
     if (ag_scalar_count(t) != n_scalar)
         return ag_fail(t, AG_ERR_STATE, "%s: fn recorded scalar (ag_var) ops, which a "
                        "checkpoint cannot drop and rebuild", who), false;
+    if (replay && again.next != again.n)
+        return ag_fail(t, AG_ERR_STATE, "%s: fn recorded fewer ops than in the first run "
+                       "(%d of its %d kept outputs were not made again)", who,
+                       again.n - again.next, again.n), false;
     for (int j = 0; j < a->n_out; j++) {
         char arg[48];
         snprintf(arg, sizeof arg, "output #%d of fn", j + 1);
@@ -232,11 +263,63 @@ ag_tensor *ag_ckpt_keep(ag_tape *t, ag_tensor *token, const ag_tensor *head, con
     return ag_op_run(t, &c);
 }
 
+/* The outputs ag_checkpoint_save named, in entry order, their bytes
+ * staged in the scratch arena before the drop (data, size); false with
+ * the error kept. */
+static bool stage_kept(ag_tape *t, struct ag_ckpt_saves *s, void **data, size_t *size)
+{
+    for (int k = 1; k < s->n; k++) /* insertion sort by entry: a few */
+        for (int j = k; j > 0 && s->at[j - 1] > s->at[j]; j--) {
+            int64_t at = s->at[j];
+            ag_tensor *x = s->x[j];
+            s->at[j] = s->at[j - 1], s->x[j] = s->x[j - 1];
+            s->at[j - 1] = at, s->x[j - 1] = x;
+        }
+    for (int k = 0; k < s->n; k++) {
+        const ag_tensor *x = s->x[k];
+        size[k] = (size_t)x->numel * ag_dtype_size(x->dtype);
+        if (!(data[k] = ag_arena_take(t, &t->scratch, size[k] ? size[k] : 1, AG_ALIGN)))
+            return ag_fail(t, AG_ERR_NOMEM, "%s: out of memory staging the saved tensors",
+                           WHO), false;
+        memcpy(data[k], x->data, size[k]);
+    }
+    return true;
+}
+
+/* The staged saves into the arena, owned by the checkpoint's aux a (for
+ * every rebuild in backward); false with the error kept. */
+static bool keep_saved(ag_tape *t, ckpt_aux *a, const struct ag_ckpt_saves *s,
+                       void *const *data, const size_t *size)
+{
+    int n = a->n_kept = s->n;
+    if (!n)
+        return true;
+    a->kept_at = ag_arena_alloc(t, (size_t)n * sizeof *a->kept_at);
+    a->kept = ag_arena_alloc(t, (size_t)n * sizeof *a->kept);
+    a->kept_bytes = ag_arena_alloc(t, (size_t)n * sizeof *a->kept_bytes);
+    for (int k = 0; a->kept_at && a->kept && a->kept_bytes && k < n; k++) {
+        if (!(a->kept[k] = ag_arena_alloc(t, size[k])))
+            return false;
+        memcpy(a->kept[k], data[k], size[k]);
+        a->kept_at[k] = s->at[k];
+        a->kept_bytes[k] = size[k];
+    }
+    return t->status == AG_OK;
+}
+
 /* fn has run past m: keeps what the checkpoint needs, drops the rest. */
-static bool keep(ag_tape *t, ckpt_aux *proto, ag_tensor *const *in, ag_tensor **r,
-                 const ag_tape_mark *m, const int64_t *bytes, ag_tensor **out)
+static bool keep(ag_tape *t, ckpt_aux *proto, struct ag_ckpt_saves *saves,
+                 ag_tensor *const *in, ag_tensor **r, const ag_tape_mark *m,
+                 const int64_t *bytes, ag_tensor **out)
 {
     int n_out = proto->n_out, n_all = 0;
+    void **kept = ag_arena_take(t, &t->scratch, (size_t)(saves->n + 1) * sizeof *kept, 16);
+    size_t *kept_size = ag_arena_take(t, &t->scratch, (size_t)(saves->n + 1) * sizeof(size_t),
+                                      16);
+    if (!kept || !kept_size)
+        return ag_fail(t, AG_ERR_NOMEM, "%s: out of memory staging the outputs", WHO), false;
+    if (!stage_kept(t, saves, kept, kept_size))
+        return false;
     bool *used = ag_arena_take(t, &t->scratch, (size_t)proto->n_user + 1, 1);
     int *src = ag_arena_take(t, &t->scratch, (size_t)n_out * sizeof *src, 16);
     if (used)
@@ -255,6 +338,7 @@ static bool keep(ag_tape *t, ckpt_aux *proto, ag_tensor *const *in, ag_tensor **
     if (a) {
         memcpy(a->out, out, (size_t)n_out * sizeof *out);
         memcpy(a->src, src, (size_t)n_out * sizeof *src);
+        return keep_saved(t, a, saves, kept, kept_size);
     }
     return true;
 }
@@ -309,7 +393,9 @@ ag_status ag_checkpoint(ag_tape *t, ag_checkpoint_fn fn, void *ctx, int n_in,
     if (ok) {
         memset(r, 0, 2 * (size_t)n_out * sizeof *r);
         uint64_t gen = t->gen;
-        ok = run_fn(t, &proto, in, r, false) && keep(t, &proto, in, r, &m, bytes, r + n_out);
+        struct ag_ckpt_saves saves = {.base = m.n_entries};
+        ok = run_fn(t, &proto, in, r, false, &saves) &&
+             keep(t, &proto, &saves, in, r, &m, bytes, r + n_out);
         if (!ok && t->gen == gen)
             ag_tape_rollback(t, &m);
     }
@@ -319,6 +405,72 @@ ag_status ag_checkpoint(ag_tape *t, ag_checkpoint_fn fn, void *ctx, int n_in,
         memset(out, 0, (size_t)n_out * sizeof *out);
     ag_arena_rollback(&t->scratch, sm);
     return t->status;
+}
+
+/* ---- selective checkpointing: outputs kept from the first run ---- */
+
+/* Entry i of the segment collecting, if it made x. */
+static bool made_x(const ag_tape *t, int64_t i, const ag_tensor *x)
+{
+    return t->entries[i].out == x;
+}
+
+ag_status ag_checkpoint_save(ag_tape *t, ag_tensor *x)
+{
+    const char *fn = "ag_checkpoint_save";
+    if (!t) {
+        ag_set_last_error("%s: tape is NULL", fn);
+        return AG_ERR_ARG;
+    }
+    if (!ag_tape_ok(t, fn))
+        return t->status;
+    if (!ag_check_live(t, x, fn, "x"))
+        return t->status;
+    struct ag_ckpt_saves *s = t->ckpt_collect;
+    if (!s)
+        return AG_OK;
+    int64_t i = t->n_entries - 1;
+    while (i >= s->base && !made_x(t, i, x))
+        i--;
+    if (i < s->base)
+        return ag_fail(t, AG_ERR_ARG, "%s: x is not the output of an op this checkpoint's fn "
+                       "recorded (an op of it whose result needs a gradient)", fn), t->status;
+    if (!t->entries[i].op->saveable)
+        return ag_fail(t, AG_ERR_ARG, "%s: x is the output of %s, whose backward reads values "
+                       "its forward keeps besides x; save the output of a linear or matmul",
+                       fn, t->entries[i].op->name), t->status;
+    for (int k = 0; k < s->n; k++)
+        if (s->at[k] == i - s->base)
+            return AG_OK;
+    if (s->n == s->cap) { /* grow in the scratch arena, dropped with the call */
+        int cap = s->cap ? 2 * s->cap : 8;
+        int64_t *at = ag_arena_take(t, &t->scratch, (size_t)cap * sizeof *at, 16);
+        ag_tensor **xs = ag_arena_take(t, &t->scratch, (size_t)cap * sizeof *xs, 16);
+        if (!at || !xs)
+            return ag_fail(t, AG_ERR_NOMEM, "%s: out of memory", fn), t->status;
+        if (s->n) {
+            memcpy(at, s->at, (size_t)s->n * sizeof *at);
+            memcpy(xs, s->x, (size_t)s->n * sizeof *xs);
+        }
+        s->at = at, s->x = xs, s->cap = cap;
+    }
+    s->at[s->n] = i - s->base;
+    s->x[s->n++] = x;
+    return AG_OK;
+}
+
+int ag_ckpt_copy_kept(ag_tape *t, ag_entry *e)
+{
+    struct ag_ckpt_saves *r = t->ckpt_replay;
+    if (r->next >= r->n || t->n_entries - 1 - r->base != r->at[r->next])
+        return 0;
+    size_t size = (size_t)e->out->numel * ag_dtype_size(e->out->dtype);
+    if (!e->op->saveable || size != r->bytes[r->next])
+        return ag_fail(t, AG_ERR_STATE, "%s: the op in the place of a saved output is %s of "
+                       "%zu bytes, not the one saved: fn must record the same ops each time",
+                       WHO_AGAIN, e->op->name, size), -1;
+    memcpy(e->out->data, r->data[r->next++], size);
+    return 1;
 }
 
 /* ---- backward: rebuild, seed, sweep ---- */
@@ -366,7 +518,7 @@ static ag_tensor **rebuild(ag_tape *t, const ag_entry *e, const ag_tape_mark *m)
         return NULL;
     bool enabled = t->grad_enabled;
     t->grad_enabled = true;
-    bool ok = run_fn(t, a, e->in, r, true);
+    bool ok = run_fn(t, a, e->in, r, true, NULL);
     t->grad_enabled = enabled;
     return ok && rebuilt_same(t, e, r, m) ? r : NULL;
 }

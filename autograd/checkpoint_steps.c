@@ -57,7 +57,13 @@ static bool run_step(ag_tape *t, const steps_aux *a, ag_tensor *const *first, in
     uint64_t gen = t->gen;
     int64_t n_scalar = ag_scalar_count(t);
     memset(next, 0, (size_t)a->n * sizeof *next);
+    /* a step's entries come and go: an enclosing checkpoint's saves and
+     * copies (ag_checkpoint_save) must not see them */
+    struct ag_ckpt_saves *collect = t->ckpt_collect, *replay = t->ckpt_replay;
+    t->ckpt_collect = t->ckpt_replay = NULL;
     ag_status st = a->step(t, i, a->n, x, next, a->ctx);
+    t->ckpt_collect = collect;
+    t->ckpt_replay = replay;
     if (t->gen != gen)
         return ag_fail(t, AG_ERR_STATE, "%s: step %lld reset the tape", WHO, (long long)i), false;
     if (st != AG_OK && t->status == AG_OK)

@@ -288,7 +288,7 @@ static bool matmul_sample(int which, ag_rng *rng, ag_op_sample *s)
     return true;
 }
 
-const ag_op_def ag_op_matmul = {.name = "matmul", .forward = matmul_forward,
+const ag_op_def ag_op_matmul = {.name = "matmul", .saveable = true, .forward = matmul_forward,
                                 .backward = matmul_backward, .vjp = matmul_vjp,
                                 .sample = matmul_sample};
 
@@ -408,6 +408,6 @@ static bool linear_sample(int which, ag_rng *rng, ag_op_sample *s)
     return true;
 }
 
-const ag_op_def ag_op_linear = {.name = "linear", .forward = linear_forward,
+const ag_op_def ag_op_linear = {.name = "linear", .saveable = true, .forward = linear_forward,
                                 .backward = linear_backward, .vjp = linear_vjp,
                                 .sample = linear_sample};

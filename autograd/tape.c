@@ -569,13 +569,15 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c)
             tape->n_entries--;
         return op_alloc_failed(tape, c, was_ok);
     }
-    if (tape->debug) {
+    int copied = record && tape->ckpt_replay ? ag_ckpt_copy_kept(tape, e) : 0;
+    if (copied < 0)
+        return NULL;
+    if (!copied)
         c->def->forward(e);
+    if (tape->debug) {
         ag_debug_forward(tape, e, m);
         if (tape->status != AG_OK)
             return NULL;
-    } else {
-        c->def->forward(e);
     }
     out->requires_grad = record;
     return out;

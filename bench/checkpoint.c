@@ -3,7 +3,10 @@
  * (hidden width 512 unless given), f32, a batch of random inputs, loss
  * mean(x^2) at the end; or (hidden "gpt") on the charlm GPT with 16
  * layers (d 128, 4 heads, T 64, vocabulary 73, batch sequences of random
- * tokens, cross-entropy), a checkpoint per block (nn_gpt_set_checkpoint).  One training step is forward + ag_backward
+ * tokens, cross-entropy), a checkpoint per block (nn_gpt_set_checkpoint);
+ * "gpt-keep" the same with each block's MLP linear outputs kept from the
+ * first run (NN_GPT_KEEP_FC | NN_GPT_KEEP_PROJ, ag_checkpoint_save)
+ * instead of computed again.  One training step is forward + ag_backward
  * (parameter gradients zeroed and the tape reset, untimed), run in turn
  * without and with one ag_checkpoint per block, so both see the same
  * machine state.  On one thread the times are the thread's CPU time (a
@@ -15,7 +18,7 @@
  *   ckpt_plain_peak_mb, ckpt_peak_mb  ag_tape_bytes_peak of a step
  *   ckpt_peak_ratio                 ckpt_peak_mb / ckpt_plain_peak_mb
  * and checks that both give the same gradient bits.
- * Usage: bench_checkpoint [repeats] [threads] [batch] [hidden | gpt] */
+ * Usage: bench_checkpoint [repeats] [threads] [batch] [hidden | gpt | gpt-keep] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +40,7 @@ static nn_params *g_gpt_params;
 static nn_gpt *g_gpt;
 static int64_t *g_tokens; /* (batch, GPT_T + 1) */
 static int64_t g_batch;
+static unsigned g_gpt_keep; /* "gpt-keep": NN_GPT_KEEP_FC | NN_GPT_KEEP_PROJ */
 
 static clockid_t g_clock = CLOCK_MONOTONIC;
 
@@ -77,7 +81,7 @@ static ag_status block_fn(ag_tape *t, int n_in, ag_tensor *const *in, int n_out,
 /* The GPT's loss: next-token cross-entropy over the batch's windows. */
 static ag_tensor *gpt_loss(ag_tape *t, bool ckpt)
 {
-    nn_gpt_set_checkpoint(g_gpt, ckpt ? 1 : 0);
+    nn_gpt_set_checkpoint(g_gpt, ckpt ? 1 : 0, g_gpt_keep);
     int64_t n = g_batch * GPT_T;
     ag_tensor *logits = nn_gpt_forward(t, g_gpt, g_tokens, g_batch, GPT_T);
     logits = ag_reshape(t, logits, 2, (const int64_t[]){n, GPT_VOCAB});
@@ -200,11 +204,13 @@ int main(int argc, char **argv)
     int reps = argc > 1 ? atoi(argv[1]) : 9;
     int threads = argc > 2 ? atoi(argv[2]) : 1;
     int64_t batch = argc > 3 ? atoll(argv[3]) : 128;
-    bool gpt = argc > 4 && strcmp(argv[4], "gpt") == 0;
+    bool gpt = argc > 4 && strncmp(argv[4], "gpt", 3) == 0;
+    g_gpt_keep = argc > 4 && strcmp(argv[4], "gpt-keep") == 0
+                     ? NN_GPT_KEEP_FC | NN_GPT_KEEP_PROJ : 0;
     int64_t hidden = argc > 4 && !gpt ? atoll(argv[4]) : WIDTH;
     if (reps < 1 || reps > MAX_REPS || batch < 1 || hidden < 1) {
         fprintf(stderr, "usage: bench_checkpoint [repeats 1..%d] [threads] [batch] "
-                        "[hidden | gpt]\n", MAX_REPS);
+                        "[hidden | gpt | gpt-keep]\n", MAX_REPS);
         return 2;
     }
     ag_set_num_threads(threads);

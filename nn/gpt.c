@@ -67,7 +67,9 @@ void nn_gpt_block_free(nn_gpt_block *b)
     ag_mem_free(b);
 }
 
-ag_tensor *nn_gpt_block_forward(ag_tape *t, nn_gpt_block *b, ag_tensor *x)
+/* The block; keep: the NN_GPT_KEEP_* outputs a checkpoint around it
+ * keeps (ag_checkpoint_save) instead of computing them again. */
+static ag_tensor *block_run(ag_tape *t, nn_gpt_block *b, ag_tensor *x, unsigned keep)
 {
     if (!b || !b->ln1 || !b->attn || !b->ln2 || !b->fc || !b->proj)
         return ag_tape_fail(t, AG_ERR_ARG, "nn_gpt_block_forward: block is %s",
@@ -77,7 +79,17 @@ ag_tensor *nn_gpt_block_forward(ag_tape *t, nn_gpt_block *b, ag_tensor *x)
     ag_tensor *h = norm(t, b->ln1, x);                                     /* (n, T, d) */
     x = ag_add(t, x, nn_multihead_attention_forward(t, b->attn, h, h, h, NULL, true));
     h = nn_linear_forward(t, b->fc, norm(t, b->ln2, x));                   /* (n, T, 4d) */
-    return ag_add(t, x, nn_linear_forward(t, b->proj, ag_gelu(t, h)));
+    if (h && keep & NN_GPT_KEEP_FC && ag_checkpoint_save(t, h) != AG_OK)
+        return NULL;
+    ag_tensor *p = nn_linear_forward(t, b->proj, ag_gelu(t, h));          /* (n, T, d) */
+    if (p && keep & NN_GPT_KEEP_PROJ && ag_checkpoint_save(t, p) != AG_OK)
+        return NULL;
+    return ag_add(t, x, p);
+}
+
+ag_tensor *nn_gpt_block_forward(ag_tape *t, nn_gpt_block *b, ag_tensor *x)
+{
+    return block_run(t, b, x, 0);
 }
 
 /* ---- model ---- */
@@ -196,7 +208,7 @@ static ag_status gpt_segment(ag_tape *t, int n_in, ag_tensor *const *in, int n_o
     const struct nn_gpt_segment *s = ctx;
     ag_tensor *x = in[0];
     for (int64_t i = s->lo; i < s->hi; i++)
-        x = nn_gpt_block_forward(t, s->g->blocks[i], x);
+        x = block_run(t, s->g->blocks[i], x, s->g->checkpoint_keep);
     out[0] = x;
     return ag_tape_status(t);
 }
@@ -216,10 +228,16 @@ static ag_tensor *gpt_blocks(ag_tape *t, nn_gpt *g, ag_tensor *x)
     return x;
 }
 
-ag_status nn_gpt_set_checkpoint(nn_gpt *g, int every)
+ag_status nn_gpt_set_checkpoint(nn_gpt *g, int every, unsigned keep)
 {
-    if (!g || every < 0) {
-        ag_set_last_error("nn_gpt_set_checkpoint: %s", !g ? "model is NULL" : "every is negative");
+    const char *bad = !g                                  ? "model is NULL"
+                      : g->cfg.layers < 1 || !g->blocks     ? "model is not one nn_gpt_new made"
+                      : every < 0                           ? "every is negative"
+                      : keep & ~(unsigned)(NN_GPT_KEEP_FC | NN_GPT_KEEP_PROJ)
+                          ? "keep has unknown bits"
+                          : NULL;
+    if (bad) {
+        ag_set_last_error("nn_gpt_set_checkpoint: %s", bad);
         return AG_ERR_ARG;
     }
     int64_t n = every ? (g->cfg.layers - 1) / every + 1 : 0; /* layers >= 1 */
@@ -236,6 +254,7 @@ ag_status nn_gpt_set_checkpoint(nn_gpt *g, int every)
     ag_mem_free(g->segments);
     g->segments = s;
     g->checkpoint = every;
+    g->checkpoint_keep = keep;
     return AG_OK;
 }
 

@@ -436,19 +436,24 @@ static void gpt_checkpoint_case(ag_dtype dt)
     }
     size_t n0, peak0;
     unsigned char *plain = gpt_grads(p, g, idx, tgt, &n0, &peak0);
-    for (int every = 1; every <= 4; every++) {
-        assert_int_equal(nn_gpt_set_checkpoint(g, every), AG_OK);
+    static const unsigned keeps[4] = {0, NN_GPT_KEEP_FC, NN_GPT_KEEP_PROJ,
+                                      NN_GPT_KEEP_FC | NN_GPT_KEEP_PROJ};
+    for (int c = 0; c < 16; c++) {
+        int every = c % 4 + 1;
+        unsigned keep = keeps[c / 4];
+        assert_int_equal(nn_gpt_set_checkpoint(g, every, keep), AG_OK);
         size_t n1, peak1;
         unsigned char *ck = gpt_grads(p, g, idx, tgt, &n1, &peak1);
         assert_int_equal(n0, n1);
         assert_memory_equal(plain, ck, n0);
-        print_message("gpt %s, a checkpoint every %d of 3 blocks: peak tape %zu vs %zu bytes\n",
-                      dt == AG_F64 ? "f64" : "f32", every, peak1, peak0);
+        print_message("gpt %s, a checkpoint every %d of 3 blocks%s: peak tape %zu vs %zu "
+                      "bytes\n", dt == AG_F64 ? "f64" : "f32", every,
+                      keep == 3 ? ", fc and proj kept" : keep ? ", fc or proj kept" : "", peak1, peak0);
         if (every == 1)
             assert_true(peak1 < peak0);
         free(ck);
     }
-    assert_int_equal(nn_gpt_set_checkpoint(g, 0), AG_OK);
+    assert_int_equal(nn_gpt_set_checkpoint(g, 0, 0), AG_OK);
     size_t n2, peak2;
     unsigned char *again = gpt_grads(p, g, idx, tgt, &n2, &peak2);
     assert_memory_equal(plain, again, n0);
@@ -466,13 +471,15 @@ static void test_gpt_checkpoint_same_gradients(void **state)
     (void)state;
     gpt_checkpoint_case(AG_F32);
     gpt_checkpoint_case(AG_F64);
-    assert_int_equal(nn_gpt_set_checkpoint(NULL, 1), AG_ERR_ARG);
+    assert_int_equal(nn_gpt_set_checkpoint(NULL, 1, 0), AG_ERR_ARG);
     assert_non_null(strstr(ag_last_error(), "nn_gpt_set_checkpoint: model is NULL"));
     nn_params *p = nn_params_new();
     nn_gpt *g = nn_gpt_new(p, "", &(nn_gpt_config){.vocab = 3, .block = 2, .layers = 1,
                                                    .heads = 1, .dim = 2}, NULL);
-    assert_int_equal(nn_gpt_set_checkpoint(g, -1), AG_ERR_ARG);
+    assert_int_equal(nn_gpt_set_checkpoint(g, -1, 0), AG_ERR_ARG);
     assert_non_null(strstr(ag_last_error(), "every is negative"));
+    assert_int_equal(nn_gpt_set_checkpoint(g, 1, 1u << 7), AG_ERR_ARG);
+    assert_non_null(strstr(ag_last_error(), "keep has unknown bits"));
     nn_gpt_free(g);
     nn_params_free(p);
 }

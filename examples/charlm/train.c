@@ -118,7 +118,7 @@ static int setup(trainer *t)
         return CL_EXIT_USAGE;
     ag_rng_seed(&t->rng, c->seed);
     t->m = cl_model_new(c->kind, t->text.vocab_size, c->seq, &t->rng);
-    if (t->m && c->checkpoint && nn_gpt_set_checkpoint(t->m->gpt, c->checkpoint) != AG_OK) {
+    if (t->m && c->checkpoint && nn_gpt_set_checkpoint(t->m->gpt, c->checkpoint, 0) != AG_OK) {
         fprintf(stderr, "setup failed: %s\n", ag_last_error());
         return CL_EXIT_ERROR;
     }
