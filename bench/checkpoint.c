@@ -18,7 +18,9 @@
  *   ckpt_plain_peak_mb, ckpt_peak_mb  ag_tape_bytes_peak of a step
  *   ckpt_peak_ratio                 ckpt_peak_mb / ckpt_plain_peak_mb
  * and checks that both give the same gradient bits.
- * Usage: bench_checkpoint [repeats] [threads] [batch] [hidden | gpt | gpt-keep] */
+ * "HIDDEN-keep" (as "2048-keep") keeps each residual block's second linear
+ * output the same way.
+ * Usage: bench_checkpoint [repeats] [threads] [batch] [hidden[-keep] | gpt | gpt-keep] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,10 +65,17 @@ static double median(double *v, int n)
     return v[n / 2];
 }
 
+/* "HIDDEN-keep": each block keeps its second linear's output from the
+ * first run (ag_checkpoint_save; only the block's output reads it). */
+static bool g_mlp_keep;
+
 static ag_tensor *block_ops(ag_tape *t, const block *b, ag_tensor *x)
 {
     ag_tensor *h = ag_gelu(t, ag_linear(t, x, b->w1, b->b1));
-    return ag_add(t, x, ag_linear(t, h, b->w2, b->b2));
+    ag_tensor *y = ag_linear(t, h, b->w2, b->b2);
+    if (g_mlp_keep && y)
+        ag_checkpoint_save(t, y);
+    return ag_add(t, x, y);
 }
 
 static ag_status block_fn(ag_tape *t, int n_in, ag_tensor *const *in, int n_out,
@@ -208,9 +217,10 @@ int main(int argc, char **argv)
     g_gpt_keep = argc > 4 && strcmp(argv[4], "gpt-keep") == 0
                      ? NN_GPT_KEEP_FC | NN_GPT_KEEP_PROJ : 0;
     int64_t hidden = argc > 4 && !gpt ? atoll(argv[4]) : WIDTH;
+    g_mlp_keep = argc > 4 && !gpt && strstr(argv[4], "-keep");
     if (reps < 1 || reps > MAX_REPS || batch < 1 || hidden < 1) {
         fprintf(stderr, "usage: bench_checkpoint [repeats 1..%d] [threads] [batch] "
-                        "[hidden | gpt | gpt-keep]\n", MAX_REPS);
+                        "[hidden[-keep] | gpt | gpt-keep]\n", MAX_REPS);
         return 2;
     }
     ag_set_num_threads(threads);
