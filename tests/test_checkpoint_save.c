@@ -153,6 +153,62 @@ static void test_save_second_order_same_bits(void **state)
     ag_tensor_free(v[1]);
 }
 
+/* An outer checkpoint around an inner one, each keeping a linear output:
+ * the inner's saves stay with the inner, the outer's with the outer. */
+typedef struct {
+    seg inner;
+    ag_tensor *w2;
+} nest;
+
+static ag_status outer_fn(ag_tape *t, int n_in, ag_tensor *const *in, int n_out,
+                          ag_tensor **out, void *ctx)
+{
+    (void)n_in;
+    (void)n_out;
+    nest *c = ctx;
+    ag_tensor *h;
+    if (ag_checkpoint(t, seg_fn, &c->inner, 1, in, 1, &h) != AG_OK)
+        return ag_tape_status(t);
+    ag_tensor *z = ag_linear(t, h, c->w2, NULL);
+    if (ag_checkpoint_save(t, z) != AG_OK)
+        return ag_tape_status(t);
+    out[0] = ag_sigmoid(t, z);
+    return ag_tape_status(t);
+}
+
+static void test_save_nested_same_bits(void **state)
+{
+    (void)state;
+    ag_rng rng;
+    ag_rng_seed(&rng, 13);
+    nest c = {{param(&rng, AG_F32, 2, (const int64_t[]){8, 5}),
+               param(&rng, AG_F32, 1, (const int64_t[]){8}), true},
+              param(&rng, AG_F32, 2, (const int64_t[]){3, 8})};
+    ag_tensor *x0 = param(&rng, AG_F32, 2, (const int64_t[]){4, 5});
+    ag_tensor *ps[4] = {c.inner.w, c.inner.b, c.w2, x0};
+    float g[2][40 + 8 + 24 + 20];
+    for (int ckpt = 0; ckpt < 2; ckpt++) {
+        ag_tape *t = ag_tape_new();
+        ag_tensor *x = ag_mul_scalar(t, x0, 1.0), *y;
+        if (ckpt)
+            assert_int_equal(ag_checkpoint(t, outer_fn, &c, 1, &x, 1, &y), AG_OK);
+        else
+            assert_int_equal(outer_fn(t, 1, &x, 1, &y, &c), AG_OK);
+        assert_int_equal(ag_backward(t, ag_sum(t, ag_mul(t, y, y), AG_ALL, false)), AG_OK);
+        size_t at = 0;
+        for (int k = 0; k < 4; k++) {
+            memcpy(g[ckpt] + at, ag_data_const(ag_grad(ps[k])),
+                   (size_t)ag_numel(ps[k]) * sizeof(float));
+            at += (size_t)ag_numel(ps[k]);
+            ag_zero_grad(ps[k]);
+        }
+        ag_tape_free(t);
+    }
+    assert_memory_equal(g[0], g[1], sizeof g[0]);
+    for (int k = 0; k < 4; k++)
+        ag_tensor_free(ps[k]);
+}
+
 /* keeps tanh's output: its backward reads more than its inputs */
 static ag_status bad_fn(ag_tape *t, int n_in, ag_tensor *const *in, int n_out, ag_tensor **out,
                         void *ctx)
@@ -196,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_save_copies_instead_of_recomputing),
         cmocka_unit_test(test_save_same_gradient_bits),
         cmocka_unit_test(test_save_second_order_same_bits),
+        cmocka_unit_test(test_save_nested_same_bits),
         cmocka_unit_test(test_save_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
