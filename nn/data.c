@@ -1,10 +1,7 @@
-/* data.c — IDX reader, image-classification data sets, validation splits
- * and the minibatch iterator.  Legend: n = samples, F = pixels per sample
- * (features), B = batch size, r = rows of the current batch. */
-#include "nn_data.h"
-
-/* Only for ag_mem_alloc / ag_mem_free (the library's one door to system
- * memory), reached through data_alloc / data_free below and nowhere else. */
+/* data.c — IDX reader, image-classification data sets and validation
+ * splits (the minibatch iterator is batcher.c).  Legend: n = samples, F =
+ * pixels per sample (features). */
+#include "data_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,12 +19,10 @@
 #define NN_READ_FIRST ((size_t)64 << 20)
 #define NN_READ_CHUNK ((unsigned)16 << 20)
 
-static void *data_alloc(size_t size) { return ag_mem_alloc(size); }
-static void data_free(void *p) { ag_mem_free(p); }
+void *data_alloc(size_t size) { return ag_mem_alloc(size); }
+void data_free(void *p) { ag_mem_free(p); }
 
-/* Sets the per-thread message (ag_last_error) and returns s. */
-__attribute__((format(printf, 2, 3)))
-static ag_status data_error(ag_status s, const char *fmt, ...)
+ag_status data_error(ag_status s, const char *fmt, ...)
 {
     char msg[480];
     va_list ap;
@@ -86,8 +81,7 @@ void nn_idx_free(nn_idx *a)
     data_free(a);
 }
 
-/* For the accessors: false, with the message, when obj is NULL. */
-static bool present(const void *obj, const char *fn, const char *arg)
+bool data_present(const void *obj, const char *fn, const char *arg)
 {
     if (!obj)
         ag_set_last_error("%s: %s is NULL", fn, arg);
@@ -96,29 +90,29 @@ static bool present(const void *obj, const char *fn, const char *arg)
 
 nn_idx_type nn_idx_type_of(const nn_idx *a)
 {
-    return present(a, "nn_idx_type_of", "a") ? a->type : (nn_idx_type)0;
+    return data_present(a, "nn_idx_type_of", "a") ? a->type : (nn_idx_type)0;
 }
 
-int nn_idx_ndim(const nn_idx *a) { return present(a, "nn_idx_ndim", "a") ? a->ndim : 0; }
+int nn_idx_ndim(const nn_idx *a) { return data_present(a, "nn_idx_ndim", "a") ? a->ndim : 0; }
 
 const int64_t *nn_idx_shape(const nn_idx *a)
 {
-    return present(a, "nn_idx_shape", "a") ? a->shape : NULL;
+    return data_present(a, "nn_idx_shape", "a") ? a->shape : NULL;
 }
 
 int64_t nn_idx_numel(const nn_idx *a)
 {
-    return present(a, "nn_idx_numel", "a") ? a->numel : 0;
+    return data_present(a, "nn_idx_numel", "a") ? a->numel : 0;
 }
 
 const void *nn_idx_data(const nn_idx *a)
 {
-    return present(a, "nn_idx_data", "a") ? a->data : NULL;
+    return data_present(a, "nn_idx_data", "a") ? a->data : NULL;
 }
 
 double nn_idx_get(const nn_idx *a, int64_t i)
 {
-    if (!present(a, "nn_idx_get", "a"))
+    if (!data_present(a, "nn_idx_get", "a"))
         return NAN;
     if (i < 0 || i >= a->numel) {
         ag_set_last_error("nn_idx_get: i = %lld is outside [0, %lld)", (long long)i,
@@ -395,13 +389,6 @@ ag_status nn_idx_load(const char *path, nn_idx **out)
 
 /* ---- data sets -------------------------------------------------------------- */
 
-struct nn_dataset {
-    int64_t n, features, classes;
-    int image_ndim;
-    int64_t image_shape[NN_IDX_MAX_DIMS];
-    uint8_t *images; /* (n, F) */
-    int64_t *labels; /* (n) */
-};
 
 void nn_dataset_free(nn_dataset *ds)
 {
@@ -456,32 +443,32 @@ static nn_dataset *dataset_alloc(int64_t n, int image_ndim, const int64_t *image
 
 int64_t nn_dataset_count(const nn_dataset *ds)
 {
-    return present(ds, "nn_dataset_count", "ds") ? ds->n : 0;
+    return data_present(ds, "nn_dataset_count", "ds") ? ds->n : 0;
 }
 
 int64_t nn_dataset_features(const nn_dataset *ds)
 {
-    return present(ds, "nn_dataset_features", "ds") ? ds->features : 0;
+    return data_present(ds, "nn_dataset_features", "ds") ? ds->features : 0;
 }
 
 int64_t nn_dataset_classes(const nn_dataset *ds)
 {
-    return present(ds, "nn_dataset_classes", "ds") ? ds->classes : 0;
+    return data_present(ds, "nn_dataset_classes", "ds") ? ds->classes : 0;
 }
 
 const uint8_t *nn_dataset_images(const nn_dataset *ds)
 {
-    return present(ds, "nn_dataset_images", "ds") ? ds->images : NULL;
+    return data_present(ds, "nn_dataset_images", "ds") ? ds->images : NULL;
 }
 
 const int64_t *nn_dataset_labels(const nn_dataset *ds)
 {
-    return present(ds, "nn_dataset_labels", "ds") ? ds->labels : NULL;
+    return data_present(ds, "nn_dataset_labels", "ds") ? ds->labels : NULL;
 }
 
 const int64_t *nn_dataset_image_shape(const nn_dataset *ds, int *ndim)
 {
-    bool ok = present(ds, "nn_dataset_image_shape", "ds");
+    bool ok = data_present(ds, "nn_dataset_image_shape", "ds");
     if (ndim)
         *ndim = ok ? ds->image_ndim : 0;
     return ok ? ds->image_shape : NULL;
@@ -489,7 +476,7 @@ const int64_t *nn_dataset_image_shape(const nn_dataset *ds, int *ndim)
 
 void nn_dataset_pixel_stats(const nn_dataset *ds, double *mean, double *std)
 {
-    if (!present(ds, "nn_dataset_pixel_stats", "ds")) {
+    if (!data_present(ds, "nn_dataset_pixel_stats", "ds")) {
         if (mean)
             *mean = 0.0;
         if (std)
@@ -744,282 +731,4 @@ ag_status nn_dataset_split(const nn_dataset *ds, int64_t n_val, ag_rng *rng,
     *train = tr;
     *val = va;
     return AG_OK;
-}
-
-/* ---- minibatches ------------------------------------------------------------- */
-
-/* With more than one thread, the batch after the one just returned is
- * filled by a pool task (ag_task_start) into `ahead` while the caller's
- * step runs; the next call copies it into its tape tensor. */
-struct nn_batcher {
-    const nn_dataset *ds;
-    nn_batch_opts o;
-    int64_t *order;  /* (n) sample order of this epoch */
-    int64_t pos;     /* next position in order */
-    int64_t *labels; /* (B) labels of the last batch */
-    float lut32[256];  /* pixel value -> normalised value */
-    double lut64[256];
-    bool unit;         /* f32 and lut32[v] == v / 255.0f for every v */
-    void *ahead;          /* (B, F) the prefetched batch */
-    int64_t *ahead_labels; /* (B) */
-    int64_t ahead_rows;   /* rows in ahead, from position pos; 0: none */
-    ag_task *task;        /* filling ahead, or NULL */
-};
-
-ag_status nn_batcher_new(const nn_dataset *ds, const nn_batch_opts *opts, nn_batcher **out)
-{
-    static const char *fn = "nn_batcher_new";
-    if (out)
-        *out = NULL;
-    if (!ds || !opts || !out)
-        return data_error(AG_ERR_ARG, "%s: NULL argument", fn);
-    nn_batch_opts o = *opts;
-    if (o.std == 0.0)
-        o.std = 1.0;
-    if (o.batch <= 0 || (o.dtype != AG_F32 && o.dtype != AG_F64) || !isfinite(o.mean) ||
-        !isfinite(o.std) || o.std < 0.0)
-        return data_error(AG_ERR_ARG, "%s: bad options: batch %lld (> 0), dtype %d (F32 "
-                          "or F64), mean %g (finite), std %g (finite, >= 0)", fn,
-                          (long long)o.batch, (int)o.dtype, o.mean, o.std);
-    nn_batcher *b = data_alloc(sizeof *b);
-    if (!b)
-        return data_error(AG_ERR_NOMEM, "%s: no memory", fn);
-    memset(b, 0, sizeof *b);
-    b->ds = ds;
-    b->o = o;
-    b->order = data_alloc((size_t)(ds->n > 0 ? ds->n : 1) * sizeof *b->order);
-    size_t lab = (size_t)(o.batch < ds->n ? o.batch : (ds->n > 0 ? ds->n : 1));
-    b->labels = data_alloc(lab * sizeof *b->labels);
-    b->ahead_labels = data_alloc(lab * sizeof *b->ahead_labels);
-    b->ahead = data_alloc(lab * (size_t)(ds->features > 0 ? ds->features : 1) *
-                          (o.dtype == AG_F64 ? sizeof(double) : sizeof(float)));
-    if (!b->order || !b->labels || !b->ahead_labels || !b->ahead) {
-        nn_batcher_free(b);
-        return data_error(AG_ERR_NOMEM, "%s: no memory", fn);
-    }
-    b->unit = o.dtype == AG_F32;
-    for (int v = 0; v < 256; v++) {
-        b->lut64[v] = (v / 255.0 - o.mean) / o.std;
-        b->lut32[v] = (float)b->lut64[v];
-        b->unit = b->unit && b->lut32[v] == (float)v / 255.0f;
-    }
-    nn_batcher_start(b, NULL);
-    *out = b;
-    return AG_OK;
-}
-
-/* Waits for a prefetch in flight and forgets what it filled. */
-static void drop_ahead(nn_batcher *b)
-{
-    ag_task_wait(b->task);
-    b->task = NULL;
-    b->ahead_rows = 0;
-}
-
-void nn_batcher_free(nn_batcher *b)
-{
-    if (!b)
-        return;
-    drop_ahead(b);
-    data_free(b->order);
-    data_free(b->labels);
-    data_free(b->ahead);
-    data_free(b->ahead_labels);
-    data_free(b);
-}
-
-void nn_batcher_start(nn_batcher *b, ag_rng *rng)
-{
-    if (!present(b, "nn_batcher_start", "b"))
-        return;
-    drop_ahead(b);
-    int64_t n = b->ds->n;
-    for (int64_t i = 0; i < n; i++)
-        b->order[i] = i;
-    for (int64_t i = n - 1; rng && i > 0; i--) { /* Fisher-Yates */
-        int64_t j = (int64_t)ag_rng_below(rng, (uint64_t)i + 1);
-        int64_t t = b->order[i];
-        b->order[i] = b->order[j];
-        b->order[j] = t;
-    }
-    b->pos = 0;
-}
-
-int64_t nn_batcher_count(const nn_batcher *b)
-{
-    if (!present(b, "nn_batcher_count", "b"))
-        return 0;
-    int64_t n = b->ds->n, B = b->o.batch;
-    return b->o.drop_last ? n / B : (n + B - 1) / B;
-}
-
-const int64_t *nn_batcher_order(const nn_batcher *b)
-{
-    return present(b, "nn_batcher_order", "b") ? b->order : NULL;
-}
-
-/* Rows in the next batch (0 at the end of the epoch). */
-static int64_t next_rows(const nn_batcher *b)
-{
-    int64_t left = b->ds->n - b->pos;
-    int64_t r = left < b->o.batch ? left : b->o.batch;
-    return r < b->o.batch && b->o.drop_last ? 0 : r;
-}
-
-/* d = src / 255 in f32: a batch's row when the table says just that
- * (mean 0, std 1: (float)v / 255.0f rounds v / 255 once, as the table's
- * (float)(v / 255.0) does, checked for every v by nn_batcher_new), in
- * vectors instead of a table lookup per pixel (a Fashion-MNIST batch of
- * 128 on one thread: 54 -> 41 us; the rest is reading the rows). */
-__attribute__((target_clones("avx2", "default")))
-static void unit_f32(const uint8_t *restrict src, float *restrict d, int64_t n)
-{
-    for (int64_t j = 0; j < n; j++)
-        d[j] = (float)src[j] / 255.0f;
-}
-
-/* Rows [lo, hi) of the batch at position `at` into dst (r, F) of the
- * batcher's dtype, and their labels; each row's image prefetched one row
- * ahead (the order is random: the hardware prefetcher cannot guess it). */
-typedef struct {
-    const nn_batcher *b;
-    int64_t at;
-    void *dst;
-    int64_t *labels;
-} fill_ctx;
-
-static void fill_rows(void *vc, int64_t lo, int64_t hi)
-{
-    const fill_ctx *c = vc;
-    const nn_batcher *b = c->b;
-    const int64_t F = b->ds->features;
-    for (int64_t i = lo; i < hi; i++) {
-        int64_t s = b->order[c->at + i];
-        const uint8_t *src = b->ds->images + s * F;
-        if (i + 1 < hi) {
-            const uint8_t *nx = b->ds->images + b->order[c->at + i + 1] * F;
-            for (int64_t j = 0; j < F; j += 64)
-                __builtin_prefetch(nx + j);
-        }
-        if (b->unit) {
-            unit_f32(src, (float *)c->dst + i * F, F);
-        } else if (b->o.dtype == AG_F64) {
-            double *d = (double *)c->dst + i * F;
-            for (int64_t j = 0; j < F; j++)
-                d[j] = b->lut64[src[j]];
-        } else {
-            float *d = (float *)c->dst + i * F;
-            for (int64_t j = 0; j < F; j++)
-                d[j] = b->lut32[src[j]];
-        }
-        c->labels[i] = b->ds->labels[s];
-    }
-}
-
-/* Rows of a batch per pool chunk, and the least work worth the pool. */
-#define FILL_ROWS 16
-#define FILL_PAR_MIN ((int64_t)1 << 16)
-
-/* Writes the r rows at position `at` (dst (r, F)) and their labels. */
-static void fill_at(const nn_batcher *b, int64_t at, int64_t r, void *dst, int64_t *labels)
-{
-    fill_ctx c = {b, at, dst, labels};
-    if (r * b->ds->features >= FILL_PAR_MIN)
-        ag_parallel_for(r, FILL_ROWS, fill_rows, &c);
-    else
-        fill_rows(&c, 0, r);
-}
-
-/* Writes r rows and labels, and advances: from the prefetched batch when
- * there is one (it is for this position), else filled now. */
-static void fill_batch(nn_batcher *b, int64_t r, void *dst, int64_t *labels)
-{
-    ag_task_wait(b->task);
-    b->task = NULL;
-    if (b->ahead_rows == r) {
-        size_t row = (size_t)b->ds->features * (b->o.dtype == AG_F64 ? sizeof(double)
-                                                                       : sizeof(float));
-        memcpy(dst, b->ahead, (size_t)r * row);
-        memcpy(labels, b->ahead_labels, (size_t)r * sizeof *labels);
-    } else {
-        fill_at(b, b->pos, r, dst, labels);
-    }
-    b->ahead_rows = 0;
-    b->pos += r;
-}
-
-/* The prefetch task: the batch at b->pos into b->ahead. */
-static void fill_ahead(void *vb)
-{
-    nn_batcher *b = vb;
-    fill_ctx c = {b, b->pos, b->ahead, b->ahead_labels};
-    fill_rows(&c, 0, b->ahead_rows);
-}
-
-/* Starts filling the next batch on a pool thread, if one would take it
- * (else the next call fills it itself). */
-static void prefetch(nn_batcher *b)
-{
-    int64_t r = next_rows(b);
-    if (r == 0 || ag_get_num_threads() < 2)
-        return;
-    b->ahead_rows = r;
-    b->task = ag_task_start(fill_ahead, b);
-    if (!b->task)
-        b->ahead_rows = 0;
-}
-
-int64_t nn_batcher_next(nn_batcher *b, ag_tape *tape, ag_tensor **x, const int64_t **labels)
-{
-    if (x)
-        *x = NULL;
-    if (labels)
-        *labels = NULL;
-    if (!b || !tape || !x || !labels) {
-        data_error(AG_ERR_ARG, "nn_batcher_next: NULL argument");
-        return -1;
-    }
-    int64_t r = next_rows(b);
-    if (r == 0) {
-        b->pos = b->ds->n;
-        return 0;
-    }
-    ag_tensor *t = ag_tape_tensor(tape, b->o.dtype, 2, (int64_t[]){r, b->ds->features});
-    if (!t) {
-        const char *why = ag_tape_error(tape);
-        data_error(AG_ERR_NOMEM, "nn_batcher_next: no tape tensor: %s", why ? why : "?");
-        return -1;
-    }
-    fill_batch(b, r, ag_data(t), b->labels);
-    prefetch(b);
-    *x = t;
-    *labels = b->labels;
-    return r;
-}
-
-int64_t nn_batcher_next_into(nn_batcher *b, ag_tensor *x, int64_t *labels)
-{
-    if (!b || !x || !labels) {
-        data_error(AG_ERR_ARG, "nn_batcher_next_into: NULL argument");
-        return -1;
-    }
-    int64_t r = next_rows(b);
-    const int64_t *shape = ag_shape(x);
-    if (ag_dtype_of(x) != b->o.dtype || ag_ndim(x) != 2 || shape[1] != b->ds->features ||
-        shape[0] < b->o.batch) {
-        char sb[96];
-        data_error(AG_ERR_ARG, "nn_batcher_next_into: x is %s %s, expected %s [>= %lld, %lld]",
-                   ag_dtype_of(x) == AG_F64 ? "f64" : "f32", ag_shape_str(x, sb, sizeof sb),
-                   b->o.dtype == AG_F64 ? "f64" : "f32", (long long)b->o.batch,
-                   (long long)b->ds->features);
-        return -1;
-    }
-    if (r == 0) {
-        b->pos = b->ds->n;
-        return 0;
-    }
-    fill_batch(b, r, ag_data(x), labels);
-    prefetch(b);
-    ag_tensor_mark_modified(x); /* a write into the caller's tensor */
-    return r;
 }
