@@ -93,17 +93,6 @@ static void mm_batch(const mm_plan *p, int64_t t, int64_t *ia, int64_t *ib)
     }
 }
 
-/* C = op(A) op(B) + beta C in the tensors' dtype; offsets are in elements. */
-static void gemm(ag_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                 const void *A, int64_t lda, const void *B, int64_t ldb, double beta,
-                 void *C, int64_t ldc)
-{
-    if (dt == AG_F64)
-        ag_gemm_f64(ta, tb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
-    else
-        ag_gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, (float)beta, C, ldc);
-}
-
 #define ELEM(p, i, esz) ((void *)((char *)(p) + (size_t)(i) * (esz)))
 
 static void matmul_forward(ag_entry *e)
@@ -116,15 +105,15 @@ static void matmul_forward(ag_entry *e)
     AG_ASSERT(ok);
     int64_t M = p.M, K = p.K, N = p.N;
     if (p.fold) { /* (batch*M x K) (K x N) */
-        gemm(c->dtype, false, false, p.nbatch * M, N, K, a->data, K, b->data, N, 0.0,
-             c->data, N);
+        ag_gemm_dt(c->dtype, false, false, p.nbatch * M, N, K, a->data, K, b->data, N, 0.0,
+                   c->data, N);
         return;
     }
     for (int64_t t = 0; t < p.nbatch; t++) {
         int64_t ia, ib;
         mm_batch(&p, t, &ia, &ib);
-        gemm(c->dtype, false, false, M, N, K, ELEM(a->data, ia * M * K, esz), K,
-             ELEM(b->data, ib * K * N, esz), N, 0.0, ELEM(c->data, t * M * N, esz), N);
+        ag_gemm_dt(c->dtype, false, false, M, N, K, ELEM(a->data, ia * M * K, esz), K,
+                   ELEM(b->data, ib * K * N, esz), N, 0.0, ELEM(c->data, t * M * N, esz), N);
     }
 }
 
@@ -143,10 +132,10 @@ static void matmul_backward(ag_tape *tape, ag_entry *e)
     if (p.fold) {
         /* dA (batch*M x K) += dC (batch*M x N) B^T */
         if (da)
-            gemm(dt, false, true, p.nbatch * M, K, N, g, N, b->data, N, 1.0, da, K);
+            ag_gemm_dt(dt, false, true, p.nbatch * M, K, N, g, N, b->data, N, 1.0, da, K);
         /* dB (K x N) += A^T (K x batch*M) dC (batch*M x N): the sum over batches */
         if (db)
-            gemm(dt, true, false, K, N, p.nbatch * M, a->data, K, g, N, 1.0, db, N);
+            ag_gemm_dt(dt, true, false, K, N, p.nbatch * M, a->data, K, g, N, 1.0, db, N);
         return;
     }
     for (int64_t t = 0; t < p.nbatch; t++) {
@@ -155,12 +144,12 @@ static void matmul_backward(ag_tape *tape, ag_entry *e)
         const void *gt = ELEM(g, t * M * N, esz);
         /* dA_a += dC_t B_b^T  (M x N)(N x K) */
         if (da)
-            gemm(dt, false, true, M, K, N, gt, N, ELEM(b->data, ib * K * N, esz), N, 1.0,
-                 ELEM(da, ia * M * K, esz), K);
+            ag_gemm_dt(dt, false, true, M, K, N, gt, N, ELEM(b->data, ib * K * N, esz), N, 1.0,
+                       ELEM(da, ia * M * K, esz), K);
         /* dB_b += A_a^T dC_t  (K x M)(M x N) */
         if (db)
-            gemm(dt, true, false, K, N, M, ELEM(a->data, ia * M * K, esz), K, gt, N, 1.0,
-                 ELEM(db, ib * K * N, esz), N);
+            ag_gemm_dt(dt, true, false, K, N, M, ELEM(a->data, ia * M * K, esz), K, gt, N, 1.0,
+                       ELEM(db, ib * K * N, esz), N);
     }
 }
 
@@ -302,7 +291,7 @@ static void linear_forward(ag_entry *e)
     const ag_tensor *x = e->in[0], *w = e->in[1];
     ag_tensor *y = e->out;
     int64_t O = w->shape[0], I = w->shape[1], M = x->numel / (I ? I : 1);
-    gemm(y->dtype, false, true, M, O, I, x->data, I, w->data, I, 0.0, y->data, O);
+    ag_gemm_dt(y->dtype, false, true, M, O, I, x->data, I, w->data, I, 0.0, y->data, O);
     if (e->n_in < 3)
         return;
     if (y->dtype == AG_F64) {
@@ -343,9 +332,9 @@ static void linear_backward(ag_tape *tape, ag_entry *e)
     void *dx = ag_grad_data(tape, x), *dw = ag_grad_data(tape, w);
     void *db = e->n_in > 2 ? ag_grad_data(tape, e->in[2]) : NULL;
     if (dx) /* dx += g W */
-        gemm(y->dtype, false, false, M, I, O, y->grad->data, O, w->data, I, 1.0, dx, I);
+        ag_gemm_dt(y->dtype, false, false, M, I, O, y->grad->data, O, w->data, I, 1.0, dx, I);
     if (dw) /* dW += g^T x */
-        gemm(y->dtype, true, false, O, I, M, y->grad->data, O, x->data, I, 1.0, dw, I);
+        ag_gemm_dt(y->dtype, true, false, O, I, M, y->grad->data, O, x->data, I, 1.0, dw, I);
     if (db)
         bias_grad(y->grad, db, M, O);
 }

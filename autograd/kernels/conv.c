@@ -244,17 +244,6 @@ CONV_LOOPS(double)
 #define BY_DTYPE(dt, fn, ...)                                                 \
     ((dt) == AG_F64 ? fn##_double(__VA_ARGS__) : fn##_float(__VA_ARGS__))
 
-/* C = op(A) op(B) + beta C in dtype dt */
-static void gemm(ag_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                 const void *A, int64_t lda, const void *B, int64_t ldb, double beta,
-                 void *C, int64_t ldc)
-{
-    if (dt == AG_F64)
-        ag_gemm_f64(ta, tb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
-    else
-        ag_gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, (float)beta, C, ldc);
-}
-
 /* ---- the three products ---- */
 
 /* One kernel call: operands as bytes, derived sizes, scratch. */
@@ -307,8 +296,9 @@ static void forward_item(void *vc, int64_t item, int64_t c)
     int64_t n = item / r->g->G, grp = item % r->g->G;
     const char *col = columns(r, n, grp, c);
     char *y = r->out + (size_t)((n * r->g->O + grp * r->Og) * r->P) * r->esz;
-    gemm(r->dt, false, false, r->Og, r->P, r->K, r->w + (size_t)(grp * r->Og * r->K) * r->esz,
-         r->K, col, r->P, r->acc ? 1.0 : 0.0, y, r->P);
+    const char *wg = r->w + (size_t)(grp * r->Og * r->K) * r->esz;
+    ag_gemm_dt(r->dt, false, false, r->Og, r->P, r->K, wg, r->K, col, r->P, r->acc ? 1.0 : 0.0,
+               y, r->P);
     if (r->b)
         BY_DTYPE(r->dt, add_bias, (void *)y, (const void *)(r->b + (size_t)(grp * r->Og) * r->esz),
                  r->Og, r->P);
@@ -335,11 +325,11 @@ static void input_grad_item(void *vc, int64_t item, int64_t c)
     const char *wg = r->w + (size_t)(grp * r->Og * r->K) * r->esz;
     char *dx = r->out + (size_t)((n * r->g->C + grp * r->Cg) * r->HW) * r->esz;
     if (r->pw) { /* (Cg x Og)(Og x HW) straight into dx */
-        gemm(r->dt, true, false, r->K, r->P, r->Og, wg, r->K, dy, r->P, 1.0, dx, r->P);
+        ag_gemm_dt(r->dt, true, false, r->K, r->P, r->Og, wg, r->K, dy, r->P, 1.0, dx, r->P);
         return;
     }
     char *col = r->scratch + (size_t)c * r->slot;
-    gemm(r->dt, true, false, r->K, r->P, r->Og, wg, r->K, dy, r->P, 0.0, col, r->P);
+    ag_gemm_dt(r->dt, true, false, r->K, r->P, r->Og, wg, r->K, dy, r->P, 0.0, col, r->P);
     BY_DTYPE(r->dt, col2im, (const void *)col, r->g, (void *)dx);
 }
 
@@ -367,9 +357,9 @@ static void weight_grad_item(void *vc, int64_t n, int64_t c)
         const char *dy = r->dy + (size_t)((n * g->O + grp * r->Og) * r->P) * r->esz;
         char *d = dst + (size_t)(grp * r->Og * r->K) * r->esz;
         if (r->trans) /* (K x P)(P x Og) */
-            gemm(r->dt, false, true, r->K, r->Og, r->P, col, r->P, dy, r->P, beta, d, r->Og);
+            ag_gemm_dt(r->dt, false, true, r->K, r->Og, r->P, col, r->P, dy, r->P, beta, d, r->Og);
         else /* (Og x P)(P x K) */
-            gemm(r->dt, false, true, r->Og, r->K, r->P, dy, r->P, col, r->P, beta, d, r->K);
+            ag_gemm_dt(r->dt, false, true, r->Og, r->K, r->P, dy, r->P, col, r->P, beta, d, r->K);
     }
 }
 

@@ -17,6 +17,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "autograd.h"
+
 /* C = alpha * op(A) * op(B) + beta * C.  beta == 0 overwrites C without
  * reading it (NaN in C does not survive); alpha == 0 or K == 0 reads
  * neither A nor B.  M, N or K may be 0.  Runs on ag_get_num_threads()
@@ -30,6 +32,17 @@ void ag_gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
 void ag_gemm_f64(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                  double alpha, const double *A, int64_t lda, const double *B,
                  int64_t ldb, double beta, double *C, int64_t ldc);
+/* C = op(A) op(B) + beta C in dtype dt (alpha 1): the ops' one door to the
+ * two above. */
+static inline void ag_gemm_dt(ag_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                              const void *A, int64_t lda, const void *B, int64_t ldb,
+                              double beta, void *C, int64_t ldc)
+{
+    if (dt == AG_F64)
+        ag_gemm_f64(ta, tb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
+    else
+        ag_gemm_f32(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, (float)beta, C, ldc);
+}
 
 /* Backend that large products use now: "openblas", "builtin-avx512",
  * "builtin-avx2" or "builtin-generic".  The default is chosen in gemm.c
