@@ -409,12 +409,6 @@ ag_status ag_checkpoint(ag_tape *t, ag_checkpoint_fn fn, void *ctx, int n_in,
 
 /* ---- selective checkpointing: outputs kept from the first run ---- */
 
-/* Entry i of the segment collecting, if it made x. */
-static bool made_x(const ag_tape *t, int64_t i, const ag_tensor *x)
-{
-    return t->entries[i].out == x;
-}
-
 ag_status ag_checkpoint_save(ag_tape *t, ag_tensor *x)
 {
     const char *fn = "ag_checkpoint_save";
@@ -430,7 +424,7 @@ ag_status ag_checkpoint_save(ag_tape *t, ag_tensor *x)
     if (!s)
         return AG_OK;
     int64_t i = t->n_entries - 1;
-    while (i >= s->base && !made_x(t, i, x))
+    while (i >= s->base && t->entries[i].out != x)
         i--;
     if (i < s->base)
         return ag_fail(t, AG_ERR_ARG, "%s: x is not the output of an op this checkpoint's fn "

@@ -17,22 +17,12 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "tapegrad.h"
 
 enum { MAX_REPS = 1000 };
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+static double now_ms(void) { return 1e3 * bench_seconds(CLOCK_MONOTONIC); }
 
 static ag_tensor *composed(ag_tape *t, ag_tensor *q, ag_tensor *k, ag_tensor *v,
                            ag_tensor *upper)
@@ -78,7 +68,7 @@ static double median_ms(bool fused, ag_tensor **x, ag_tensor *upper, int reps)
             ag_zero_grad(x[i]);
     }
     ag_tape_free(t);
-    qsort(v, (size_t)reps, sizeof v[0], cmp);
+    qsort(v, (size_t)reps, sizeof v[0], bench_cmp);
     return v[reps / 2];
 }
 

@@ -6,22 +6,12 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "autograd.h"
 
 #define STEPS 1000
 
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+static double now_ns(void) { return 1e9 * bench_seconds(CLOCK_MONOTONIC); }
 
 int main(int argc, char **argv)
 {
@@ -48,7 +38,7 @@ int main(int argc, char **argv)
         if (r >= 0)
             t[r] = (now_ns() - t0) / (3.0 * STEPS);
     }
-    qsort(t, (size_t)repeats, sizeof *t, cmp);
+    qsort(t, (size_t)repeats, sizeof *t, bench_cmp);
     printf("chain_ns_per_op %.2f\n", t[repeats / 2]);
     fprintf(stderr, "(dy/dy0 = %g, %d repeats)\n", grad, repeats);
     ag_tape_free(tape);

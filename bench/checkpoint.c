@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "tapegrad.h"
 
 enum { BLOCKS = 16, WIDTH = 512, MAX_REPS = 1000 };
@@ -46,24 +47,7 @@ static unsigned g_gpt_keep; /* "gpt-keep": NN_GPT_KEEP_FC | NN_GPT_KEEP_PROJ */
 
 static clockid_t g_clock = CLOCK_MONOTONIC;
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(g_clock, &ts);
-    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof v[0], cmp);
-    return v[n / 2];
-}
+static double now_ms(void) { return 1e3 * bench_seconds(g_clock); }
 
 /* "HIDDEN-keep": each block keeps its second linear's output from the
  * first run (ag_checkpoint_save; only the block's output reads it). */
@@ -251,9 +235,9 @@ int main(int argc, char **argv)
         }
         ratio[r] = ckpt[r] / plain[r];
     }
-    double mp = median(plain, reps), mc = median(ckpt, reps);
+    double mp = bench_median(plain, reps), mc = bench_median(ckpt, reps);
     printf("ckpt_plain_ms %.3f\nckpt_ms %.3f\nckpt_time_ratio %.4f\n", mp, mc, mc / mp);
-    printf("ckpt_time_ratio_paired %.4f\n", median(ratio, reps));
+    printf("ckpt_time_ratio_paired %.4f\n", bench_median(ratio, reps));
     printf("ckpt_plain_peak_mb %.3f\nckpt_peak_mb %.3f\nckpt_peak_ratio %.4f\n",
            (double)peak_plain / (1 << 20), (double)peak_ckpt / (1 << 20),
            (double)peak_ckpt / (double)peak_plain);

@@ -13,22 +13,12 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "trainer.h"
 
 #define BATCH 64
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+static double now_s(void) { return bench_seconds(CLOCK_MONOTONIC); }
 
 /* One epoch; phase[4] receives fill, forward, backward, step seconds. */
 static int epoch(ag_tape *t, fm_model *m, nn_batcher *it, optim *opt, optim_sched *s,
@@ -110,7 +100,7 @@ int main(int argc, char **argv)
     }
     if (profile)
         ag_tape_profile(t, stderr);
-    qsort(times, (size_t)epochs, sizeof times[0], cmp);
+    qsort(times, (size_t)epochs, sizeof times[0], bench_cmp);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double median = (times[(epochs - 1) / 2] + times[epochs / 2]) / 2;   /* as Python's */

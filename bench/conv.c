@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "autograd.h"
 
 #define BATCH 64
@@ -22,18 +23,7 @@
 
 static clockid_t g_clock = CLOCK_MONOTONIC;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(g_clock, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+static double now_s(void) { return bench_seconds(g_clock); }
 
 /* f32 uniform in [-a, a), requiring grad when asked */
 static ag_tensor *rnd(ag_rng *rng, int ndim, const int64_t *shape, double a, bool grad)
@@ -105,7 +95,7 @@ static double time_layer(ag_tape *t, model *m, int which, int repeats)
         if (r >= 0)
             ms[r] = (now_s() - t0) * 1e3 / INNER;
     }
-    qsort(ms, (size_t)repeats, sizeof *ms, cmp);
+    qsort(ms, (size_t)repeats, sizeof *ms, bench_cmp);
     double med = ms[repeats / 2];
     free(ms);
     return med;

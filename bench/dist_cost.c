@@ -15,23 +15,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "tapegrad.h"
 
 #define BUCKET_BYTES ((size_t)128 << 10) /* DIST_BUCKET_BYTES */
 #define MAX_P 128
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+static double now_s(void) { return bench_seconds(CLOCK_MONOTONIC); }
 
 /* One model's step: its parameters in forward order and a loss builder. */
 typedef struct model {
@@ -105,10 +95,10 @@ static double measure(model *m, int steps, double *ready)
     for (int k = 0; k < n; k++) {
         for (int s = 0; s < steps; s++)
             col[s] = at[(size_t)s * (size_t)n + (size_t)k];
-        qsort(col, (size_t)steps, sizeof *col, cmp_d);
+        qsort(col, (size_t)steps, sizeof *col, bench_cmp);
         ready[k] = col[steps / 2];
     }
-    qsort(bwd, (size_t)steps, sizeof *bwd, cmp_d);
+    qsort(bwd, (size_t)steps, sizeof *bwd, bench_cmp);
     double med = bwd[steps / 2];
     ag_tape_free(t);
     free(bwd);

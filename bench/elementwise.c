@@ -12,21 +12,11 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "autograd.h"
 #include "kernels/vmath.h"
 
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+static double cpu_s(void) { return bench_seconds(CLOCK_THREAD_CPUTIME_ID); }
 
 static ag_tensor *op_pow_scalar(ag_tape *t, ag_tensor *x) { return ag_pow_scalar(t, x, 2.5); }
 static ag_tensor *op_pow(ag_tape *t, ag_tensor *x) { return ag_pow(t, x, x); }
@@ -75,7 +65,7 @@ int main(int argc, char **argv)
             if (r >= 0)
                 t[r] = dt;
         }
-        qsort(t, (size_t)reps, sizeof *t, cmp);
+        qsort(t, (size_t)reps, sizeof *t, bench_cmp);
         printf("ew_%s_ns %.4f\n", k_ops[k].name, t[reps / 2] * 1e9 / (double)n);
         ag_tensor_free(x);
     }

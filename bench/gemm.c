@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "autograd.h"
 #include "kernels/kernels_internal.h"
 
@@ -27,18 +28,7 @@
 
 static clockid_t g_clock = CLOCK_MONOTONIC;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(g_clock, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+static double now(void) { return bench_seconds(g_clock); }
 
 /* ---- FMA peak: 12 independent chains, registers only ---- */
 
@@ -76,7 +66,7 @@ static double fma_peak(void)
         t[r] = now() - t0;
     }
     (void)sink;
-    qsort(t, 7, sizeof t[0], cmp_double);
+    qsort(t, 7, sizeof t[0], bench_cmp);
     return (double)iters * 12 * 8 * 2 / t[3] * 1e-9;
 }
 #else
@@ -166,8 +156,8 @@ static void gflops(const prod *p, int repeats, bool blas, double *bi, double *ob
         settle();
     }
     ag_gemm_force_builtin(false);
-    qsort(rb, (size_t)repeats, sizeof *rb, cmp_double);
-    qsort(ro, (size_t)repeats, sizeof *ro, cmp_double);
+    qsort(rb, (size_t)repeats, sizeof *rb, bench_cmp);
+    qsort(ro, (size_t)repeats, sizeof *ro, bench_cmp);
     *bi = rb[repeats / 2];
     *ob = ro[repeats / 2];
     free(rb);

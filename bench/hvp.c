@@ -21,29 +21,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "tapegrad.h"
 
 enum { NP = 6, MAX_REPS = 1000 };
 static const int64_t sizes[4] = {784, 256, 128, 10};
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof v[0], cmp);
-    return v[n / 2];
-}
+static double now_ms(void) { return 1e3 * bench_seconds(CLOCK_MONOTONIC); }
 
 typedef struct net {
     ag_tensor *p[NP], *v[NP], *x;
@@ -131,8 +115,9 @@ int main(int argc, char **argv)
     static double paired[MAX_REPS]; /* per-repetition ratios: steadier on a busy machine */
     for (int i = 0; i < reps; i++)
         paired[i] = hvp[i] / grad[i];
-    double f = median(fwd, reps), gr = median(grad, reps), gs = median(grads, reps),
-           h = median(hvp, reps), pr = median(paired, reps);
+    double f = bench_median(fwd, reps), gr = bench_median(grad, reps);
+    double gs = bench_median(grads, reps), h = bench_median(hvp, reps);
+    double pr = bench_median(paired, reps);
     printf("hvp_forward_ms %.4f\nhvp_grad_ms %.4f\nhvp_gradients_ms %.4f\nhvp_hvp_ms %.4f\n"
            "hvp_over_grad %.3f\nhvp_over_grad_paired %.3f\nhvp_tape_mb %.2f\n",
            f, gr, gs, h, h / gr, pr, tape_mb);

@@ -9,20 +9,10 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "tapegrad.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+static double now_s(void) { return bench_seconds(CLOCK_MONOTONIC); }
 
 static ag_tensor *forward(ag_tape *t, nn_linear **fc, ag_tensor *x)
 {
@@ -108,7 +98,7 @@ int main(int argc, char **argv)
         times[e] = now_s() - t0;
         acc = accuracy(t, fc, test);
     }
-    qsort(times, (size_t)epochs, sizeof times[0], cmp);
+    qsort(times, (size_t)epochs, sizeof times[0], bench_cmp);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("mlp_epoch_s %.4f\ntest_acc %.4f\npeak_rss_mb %.1f\n", times[epochs / 2], acc,
