@@ -700,6 +700,21 @@ ag_tensor *ag_adaptive_avg_pool2d(ag_tape *t, ag_tensor *x, int64_t out_h, int64
  * non-finite scale (AG_ERR_ARG). */
 ag_tensor *ag_attention(ag_tape *t, ag_tensor *q, ag_tensor *k, ag_tensor *v,
                         const ag_tensor *mask, bool causal, double scale);
+/* Self-attention over one packed projection, as nn.MultiheadAttention
+ * computes it: qkv [..., T, 3C] holds q, k, v side by side along its last
+ * dim, each the num_heads heads of width D = C / num_heads side by side
+ * (x W_in^T + b_in); the result [..., T, C] has the heads side by side,
+ * ready for the out-projection.  Equal to ag_attention on the heads
+ * [..., num_heads, T, D] of q, k, v with the result's heads merged, but
+ * reads and writes them in place: no reshape, permute or slice copies and
+ * none of their gradients.  The mask broadcasts to the scores
+ * [..., num_heads, T, T]; scale, causal and the rest as ag_attention.
+ * Errors: num_heads < 1 or scale not finite (AG_ERR_ARG), qkv with fewer
+ * than 2 or more than 6 dims or a last dim not a multiple of 3 num_heads,
+ * a mask that does not broadcast (AG_ERR_SHAPE), dtypes that differ
+ * (AG_ERR_DTYPE). */
+ag_tensor *ag_attention_qkv(ag_tape *t, ag_tensor *qkv, int64_t num_heads,
+                            const ag_tensor *mask, bool causal, double scale);
 
 /* ---- normalization ---- */
 /* F.layer_norm over the last dim: y = (x - mean) / sqrt(var + eps) * w + b,

@@ -14,7 +14,7 @@
  * (..., Tq, Tk); causal hides key j > query i (top-left aligned, as
  * torch.tril(ones(Tq, Tk))).  A row that sees no key (every score -inf)
  * gives 0 and passes no gradient; PyTorch's softmax gives NaN there. */
-#include "autograd_internal.h"
+#include "ops_attention_internal.h"
 #include "kernels/kernels_internal.h"
 #include "kernels/vmath.h"
 
@@ -31,45 +31,35 @@ static int64_t block_rows(bool causal) { return causal ? 32 : 64; }
  * file's threshold for a second thread). */
 #define PARALLEL_MACS (96.0 * 96 * 96)
 
-typedef struct {
-    double scale;
-    bool causal, has_mask;
-} attn_attr;
-
-/* aux: lse (B, Tq) of the dtype, then `chunks` scratch areas of `panel`
- * elements each, one per chunk of batches the thread pool runs: one score
- * panel (forward), two (backward). */
-typedef struct {
-    void *lse;
-    void *scratch;
-    int64_t chunks, panel;
-} attn_saved;
-
-/* Sizes of one call, and where the mask element (b, i, j) lies: its batch
- * offset from the batch dims (bshape, mstride), plus i * mq + j * mk. */
-typedef struct {
-    int64_t B, Tq, Tk, D, Dv, mq, mk;
-    int nb;
-    int64_t bshape[AG_MAX_DIMS], mstride[AG_MAX_DIMS];
-} attn_geom;
+/* The mask's strides against the scores' shape: the batch dims
+ * g->bshape, then (Tq, Tk). */
+void ag_attn_mask_strides(attn_geom *g, const ag_tensor *mask)
+{
+    int64_t full[AG_MAX_DIMS];
+    memcpy(full, g->bshape, sizeof full);
+    full[g->nb] = g->Tq;
+    full[g->nb + 1] = g->Tk;
+    ag_broadcast_strides(mask, g->nb + 2, full, g->mstride);
+    g->mq = g->mstride[g->nb];
+    g->mk = g->mstride[g->nb + 1];
+}
 
 static attn_geom geom_of(const ag_entry *e)
 {
     const ag_tensor *q = e->in[0], *k = e->in[1], *v = e->in[2];
-    attn_geom g = {1, q->shape[q->ndim - 2], k->shape[k->ndim - 2], q->shape[q->ndim - 1],
-                   v->shape[v->ndim - 1], 0, 0, q->ndim - 2, {0}, {0}};
+    attn_geom g = {.B = 1, .Tq = q->shape[q->ndim - 2], .Tk = k->shape[k->ndim - 2],
+                   .D = q->shape[q->ndim - 1], .Dv = v->shape[v->ndim - 1], .heads = 1,
+                   .nb = q->ndim - 2};
+    g.lq = (attn_lay){g.Tq * g.D, 0, g.D};
+    g.lk = (attn_lay){g.Tk * g.D, 0, g.D};
+    g.lv = (attn_lay){g.Tk * g.Dv, 0, g.Dv};
+    g.lo = (attn_lay){g.Tq * g.Dv, 0, g.Dv};
     for (int d = 0; d < g.nb; d++) {
         g.bshape[d] = q->shape[d];
         g.B *= q->shape[d];
     }
-    if (AG_ATTR(e, attn_attr)->has_mask) {
-        int64_t full[AG_MAX_DIMS]; /* the scores' shape (..., Tq, Tk) */
-        memcpy(full, q->shape, sizeof full);
-        full[q->ndim - 1] = g.Tk;
-        ag_broadcast_strides(e->in[3], q->ndim, full, g.mstride);
-        g.mq = g.mstride[q->ndim - 2];
-        g.mk = g.mstride[q->ndim - 1];
-    }
+    if (AG_ATTR(e, attn_attr)->has_mask)
+        ag_attn_mask_strides(&g, e->in[3]);
     return g;
 }
 
@@ -81,6 +71,11 @@ static int64_t mask_offset(const attn_geom *g, int64_t b)
         b /= g->bshape[d];
     }
     return off;
+}
+
+static int64_t lay_at(const attn_geom *g, const attn_lay *l, int64_t b)
+{
+    return b / g->heads * l->sb + b % g->heads * l->sh;
 }
 
 /* One batch's operands (the mask NULL when there is none) and, in
@@ -106,7 +101,8 @@ static int64_t row_keys(const attn_geom *g, bool causal, int64_t i)
     static void scores_##T(const attn_geom *g, const attn_attr *a, const T *q, const T *k, \
                            const T *m, int64_t i0, int64_t bq, int64_t kn, T *S) \
     {                                                                         \
-        GEMM(false, true, bq, kn, g->D, (T)a->scale, q + i0 * g->D, g->D, k, g->D, 0, S, kn); \
+        GEMM(false, true, bq, kn, g->D, (T)a->scale, q + i0 * g->lq.ld, g->lq.ld, k, g->lk.ld, 0, \
+             S, kn);                                                          \
         for (int64_t r = 0; m && r < bq; r++) {                               \
             const T *mr = m + (i0 + r) * g->mq;                               \
             T *row = S + r * kn;                                              \
@@ -168,8 +164,8 @@ static int64_t row_keys(const attn_geom *g, bool causal, int64_t i)
             scores_##T(g, a, q, k, m, i0, bq, kn, S);                         \
             softmax_rows_##T(g, a->causal, i0, bq, kn, S, p->lse);            \
             /* o_blk = P v */                                                 \
-            GEMM(false, false, bq, g->Dv, kn, 1, S, kn, v, g->Dv, 0, o + i0 * g->Dv, \
-                 g->Dv);                                                      \
+            GEMM(false, false, bq, g->Dv, kn, 1, S, kn, v, g->lv.ld, 0,         \
+                 o + i0 * g->lo.ld, g->lo.ld);                                \
         }                                                                     \
     }                                                                         \
     /* dS = P * (dP - D) in place of dP, D_i = rowsum(do_i * o_i) */         \
@@ -177,7 +173,8 @@ static int64_t row_keys(const attn_geom *g, bool causal, int64_t i)
                             int64_t kn, const T *P, T *dP)                    \
     {                                                                         \
         for (int64_t r = 0; r < bq; r++) {                                    \
-            const T *gr = go_b + r * g->Dv, *orow = o_b + r * g->Dv, *pr = P + r * kn; \
+            const T *gr = go_b + r * g->lo.ld, *orow = o_b + r * g->lo.ld;     \
+            const T *pr = P + r * kn;                                         \
             T di = 0, *dr = dP + r * kn;                                      \
             for (int64_t d = 0; d < g->Dv; d++)                               \
                 di += gr[d] * orow[d];                                        \
@@ -192,23 +189,24 @@ static int64_t row_keys(const attn_geom *g, bool causal, int64_t i)
         const T *q = p->q, *k = p->k, *v = p->v, *m = p->m, *o = p->o, *go = p->go; \
         T *dq = p->dq, *dk = p->dk, *dv = p->dv, *P = p->S;                   \
         int64_t rows = block_rows(a->causal), D = g->D, Dv = g->Dv;           \
+        int64_t lq = g->lq.ld, lk = g->lk.ld, lv = g->lv.ld, lo = g->lo.ld;   \
         T *dP = P + rows * g->Tk, sc = (T)a->scale;                           \
         for (int64_t i0 = 0; i0 < g->Tq; i0 += rows) {                        \
             int64_t bq = g->Tq - i0 < rows ? g->Tq - i0 : rows;               \
             int64_t kn = block_keys(g, a->causal, i0, bq);                    \
-            const T *go_b = go + i0 * Dv;                                     \
+            const T *go_b = go + i0 * lo;                                     \
             scores_##T(g, a, q, k, m, i0, bq, kn, P);                         \
             probs_again_##T(g, a->causal, i0, bq, kn, P, p->lse);             \
             if (dv)                                                           \
-                GEMM(true, false, kn, Dv, bq, 1, P, kn, go_b, Dv, 1, dv, Dv);  \
+                GEMM(true, false, kn, Dv, bq, 1, P, kn, go_b, lo, 1, dv, lv);  \
             if (!dq && !dk)                                                   \
                 continue;                                                     \
-            GEMM(false, true, bq, kn, Dv, 1, go_b, Dv, v, Dv, 0, dP, kn);     \
-            dscores_##T(g, go_b, o + i0 * Dv, bq, kn, P, dP);                 \
+            GEMM(false, true, bq, kn, Dv, 1, go_b, lo, v, lv, 0, dP, kn);     \
+            dscores_##T(g, go_b, o + i0 * lo, bq, kn, P, dP);                 \
             if (dq)                                                           \
-                GEMM(false, false, bq, D, kn, sc, dP, kn, k, D, 1, dq + i0 * D, D); \
+                GEMM(false, false, bq, D, kn, sc, dP, kn, k, lk, 1, dq + i0 * lq, lq); \
             if (dk)                                                           \
-                GEMM(true, false, kn, D, bq, sc, dP, kn, q + i0 * D, D, 1, dk, D); \
+                GEMM(true, false, kn, D, bq, sc, dP, kn, q + i0 * lq, lq, 1, dk, lk); \
         }                                                                     \
     }
 ATTN_LOOPS(float, ag_gemm_f32, logf)
@@ -226,27 +224,26 @@ static int64_t chunks_for(const attn_geom *g, bool causal)
     return n > g->B ? (g->B > 0 ? g->B : 1) : n;
 }
 
-/* Batch b's slice of each operand, and of `grads` dq, dk, dv (backward;
- * NULL in forward). */
-static attn_batch batch_at(const ag_entry *e, const attn_geom *g, int64_t b, int64_t chunk,
-                           void *const *grads)
+/* Batch b's rows of each operand, and of the gradients (backward). */
+static attn_batch batch_at(const ag_entry *e, const attn_geom *g, const attn_bases *p0,
+                           int64_t b, int64_t chunk, bool backward)
 {
     const attn_saved *s = e->aux;
     size_t z = ag_dtype_size(e->out->dtype);
-#define AT(p, n) ((p) ? (unsigned char *)(p) + (size_t)(b * (n)) * z : NULL)
-    int64_t nq = g->Tq * g->D, nk = g->Tk * g->D, nv = g->Tk * g->Dv, no = g->Tq * g->Dv;
-    const ag_tensor *m = AG_ATTR(e, attn_attr)->has_mask ? e->in[3] : NULL;
+#define AT(p, l) ((p) ? (unsigned char *)(p) + (size_t)lay_at(g, &g->l, b) * z : NULL)
+    const ag_tensor *m = AG_ATTR(e, attn_attr)->has_mask ? e->in[e->n_in - 1] : NULL;
     attn_batch p = {
-        .q = AT(e->in[0]->data, nq), .k = AT(e->in[1]->data, nk), .v = AT(e->in[2]->data, nv),
+        .q = AT(p0->in[0], lq), .k = AT(p0->in[1], lk), .v = AT(p0->in[2], lv),
         .m = m ? (unsigned char *)m->data + (size_t)mask_offset(g, b) * z : NULL,
-        .o = AT(e->out->data, no), .lse = AT(s->lse, g->Tq),
+        .o = AT(e->out->data, lo),
+        .lse = (unsigned char *)s->lse + (size_t)(b * g->Tq) * z,
         .S = (unsigned char *)s->scratch + (size_t)(chunk * s->panel) * z,
     };
-    if (grads) {
-        p.go = AT(e->out->grad->data, no);
-        p.dq = AT(grads[0], nq);
-        p.dk = AT(grads[1], nk);
-        p.dv = AT(grads[2], nv);
+    if (backward) {
+        p.go = AT(e->out->grad->data, lo);
+        p.dq = AT(p0->grads[0], lq);
+        p.dk = AT(p0->grads[1], lk);
+        p.dv = AT(p0->grads[2], lv);
     }
 #undef AT
     return p;
@@ -255,12 +252,13 @@ static attn_batch batch_at(const ag_entry *e, const attn_geom *g, int64_t b, int
 typedef struct {
     ag_entry *e;
     attn_geom g;
-    void *const *grads;  /* backward: dq, dk, dv; forward: NULL */
+    const attn_bases *p;
+    bool backward;
     int64_t per_chunk;   /* batches */
 } attn_job;
 
-/* fwd_batch or bwd_batch (by dtype and grads) for the batches of chunks
- * [lo, hi), each chunk with its own scratch */
+/* fwd_batch or bwd_batch (by dtype and direction) for the batches of
+ * chunks [lo, hi), each chunk with its own scratch */
 static void attn_chunks(void *vj, int64_t lo, int64_t hi)
 {
     const attn_job *j = vj;
@@ -268,19 +266,18 @@ static void attn_chunks(void *vj, int64_t lo, int64_t hi)
     bool f64 = j->e->out->dtype == AG_F64;
     for (int64_t c = lo; c < hi; c++)
         for (int64_t b = c * j->per_chunk; b < (c + 1) * j->per_chunk && b < j->g.B; b++) {
-            attn_batch p = batch_at(j->e, &j->g, b, c, j->grads);
-            if (j->grads)
+            attn_batch p = batch_at(j->e, &j->g, j->p, b, c, j->backward);
+            if (j->backward)
                 f64 ? bwd_batch_double(&j->g, a, &p) : bwd_batch_float(&j->g, a, &p);
             else
                 f64 ? fwd_batch_double(&j->g, a, &p) : fwd_batch_float(&j->g, a, &p);
         }
 }
 
-/* Every batch, in the chunks the scratch was made for, on the pool. */
-static void for_batches(ag_entry *e, void *const *grads)
+void ag_attn_run(ag_entry *e, const attn_geom *g, const attn_bases *p, bool backward)
 {
     const attn_saved *s = e->aux;
-    attn_job j = {e, geom_of(e), grads, 0};
+    attn_job j = {e, *g, p, backward, 0};
     j.per_chunk = (j.g.B + s->chunks - 1) / s->chunks;
     if (s->chunks > 1)
         ag_parallel_for(s->chunks, 1, attn_chunks, &j);
@@ -288,15 +285,21 @@ static void for_batches(ag_entry *e, void *const *grads)
         attn_chunks(&j, 0, 1);
 }
 
-static void attention_forward(ag_entry *e) { for_batches(e, NULL); }
+static void attention_forward(ag_entry *e)
+{
+    attn_geom g = geom_of(e);
+    attn_bases p = {{e->in[0]->data, e->in[1]->data, e->in[2]->data}, {NULL}};
+    ag_attn_run(e, &g, &p, false);
+}
 
 static void attention_backward(ag_tape *tape, ag_entry *e)
 {
-    void *grads[3];
+    attn_geom g = geom_of(e);
+    attn_bases p = {{e->in[0]->data, e->in[1]->data, e->in[2]->data}, {NULL}};
     for (int i = 0; i < 3; i++)
-        grads[i] = ag_grad_data(tape, e->in[i]);
-    if (tape->status == AG_OK && (grads[0] || grads[1] || grads[2]))
-        for_batches(e, grads);
+        p.grads[i] = ag_grad_data(tape, e->in[i]);
+    if (tape->status == AG_OK && (p.grads[0] || p.grads[1] || p.grads[2]))
+        ag_attn_run(e, &g, &p, true);
 }
 
 /* ---- the recorded derivative: the same math in ops, on whole tensors
@@ -315,55 +318,65 @@ static double dead_at(const void *lse, int64_t i)
     return ag_get(lse, i) == -INFINITY ? 1.0 : 0.0;
 }
 
-/* The rows of e that see no key, as a (..., Tq, 1) mask, or NULL when
- * every row sees one (or on failure, kept on the tape). */
-static ag_tensor *dead_rows(ag_tape *t, const ag_entry *e)
+/* The rows of e that see no key, as a (..., Tq, 1) mask shaped like q
+ * (nd, qshape) but its last dim, or NULL when every row sees one (or on
+ * failure, kept on the tape). */
+static ag_tensor *dead_rows(ag_tape *t, const ag_entry *e, int nd, const int64_t *qshape)
 {
-    const ag_tensor *q = e->in[0];
     const attn_saved *s = e->aux;
     int64_t rows = 1;
-    for (int d = 0; d < q->ndim - 1; d++)
-        rows *= q->shape[d];
-    ag_tensor lse = {.data = s->lse, .dtype = q->dtype, .numel = rows}; /* (B, Tq) */
+    for (int d = 0; d < nd - 1; d++)
+        rows *= qshape[d];
+    ag_tensor lse = {.data = s->lse, .dtype = e->out->dtype, .numel = rows}; /* (B, Tq) */
     bool any = false;
     for (int64_t i = 0; i < rows && !any; i++)
         any = ag_get(&lse, i) == -INFINITY;
     if (!any)
         return NULL;
     int64_t shape[AG_MAX_DIMS];
-    memcpy(shape, q->shape, sizeof shape);
-    shape[q->ndim - 1] = 1;
-    return ag_const_fill(t, q->dtype, q->ndim, shape, dead_at, &lse);
+    memcpy(shape, qshape, (size_t)nd * sizeof *shape);
+    shape[nd - 1] = 1;
+    return ag_const_fill(t, e->out->dtype, nd, shape, dead_at, &lse);
 }
 
 /* P = softmax(q k^T * scale + mask + causal) (0 on rows that see no key);
  * dv = P^T g;  dP = g v^T;  dS = P * (dP - rowsum(P * dP));
  * dq = dS k * scale;  dk = dS^T q * scale */
-static void attention_vjp(ag_tape *t, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+void ag_attn_vjp(ag_tape *t, const ag_entry *e, ag_tensor *q, ag_tensor *k, ag_tensor *v,
+                 const ag_tensor *mask, ag_tensor *gout, const bool want[3], ag_tensor **gin)
 {
-    ag_tensor *q = e->in[0], *k = e->in[1], *v = e->in[2];
     const attn_attr *a = AG_ATTR(e, attn_attr);
+    if (!q || !k || !v || !gout)
+        return; /* a failed op before: the tape has the error */
     int64_t tq = q->shape[q->ndim - 2], tk = k->shape[k->ndim - 2];
     ag_tensor *s = ag_mul_scalar(t, ag_matmul(t, q, ag_transpose(t, k, -2, -1)), a->scale);
-    if (a->has_mask)
-        s = ag_add(t, s, e->in[3]);
+    if (mask)
+        s = ag_add(t, s, (ag_tensor *)mask);
     if (a->causal) {
         s = ag_add(t, s, ag_const_fill(t, q->dtype, 2, (int64_t[]){tq, tk}, causal_at, &tk));
     }
-    ag_tensor *dead = dead_rows(t, e);
+    ag_tensor *dead = dead_rows(t, e, q->ndim, q->shape);
     ag_tensor *p = ag_softmax(t, dead ? ag_masked_fill(t, s, dead, 0) : s, -1);
     if (dead)
         p = ag_masked_fill(t, p, dead, 0);
-    if (ag_needs_grad(t, v))
+    if (want[2])
         gin[2] = ag_matmul(t, ag_transpose(t, p, -2, -1), gout);
-    if (!ag_needs_grad(t, q) && !ag_needs_grad(t, k))
+    if (!want[0] && !want[1])
         return;
     ag_tensor *dp = ag_matmul(t, gout, ag_transpose(t, v, -2, -1));
     ag_tensor *ds = ag_mul(t, p, ag_sub(t, dp, ag_sum(t, ag_mul(t, p, dp), -1, true)));
-    if (ag_needs_grad(t, q))
+    if (want[0])
         gin[0] = ag_mul_scalar(t, ag_matmul(t, ds, k), a->scale);
-    if (ag_needs_grad(t, k))
+    if (want[1])
         gin[1] = ag_mul_scalar(t, ag_matmul(t, ag_transpose(t, ds, -2, -1), q), a->scale);
+}
+
+static void attention_vjp(ag_tape *t, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
+{
+    const bool want[3] = {ag_needs_grad(t, e->in[0]), ag_needs_grad(t, e->in[1]),
+                          ag_needs_grad(t, e->in[2])};
+    const ag_tensor *mask = AG_ATTR(e, attn_attr)->has_mask ? e->in[3] : NULL;
+    ag_attn_vjp(t, e, e->in[0], e->in[1], e->in[2], mask, gout, want, gin);
 }
 
 /* ---- the call ---- */
@@ -391,22 +404,32 @@ static bool attn_check(ag_tape *t, ag_tensor *const *in, const ag_tensor *mask)
     }
     if (!mask)
         return true;
-    ok = mask->ndim <= nd;
-    for (int d = 1; ok && d <= mask->ndim; d++) {
-        int64_t want = d == 1 ? k->shape[nd - 2] : q->shape[nd - d];
-        ok = mask->shape[mask->ndim - d] == want || mask->shape[mask->ndim - d] == 1;
+    int64_t full[AG_MAX_DIMS];
+    memcpy(full, q->shape, sizeof full);
+    full[nd - 1] = k->shape[nd - 2];
+    return ag_attn_check_mask(t, fn, mask, q->dtype, nd, full);
+}
+
+bool ag_attn_check_mask(ag_tape *t, const char *fn, const ag_tensor *mask, ag_dtype dt,
+                        int nd, const int64_t *scores)
+{
+    char s1[128], s2[128];
+    if (mask->dtype != dt) {
+        ag_fail(t, AG_ERR_DTYPE, "%s: dtypes differ: mask is %s, the scores %s", fn,
+                mask->dtype == AG_F64 ? "f64" : "f32", dt == AG_F64 ? "f64" : "f32");
+        return false;
     }
+    bool ok = mask->ndim <= nd;
+    for (int d = 1; ok && d <= mask->ndim; d++)
+        ok = mask->shape[mask->ndim - d] == scores[nd - d] || mask->shape[mask->ndim - d] == 1;
     if (!ok) {
-        int64_t full[AG_MAX_DIMS];
-        memcpy(full, q->shape, sizeof full);
-        full[nd - 1] = k->shape[nd - 2];
-        ag_fail(t, AG_ERR_SHAPE, "ag_attention: mask %s does not broadcast to the scores %s",
-                ag_shape_str(mask, s1, sizeof s1), ag_fmt_shape(s2, sizeof s2, nd, full));
+        ag_fail(t, AG_ERR_SHAPE, "%s: mask %s does not broadcast to the scores %s", fn,
+                ag_shape_str(mask, s1, sizeof s1), ag_fmt_shape(s2, sizeof s2, nd, scores));
         return false;
     }
     if (mask->requires_grad) {
-        ag_fail(t, AG_ERR_ARG, "ag_attention: mask requires grad, but it is taken as a "
-                "constant (no gradient flows to it)");
+        ag_fail(t, AG_ERR_ARG, "%s: mask requires grad, but it is taken as a "
+                "constant (no gradient flows to it)", fn);
         return false;
     }
     return true;
@@ -423,28 +446,36 @@ ag_tensor *ag_attention(ag_tape *t, ag_tensor *q, ag_tensor *k, ag_tensor *v,
         return ag_fail(t, AG_ERR_ARG, "ag_attention: scale %g is not finite", scale);
     int nd = q->ndim;
     int64_t D = q->shape[nd - 1];
-    attn_attr at = {scale != 0 ? scale : D > 0 ? 1 / sqrt((double)D) : 1, causal, mask != NULL};
+    attn_attr at = {scale != 0 ? scale : D > 0 ? 1 / sqrt((double)D) : 1, causal, mask != NULL,
+                    1};
     int64_t shape[AG_MAX_DIMS];
     memcpy(shape, q->shape, sizeof shape);
     shape[nd - 1] = v->shape[nd - 1];
-
     ag_entry probe = {.in = in, .attr = {{0}}};
     memcpy(probe.attr.bytes, &at, sizeof at);
     attn_geom g = geom_of(&probe);
-    bool record = t->grad_enabled && (q->requires_grad || k->requires_grad || v->requires_grad);
-    size_t esz = ag_dtype_size(q->dtype);
-    int64_t rows = block_rows(causal), bq = g.Tq < rows ? g.Tq : rows;
-    attn_saved sv = {NULL, NULL, chunks_for(&g, causal), (record ? 2 * rows : bq) * g.Tk};
-    unsigned char *mem = ag_arena_alloc(t, sizeof sv + (size_t)(g.B * g.Tq) * esz +
+    return ag_attn_record(t, &ag_op_attention, in, n_in, &at, &g, nd, shape);
+}
+
+ag_tensor *ag_attn_record(ag_tape *t, const ag_op_def *def, ag_tensor **in, int n_in,
+                          const attn_attr *at, const attn_geom *g, int nd,
+                          const int64_t *shape)
+{
+    bool record = t->grad_enabled && in[0]->requires_grad;
+    for (int i = 1; i < 3 && def == &ag_op_attention; i++)
+        record = record || in[i]->requires_grad;
+    size_t esz = ag_dtype_size(in[0]->dtype);
+    int64_t rows = block_rows(at->causal), bq = g->Tq < rows ? g->Tq : rows;
+    attn_saved sv = {NULL, NULL, chunks_for(g, at->causal), (record ? 2 * rows : bq) * g->Tk};
+    unsigned char *mem = ag_arena_alloc(t, sizeof sv + (size_t)(g->B * g->Tq) * esz +
                                                (size_t)(sv.chunks * sv.panel) * esz);
     if (!mem)
         return NULL;
     sv.lse = mem + sizeof sv;
-    sv.scratch = (unsigned char *)sv.lse + (size_t)(g.B * g.Tq) * esz;
+    sv.scratch = (unsigned char *)sv.lse + (size_t)(g->B * g->Tq) * esz;
     memcpy(mem, &sv, sizeof sv);
-    ag_op_call c = {.def = &ag_op_attention, .in = in, .n_in = n_in, .dtype = q->dtype,
-                    .ndim = nd, .shape = shape, .attr = &at, .attr_size = sizeof at,
-                    .aux = mem};
+    ag_op_call c = {.def = def, .in = in, .n_in = n_in, .dtype = in[0]->dtype, .ndim = nd,
+                    .shape = shape, .attr = at, .attr_size = sizeof *at, .aux = mem};
     return ag_op_run(t, &c);
 }
 
@@ -461,9 +492,7 @@ static ag_tensor *attention_apply(ag_tape *t, ag_tensor **in, void *ctx)
                         s->farg[0]);
 }
 
-/* A mask of the given shape: normal values, and -inf at a few places
- * that leave each row of the scores a key (column 0 is never masked). */
-static ag_tensor *sample_mask(ag_rng *rng, int ndim, const int64_t *shape)
+ag_tensor *ag_attn_sample_mask(ag_rng *rng, int ndim, const int64_t *shape)
 {
     ag_tensor *m = ag_sample_tensor(rng, ndim, shape, AG_SAMPLE_RANGE, -1, 1);
     if (!m)
@@ -504,9 +533,9 @@ static bool attention_sample(int which, ag_rng *rng, ag_op_sample *s)
     s->in[2] = ag_sample_tensor(rng, nd, vs, AG_SAMPLE_RANGE, -2, 2);
     s->n_in = 3;
     if (cases[which].mask == 1)
-        s->in[s->n_in++] = sample_mask(rng, 2, (int64_t[]){qs[nb], ks[nb]});
+        s->in[s->n_in++] = ag_attn_sample_mask(rng, 2, (int64_t[]){qs[nb], ks[nb]});
     else if (cases[which].mask == 2)
-        s->in[s->n_in++] = sample_mask(rng, 4, (int64_t[]){qs[0], 1, 1, ks[nb]});
+        s->in[s->n_in++] = ag_attn_sample_mask(rng, 4, (int64_t[]){qs[0], 1, 1, ks[nb]});
     s->fn = attention_apply;
     s->iarg[0] = cases[which].causal;
     s->farg[0] = cases[which].scale;

@@ -73,6 +73,8 @@ AG_OP(CROSS_ENTROPY_LOGITS, ag_op_cross_entropy_logits)
 AG_OP(DROPOUT, ag_op_dropout)
 /* ops_attention.c */
 AG_OP(ATTENTION, ag_op_attention)
+/* ops_attention_qkv.c */
+AG_OP(ATTENTION_QKV, ag_op_attention_qkv)
 /* ops_conv.c */
 AG_OP(CONV2D, ag_op_conv2d)
 AG_OP(CONV2D_INPUT_GRAD, ag_op_conv2d_input_grad)

@@ -125,6 +125,14 @@ ag_tensor *nn_multihead_attention_forward(ag_tape *t, nn_multihead_attention *m,
     if (!nn_check_input(t, fn, query) || !nn_check_input(t, fn, key) ||
         !nn_check_input(t, fn, value) || !shapes_ok(t, m, query, key, value))
         return NULL;
+    const int64_t *s = ag_shape(query);
+    if (query == key && key == value && m->batch_first &&
+        (!attn_mask || ag_ndim(attn_mask) <= 4)) {
+        /* self-attention, [N, L, E]: the heads read in place from one GEMM */
+        ag_tensor *qkv = ag_linear(t, query, m->in_proj_weight, m->in_proj_bias);
+        ag_tensor *o = ag_attention_qkv(t, qkv, m->num_heads, attn_mask, causal, 0.0);
+        return nn_linear_forward(t, m->out_proj, o);
+    }
     ag_tensor *q, *k, *v;
     if (query == key && key == value) {   /* self-attention: one GEMM, one permute */
         ag_tensor *qkv[3];
@@ -139,6 +147,5 @@ ag_tensor *nn_multihead_attention_forward(ag_tape *t, nn_multihead_attention *m,
         v = heads_split(t, m, project(t, m, value, 2), 1);
     }
     ag_tensor *o = ag_attention(t, q, k, v, attn_mask, causal, 0.0);   /* (1, N, nh, L, hd) */
-    const int64_t *s = ag_shape(query);
     return nn_linear_forward(t, m->out_proj, heads_merge(t, m, o, s[0], s[1]));
 }

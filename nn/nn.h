@@ -527,7 +527,9 @@ void nn_rnn_free(nn_rnn *r);
  * masked; torch's boolean masks become -inf / 0); causal masks key j > query
  * i (torch's is_causal, or attn_mask = triu(-inf, 1)).  No dropout, no
  * key_padding_mask (express it in attn_mask as [N, 1, 1, S]).  The heads
- * run through the fused ag_attention.  Errors on the tape name
+ * run through the fused ag_attention, or for self-attention (query, key
+ * and value one tensor) with batch_first through ag_attention_qkv, which
+ * reads them in place from the in-projection's output.  Errors on the tape name
  * nn_multihead_attention_forward (shapes, dtype). */
 typedef struct nn_multihead_attention {
     ag_tensor *in_proj_weight;   /* [3E, E] */

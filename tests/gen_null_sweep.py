@@ -58,6 +58,7 @@ NULLABLE = {
     'ag_dropout': {'rng'},                # allowed when not training (p = 0)
     'ag_cross_entropy_logits': {'opts'},  # NULL: PyTorch's defaults
     'ag_attention': {'mask'},             # no mask
+    'ag_attention_qkv': {'mask'},
     'ag_topk': {'indices'},               # the values alone
     'ag_tensor_set_name': {'name'},       # clears the name
     'ag_tape_profile_totals': {'forward_ns', 'backward_ns'},   # fills those given

@@ -280,6 +280,12 @@ static ag_tensor *fx_attention(ag_tape *t, ag_tensor **in, int n, const fx_case 
                         fx_num(c, "scale"));
 }
 
+static ag_tensor *fx_attention_qkv(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
+{
+    return ag_attention_qkv(t, in[0], fx_int(c, "heads"), n > 1 ? in[1] : NULL,
+                            fx_bool(c, "causal"), fx_num(c, "scale"));
+}
+
 static ag_tensor *fx_topk(ag_tape *t, ag_tensor **in, int n, const fx_case *c)
 {
     (void)n;
@@ -334,7 +340,7 @@ static const struct {
     FX(slice), FX(unslice), FX(pad), FX(concat), FX(stack),
     FX(gather), FX(scatter_add), FX(index_select), FX(index_add), FX(where), FX(clamp),
     FX(softmax), FX(log_softmax), FX(cross_entropy_logits), FX(dropout),
-    FX(attention), FX(topk),
+    FX(attention), FX(attention_qkv), FX(topk),
     FX(lstm_cell_c), FX(lstm_cell_h), FX(gru_cell), FX(layer_norm),
 };
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """PyTorch reference fixtures for tapegrad's attention and topk rows.
 
-    /usr/bin/python3 tests/reference/make_attention_fixtures.py
+    /usr/bin/python3 tests/reference/make_attention_fixtures.py [op ...]
 
 Needs Debian's python3-torch (1.13: no scaled_dot_product_attention, so the
 reference is the attention written out).  Writes, in make_fixtures.py's
@@ -16,6 +16,11 @@ reads them with every other op:
         left aligned, also for Tq != Tk).  Masks hold -inf entries but leave
         every row a key (a row that sees none is NaN in PyTorch, 0 in
         tapegrad: tests/test_ops_attention.c checks that one).
+    tests/reference/ops/attention_qkv.<f64|f32>.safetensors
+        in0 qkv [..., T, 3C] (q, k, v side by side, each H heads of width
+        D = C / H), in1 the mask when there is one; args: heads, causal,
+        scale.  out [..., T, C]: the attention above on the heads
+        [..., H, T, D] of q, k, v, the heads merged back side by side.
     tests/reference/ops/topk.<f64|f32>.safetensors
         torch.topk(x, k, axis, largest, sorted=True) values (distinct
         inputs: the order is unique); args: k, axis, largest.
@@ -91,6 +96,41 @@ def _attention(rng):
     return out
 
 
+def attention_qkv(t, a):
+    qkv, h = t[0], a['heads']
+    lead, T, C = qkv.shape[:-2], qkv.shape[-2], qkv.shape[-1] // 3
+
+    def heads(x):
+        return x.reshape(lead + (T, h, C // h)).transpose(-3, -2)
+    q, k, v = (heads(x) for x in qkv.split(C, -1))
+    o = attention([q, k, v] + list(t[1:]), a)
+    return o.transpose(-3, -2).reshape(lead + (T, C))
+
+
+@mf.op('attention_qkv')
+def _attention_qkv(rng):
+    # (leading dims, T, heads, D, causal, mask maker or None, scale)
+    specs = [
+        ((2,), 5, 2, 3, False, None, 0.0),
+        ((3,), 6, 4, 2, True, None, 0.0),
+        ((), 7, 1, 5, True, None, 0.9),
+        ((2,), 5, 2, 4, False, lambda b, h, t: mask(rng, (t, t)), 0.0),
+        ((2,), 6, 2, 2, False, lambda b, h, t: padding(rng, b[0], t), 0.0),
+        ((2, 2), 4, 3, 2, True, lambda b, h, t: mask(rng, (b[1], h, t, t)), 0.0),
+        ((1,), 70, 2, 8, True, None, 0.0),            # query blocks of 32 and 6
+    ]
+    out = []
+    for batch, T, h, d, causal, make_mask, scale in specs:
+        b = tuple(batch)
+        inputs, diff = [mf.uni(rng, b + (T, 3 * h * d), -1.5, 1.5)], [True]
+        if make_mask:
+            inputs.append(make_mask(b, h, T))
+            diff.append(False)
+        out.append(mf.Case(inputs, attention_qkv,
+                           {'heads': h, 'causal': causal, 'scale': scale}, diff))
+    return out
+
+
 @mf.op('topk')
 def _topk(rng):
     specs = [((3, 5), 1, 2, True), ((2, 4, 3), 1, 3, False), ((6,), 0, 6, True),
@@ -103,9 +143,10 @@ def _topk(rng):
 
 def main():
     os.makedirs(mf.OUT_DIR, exist_ok=True)
-    for name in ('attention', 'topk'):
+    names = sys.argv[1:] or ['attention', 'attention_qkv', 'topk']
+    for name in names:
         mf.write_op(name)
-    print('wrote attention, topk x 2 dtypes to %s' % mf.OUT_DIR)
+    print('wrote %s x 2 dtypes to %s' % (', '.join(names), mf.OUT_DIR))
 
 
 if __name__ == '__main__':
