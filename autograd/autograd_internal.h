@@ -33,6 +33,15 @@
 #else
 #define AG_SIMD
 #endif
+/* A loop whose reductions (OP over the listed variables: + or max) may be
+ * vectorised: partial results per lane, combined at the end (an order
+ * fixed by the code, so the same bits on every run and thread count). */
+#ifdef _OPENMP
+#define AG_PRAGMA(x) _Pragma(#x)
+#define AG_SIMD_REDUCE(OP, ...) AG_PRAGMA(omp simd reduction(OP : __VA_ARGS__))
+#else
+#define AG_SIMD_REDUCE(OP, ...)
+#endif
 
 struct ag_tensor {
     void *data;

@@ -119,8 +119,12 @@ static int64_t row_keys(const attn_geom *g, bool causal, int64_t i)
         for (int64_t r = 0; r < bq; r++) {                                    \
             T *row = S + r * kn, mx = -INFINITY, sum = 0;                     \
             int64_t lim = row_keys(g, causal, i0 + r);                        \
-            for (int64_t j = 0; j < lim; j++)                                 \
-                mx = row[j] > mx || row[j] != row[j] ? row[j] : mx;           \
+            AG_SIMD_REDUCE(max, mx) for (int64_t j = 0; j < lim; j++)         \
+                mx = row[j] > mx ? row[j] : mx;                               \
+            /* NaN scores pass through exp into the sum and so the row,     \
+             * unless nothing else is above -inf */                          \
+            for (int64_t j = 0; mx == -INFINITY && j < lim; j++)              \
+                mx = row[j] != row[j] ? row[j] : mx;                          \
             if (mx == -INFINITY) {                                            \
                 memset(row, 0, (size_t)kn * sizeof *row);                     \
                 lse[i0 + r] = -INFINITY;                                      \
@@ -129,7 +133,7 @@ static int64_t row_keys(const attn_geom *g, bool causal, int64_t i)
             for (int64_t j = 0; j < lim; j++)                                 \
                 row[j] -= mx;                                                 \
             ag_vm_##T()->exp(row, row, lim);                                  \
-            for (int64_t j = 0; j < lim; j++)                                 \
+            AG_SIMD_REDUCE(+, sum) for (int64_t j = 0; j < lim; j++)          \
                 sum += row[j];                                                \
             T inv = 1 / sum;                                                  \
             for (int64_t j = 0; j < lim; j++)                                 \
@@ -176,7 +180,7 @@ static int64_t row_keys(const attn_geom *g, bool causal, int64_t i)
             const T *gr = go_b + r * g->lo.ld, *orow = o_b + r * g->lo.ld;     \
             const T *pr = P + r * kn;                                         \
             T di = 0, *dr = dP + r * kn;                                      \
-            for (int64_t d = 0; d < g->Dv; d++)                               \
+            AG_SIMD_REDUCE(+, di) for (int64_t d = 0; d < g->Dv; d++)         \
                 di += gr[d] * orow[d];                                        \
             for (int64_t j = 0; j < kn; j++)                                  \
                 dr[j] = pr[j] * (dr[j] - di);                                 \

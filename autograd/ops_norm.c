@@ -12,14 +12,6 @@
 
 #include <math.h>
 
-/* A loop whose sums (the listed variables) may be vectorised: partial
- * sums per lane, added at the end. */
-#ifdef _OPENMP
-#define LN_PRAGMA(x) _Pragma(#x)
-#define LN_SIMD_SUM(...) LN_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
-#else
-#define LN_SIMD_SUM(...)
-#endif
 
 typedef struct {
     double eps;
@@ -36,9 +28,9 @@ typedef struct {
         for (int64_t r = lo; r < hi; r++) {                                     \
             const T *xr = x + r * D;                                            \
             T *yr = y + r * D, sum = 0, sq = 0;                                 \
-            LN_SIMD_SUM(sum) for (int64_t j = 0; j < D; j++) sum += xr[j];      \
+            AG_SIMD_REDUCE(+, sum) for (int64_t j = 0; j < D; j++) sum += xr[j];      \
             T m = sum / (T)D;                                                   \
-            LN_SIMD_SUM(sq) for (int64_t j = 0; j < D; j++) sq += (xr[j] - m) * (xr[j] - m); \
+            AG_SIMD_REDUCE(+, sq) for (int64_t j = 0; j < D; j++) sq += (xr[j] - m) * (xr[j] - m); \
             T s = (T)(1.0 / sqrt((double)sq / (double)D + eps));                \
             stat[2 * r] = (double)m;                                            \
             stat[2 * r + 1] = (double)s;                                        \
@@ -54,7 +46,7 @@ typedef struct {
         for (int64_t r = lo; r < hi; r++) {                                     \
             const T *xr = x + r * D, *gr = g + r * D;                           \
             T m = (T)stat[2 * r], s = (T)stat[2 * r + 1], a = 0, c = 0;         \
-            LN_SIMD_SUM(a, c) for (int64_t j = 0; j < D; j++) {                 \
+            AG_SIMD_REDUCE(+, a, c) for (int64_t j = 0; j < D; j++) {                 \
                 T xh = (xr[j] - m) * s, gw = gr[j] * w[j];                      \
                 a += gw;                                                        \
                 c += gw * xh;                                                   \

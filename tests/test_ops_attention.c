@@ -145,6 +145,13 @@ static void test_attention_row_without_keys_is_zero(void **state)
         o = ag_attention(t, q, k, v, m, false, 0);
         assert_true(isnan(ag_get(o, 0)) && isnan(ag_get(o, 1)));
         assert_true(isfinite(ag_get(o, 4)) && ag_get(o, 2) == 0);
+        /* also where the NaN is the only score above -inf in its row */
+        ag_tape_reset(t);
+        for (int j = 1; j < 5; j++)
+            ag_set(m, j, -INFINITY);
+        o = ag_attention(t, q, k, v, m, false, 0);
+        assert_true(isnan(ag_get(o, 0)) && isnan(ag_get(o, 1)));
+        assert_true(isfinite(ag_get(o, 4)) && ag_get(o, 2) == 0);
         ag_tape_free(t);
         ag_tensor *all[] = {q, k, v, m};
         for (int i = 0; i < 4; i++)
