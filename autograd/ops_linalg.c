@@ -20,6 +20,8 @@
 #include "autograd_internal.h"
 #include "kernels/kernels_internal.h"
 
+#include <string.h>
+
 typedef struct {
     int64_t M, K, N;
     int nbd;                     /* batch dims of C */
@@ -286,65 +288,93 @@ const ag_op_def ag_op_matmul = {.name = "matmul", .saveable = true, .forward = m
  * stores it, b (O) optional.  Reading W transposed inside the GEMM saves
  * the transpose copy a matmul composition would make, both ways. */
 
-/* The bias rows of y (M, O) += b, or the bias gradient db += the column
- * sums of g, cut for the pool: rows [lo, hi) for the add, columns for the
- * sums (each still added over m in order, so the bits do not depend on
- * the split).  One thread ran both, 1.4% of a GPT step. */
+/* The bias rows of y (M, O) += b, and the bias gradient db += the column
+ * sums of g, on the pool (one thread ran both, 1.4% of a GPT step).  The
+ * sums go by chunks of BIAS_ROWS rows: each chunk's partial sums, then
+ * those added into db in chunk order, so the bits depend on M only, not
+ * on the threads. */
+#define BIAS_ROWS 64
+
 typedef struct {
     ag_dtype dt;
-    void *y;           /* y (add) or db (sums) */
+    void *y;           /* y (add) or the partial sums, (chunks, O) (sums) */
     const void *src;   /* b (add) or g (sums) */
     int64_t M, O;
 } bias_job;
 
+#define BIAS_LOOPS(T)                                                             \
+    static void bias_add_##T(const bias_job *j, int64_t lo, int64_t hi)          \
+    {                                                                             \
+        const T *b = j->src;                                                      \
+        for (int64_t m = lo; m < hi; m++) {                                       \
+            T *y = (T *)j->y + m * j->O;                                          \
+            AG_SIMD for (int64_t o = 0; o < j->O; o++) y[o] += b[o];              \
+        }                                                                         \
+    }                                                                             \
+    /* part[c] = sum of the rows of chunk c, for c in [lo, hi) */                \
+    static void bias_part_##T(const bias_job *j, int64_t lo, int64_t hi)         \
+    {                                                                             \
+        for (int64_t c = lo; c < hi; c++) {                                       \
+            T *p = (T *)j->y + c * j->O;                                          \
+            int64_t end = (c + 1) * BIAS_ROWS < j->M ? (c + 1) * BIAS_ROWS : j->M; \
+            memcpy(p, (const T *)j->src + c * BIAS_ROWS * j->O, (size_t)j->O * sizeof(T)); \
+            for (int64_t m = c * BIAS_ROWS + 1; m < end; m++) {                    \
+                const T *g = (const T *)j->src + m * j->O;                        \
+                AG_SIMD for (int64_t o = 0; o < j->O; o++) p[o] += g[o];          \
+            }                                                                     \
+        }                                                                         \
+    }                                                                             \
+    static void bias_sum_##T(T *db, const T *part, int64_t k, int64_t O)          \
+    {                                                                             \
+        for (int64_t c = 0; c < k; c++)                                           \
+            AG_SIMD for (int64_t o = 0; o < O; o++) db[o] += part[c * O + o];     \
+    }
+BIAS_LOOPS(float)
+BIAS_LOOPS(double)
+
 static void bias_add_rows(void *vj, int64_t lo, int64_t hi)
 {
     const bias_job *j = vj;
-    for (int64_t m = lo; m < hi; m++) {
-        if (j->dt == AG_F64) {
-            double *y = (double *)j->y + m * j->O;
-            const double *b = j->src;
-            AG_SIMD for (int64_t o = 0; o < j->O; o++) y[o] += b[o];
-        } else {
-            float *y = (float *)j->y + m * j->O;
-            const float *b = j->src;
-            AG_SIMD for (int64_t o = 0; o < j->O; o++) y[o] += b[o];
-        }
-    }
+    if (j->dt == AG_F64)
+        bias_add_double(j, lo, hi);
+    else
+        bias_add_float(j, lo, hi);
 }
 
-/* db[o] += sum_m g[m, o] for o in [lo, hi) */
-static void bias_grad_cols(void *vj, int64_t lo, int64_t hi)
+static void bias_part_rows(void *vj, int64_t lo, int64_t hi)
 {
     const bias_job *j = vj;
-    for (int64_t m = 0; m < j->M; m++) {
-        if (j->dt == AG_F64) {
-            const double *g = (const double *)j->src + m * j->O;
-            double *db = j->y;
-            AG_SIMD for (int64_t o = lo; o < hi; o++) db[o] += g[o];
-        } else {
-            const float *g = (const float *)j->src + m * j->O;
-            float *db = j->y;
-            AG_SIMD for (int64_t o = lo; o < hi; o++) db[o] += g[o];
-        }
-    }
+    if (j->dt == AG_F64)
+        bias_part_double(j, lo, hi);
+    else
+        bias_part_float(j, lo, hi);
 }
 
-static void bias_run(bias_job *j, bool sums)
+/* n units of fn, each touching `per` elements: on the pool when large */
+static void bias_run(bias_job *j, int64_t n, int64_t per, ag_parallel_fn fn)
 {
-    int64_t n = sums ? j->O : j->M, per = sums ? j->M : j->O; /* elements a unit touches */
-    ag_parallel_fn fn = sums ? bias_grad_cols : bias_add_rows;
-    if (j->M * j->O < AG_PAR_MIN) { /* also M or O 0 */
-        fn(j, 0, n);
-        return;
-    }
-    int64_t chunk = per >= AG_PAR_CHUNK ? 1 : (AG_PAR_CHUNK + per - 1) / per;
-    if (sums)
-        chunk = (chunk + 15) / 16 * 16; /* whole vectors of columns */
-    if (n <= chunk)
+    if (n * per < AG_PAR_MIN || n < 2)
         fn(j, 0, n);
     else
-        ag_parallel_for(n, chunk, fn, j);
+        ag_parallel_for(n, per >= AG_PAR_CHUNK ? 1 : (AG_PAR_CHUNK + per - 1) / per, fn, j);
+}
+
+/* db += the column sums of g (M, O); false on no memory (kept on the tape) */
+static bool bias_grad(ag_tape *tape, ag_dtype dt, void *db, const void *g, int64_t M,
+                      int64_t O)
+{
+    int64_t k = (M + BIAS_ROWS - 1) / BIAS_ROWS;
+    size_t es = ag_dtype_size(dt);
+    void *part = ag_arena_alloc(tape, (size_t)(k * O) * es + 1);
+    if (!part)
+        return false;
+    bias_job j = {dt, part, g, M, O};
+    bias_run(&j, k, BIAS_ROWS * O, bias_part_rows);
+    if (dt == AG_F64)
+        bias_sum_double(db, part, k, O);
+    else
+        bias_sum_float(db, part, k, O);
+    return true;
 }
 
 static void linear_forward(ag_entry *e)
@@ -356,7 +386,7 @@ static void linear_forward(ag_entry *e)
     if (e->n_in < 3)
         return;
     bias_job j = {y->dtype, y->data, e->in[2]->data, M, O};
-    bias_run(&j, false);
+    bias_run(&j, M, O, bias_add_rows);
 }
 
 static void linear_backward(ag_tape *tape, ag_entry *e)
@@ -369,10 +399,8 @@ static void linear_backward(ag_tape *tape, ag_entry *e)
         ag_gemm_dt(y->dtype, false, false, M, I, O, y->grad->data, O, w->data, I, 1.0, dx, I);
     if (dw) /* dW += g^T x */
         ag_gemm_dt(y->dtype, true, false, O, I, M, y->grad->data, O, x->data, I, 1.0, dw, I);
-    if (db) {
-        bias_job j = {y->dtype, db, y->grad->data, M, O};
-        bias_run(&j, true);
-    }
+    if (db)
+        bias_grad(tape, y->dtype, db, y->grad->data, M, O);
 }
 
 /* The same products recorded: g W reads W as stored (no copy), g^T x
