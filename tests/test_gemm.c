@@ -389,6 +389,51 @@ static void test_gemm_pack_layouts(void **state)
     assert_true(ag_gemm_set_arch(NULL));
 }
 
+/* The kernel that reads A in place gives the bits of the packed one on
+ * the same tile: depths 1 to 200, full and edge columns, beta 0 and 1. */
+static void test_gemm_in_place_a_same_bits(void **state)
+{
+    (void)state;
+#ifdef AG_GEMM_X86
+    const ag_gemm_arch *arch = &ag_gemm_arch_avx512;
+    if (!arch->supported() || !arch->sukr_rows) {
+        skip();
+        return;
+    }
+    const int mr = arch->s.mr, nr = arch->s.nr;
+    static const int64_t kcs[] = {1, 7, 64, 200};
+    for (size_t k = 0; k < sizeof kcs / sizeof kcs[0]; k++) {
+        int64_t kc = kcs[k], lda = kc + 3, ldc = nr + 5;
+        float *A = malloc(sizeof(float) * (size_t)(mr * lda));
+        float *Ap = malloc(sizeof(float) * (size_t)(mr * kc));
+        float *Bp = malloc(sizeof(float) * (size_t)(kc * nr));
+        float *C1 = malloc(sizeof(float) * (size_t)(mr * ldc));
+        float *C2 = malloc(sizeof(float) * (size_t)(mr * ldc));
+        assert_true(A && Ap && Bp && C1 && C2);
+        for (int64_t i = 0; i < mr * lda; i++)
+            A[i] = (float)sin((double)i * 0.37) * 1.7f;
+        for (int64_t i = 0; i < kc * nr; i++)
+            Bp[i] = (float)cos((double)i * 0.21) * 0.9f;
+        arch->spack(A, lda, false, mr, kc, mr, Ap);
+        for (int n = nr; n >= nr - 5; n -= 5)
+            for (int b = 0; b < 2; b++) {
+                for (int64_t i = 0; i < mr * ldc; i++)
+                    C1[i] = C2[i] = (float)i * 0.01f;
+                arch->sukr(kc, Ap, Bp, C1, ldc, 0.75f, (float)b, mr, n);
+                arch->sukr_rows(kc, A, lda, Bp, C2, ldc, 0.75f, (float)b, mr, n);
+                assert_memory_equal(C1, C2, sizeof(float) * (size_t)(mr * ldc));
+            }
+        free(A);
+        free(Ap);
+        free(Bp);
+        free(C1);
+        free(C2);
+    }
+#else
+    skip();
+#endif
+}
+
 /* The switches land where they say, and undo. */
 static void test_gemm_backend_switches(void **state)
 {
@@ -439,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_gemm_release_buffers),
         cmocka_unit_test(test_gemm_backend_switches),
         cmocka_unit_test(test_gemm_pack_layouts),
+        cmocka_unit_test(test_gemm_in_place_a_same_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,6 +30,26 @@
 #define UKR_SFMA(a, b, c) __builtin_fmaf(a, b, c)
 #include "gemm_ukernel.h"
 
+/* the same kernel reading A in place */
+#define UKR_ROWS     1
+#define UKR_ATTR       __attribute__((target("avx512f")))
+#define UKR_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#define UKR_NAME     ukr_avx512_f32_rows
+#define UKR_T        float
+#define UKR_VEC      __m512
+#define UKR_VLEN     16
+#define UKR_MR       12
+#define UKR_NV       2
+#define UKR_ZERO()   _mm512_setzero_ps()
+#define UKR_LOAD(p)  _mm512_loadu_ps(p)
+#define UKR_STORE(p, v) _mm512_storeu_ps(p, v)
+#define UKR_BCAST(p) _mm512_set1_ps(*(p))
+#define UKR_SET1(x)  _mm512_set1_ps(x)
+#define UKR_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define UKR_MUL(a, b) _mm512_mul_ps(a, b)
+#define UKR_SFMA(a, b, c) __builtin_fmaf(a, b, c)
+#include "gemm_ukernel.h"
+
 #define UKR_ATTR       __attribute__((target("avx512f")))
 #define UKR_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
@@ -63,6 +83,7 @@ const ag_gemm_arch ag_gemm_arch_avx512 = {
     .d = {.mr = 12, .nr = 16, .kc = 192, .mc = 96, .nc = 4096},
     .sukr = ukr_avx512_f32,
     .dukr = ukr_avx512_f64,
+    .sukr_rows = ukr_avx512_f32_rows,
     .spack = ag_gemm_pack_avx2_f32,
     .dpack = ag_gemm_pack_avx2_f64,
 };

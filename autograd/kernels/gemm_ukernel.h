@@ -15,14 +15,26 @@
  * Dimension legend: kc = depth of this pass, mr x nr = register tile,
  * m x n = the part of the tile that lies inside C (edge tiles are smaller).
  * Ap: kc x mr, Bp: kc x nr, both k-major and zero-padded by the packers.
+ * With UKR_ROWS defined the kernel takes A as stored instead, row-major
+ * with row stride lda (whole tiles only: m = mr), for a product whose A
+ * would need a transposing pack; the arithmetic is the same.
  */
 
 #define UKR_NR (UKR_NV * UKR_VLEN)
 
-UKR_ATTR static void UKR_NAME(int64_t kc, const UKR_T *restrict Ap,
-                              const UKR_T *restrict Bp, UKR_T *restrict C,
-                              int64_t ldc, UKR_T alpha, UKR_T beta, int m,
-                              int n)
+#ifdef UKR_ROWS
+#define UKR_A_PARAMS const UKR_T *restrict Ap, int64_t lda
+#define UKR_A_AT(i) (Ap + (i) * lda)
+#define UKR_A_STEP 1
+#else
+#define UKR_A_PARAMS const UKR_T *restrict Ap
+#define UKR_A_AT(i) (Ap + (i))
+#define UKR_A_STEP UKR_MR
+#endif
+
+UKR_ATTR static void UKR_NAME(int64_t kc, UKR_A_PARAMS, const UKR_T *restrict Bp,
+                              UKR_T *restrict C, int64_t ldc, UKR_T alpha, UKR_T beta,
+                              int m, int n)
 {
     UKR_VEC acc[UKR_MR][UKR_NV];
 
@@ -48,12 +60,12 @@ UKR_ATTR static void UKR_NAME(int64_t kc, const UKR_T *restrict Ap,
             b[v] = UKR_LOAD(Bp + v * UKR_VLEN);
 #pragma GCC unroll 32
         for (int i = 0; i < UKR_MR; i++) {
-            UKR_VEC a = UKR_BCAST(Ap + i);
+            UKR_VEC a = UKR_BCAST(UKR_A_AT(i));
 #pragma GCC unroll 8
             for (int v = 0; v < UKR_NV; v++)
                 acc[i][v] = UKR_FMA(a, b[v], acc[i][v]);
         }
-        Ap += UKR_MR;
+        Ap += UKR_A_STEP;
         Bp += UKR_NR;
     }
 
@@ -102,6 +114,10 @@ UKR_ATTR static void UKR_NAME(int64_t kc, const UKR_T *restrict Ap,
 }
 
 #undef UKR_NR
+#undef UKR_ROWS
+#undef UKR_A_PARAMS
+#undef UKR_A_AT
+#undef UKR_A_STEP
 #undef UKR_NAME
 #undef UKR_T
 #undef UKR_VEC

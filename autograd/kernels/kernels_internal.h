@@ -74,6 +74,11 @@ typedef void (*ag_gemm_ukr_f32)(int64_t kc, const float *Ap, const float *Bp,
 typedef void (*ag_gemm_ukr_f64)(int64_t kc, const double *Ap, const double *Bp,
                                 double *C, int64_t ldc, double alpha,
                                 double beta, int m, int n);
+/* The same with A read in place, row-major (row i at A + i * lda), for
+ * whole tiles (m = mr): the same arithmetic, so the same bits. */
+typedef void (*ag_gemm_ukr_f32_rows)(int64_t kc, const float *A, int64_t lda, const float *Bp,
+                                     float *C, int64_t ldc, float alpha, float beta, int m,
+                                     int n);
 
 /* Packer: `rows` x kb of a stored matrix -> panels of R rows, each kb x R,
  * k-major (dst[p*R + r]), the last one zero-padded to R rows.  Element
@@ -99,6 +104,10 @@ typedef struct ag_gemm_arch {
     ag_gemm_blocking s, d;     /* f32, f64 */
     ag_gemm_ukr_f32 sukr;
     ag_gemm_ukr_f64 dukr;
+    /* NULL, or the f32 kernel that reads an untransposed A in place
+     * instead of packing it (the transposing pack of the activations,
+     * memory-bound, was 5% of a GPT step) */
+    ag_gemm_ukr_f32_rows sukr_rows;
     ag_gemm_pack_f32 spack;
     ag_gemm_pack_f64 dpack;
 } ag_gemm_arch;
