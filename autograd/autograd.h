@@ -710,7 +710,8 @@ ag_tensor *ag_attention(ag_tape *t, ag_tensor *q, ag_tensor *k, ag_tensor *v,
  * none of their gradients.  The mask broadcasts to the scores
  * [..., num_heads, T, T]; scale, causal and the rest as ag_attention.
  * Errors: num_heads < 1 or scale not finite (AG_ERR_ARG), qkv with fewer
- * than 2 or more than 6 dims or a last dim not a multiple of 3 num_heads,
+ * than 2 or more than 6 dims or a last dim not a multiple of 3 num_heads
+ * (0 only with one head),
  * a mask that does not broadcast (AG_ERR_SHAPE), dtypes that differ
  * (AG_ERR_DTYPE). */
 ag_tensor *ag_attention_qkv(ag_tape *t, ag_tensor *qkv, int64_t num_heads,

@@ -131,9 +131,12 @@ static bool qkv_check(ag_tape *t, const ag_tensor *qkv, int64_t H)
         ag_fail(t, AG_ERR_ARG, "%s: num_heads = %lld (at least 1)", fn, (long long)H);
         return false;
     }
-    /* the recorded derivative splits the last dim in three (q k v, heads, D) */
-    if (qkv->ndim < 2 || qkv->ndim > AG_MAX_DIMS - 2 ||
-        qkv->shape[qkv->ndim - 1] % (3 * H) != 0) {
+    /* the recorded derivative splits the last dim in three (q k v, heads,
+     * D); heads of width 0 only as one head (so heads * rows stays in the
+     * element count) */
+    int64_t last = qkv->ndim ? qkv->shape[qkv->ndim - 1] : 0;
+    if (qkv->ndim < 2 || qkv->ndim > AG_MAX_DIMS - 2 || last % 3 != 0 || last / 3 % H != 0 ||
+        (last == 0 && H != 1)) {
         ag_fail(t, AG_ERR_SHAPE, "%s: qkv %s is not [..., T, 3 * num_heads * D] with "
                 "num_heads = %lld (2 to %d dims)", fn, ag_shape_str(qkv, b, sizeof b),
                 (long long)H, AG_MAX_DIMS - 2);

@@ -154,6 +154,15 @@ static void test_qkv_rejects_bad_arguments(void **state)
     assert_null(ag_attention_qkv(t, flat, 1, NULL, false, 0));
     tg_assert_tape_error(t, AG_ERR_SHAPE, "ag_attention_qkv: qkv [12] is not");
     ag_tape_reset(t);
+    ag_tensor *none = ag_tensor_new(AG_F32, 3, S(2, 5, 0));
+    assert_null(ag_attention_qkv(t, none, 2, NULL, false, 0));
+    tg_assert_tape_error(t, AG_ERR_SHAPE, "ag_attention_qkv: qkv [2,5,0] is not");
+    ag_tape_reset(t);
+    ag_tensor *o = ag_attention_qkv(t, none, 1, NULL, false, 0);
+    assert_non_null(o);
+    assert_int_equal(ag_numel(o), 0);
+    ag_tape_reset(t);
+    ag_tensor_free(none);
     assert_null(ag_attention_qkv(t, qkv, 2, m, false, 0));
     tg_assert_tape_error(t, AG_ERR_SHAPE, "ag_attention_qkv: mask [4,5] does not broadcast to "
                          "the scores [2,2,5,5]");
