@@ -28,26 +28,12 @@
 #define UKR_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define UKR_MUL(a, b) _mm512_mul_ps(a, b)
 #define UKR_SFMA(a, b, c) __builtin_fmaf(a, b, c)
+#define UKR_KEEP     1
 #include "gemm_ukernel.h"
-
 /* the same kernel reading A in place */
-#define UKR_ROWS     1
-#define UKR_ATTR       __attribute__((target("avx512f")))
-#define UKR_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#undef UKR_NAME
 #define UKR_NAME     ukr_avx512_f32_rows
-#define UKR_T        float
-#define UKR_VEC      __m512
-#define UKR_VLEN     16
-#define UKR_MR       12
-#define UKR_NV       2
-#define UKR_ZERO()   _mm512_setzero_ps()
-#define UKR_LOAD(p)  _mm512_loadu_ps(p)
-#define UKR_STORE(p, v) _mm512_storeu_ps(p, v)
-#define UKR_BCAST(p) _mm512_set1_ps(*(p))
-#define UKR_SET1(x)  _mm512_set1_ps(x)
-#define UKR_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define UKR_MUL(a, b) _mm512_mul_ps(a, b)
-#define UKR_SFMA(a, b, c) __builtin_fmaf(a, b, c)
+#define UKR_ROWS     1
 #include "gemm_ukernel.h"
 
 #define UKR_ATTR       __attribute__((target("avx512f")))

@@ -11,6 +11,8 @@
  *   UKR_FMA(a, b, c) = a*b + c       UKR_MUL(a, b)
  *   UKR_SFMA(a, b, c) scalar a*b + c rounded exactly as UKR_FMA
  *   UKR_PREFETCH(p)  (may expand to nothing)
+ *   UKR_KEEP   (optional) keep these macros defined after the kernel, for
+ *              a second one (UKR_NAME must then be redefined)
  *
  * Dimension legend: kc = depth of this pass, mr x nr = register tile,
  * m x n = the part of the tile that lies inside C (edge tiles are smaller).
@@ -118,6 +120,9 @@ UKR_ATTR static void UKR_NAME(int64_t kc, UKR_A_PARAMS, const UKR_T *restrict Bp
 #undef UKR_A_PARAMS
 #undef UKR_A_AT
 #undef UKR_A_STEP
+#ifdef UKR_KEEP /* the includer stamps a second kernel with these macros */
+#undef UKR_KEEP
+#else
 #undef UKR_NAME
 #undef UKR_T
 #undef UKR_VEC
@@ -134,3 +139,4 @@ UKR_ATTR static void UKR_NAME(int64_t kc, UKR_A_PARAMS, const UKR_T *restrict Bp
 #undef UKR_MUL
 #undef UKR_SFMA
 #undef UKR_PREFETCH
+#endif
