@@ -411,18 +411,13 @@ static bool attn_check(ag_tape *t, ag_tensor *const *in, const ag_tensor *mask)
     int64_t full[AG_MAX_DIMS];
     memcpy(full, q->shape, sizeof full);
     full[nd - 1] = k->shape[nd - 2];
-    return ag_attn_check_mask(t, fn, mask, q->dtype, nd, full);
+    return ag_attn_check_mask(t, fn, mask, nd, full);
 }
 
-bool ag_attn_check_mask(ag_tape *t, const char *fn, const ag_tensor *mask, ag_dtype dt,
-                        int nd, const int64_t *scores)
+bool ag_attn_check_mask(ag_tape *t, const char *fn, const ag_tensor *mask, int nd,
+                        const int64_t *scores)
 {
     char s1[128], s2[128];
-    if (mask->dtype != dt) {
-        ag_fail(t, AG_ERR_DTYPE, "%s: dtypes differ: mask is %s, the scores %s", fn,
-                mask->dtype == AG_F64 ? "f64" : "f32", dt == AG_F64 ? "f64" : "f32");
-        return false;
-    }
     bool ok = mask->ndim <= nd;
     for (int d = 1; ok && d <= mask->ndim; d++)
         ok = mask->shape[mask->ndim - d] == scores[nd - d] || mask->shape[mask->ndim - d] == 1;
@@ -465,8 +460,8 @@ ag_tensor *ag_attn_record(ag_tape *t, const ag_op_def *def, ag_tensor **in, int 
                           const attn_attr *at, const attn_geom *g, int nd,
                           const int64_t *shape)
 {
-    bool record = t->grad_enabled && in[0]->requires_grad;
-    for (int i = 1; i < 3 && def == &ag_op_attention; i++)
+    bool record = false; /* (a mask that requires grad was refused) */
+    for (int i = 0; t->grad_enabled && i < n_in; i++)
         record = record || in[i]->requires_grad;
     size_t esz = ag_dtype_size(in[0]->dtype);
     int64_t rows = block_rows(at->causal), bq = g->Tq < rows ? g->Tq : rows;

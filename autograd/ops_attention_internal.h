@@ -59,9 +59,10 @@ ag_tensor *ag_attn_record(ag_tape *t, const ag_op_def *def, ag_tensor **in, int 
                           const attn_attr *at, const attn_geom *g, int nd,
                           const int64_t *shape);
 /* fn's checks of a mask against the scores' shape (nd, scores): it
- * broadcasts, has dtype dt, needs no gradient; false with the error kept. */
-bool ag_attn_check_mask(ag_tape *t, const char *fn, const ag_tensor *mask, ag_dtype dt,
-                        int nd, const int64_t *scores);
+ * broadcasts and needs no gradient (its dtype is the caller's to check);
+ * false with the error kept. */
+bool ag_attn_check_mask(ag_tape *t, const char *fn, const ag_tensor *mask, int nd,
+                        const int64_t *scores);
 /* The recorded derivative on whole tensors q, k (..., Tq | Tk, D), v, the
  * output's gradient gout, and the entry's saved lse (rows that see no
  * key): sets gin[i] for each want[i] (q, k, v). */

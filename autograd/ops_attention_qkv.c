@@ -157,7 +157,8 @@ ag_tensor *ag_attention_qkv(ag_tape *t, ag_tensor *qkv, int64_t num_heads,
     int64_t scores[AG_MAX_DIMS];
     memcpy(scores, g.bshape, (size_t)g.nb * sizeof *scores);
     scores[g.nb] = scores[g.nb + 1] = g.Tq;
-    if (mask && !ag_attn_check_mask(t, "ag_attention_qkv", mask, qkv->dtype, g.nb + 2, scores))
+    if (mask && (!ag_check_same_dtype(t, "ag_attention_qkv", qkv, mask) ||
+                 !ag_attn_check_mask(t, "ag_attention_qkv", mask, g.nb + 2, scores)))
         return NULL;
     if (!isfinite(scale))
         return ag_fail(t, AG_ERR_ARG, "ag_attention_qkv: scale %g is not finite", scale);

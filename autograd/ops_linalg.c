@@ -302,9 +302,11 @@ typedef struct {
     int64_t M, O;
 } bias_job;
 
+/* The pool's functions (a bias_job each), per dtype. */
 #define BIAS_LOOPS(T)                                                             \
-    static void bias_add_##T(const bias_job *j, int64_t lo, int64_t hi)          \
+    static void bias_add_##T(void *vj, int64_t lo, int64_t hi)                    \
     {                                                                             \
+        const bias_job *j = vj;                                                   \
         const T *b = j->src;                                                      \
         for (int64_t m = lo; m < hi; m++) {                                       \
             T *y = (T *)j->y + m * j->O;                                          \
@@ -312,8 +314,9 @@ typedef struct {
         }                                                                         \
     }                                                                             \
     /* part[c] = sum of the rows of chunk c, for c in [lo, hi) */                \
-    static void bias_part_##T(const bias_job *j, int64_t lo, int64_t hi)         \
+    static void bias_part_##T(void *vj, int64_t lo, int64_t hi)                   \
     {                                                                             \
+        const bias_job *j = vj;                                                   \
         for (int64_t c = lo; c < hi; c++) {                                       \
             T *p = (T *)j->y + c * j->O;                                          \
             int64_t end = (c + 1) * BIAS_ROWS < j->M ? (c + 1) * BIAS_ROWS : j->M; \
@@ -331,24 +334,6 @@ typedef struct {
     }
 BIAS_LOOPS(float)
 BIAS_LOOPS(double)
-
-static void bias_add_rows(void *vj, int64_t lo, int64_t hi)
-{
-    const bias_job *j = vj;
-    if (j->dt == AG_F64)
-        bias_add_double(j, lo, hi);
-    else
-        bias_add_float(j, lo, hi);
-}
-
-static void bias_part_rows(void *vj, int64_t lo, int64_t hi)
-{
-    const bias_job *j = vj;
-    if (j->dt == AG_F64)
-        bias_part_double(j, lo, hi);
-    else
-        bias_part_float(j, lo, hi);
-}
 
 /* n units of fn, each touching `per` elements: on the pool when large */
 static void bias_run(bias_job *j, int64_t n, int64_t per, ag_parallel_fn fn)
@@ -369,7 +354,7 @@ static bool bias_grad(ag_tape *tape, ag_dtype dt, void *db, const void *g, int64
     if (!part)
         return false;
     bias_job j = {dt, part, g, M, O};
-    bias_run(&j, k, BIAS_ROWS * O, bias_part_rows);
+    bias_run(&j, k, BIAS_ROWS * O, dt == AG_F64 ? bias_part_double : bias_part_float);
     if (dt == AG_F64)
         bias_sum_double(db, part, k, O);
     else
@@ -386,7 +371,7 @@ static void linear_forward(ag_entry *e)
     if (e->n_in < 3)
         return;
     bias_job j = {y->dtype, y->data, e->in[2]->data, M, O};
-    bias_run(&j, M, O, bias_add_rows);
+    bias_run(&j, M, O, y->dtype == AG_F64 ? bias_add_double : bias_add_float);
 }
 
 static void linear_backward(ag_tape *tape, ag_entry *e)

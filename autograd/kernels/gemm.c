@@ -426,9 +426,9 @@ static void pack(const gemm_call *g, const ag_gemm_arch *arch, const void *src,
         arch->spack(src, ld, along, rows, kb, R, dst);
 }
 
-/* Every mr x nr tile of an mb x nb block of C from packed Ap and Bp; with
- * Ar (not NULL) the first `whole` rows' tiles read A in place from Ar
- * (row stride g->lda) and Ap holds only the rows past them. */
+/* Every mr x nr tile of an mb x nb block of C from packed Ap and Bp; the
+ * tiles of the first `whole` rows (0: none; a multiple of mr) read A in
+ * place from Ar (row stride g->lda), and Ap holds only the rows past them. */
 static void macro_tile(const gemm_call *g, const ag_gemm_arch *arch,
                        const ag_gemm_blocking *bk, int64_t kb, int64_t mb,
                        int64_t nb, const unsigned char *Ap, const float *Ar, int64_t whole,
