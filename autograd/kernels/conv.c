@@ -15,6 +15,10 @@
  * the same on any number of threads; 16 keeps 16 threads busy. */
 #define MAX_CHUNKS 16
 
+/* Bytes of one vector of the row loops (conv_loops.h): 16 floats, 8
+ * doubles. */
+#define VEC_BYTES 64
+
 int64_t ag_work_chunks(int64_t n, double work)
 {
     if (work < PARALLEL_WORK)
@@ -74,17 +78,12 @@ static int64_t col_elems(const ag_conv_geom *g)
     return pointwise(g) ? 0 : g->C / g->G * g->kh * g->kw * g->Ho * g->Wo;
 }
 
-/* The weight gradient as dw^T = col dy^T (K x Og): the GEMM's tiles fit
- * better when K is the smaller (a 3x3 kernel over one channel: K = 9). */
-static bool dw_transposed(const ag_conv_geom *g)
-{
-    return g->C / g->G * g->kh * g->kw < g->O / g->G;
-}
 
 static size_t round_up(size_t n)
 {
     return (n + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN;
 }
+
 
 int64_t ag_conv_chunks(const ag_conv_geom *g)
 {
@@ -100,146 +99,58 @@ static int64_t dw_chunks(const ag_conv_geom *g)
     return g->N < c ? g->N : c;
 }
 
+/* Vectorises the loop after it, a sum into a variable named s. */
+#ifdef _OPENMP
+#define AG_SIMD_SUM_S _Pragma("omp simd reduction(+ : s)")
+#else
+#define AG_SIMD_SUM_S
+#endif
+
+#define CL_VEC_BYTES VEC_BYTES
+#define CL_T float
+#define CL_I int32_t
+#define CL(name) name##_float
+#include "conv_loops.h"
+#undef CL_T
+#undef CL_I
+#undef CL
+#define CL_T double
+#define CL_I int64_t
+#define CL(name) name##_double
+#include "conv_loops.h"
+#undef CL_T
+#undef CL_I
+#undef CL
+
+/* A chunk's slot of scratch (empty for a pointwise kernel): a vector of
+ * slack, the column buffer at `col`, 5 vectors of slack (the row loops
+ * read up to 5 past a row and write up to 1), `bytes` in all. */
+typedef struct {
+    size_t col, bytes;
+} slot_layout;
+
+static slot_layout layout_of(const ag_conv_geom *g, ag_dtype dt)
+{
+    slot_layout L = {0};
+    int64_t n = col_elems(g);
+    if (!n)
+        return L;
+    L.col = VEC_BYTES;
+    L.bytes = round_up(L.col + (size_t)n * ag_dtype_size(dt) + 5 * VEC_BYTES);
+    return L;
+}
+
 size_t ag_conv_scratch_bytes(const ag_conv_geom *g, ag_dtype dt, bool weight_grad)
 {
     size_t esz = ag_dtype_size(dt);
-    size_t bytes = (size_t)ag_conv_chunks(g) * round_up((size_t)col_elems(g) * esz);
+    size_t bytes = (size_t)ag_conv_chunks(g) * layout_of(g, dt).bytes;
     int64_t nch = dw_chunks(g);
-    if (weight_grad && (nch > 1 || dw_transposed(g)))
+    if (weight_grad)
         bytes += (size_t)nch * (size_t)(g->O * (g->C / g->G) * g->kh * g->kw) * esz;
     return bytes;
 }
 
 /* ---- typed loops ---- */
-
-/* Vectorises the loop after it, a sum into a variable named s. */
-#ifdef _OPENMP
-#define SIMD_SUM_S _Pragma("omp simd reduction(+ : s)")
-#else
-#define SIMD_SUM_S
-#endif
-
-#define CONV_LOOPS(T)                                                         \
-    /* d[0, n) = s[0, n): the short rows of im2col (11 elements for a 3x3   \
-     * kernel on 13x13) as fixed-size copies the compiler inlines, the last \
-     * one overlapping, rather than a memcpy call per row */                 \
-    AG_INLINE void copy_row_##T(T *restrict d, const T *restrict s, int64_t n) \
-    {                                                                         \
-        enum { B = 8 };                                                       \
-        if (n >= B) {                                                         \
-            int64_t k = 0;                                                    \
-            for (; k + B <= n; k += B)                                        \
-                memcpy(d + k, s + k, B * sizeof(T));                          \
-            if (k < n)                                                        \
-                memcpy(d + n - B, s + n - B, B * sizeof(T));                  \
-        } else if (n >= B / 2) {                                              \
-            memcpy(d, s, B / 2 * sizeof(T));                                  \
-            memcpy(d + n - B / 2, s + n - B / 2, B / 2 * sizeof(T));          \
-        } else {                                                              \
-            for (int64_t k = 0; k < n; k++)                                   \
-                d[k] = s[k];                                                  \
-        }                                                                     \
-    }                                                                         \
-    /* col [K, P] = the unrolled x [Cg, H, W] of one sample and group */      \
-    __attribute__((target_clones("avx2", "default")))                       \
-    static void im2col_##T(const T *restrict x, const ag_conv_geom *g, T *restrict col) \
-    {                                                                         \
-        int64_t Cg = g->C / g->G, Ho = g->Ho, Wo = g->Wo, W = g->W;           \
-        for (int64_t c = 0; c < Cg; c++)                                      \
-            for (int64_t i = 0; i < g->kh; i++) {                             \
-                span rh = span_of(Ho, g->sh, i * g->dh - g->ph, g->H);        \
-                for (int64_t j = 0; j < g->kw; j++) {                         \
-                    span rw = span_of(Wo, g->sw, j * g->dw - g->pw, W);       \
-                    T *d = col + ((c * g->kh + i) * g->kw + j) * Ho * Wo;     \
-                    const T *s = x + c * g->H * W;                            \
-                    for (int64_t oh = 0; oh < Ho; oh++, d += Wo) {            \
-                        if (oh < rh.lo || oh >= rh.hi) {                      \
-                            memset(d, 0, (size_t)Wo * sizeof(T));             \
-                            continue;                                         \
-                        }                                                     \
-                        int64_t r = (oh * g->sh + rh.off) * W + rw.off;       \
-                        for (int64_t ow = 0; ow < rw.lo; ow++)                \
-                            d[ow] = 0;                                        \
-                        if (g->sw == 1)                                       \
-                            copy_row_##T(d + rw.lo, s + r + rw.lo, rw.hi - rw.lo); \
-                        else                                                  \
-                            for (int64_t ow = rw.lo; ow < rw.hi; ow++)        \
-                                d[ow] = s[r + ow * g->sw];                    \
-                        for (int64_t ow = rw.hi; ow < Wo; ow++)               \
-                            d[ow] = 0;                                        \
-                    }                                                         \
-                }                                                             \
-            }                                                                 \
-    }                                                                         \
-    /* dx [Cg, H, W] += col [K, P] folded back (im2col's adjoint) */          \
-    __attribute__((target_clones("avx2", "default")))                       \
-    static void col2im_##T(const T *restrict col, const ag_conv_geom *g, T *restrict dx) \
-    {                                                                         \
-        int64_t Cg = g->C / g->G, Ho = g->Ho, Wo = g->Wo, W = g->W;           \
-        for (int64_t c = 0; c < Cg; c++)                                      \
-            for (int64_t i = 0; i < g->kh; i++) {                             \
-                span rh = span_of(Ho, g->sh, i * g->dh - g->ph, g->H);        \
-                for (int64_t j = 0; j < g->kw; j++) {                         \
-                    span rw = span_of(Wo, g->sw, j * g->dw - g->pw, W);       \
-                    const T *d = col + ((c * g->kh + i) * g->kw + j) * Ho * Wo; \
-                    T *s = dx + c * g->H * W;                                 \
-                    for (int64_t oh = rh.lo; oh < rh.hi; oh++) {              \
-                        int64_t r = (oh * g->sh + rh.off) * W + rw.off;       \
-                        const T *dr = d + oh * Wo;                            \
-                        if (g->sw == 1)                                       \
-                            AG_SIMD for (int64_t ow = rw.lo; ow < rw.hi; ow++) \
-                                s[r + ow] += dr[ow];                          \
-                        else                                                  \
-                            for (int64_t ow = rw.lo; ow < rw.hi; ow++)        \
-                                s[r + ow * g->sw] += dr[ow];                  \
-                    }                                                         \
-                }                                                             \
-            }                                                                 \
-    }                                                                         \
-    /* y [rows, P] += b[row] */                                               \
-    static void add_bias_##T(T *restrict y, const T *restrict b, int64_t rows, int64_t P) \
-    {                                                                         \
-        for (int64_t r = 0; r < rows; r++)                                    \
-            for (int64_t p = 0; p < P; p++)                                   \
-                y[r * P + p] += b[r];                                         \
-    }                                                                         \
-    /* dw[g, o, k] (+)= sum over chunks c, in order, of part[c, g, o, k]     \
-     * (part[c, g, k, o] when trans) */                                      \
-    static void sum_chunks_##T(T *restrict dw, const T *restrict part, int64_t nch, \
-                               const ag_conv_geom *g, bool trans, bool acc)   \
-    {                                                                         \
-        int64_t Og = g->O / g->G, K = g->C / g->G * g->kh * g->kw, n = g->O * K; \
-        for (int64_t grp = 0; grp < g->G; grp++)                              \
-            for (int64_t o = 0; o < Og; o++)                                  \
-                for (int64_t k = 0; k < K; k++) {                             \
-                    int64_t i = (grp * Og + o) * K + k;                       \
-                    int64_t at = trans ? (grp * K + k) * Og + o : i;          \
-                    T s = part[at];                                           \
-                    for (int64_t c = 1; c < nch; c++)                         \
-                        s += part[c * n + at];                                \
-                    dw[i] = acc ? dw[i] + s : s;                              \
-                }                                                             \
-    }                                                                         \
-    /* sum of x[0, n) (vectorised: a fixed order, whatever the threads) */   \
-    static T row_sum_##T(const T *restrict x, int64_t n)                      \
-    {                                                                         \
-        T s = 0;                                                              \
-        SIMD_SUM_S                                                            \
-        for (int64_t i = 0; i < n; i++)                                       \
-            s += x[i];                                                        \
-        return s;                                                             \
-    }                                                                         \
-    /* db[o] += sum_n (sum_p dy[n, o, p]), the outer sum in double */        \
-    static void bias_grad_##T(const T *restrict dy, T *restrict db, int64_t N, int64_t O, \
-                              int64_t P, int64_t o)                           \
-    {                                                                         \
-        double s = 0;                                                         \
-        for (int64_t n = 0; n < N; n++)                                       \
-            s += row_sum_##T(dy + (n * O + o) * P, P);                        \
-        db[o] += (T)s;                                                        \
-    }
-CONV_LOOPS(float)
-CONV_LOOPS(double)
 
 #define BY_DTYPE(dt, fn, ...)                                                 \
     ((dt) == AG_F64 ? fn##_double(__VA_ARGS__) : fn##_float(__VA_ARGS__))
@@ -254,11 +165,11 @@ typedef struct {
     const char *x, *w, *b, *dy;
     char *out;
     bool acc;
-    char *scratch;   /* a column buffer of `slot` bytes per chunk */
-    size_t slot;
+    char *scratch;   /* a slot per chunk */
+    slot_layout slot;
     char *part;      /* then the weight gradient's chunk partials [nch, O, K] */
     int64_t Cg, Og, K, P, HW, nch;
-    bool pw, trans;  /* pointwise; weight gradient transposed */
+    bool pw;         /* pointwise */
 } conv_run;
 
 static conv_run run_of(const ag_conv_geom *g, ag_dtype dt, void *scratch)
@@ -270,10 +181,9 @@ static conv_run run_of(const ag_conv_geom *g, ag_dtype dt, void *scratch)
     r.P = g->Ho * g->Wo;
     r.HW = g->H * g->W;
     r.pw = pointwise(g);
-    r.slot = round_up((size_t)col_elems(g) * r.esz);
+    r.slot = layout_of(g, dt);
     r.nch = dw_chunks(g);
-    r.trans = dw_transposed(g);
-    r.part = r.scratch + (size_t)ag_conv_chunks(g) * r.slot;
+    r.part = r.scratch + (size_t)ag_conv_chunks(g) * r.slot.bytes;
     return r;
 }
 
@@ -284,8 +194,9 @@ static const char *columns(const conv_run *r, int64_t n, int64_t grp, int64_t c)
     const char *xs = r->x + (size_t)((n * r->g->C + grp * r->Cg) * r->HW) * r->esz;
     if (r->pw)
         return xs;
-    char *col = r->scratch + (size_t)c * r->slot;
-    BY_DTYPE(r->dt, im2col, (const void *)xs, r->g, (void *)col);
+    char *col = r->scratch + (size_t)c * r->slot.bytes + r->slot.col;
+    int64_t avail = (r->g->N - n) * r->g->C * r->HW - grp * r->Cg * r->HW;
+    BY_DTYPE(r->dt, im2col, (const void *)xs, r->g, (void *)col, avail);
     return col;
 }
 
@@ -328,7 +239,7 @@ static void input_grad_item(void *vc, int64_t item, int64_t c)
         ag_gemm_dt(r->dt, true, false, r->K, r->P, r->Og, wg, r->K, dy, r->P, 1.0, dx, r->P);
         return;
     }
-    char *col = r->scratch + (size_t)c * r->slot;
+    char *col = r->scratch + (size_t)c * r->slot.bytes + r->slot.col;
     ag_gemm_dt(r->dt, true, false, r->K, r->P, r->Og, wg, r->K, dy, r->P, 0.0, col, r->P);
     BY_DTYPE(r->dt, col2im, (const void *)col, r->g, (void *)dx);
 }
@@ -341,25 +252,24 @@ void ag_conv_input_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy, cons
     ag_parallel_chunks(g->N * g->G, ag_conv_chunks(g), input_grad_item, &r);
 }
 
-/* Sample n into chunk c's partial, part[c][grp] += dy[n, grp] col^T (or
- * its transpose), the chunk's first sample overwriting; a single chunk,
- * not transposed, writes dw itself (adding when acc). */
+/* Sample n into chunk c's partial, part[c][grp] += (dy[n, grp] col^T)^T
+ * = col dy[n, grp]^T, the chunk's first sample overwriting.  Transposed,
+ * because then col is the GEMM's A, read in place, and the operand it
+ * packs is dy, the smaller; faster for every shape timed (bench/conv's
+ * and others, AVX-512 and AVX2, one thread: the CNN's conv2, Og 64, K 288,
+ * P 121: 42.4 vs 51.0 us a sample; Og 32, K 288, P 3136: 532 vs 766). */
 static void weight_grad_item(void *vc, int64_t n, int64_t c)
 {
     const conv_run *r = vc;
     const ag_conv_geom *g = r->g;
-    bool direct = r->nch == 1 && !r->trans;
-    char *dst = direct ? r->out : r->part + (size_t)(c * g->O * r->K) * r->esz;
-    bool first = n == c * g->N / r->nch;
-    double beta = first && !(direct && r->acc) ? 0.0 : 1.0;
+    char *dst = r->part + (size_t)(c * g->O * r->K) * r->esz;
+    double beta = n == c * g->N / r->nch ? 0.0 : 1.0;
     for (int64_t grp = 0; grp < g->G; grp++) {
         const char *col = columns(r, n, grp, c);
         const char *dy = r->dy + (size_t)((n * g->O + grp * r->Og) * r->P) * r->esz;
         char *d = dst + (size_t)(grp * r->Og * r->K) * r->esz;
-        if (r->trans) /* (K x P)(P x Og) */
-            ag_gemm_dt(r->dt, false, true, r->K, r->Og, r->P, col, r->P, dy, r->P, beta, d, r->Og);
-        else /* (Og x P)(P x K) */
-            ag_gemm_dt(r->dt, false, true, r->Og, r->K, r->P, dy, r->P, col, r->P, beta, d, r->K);
+        /* (K x P)(P x Og) */
+        ag_gemm_dt(r->dt, false, true, r->K, r->Og, r->P, col, r->P, dy, r->P, beta, d, r->Og);
     }
 }
 
@@ -378,8 +288,7 @@ void ag_conv_weight_grad(const ag_conv_geom *g, ag_dtype dt, const void *x, cons
         return;
     }
     ag_parallel_chunks(g->N, r.nch, weight_grad_item, &r);
-    if (r.nch > 1 || r.trans)
-        BY_DTYPE(dt, sum_chunks, dw, (const void *)r.part, r.nch, g, r.trans, acc);
+    BY_DTYPE(dt, sum_chunks, dw, (void *)r.part, r.nch, g, acc);
 }
 
 typedef struct {

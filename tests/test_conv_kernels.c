@@ -1,0 +1,201 @@
+/* test_conv_kernels.c — the convolution kernels of kernels/conv_internal.h
+ * against a naive direct convolution in double: forward (with and without
+ * bias, overwriting and accumulating), input gradient and weight gradient,
+ * f32 and f64, on geometries chosen for each path of the row loops
+ * (conv_loops.h): whole-vector row copies and col2im's gathering of dx rows
+ * (rows of 1 to 4 vectors, row stride 2, padding, dilation, groups) and
+ * their fallbacks (a row stride of 2 along columns, rows wider than 4
+ * vectors, more than 8 taps along a row, tap offsets beyond a vector,
+ * padding beyond a vector), plus a pointwise kernel.  Every tensor and the
+ * scratch are allocated at their exact sizes, so a read or write past
+ * them shows under ASan. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd.h"
+#include "kernels/conv_internal.h"
+
+/* N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, G */
+static const int64_t k_geoms[][14] = {
+    {3, 32, 13, 13, 64, 3, 3, 1, 1, 0, 0, 1, 1, 1},  /* the CNN's conv2 */
+    {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1},      /* padding */
+    {2, 2, 9, 20, 3, 3, 3, 2, 1, 1, 1, 1, 1, 1},     /* row stride 2 */
+    {2, 2, 9, 20, 3, 3, 3, 1, 2, 0, 1, 1, 1, 1},     /* column stride 2 */
+    {1, 2, 9, 36, 2, 3, 3, 1, 1, 2, 2, 2, 2, 1},     /* dilation, 3 vectors f32 */
+    {2, 4, 6, 50, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2},     /* groups, 4 vectors f32 */
+    {1, 2, 5, 70, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* 5 vectors: fallback */
+    {1, 2, 6, 20, 2, 3, 9, 1, 1, 1, 4, 1, 1, 1},     /* 9 taps a row: fallback */
+    {1, 2, 6, 40, 2, 3, 3, 1, 1, 0, 0, 1, 9, 1},     /* offsets 18: fallback */
+    {1, 2, 5, 6, 2, 3, 3, 1, 1, 1, 10, 1, 1, 1},     /* padding 10: f64 fallback */
+    {2, 3, 7, 7, 3, 3, 3, 2, 2, 1, 1, 1, 1, 3},      /* depthwise, stride 2 */
+    {2, 3, 5, 4, 5, 1, 1, 1, 1, 0, 0, 1, 1, 1},      /* pointwise */
+    {2, 1, 20, 20, 16, 3, 3, 1, 1, 0, 0, 1, 1, 1},   /* one channel (direct in f32) */
+};
+
+static ag_conv_geom geom_of(const int64_t *v)
+{
+    ag_conv_geom g = {.N = v[0], .C = v[1], .H = v[2], .W = v[3], .O = v[4], .kh = v[5],
+                      .kw = v[6], .sh = v[7], .sw = v[8], .ph = v[9], .pw = v[10],
+                      .dh = v[11], .dw = v[12], .G = v[13]};
+    g.Ho = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+    g.Wo = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+    return g;
+}
+
+static uint64_t g_seed = 7;
+
+static double rnd(void)
+{
+    g_seed = g_seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(g_seed >> 11) / 9007199254740992.0 * 2 - 1;
+}
+
+/* The input element a tap of output (oh, ow) reads, or -1 in the padding. */
+static int64_t tap_at(const ag_conv_geom *g, int64_t n, int64_t c, int64_t oh, int64_t ow,
+                      int64_t i, int64_t j)
+{
+    int64_t h = oh * g->sh - g->ph + i * g->dh, w = ow * g->sw - g->pw + j * g->dw;
+    if (h < 0 || h >= g->H || w < 0 || w >= g->W)
+        return -1;
+    return ((n * g->C + c) * g->H + h) * g->W + w;
+}
+
+/* y, dx (of <y, dy>), dw in double, by the definition. */
+static void naive(const ag_conv_geom *g, const double *x, const double *w, const double *b,
+                  const double *dy, double *y, double *dx, double *dw)
+{
+    int64_t Cg = g->C / g->G, Og = g->O / g->G;
+    memset(dx, 0, (size_t)(g->N * g->C * g->H * g->W) * sizeof *dx);
+    memset(dw, 0, (size_t)(g->O * Cg * g->kh * g->kw) * sizeof *dw);
+    for (int64_t n = 0; n < g->N; n++)
+        for (int64_t o = 0; o < g->O; o++)
+            for (int64_t oh = 0; oh < g->Ho; oh++)
+                for (int64_t ow = 0; ow < g->Wo; ow++) {
+                    int64_t yi = ((n * g->O + o) * g->Ho + oh) * g->Wo + ow;
+                    double s = b ? b[o] : 0;
+                    for (int64_t c = 0; c < Cg; c++)
+                        for (int64_t i = 0; i < g->kh; i++)
+                            for (int64_t j = 0; j < g->kw; j++) {
+                                int64_t xi = tap_at(g, n, o / Og * Cg + c, oh, ow, i, j);
+                                int64_t wi = ((o * Cg + c) * g->kh + i) * g->kw + j;
+                                if (xi < 0)
+                                    continue;
+                                s += w[wi] * x[xi];
+                                dx[xi] += w[wi] * dy[yi];
+                                dw[wi] += x[xi] * dy[yi];
+                            }
+                    y[yi] = s;
+                }
+}
+
+/* n values of v in dt, in a buffer of exactly that size */
+static void *as_dt(const double *v, int64_t n, ag_dtype dt)
+{
+    size_t esz = dt == AG_F64 ? 8 : 4;
+    void *p = malloc((size_t)(n > 0 ? n : 1) * esz);
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == AG_F64)
+            ((double *)p)[i] = v[i];
+        else
+            ((float *)p)[i] = (float)v[i];
+    }
+    return p;
+}
+
+static double at(const void *p, int64_t i, ag_dtype dt)
+{
+    return dt == AG_F64 ? ((const double *)p)[i] : ((const float *)p)[i];
+}
+
+static void expect_close(const char *what, int geom, ag_dtype dt, const void *got,
+                         const double *want, int64_t n, double scale)
+{
+    double tol = (dt == AG_F64 ? 1e-12 : 2e-5) * scale;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs(at(got, i, dt) - want[i]);
+        if (!(d <= tol * (1 + fabs(want[i])))) {
+            print_error("geometry %d %s %s[%lld]: %.17g, want %.17g\n", geom,
+                        dt == AG_F64 ? "f64" : "f32", what, (long long)i, at(got, i, dt),
+                        want[i]);
+            fail();
+        }
+    }
+}
+
+static double *rnd_vec(int64_t n)
+{
+    double *v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = rnd();
+    return v;
+}
+
+static void check_geom(int k, ag_dtype dt)
+{
+    ag_conv_geom g = geom_of(k_geoms[k]);
+    int64_t nx = g.N * g.C * g.H * g.W, nw = g.O * (g.C / g.G) * g.kh * g.kw;
+    int64_t ny = g.N * g.O * g.Ho * g.Wo;
+    double *x = rnd_vec(nx), *w = rnd_vec(nw), *b = rnd_vec(g.O), *dy = rnd_vec(ny);
+    double *y = malloc((size_t)ny * sizeof *y), *dx = malloc((size_t)nx * sizeof *dx);
+    double *dw = malloc((size_t)nw * sizeof *dw);
+    naive(&g, x, w, b, dy, y, dx, dw);
+    void *X = as_dt(x, nx, dt), *Wt = as_dt(w, nw, dt), *B = as_dt(b, g.O, dt);
+    void *DY = as_dt(dy, ny, dt), *Y = as_dt(y, ny, dt), *DX = as_dt(dx, nx, dt);
+    void *DW = as_dt(dw, nw, dt);
+    size_t sb = ag_conv_scratch_bytes(&g, dt, true);
+    void *s = sb ? aligned_alloc(64, (sb + 63) / 64 * 64) : NULL;
+    double scale = (double)((g.C / g.G) * g.kh * g.kw > g.O ? (g.C / g.G) * g.kh * g.kw : g.O);
+
+    ag_conv_forward(&g, dt, X, Wt, B, Y, false, s);
+    expect_close("y", k, dt, Y, y, ny, scale);
+    /* accumulating, without bias: y + (y - b) */
+    double *y2 = malloc((size_t)ny * sizeof *y2);
+    for (int64_t i = 0; i < ny; i++)
+        y2[i] = 2 * y[i] - b[i / (g.Ho * g.Wo) % g.O];
+    ag_conv_forward(&g, dt, X, Wt, NULL, Y, true, s);
+    expect_close("y acc", k, dt, Y, y2, ny, scale);
+
+    /* input gradient into dx already holding dx: 2 dx */
+    double *dx2 = malloc((size_t)nx * sizeof *dx2);
+    for (int64_t i = 0; i < nx; i++)
+        dx2[i] = 2 * dx[i];
+    ag_conv_input_grad(&g, dt, DY, Wt, DX, s);
+    expect_close("dx", k, dt, DX, dx2, nx, scale);
+
+    ag_conv_weight_grad(&g, dt, X, DY, DW, false, s);
+    expect_close("dw", k, dt, DW, dw, nw, scale * (double)g.N * (double)(g.Ho * g.Wo));
+    free(y2);
+    free(dx2);
+    free(s);
+    free(X), free(Wt), free(B), free(DY), free(Y), free(DX), free(DW);
+    free(x), free(w), free(b), free(dy), free(y), free(dx), free(dw);
+}
+
+static void test_conv_kernels_match_naive(void **state)
+{
+    (void)state;
+    for (int t = 1; t <= 2; t++) {
+        ag_set_num_threads(t);
+        for (int k = 0; k < (int)(sizeof k_geoms / sizeof k_geoms[0]); k++) {
+            check_geom(k, AG_F64);
+            check_geom(k, AG_F32);
+        }
+    }
+    ag_set_num_threads(0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv_kernels_match_naive),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
