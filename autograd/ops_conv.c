@@ -118,16 +118,16 @@ static void conv2d_backward(ag_tape *tape, ag_entry *e)
     ag_dtype dt = e->out->dtype;
     const void *gy = e->out->grad->data;
     void *db = e->n_in > 2 ? ag_grad_data(tape, e->in[2]) : NULL;
-    if (db) /* db += sum_{n, oh, ow} g */
-        ag_conv_bias_grad(&g, dt, gy, db);
     void *dx = ag_grad_data(tape, x), *dw = ag_grad_data(tape, w);
+    if (db && !dw) /* db += sum_{n, oh, ow} g (else with dw) */
+        ag_conv_bias_grad(&g, dt, gy, db);
     void *s = dx || dw ? backward_scratch(tape, &g, dt) : NULL;
     if (!s)
         return;
     if (dx) /* dx += input_grad(g, w) */
         ag_conv_input_grad(&g, dt, gy, w->data, dx, s);
     if (dw) /* dw += weight_grad(x, g) */
-        ag_conv_weight_grad(&g, dt, x->data, gy, dw, true, s);
+        ag_conv_weight_grad(&g, dt, x->data, gy, dw, true, db, s);
 }
 
 /* db = the sum of g over n, oh and ow */
@@ -174,7 +174,7 @@ static void input_grad_backward(ag_tape *tape, ag_entry *e)
     if (dg) /* dg += conv2d(G, w) */
         ag_conv_forward(&g, dt, G, w->data, NULL, dg, true, s);
     if (dw) /* dw += weight_grad(G, g) */
-        ag_conv_weight_grad(&g, dt, G, gy->data, dw, true, s);
+        ag_conv_weight_grad(&g, dt, G, gy->data, dw, true, NULL, s);
 }
 
 static void input_grad_vjp(ag_tape *tape, const ag_entry *e, ag_tensor *gout, ag_tensor **gin)
@@ -194,7 +194,7 @@ static void weight_grad_forward(ag_entry *e)
     const conv_attr *a = AG_ATTR(e, conv_attr);
     ag_conv_geom g = geom_of(a, e->in[0]->shape, e->out->shape, e->in[1]->shape);
     ag_conv_weight_grad(&g, e->out->dtype, e->in[0]->data, e->in[1]->data, e->out->data,
-                        false, e->aux);
+                        false, NULL, e->aux);
 }
 
 static void weight_grad_backward(ag_tape *tape, ag_entry *e)

@@ -105,38 +105,11 @@ typedef struct {
             idx[j] = (p->hs[i] + th[j]) * W + c0 + j * s + tq[j];             \
         }                                                                     \
     }                                                                         \
-    /* max_taps for a 2x2 window at stride 2 (the CNN's pooling), rows hs   \
-     * and hs + 1: the four taps of an output at once, from loads of both   \
-     * columns of a pair that the compiler deinterleaves. */               \
-    AG_INLINE void max_2x2_##T(const T *restrict x, T *restrict y, int64_t *restrict idx, \
-                               const pool_tab *p, int64_t i, int64_t j0, int64_t n) \
-    {                                                                         \
-        int64_t W = p->W, c0 = 2 * j0 - p->pw;                                \
-        const T *r0 = x + p->hs[i] * W + c0, *r1 = r0 + W;                    \
-        int32_t t[POOL_BLOCK];                                                \
-        AG_SIMD for (int64_t j = 0; j < n; j++) {                             \
-            T v[4] = {r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]};    \
-            T best = v[0];                                                    \
-            int32_t at = 0;                                                   \
-            for (int32_t k = 1; k < 4; k++) {                                 \
-                bool take = v[k] > best || v[k] != v[k];                      \
-                best = take ? v[k] : best;                                    \
-                at = take ? k : at;                                           \
-            }                                                                 \
-            y[j] = best;                                                      \
-            t[j] = at;                                                        \
-        }                                                                     \
-        for (int64_t j = 0; j < n; j++)                                       \
-            idx[j] = (p->hs[i] + t[j] / 2) * W + c0 + 2 * j + t[j] % 2;       \
-    }                                                                         \
     __attribute__((target_clones("avx2", "default")))                       \
     static void max_block_##T(const T *restrict x, T *restrict y, int64_t *restrict idx, \
                               const pool_tab *p, int64_t i, int64_t j0, int64_t n) \
     {                                                                         \
-        if (p->sw == 2 && p->kw == 2 && p->he[i] - p->hs[i] == 2)             \
-            max_2x2_##T(x, y, idx, p, i, j0, n);                              \
-        else                                                                  \
-            max_taps_##T(x, y, idx, p, i, j0, n, p->sw);                      \
+        max_taps_##T(x, y, idx, p, i, j0, n, p->sw);                          \
     }                                                                         \
     /* y = max over each window, idx = where (the first max; a NaN wins) */ \
     static void max_plane_##T(const T *restrict x, T *restrict y, int64_t *restrict idx, \
@@ -146,6 +119,13 @@ typedef struct {
             T *yr = y + i * p->Wo;                                            \
             int64_t *ir = idx + i * p->Wo;                                    \
             max_windows_##T(x, yr, ir, p, i, 0, p->jlo);                      \
+            if (p->sw == 2 && p->kw == 2 && p->he[i] - p->hs[i] == 2) {       \
+                int64_t base = p->hs[i] * p->W + 2 * p->jlo - p->pw;          \
+                ag_max2x2_row_##T(x + base, x + base + p->W, yr + p->jlo, ir + p->jlo, \
+                                  p->jhi - p->jlo, base, p->W);               \
+                max_windows_##T(x, yr, ir, p, i, p->jhi, p->Wo);              \
+                continue;                                                     \
+            }                                                                 \
             for (int64_t j = p->jlo; j < p->jhi; j += POOL_BLOCK) {           \
                 int64_t n = p->jhi - j < POOL_BLOCK ? p->jhi - j : POOL_BLOCK; \
                 max_block_##T(x, yr + j, ir + j, p, i, j, n);                 \
@@ -153,12 +133,25 @@ typedef struct {
             max_windows_##T(x, yr, ir, p, i, p->jhi, p->Wo);                  \
         }                                                                     \
     }                                                                         \
-    /* dx[idx[k]] += g[k] */                                                  \
+    /* dx[idx[k]] += g[k], the rows of 2x2 windows at stride 2 as vectors */ \
     static void max_back_plane_##T(const T *restrict g, T *restrict dx,       \
-                                   const int64_t *restrict idx, int64_t n)    \
+                                   const int64_t *restrict idx, const pool_tab *p) \
     {                                                                         \
-        for (int64_t k = 0; k < n; k++)                                       \
-            dx[idx[k]] += g[k];                                               \
+        bool two = p->sw == 2 && p->kw == 2;                                  \
+        for (int64_t i = 0; i < p->Ho; i++) {                                 \
+            const T *gr = g + i * p->Wo;                                      \
+            const int64_t *ir = idx + i * p->Wo;                              \
+            int64_t j = 0;                                                    \
+            if (two && p->he[i] - p->hs[i] == 2) {                            \
+                int64_t base = p->hs[i] * p->W + 2 * p->jlo - p->pw;          \
+                for (; j < p->jlo; j++)                                       \
+                    dx[ir[j]] += gr[j];                                       \
+                ag_max2x2_back_row_##T(gr + j, ir + j, dx + base, p->jhi - j, base, p->W); \
+                j = p->jhi;                                                   \
+            }                                                                 \
+            for (; j < p->Wo; j++)                                            \
+                dx[ir[j]] += gr[j];                                           \
+        }                                                                     \
     }                                                                         \
     /* y (+)= sum over each window / (hn_i wn_j) */                           \
     static void avg_plane_##T(const T *restrict x, T *restrict y, const pool_tab *p, bool acc) \
@@ -184,6 +177,10 @@ typedef struct {
                         dx[h * p->W + w] += v;                                \
             }                                                                 \
     }
+#define ag_max2x2_row_float ag_max2x2_row_f32
+#define ag_max2x2_row_double ag_max2x2_row_f64
+#define ag_max2x2_back_row_float ag_max2x2_back_row_f32
+#define ag_max2x2_back_row_double ag_max2x2_back_row_f64
 POOL_LOOPS(float)
 POOL_LOOPS(double)
 
@@ -228,7 +225,7 @@ static void max_back_item(void *vc, int64_t k, int64_t chunk)
     const plane_run *r = vc;
     int64_t n = r->p->Ho * r->p->Wo;
     BY_DTYPE(r->dt, max_back_plane, (const void *)(r->src + y_at(r, k)),
-             (void *)(r->dst + x_at(r, k)), r->p->idx + k * n, n);
+             (void *)(r->dst + x_at(r, k)), r->p->idx + k * n, r->p);
 }
 
 static void avg_item(void *vc, int64_t k, int64_t chunk)

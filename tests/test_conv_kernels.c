@@ -1,14 +1,17 @@
 /* test_conv_kernels.c — the convolution kernels of kernels/conv_internal.h
  * against a naive direct convolution in double: forward (with and without
- * bias, overwriting and accumulating), input gradient and weight gradient,
+ * bias, overwriting and accumulating), input gradient and weight gradient
+ * (with the bias gradient),
  * f32 and f64, on geometries chosen for each path of the row loops
  * (conv_loops.h): whole-vector row copies and col2im's gathering of dx rows
  * (rows of 1 to 4 vectors, row stride 2, padding, dilation, groups) and
  * their fallbacks (a row stride of 2 along columns, rows wider than 4
  * vectors, more than 8 taps along a row, tap offsets beyond a vector,
- * padding beyond a vector), plus a pointwise kernel.  Every tensor and the
- * scratch are allocated at their exact sizes, so a read or write past
- * them shows under ASan. */
+ * padding beyond a vector), plus a pointwise kernel; and the 2x2 max
+ * pooling rows and their gradient (pool2x2.c) against the scalar
+ * definition, ties and NaNs included, for every row length up to 40.  Every tensor and the scratch
+ * are allocated at their exact sizes, so a read or write past them shows
+ * under ASan. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -157,21 +160,25 @@ static void check_geom(int k, ag_dtype dt)
     ag_conv_forward(&g, dt, X, Wt, B, Y, false, s);
     expect_close("y", k, dt, Y, y, ny, scale);
     /* accumulating, without bias: y + (y - b) */
-    double *y2 = malloc((size_t)ny * sizeof *y2);
+    double *y2 = calloc((size_t)ny, sizeof *y2);
     for (int64_t i = 0; i < ny; i++)
         y2[i] = 2 * y[i] - b[i / (g.Ho * g.Wo) % g.O];
     ag_conv_forward(&g, dt, X, Wt, NULL, Y, true, s);
     expect_close("y acc", k, dt, Y, y2, ny, scale);
 
     /* input gradient into dx already holding dx: 2 dx */
-    double *dx2 = malloc((size_t)nx * sizeof *dx2);
+    double *dx2 = calloc((size_t)nx, sizeof *dx2);
     for (int64_t i = 0; i < nx; i++)
         dx2[i] = 2 * dx[i];
     ag_conv_input_grad(&g, dt, DY, Wt, DX, s);
     expect_close("dx", k, dt, DX, dx2, nx, scale);
 
-    ag_conv_weight_grad(&g, dt, X, DY, DW, false, s);
+    /* with the bias gradient, into db holding b: b + sum of dy */
+    for (int64_t i = 0; i < ny; i++)
+        b[i / (g.Ho * g.Wo) % g.O] += dy[i];
+    ag_conv_weight_grad(&g, dt, X, DY, DW, false, B, s);
     expect_close("dw", k, dt, DW, dw, nw, scale * (double)g.N * (double)(g.Ho * g.Wo));
+    expect_close("db", k, dt, B, b, g.O, (double)g.N * (double)(g.Ho * g.Wo));
     free(y2);
     free(dx2);
     free(s);
@@ -192,10 +199,67 @@ static void test_conv_kernels_match_naive(void **state)
     ag_set_num_threads(0);
 }
 
+/* One row pair of n windows, both dtypes, values from a few levels (ties)
+ * with NaNs sprinkled in, against the scalar loop: the first max, a NaN
+ * taking over from anything before it. */
+static void check_max2x2(int64_t n)
+{
+    int64_t W = 2 * n + 3, base = 1; /* the windows start at column 1 */
+    double *x = malloc((size_t)(2 * W) * sizeof *x);
+    for (int64_t i = 0; i < 2 * W; i++) {
+        double r = rnd();
+        x[i] = r > 0.9 ? NAN : floor(r * 3);
+    }
+    float *xf = as_dt(x, 2 * W, AG_F32), *yf = malloc((size_t)n * sizeof *yf);
+    double *yd = malloc((size_t)n * sizeof *yd);
+    int64_t *idx_f = malloc((size_t)n * sizeof *idx_f), *idx_d = malloc((size_t)n * sizeof *idx_d);
+    ag_max2x2_row_f32(xf + base, xf + base + W, yf, idx_f, n, base, W);
+    ag_max2x2_row_f64(x + base, x + base + W, yd, idx_d, n, base, W);
+    for (int64_t j = 0; j < n; j++) {
+        int64_t at = base + 2 * j;
+        const int64_t taps[4] = {at, at + 1, at + W, at + W + 1};
+        for (int k = 1; k < 4; k++)
+            if (x[taps[k]] > x[at] || isnan(x[taps[k]]))
+                at = taps[k];
+        if (idx_d[j] != at || idx_f[j] != at || !(yd[j] == x[at] || (isnan(yd[j]) && isnan(x[at]))) ||
+            !(yf[j] == (float)x[at] || (isnan(yf[j]) && isnan(x[at])))) {
+            print_error("n %lld, output %lld: idx %lld / %lld, y %g / %g, want %lld, %g\n",
+                        (long long)n, (long long)j, (long long)idx_d[j], (long long)idx_f[j],
+                        yd[j], (double)yf[j], (long long)at, x[at]);
+            fail();
+        }
+    }
+    /* the gradient, into rows already holding values */
+    double *g = rnd_vec(n), *want = rnd_vec(2 * W);
+    float *gf = as_dt(g, n, AG_F32), *dxf = as_dt(want, 2 * W, AG_F32);
+    double *dxd = as_dt(want, 2 * W, AG_F64);
+    for (int64_t j = 0; j < n; j++)
+        want[idx_d[j]] += g[j];
+    ag_max2x2_back_row_f32(gf, idx_d, dxf + base, n, base, W);
+    ag_max2x2_back_row_f64(g, idx_d, dxd + base, n, base, W);
+    for (int64_t i = 0; i < 2 * W; i++)
+        if (dxd[i] != want[i] || fabs(dxf[i] - want[i]) > 1e-6) {
+            print_error("n %lld, dx[%lld]: %g / %g, want %g\n", (long long)n, (long long)i,
+                        dxd[i], (double)dxf[i], want[i]);
+            fail();
+        }
+    free(g), free(want), free(gf), free(dxf), free(dxd);
+    free(x), free(xf), free(yf), free(yd), free(idx_f), free(idx_d);
+}
+
+static void test_max2x2_rows_match_scalar(void **state)
+{
+    (void)state;
+    for (int rep = 0; rep < 20; rep++)
+        for (int64_t n = 1; n <= 40; n++)
+            check_max2x2(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_kernels_match_naive),
+        cmocka_unit_test(test_max2x2_rows_match_scalar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

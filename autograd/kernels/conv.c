@@ -274,12 +274,14 @@ static void weight_grad_item(void *vc, int64_t n, int64_t c)
 }
 
 void ag_conv_weight_grad(const ag_conv_geom *g, ag_dtype dt, const void *x, const void *dy,
-                         void *dw, bool acc, void *scratch)
+                         void *dw, bool acc, void *db, void *scratch)
 {
     if (ag_conv_direct_fits(g, dt)) {
-        ag_conv_direct_weight_grad(g, x, dy, dw, acc);
+        ag_conv_direct_weight_grad(g, x, dy, dw, acc, db);
         return;
     }
+    if (db)
+        ag_conv_bias_grad(g, dt, dy, db);
     conv_run r = run_of(g, dt, scratch);
     r.x = x, r.dy = dy, r.out = dw, r.acc = acc;
     if (r.nch == 0) { /* no samples: a zero gradient */

@@ -108,7 +108,7 @@ void ag_conv_direct_forward(const ag_conv_geom *g, const float *x, const float *
 typedef struct {
     const ag_conv_geom *g;
     const float *x, *dy;
-    float *dw;
+    float *dw, *db;
     bool acc;
 } dw_run;
 
@@ -123,20 +123,21 @@ AG_INLINE vi fresh_lanes(const ag_conv_geom *g, int64_t v)
 }
 
 /* dw[o0 + k, t] (+)= sum over n, oh, ow of dy[n, o0 + k, oh, ow]
- * x[n, oh + i, ow + j] for k < nb: per lane sums over each sample's
- * rows, added up over the samples in order, then the lanes in order, so
- * each element is one fixed sequence of operations whatever the thread
- * count. */
+ * x[n, oh + i, ow + j] for k < nb, and db[o0 + k] += the sum of dy over
+ * the same (when db; the pass over dy it would take alone cost 2.2% of a
+ * CNN training step): per lane sums over each sample's rows, added up
+ * over the samples in order, then the lanes in order, so each element is
+ * one fixed sequence of operations whatever the thread count. */
 AG_INLINE void dw_block(const dw_run *r, int64_t o0, int nb)
 {
     const ag_conv_geom *g = r->g;
     int64_t P = g->Ho * g->Wo, nv = row_vectors(g);
     vi tail = fresh_lanes(g, nv - 1);
-    vf tot[OB][T] = {{{0}}};
+    vf tot[OB][T] = {{{0}}}, btot[OB] = {{0}};
     for (int64_t n = 0; n < g->N; n++) {
         /* a sample's own sums first: rounding grows with the terms a
          * lane adds in one run */
-        vf acc[OB][T] = {{{0}}};
+        vf acc[OB][T] = {{{0}}}, bacc[OB] = {{0}};
         for (int64_t oh = 0; oh < g->Ho; oh++)
             for (int64_t v = 0; v < nv; v++) {
                 int64_t c = col_of(g, v);
@@ -149,6 +150,7 @@ AG_INLINE void dw_block(const dw_run *r, int64_t o0, int nb)
                                        * prefetcher misses */
                         __builtin_prefetch(dyk + g->O * P);
                     d[k] = (vf)((vi)load(dyk) & keep);
+                    bacc[k] += d[k];
                 }
                 for (int t = 0; t < T; t++) {
                     vf xv = load(xs + t / 3 * g->W + t % 3);
@@ -156,9 +158,11 @@ AG_INLINE void dw_block(const dw_run *r, int64_t o0, int nb)
                         acc[k][t] += d[k] * xv;
                 }
             }
-        for (int k = 0; k < nb; k++)
+        for (int k = 0; k < nb; k++) {
             for (int t = 0; t < T; t++)
                 tot[k][t] += acc[k][t];
+            btot[k] += bacc[k];
+        }
     }
     for (int k = 0; k < nb; k++)
         for (int t = 0; t < T; t++) {
@@ -168,6 +172,12 @@ AG_INLINE void dw_block(const dw_run *r, int64_t o0, int nb)
             float *d = r->dw + (o0 + k) * T + t;
             *d = r->acc ? *d + s : s;
         }
+    for (int k = 0; k < nb && r->db; k++) {
+        float s = 0;
+        for (int l = 0; l < VL; l++)
+            s += btot[k][l];
+        r->db[o0 + k] += s;
+    }
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -184,9 +194,9 @@ static void weight_grad_block(void *vr, int64_t blk, int64_t chunk)
 }
 
 void ag_conv_direct_weight_grad(const ag_conv_geom *g, const float *x, const float *dy,
-                                float *dw, bool acc)
+                                float *dw, bool acc, float *db)
 {
-    dw_run r = {g, x, dy, dw, acc};
+    dw_run r = {g, x, dy, dw, db, acc};
     int64_t blocks = (g->O + OB - 1) / OB;
     double macs = (double)g->N * (double)g->O * (double)(g->Ho * g->Wo) * T;
     ag_parallel_chunks(blocks, ag_work_chunks(blocks, macs), weight_grad_block, &r);

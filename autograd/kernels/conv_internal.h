@@ -52,22 +52,41 @@ void ag_conv_forward(const ag_conv_geom *g, ag_dtype dt, const void *x, const vo
  * convolution of dy with w). */
 void ag_conv_input_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy, const void *w,
                         void *dx, void *scratch);
-/* dw = (or += when acc) the weight gradient: the correlation of x with dy. */
+/* dw = (or += when acc) the weight gradient: the correlation of x with dy;
+ * and db += the bias gradient (ag_conv_bias_grad) when db, in the same pass
+ * over dy where a kernel can. */
 void ag_conv_weight_grad(const ag_conv_geom *g, ag_dtype dt, const void *x, const void *dy,
-                         void *dw, bool acc, void *scratch);
+                         void *dw, bool acc, void *db, void *scratch);
 /* db[o] += sum over n, oh, ow of dy[n, o, oh, ow]. */
 void ag_conv_bias_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy, void *db);
 
 /* The direct f32 kernels (conv_direct.c) for one input channel, a 3x3
  * kernel, stride 1, no padding or dilation, one group, Wo >= 16: whether
  * they fit, the forward (y = conv(x, w) + b, b may be NULL) and the
- * weight gradient (dw = or += when acc); the generic entry points above
+ * weight gradient (dw = or += when acc; db += the bias gradient when db);
+ * the generic entry points above
  * call them when they fit.  No scratch. */
 bool ag_conv_direct_fits(const ag_conv_geom *g, ag_dtype dt);
 void ag_conv_direct_forward(const ag_conv_geom *g, const float *x, const float *w,
                             const float *b, float *y);
 void ag_conv_direct_weight_grad(const ag_conv_geom *g, const float *x, const float *dy,
-                                float *dw, bool acc);
+                                float *dw, bool acc, float *db);
+
+/* Max pooling over the 2x2 windows at stride 2 of the row pair r0, r1 of
+ * a plane W wide (pool2x2.c): for j in [0, n), y[j] = the max of r0[2j],
+ * r0[2j + 1], r1[2j], r1[2j + 1] (the first max; a NaN wins) and idx[j]
+ * its offset in the plane, base + 2j (+ 1 on the right) (+ W below),
+ * base being r0's offset. */
+void ag_max2x2_row_f32(const float *r0, const float *r1, float *y, int64_t *idx, int64_t n,
+                       int64_t base, int64_t W);
+void ag_max2x2_row_f64(const double *r0, const double *r1, double *y, int64_t *idx,
+                       int64_t n, int64_t base, int64_t W);
+/* Their gradient: d0[idx[j] - base] += g[j] for j in [0, n), d0 being
+ * the plane's gradient at base (idx as ag_max2x2_row_* wrote it). */
+void ag_max2x2_back_row_f32(const float *g, const int64_t *idx, float *d0, int64_t n,
+                            int64_t base, int64_t W);
+void ag_max2x2_back_row_f64(const double *g, const int64_t *idx, double *d0, int64_t n,
+                            int64_t base, int64_t W);
 
 /* How many chunks n items of `work` elementary steps in all are cut into:
  * 1 below a measured size (0 for no items), else min(n, 16).  Sizes only:
