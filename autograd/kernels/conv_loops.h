@@ -132,7 +132,7 @@ AG_INLINE void CL(fold_row)(CL_T *restrict s, const CL_T *restrict d, const ag_c
             }
     }
     CL_T sum[4 * CL(VL)];
-    memcpy(sum, acc, (size_t)nv * sizeof acc[0]);
+    memcpy(sum, acc, sizeof sum);
     AG_SIMD for (int64_t w = 0; w < g->W; w++)
         s[h * g->W + w] += sum[w];
 }
