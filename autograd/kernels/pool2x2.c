@@ -138,49 +138,64 @@ MAX2X2_SCALAR(f64_1, double)
 BACK2X2_SCALAR(f32_1, float)
 BACK2X2_SCALAR(f64_1, double)
 
-/* A row of n outputs: vectors of 8, the last one ending at n, or of 4. */
+/* The vectors that cover a row of n >= 4 outputs, one at a time: vl of
+ * them (8, or 4 for a row of fewer than 8) from *at, the last vector
+ * ending at n, of which *skip the vector before covered; false past the
+ * last. */
+typedef struct {
+    int64_t n, next;
+    int vl;
+} row_cover;
+
+AG_INLINE bool cover_next(row_cover *c, int64_t *at, int *skip)
+{
+    if (c->next >= c->n)
+        return false;
+    *at = c->next + c->vl <= c->n ? c->next : c->n - c->vl;
+    *skip = (int)(c->next - *at);
+    c->next = *at + c->vl;
+    return true;
+}
+
+/* A row of n outputs: by vectors, the last one's outputs written twice
+ * with the same values where it overlaps. */
 #define MAX2X2_ROW(NAME, T, P)                                                \
     __attribute__((target_clones("avx512f", "avx2", "default")))            \
     void NAME(const T *r0, const T *r1, T *y, int64_t *idx, int64_t n, int64_t base, \
               int64_t W)                                                      \
     {                                                                         \
-        if (n < 4) {                                                          \
+        row_cover c = {n, n < 4 ? n : 0, n < 8 ? 4 : 8};                      \
+        int64_t at;                                                           \
+        int skip;                                                             \
+        (void)skip;                                                           \
+        if (n < 4)                                                            \
             P##_1(r0, r1, y, idx, n, base, W);                                \
-            return;                                                           \
-        }                                                                     \
-        int vl = n < 8 ? 4 : 8;                                               \
-        for (int64_t j = 0;; j += vl) {                                       \
-            int64_t at = j + vl <= n ? j : n - vl;                            \
-            if (vl == 8)                                                      \
+        while (cover_next(&c, &at, &skip)) {                                  \
+            if (c.vl == 8)                                                    \
                 P##_8(r0, r1, y, idx, at, base, W);                           \
             else                                                              \
                 P##_4(r0, r1, y, idx, at, base, W);                           \
-            if (at + vl >= n)                                                 \
-                break;                                                        \
         }                                                                     \
     }
 MAX2X2_ROW(ag_max2x2_row_f32, float, f32)
 MAX2X2_ROW(ag_max2x2_row_f64, double, f64)
 
-/* The same cover for the gradient; a vector that overlaps the one before
- * it skips the lanes that one added. */
+/* Its gradient by the same vectors, each skipping the lanes the one
+ * before it added. */
 #define BACK2X2_ROW(NAME, T, P)                                               \
     __attribute__((target_clones("avx512f", "avx2", "default")))            \
     void NAME(const T *g, const int64_t *idx, T *d0, int64_t n, int64_t base, int64_t W) \
     {                                                                         \
-        if (n < 4) {                                                          \
+        row_cover c = {n, n < 4 ? n : 0, n < 8 ? 4 : 8};                      \
+        int64_t at;                                                           \
+        int skip;                                                             \
+        if (n < 4)                                                            \
             P##_1_back(g, idx, d0, n, base);                                  \
-            return;                                                           \
-        }                                                                     \
-        int vl = n < 8 ? 4 : 8;                                               \
-        for (int64_t j = 0;; j += vl) {                                       \
-            int64_t at = j + vl <= n ? j : n - vl;                            \
-            if (vl == 8)                                                      \
-                P##_8_back(g, idx, d0, d0 + W, at, base, W, (int)(j - at));   \
+        while (cover_next(&c, &at, &skip)) {                                  \
+            if (c.vl == 8)                                                    \
+                P##_8_back(g, idx, d0, d0 + W, at, base, W, skip);            \
             else                                                              \
-                P##_4_back(g, idx, d0, d0 + W, at, base, W, (int)(j - at));   \
-            if (at + vl >= n)                                                 \
-                break;                                                        \
+                P##_4_back(g, idx, d0, d0 + W, at, base, W, skip);            \
         }                                                                     \
     }
 BACK2X2_ROW(ag_max2x2_back_row_f32, float, f32)
