@@ -4,7 +4,8 @@
  * (with the bias gradient),
  * f32 and f64, on geometries chosen for each path of the row loops
  * (conv_loops.h): whole-vector row copies and col2im's gathering of dx rows
- * (rows of 1 to 4 vectors, row stride 2, padding, dilation, groups) and
+ * (rows of 1 to 4 vectors, row stride 2, padding, dilation, groups), the
+ * Winograd forward (conv_winograd.c), and
  * their fallbacks (a row stride of 2 along columns, rows wider than 4
  * vectors, more than 8 taps along a row, tap offsets beyond a vector,
  * padding beyond a vector), plus a pointwise kernel; and the 2x2 max
@@ -29,7 +30,9 @@
 
 /* N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, G */
 static const int64_t k_geoms[][14] = {
-    {3, 32, 13, 13, 64, 3, 3, 1, 1, 0, 0, 1, 1, 1},  /* the CNN's conv2 */
+    {3, 32, 13, 13, 64, 3, 3, 1, 1, 0, 0, 1, 1, 1},  /* the CNN's conv2: Winograd */
+    {2, 16, 9, 10, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* Winograd, padding 1, odd out */
+    {3, 24, 6, 7, 16, 3, 3, 1, 1, 2, 0, 1, 1, 1},    /* Winograd, padding 2 and 0 */
     {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1},      /* padding */
     {2, 2, 9, 20, 3, 3, 3, 2, 1, 1, 1, 1, 1, 1},     /* row stride 2 */
     {2, 2, 9, 20, 3, 3, 3, 1, 2, 0, 1, 1, 1, 1},     /* column stride 2 */

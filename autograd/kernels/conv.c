@@ -147,7 +147,8 @@ size_t ag_conv_scratch_bytes(const ag_conv_geom *g, ag_dtype dt, bool weight_gra
     int64_t nch = dw_chunks(g);
     if (weight_grad)
         bytes += (size_t)nch * (size_t)(g->O * (g->C / g->G) * g->kh * g->kw) * esz;
-    return bytes;
+    size_t wino = ag_conv_winograd_fits(g) ? ag_conv_winograd_scratch(g, dt) : 0;
+    return bytes > wino ? bytes : wino;
 }
 
 /* ---- typed loops ---- */
@@ -220,6 +221,10 @@ void ag_conv_forward(const ag_conv_geom *g, ag_dtype dt, const void *x, const vo
 {
     if (!acc && ag_conv_direct_fits(g, dt)) {
         ag_conv_direct_forward(g, x, w, b, y);
+        return;
+    }
+    if (ag_conv_winograd_fits(g)) {
+        ag_conv_winograd_forward(g, dt, x, w, b, y, acc, scratch);
         return;
     }
     conv_run r = run_of(g, dt, scratch);

@@ -1,0 +1,141 @@
+/* conv_winograd_impl.h — the typed loops of conv_winograd.c (which see),
+ * stamped out per dtype: included with WT (float or double) and W(name),
+ * and wino_sizes in scope.  Layouts (xi the element of the 4x4 transform):
+ *   U  [16][C][O]           the transformed kernels, one call
+ *   xt [Hp][Wp][C]          one sample, zero-padded, channel-last
+ *   V  [16][grp * T1][C]    a group's transformed input tiles
+ *   M  [16][grp * T1][O]    their products with U
+ *   yt [2 th][2 tw][O]      one sample's outputs, channel-last */
+
+/* U[xi][c][o] = (G g G^T)[xi] for the kernel g = w[o, c]. */
+static void W(filter)(const ag_conv_geom *g, const WT *restrict w, WT *restrict U)
+{
+    int64_t C = g->C, O = g->O;
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t c = 0; c < C; c++) {
+            const WT *k = w + (o * C + c) * 9;
+            WT t[4][3], u[4][4];
+            for (int j = 0; j < 3; j++) {
+                t[0][j] = k[j];
+                t[1][j] = (WT)0.5 * (k[j] + k[3 + j] + k[6 + j]);
+                t[2][j] = (WT)0.5 * (k[j] - k[3 + j] + k[6 + j]);
+                t[3][j] = k[6 + j];
+            }
+            for (int i = 0; i < 4; i++) {
+                u[i][0] = t[i][0];
+                u[i][1] = (WT)0.5 * (t[i][0] + t[i][1] + t[i][2]);
+                u[i][2] = (WT)0.5 * (t[i][0] - t[i][1] + t[i][2]);
+                u[i][3] = t[i][2];
+            }
+            for (int xi = 0; xi < 16; xi++)
+                U[(xi * C + c) * O + o] = u[xi / 4][xi % 4];
+        }
+}
+
+/* xt = sample x [C, H, W] zero-padded to [Hp, Wp] (ph, pw before),
+ * channel-last. */
+static void W(layout)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict x,
+                      WT *restrict xt)
+{
+    int64_t C = g->C;
+    memset(xt, 0, (size_t)(z->Hp * z->Wp * C) * sizeof(WT));
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t h = 0; h < g->H; h++)
+            for (int64_t w = 0; w < g->W; w++)
+                xt[((h + g->ph) * z->Wp + w + g->pw) * C + c] = x[(c * g->H + h) * g->W + w];
+}
+
+/* V[xi][t][c] = (B^T d B)[xi] for each tile t = t0 + a tw + b of a sample
+ * and channel c, d its 4x4 input tile in xt. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void W(in_tiles)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict xt,
+                        WT *restrict V, int64_t t0)
+{
+    int64_t C = g->C, vs = z->grp * z->T1 * C; /* V's stride between xi */
+    for (int64_t a = 0; a < z->th; a++)
+        for (int64_t b = 0; b < z->tw; b++) {
+            const WT *d = xt + (2 * a * z->Wp + 2 * b) * C;
+            WT *v = V + (t0 + a * z->tw + b) * C;
+            int64_t rs = z->Wp * C; /* a row of xt */
+            AG_SIMD for (int64_t c = 0; c < C; c++) {
+                WT t[4][4];
+                for (int j = 0; j < 4; j++) {
+                    WT d0 = d[j * C + c], d1 = d[rs + j * C + c];
+                    WT d2 = d[2 * rs + j * C + c], d3 = d[3 * rs + j * C + c];
+                    t[0][j] = d0 - d2;
+                    t[1][j] = d1 + d2;
+                    t[2][j] = d2 - d1;
+                    t[3][j] = d1 - d3;
+                }
+                for (int i = 0; i < 4; i++) {
+                    v[(4 * i + 0) * vs + c] = t[i][0] - t[i][2];
+                    v[(4 * i + 1) * vs + c] = t[i][1] + t[i][2];
+                    v[(4 * i + 2) * vs + c] = t[i][2] - t[i][1];
+                    v[(4 * i + 3) * vs + c] = t[i][1] - t[i][3];
+                }
+            }
+        }
+}
+
+/* yt of one sample = A^T M A for its tiles t0 + (a tw + b), channel-last. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void W(out_tiles)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict M,
+                         WT *restrict yt, int64_t t0)
+{
+    int64_t O = g->O, ms = z->grp * z->T1 * O, ys = 2 * z->tw * O; /* a row of yt */
+    for (int64_t a = 0; a < z->th; a++)
+        for (int64_t b = 0; b < z->tw; b++) {
+            const WT *m = M + (t0 + a * z->tw + b) * O;
+            WT *y = yt + (2 * a * 2 * z->tw + 2 * b) * O;
+            AG_SIMD for (int64_t o = 0; o < O; o++) {
+                WT s[2][4];
+                for (int j = 0; j < 4; j++) {
+                    WT m0 = m[j * ms + o], m1 = m[(4 + j) * ms + o];
+                    WT m2 = m[(8 + j) * ms + o], m3 = m[(12 + j) * ms + o];
+                    s[0][j] = m0 + m1 + m2;
+                    s[1][j] = m1 - m2 - m3;
+                }
+                for (int r = 0; r < 2; r++) {
+                    y[r * ys + o] = s[r][0] + s[r][1] + s[r][2];
+                    y[r * ys + O + o] = s[r][1] - s[r][2] - s[r][3];
+                }
+            }
+        }
+}
+
+/* y[n] (+)= yt moved back to [O, Ho, Wo] (+ b) */
+static void W(store)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict yt,
+                     const WT *restrict bias, WT *restrict y, bool acc)
+{
+    int64_t O = g->O, Wt = 2 * z->tw;
+    for (int64_t o = 0; o < O; o++) {
+        WT bo = bias ? bias[o] : 0;
+        WT *yo = y + o * g->Ho * g->Wo;
+        for (int64_t h = 0; h < g->Ho; h++)
+            for (int64_t w = 0; w < g->Wo; w++) {
+                WT v = yt[(h * Wt + w) * O + o] + bo;
+                yo[h * g->Wo + w] = acc ? yo[h * g->Wo + w] + v : v;
+            }
+    }
+}
+
+/* Samples [n0, n1) of the chunk whose scratch is slot. */
+static void W(chunk)(const ag_conv_geom *g, const wino_sizes *z, const WT *x, const WT *U,
+                     const WT *bias, WT *y, bool acc, char *slot, int64_t n0, int64_t n1)
+{
+    WT *xt = (WT *)(void *)slot, *V = (WT *)(void *)(slot + z->xt);
+    WT *M = (WT *)(void *)(slot + z->xt + z->v), *yt = (WT *)(void *)(slot + z->xt + z->v + z->m);
+    int64_t C = g->C, O = g->O, Tn = (n1 - n0) * z->T1;
+    for (int64_t n = n0; n < n1; n++) {
+        W(layout)(g, z, x + n * C * g->H * g->W, xt);
+        W(in_tiles)(g, z, xt, V, (n - n0) * z->T1);
+    }
+    int64_t vs = z->grp * z->T1 * C, ms = z->grp * z->T1 * O;
+    for (int xi = 0; xi < 16; xi++) /* (Tn x C)(C x O) */
+        ag_gemm_dt(sizeof(WT) == 8 ? AG_F64 : AG_F32, false, false, Tn, O, C, V + xi * vs, C,
+                   U + xi * C * O, O, 0.0, M + xi * ms, O);
+    for (int64_t n = n0; n < n1; n++) {
+        W(out_tiles)(g, z, M, yt, (n - n0) * z->T1);
+        W(store)(g, z, yt, bias, y + n * O * g->Ho * g->Wo, acc);
+    }
+}
