@@ -145,8 +145,8 @@ size_t ag_conv_scratch_bytes(const ag_conv_geom *g, ag_dtype dt, bool weight_gra
     size_t esz = ag_dtype_size(dt);
     size_t bytes = (size_t)ag_conv_chunks(g) * layout_of(g, dt).bytes;
     int64_t nch = dw_chunks(g);
-    if (weight_grad)
-        bytes += (size_t)nch * (size_t)(g->O * (g->C / g->G) * g->kh * g->kw) * esz;
+    /* the weight gradient's chunk partials, or the input gradient's w^T */
+    bytes += (size_t)(weight_grad ? nch : 1) * (size_t)(g->O * (g->C / g->G) * g->kh * g->kw) * esz;
     size_t wino = ag_conv_winograd_fits(g) ? ag_conv_winograd_scratch(g, dt) : 0;
     return bytes > wino ? bytes : wino;
 }
@@ -232,28 +232,44 @@ void ag_conv_forward(const ag_conv_geom *g, ag_dtype dt, const void *x, const vo
     ag_parallel_chunks(g->N * g->G, ag_conv_chunks(g), forward_item, &r);
 }
 
-/* dx[n, grp] += col2im(w[grp]^T dy[n, grp]) */
+/* dx[n, grp] += col2im(w[grp]^T dy[n, grp]), w^T from r->w (wt) */
 static void input_grad_item(void *vc, int64_t item, int64_t c)
 {
     const conv_run *r = vc;
     int64_t n = item / r->g->G, grp = item % r->g->G;
     const char *dy = r->dy + (size_t)((n * r->g->O + grp * r->Og) * r->P) * r->esz;
-    const char *wg = r->w + (size_t)(grp * r->Og * r->K) * r->esz;
+    const char *wt = r->w + (size_t)(grp * r->Og * r->K) * r->esz;
     char *dx = r->out + (size_t)((n * r->g->C + grp * r->Cg) * r->HW) * r->esz;
     if (r->pw) { /* (Cg x Og)(Og x HW) straight into dx */
-        ag_gemm_dt(r->dt, true, false, r->K, r->P, r->Og, wg, r->K, dy, r->P, 1.0, dx, r->P);
+        ag_gemm_dt(r->dt, false, false, r->K, r->P, r->Og, wt, r->Og, dy, r->P, 1.0, dx, r->P);
         return;
     }
     char *col = r->scratch + (size_t)c * r->slot.bytes + r->slot.col;
-    ag_gemm_dt(r->dt, true, false, r->K, r->P, r->Og, wg, r->K, dy, r->P, 0.0, col, r->P);
+    ag_gemm_dt(r->dt, false, false, r->K, r->P, r->Og, wt, r->Og, dy, r->P, 0.0, col, r->P);
     BY_DTYPE(r->dt, col2im, (const void *)col, r->g, (void *)dx);
 }
 
+/* wt[grp] = w[grp]^T [K, Og] */
+#define TRANSPOSE_W(T)                                                        \
+    static void transpose_w_##T(const T *restrict w, T *restrict wt, const conv_run *r) \
+    {                                                                         \
+        for (int64_t grp = 0; grp < r->g->G; grp++)                           \
+            for (int64_t o = 0; o < r->Og; o++)                               \
+                for (int64_t k = 0; k < r->K; k++)                            \
+                    wt[(grp * r->K + k) * r->Og + o] = w[(grp * r->Og + o) * r->K + k]; \
+    }
+TRANSPOSE_W(float)
+TRANSPOSE_W(double)
+
+/* The products take w^T laid out once (the chunks' part of the scratch),
+ * not w transposed by each sample's pack: untransposed, the f32 GEMM
+ * reads it in place. */
 void ag_conv_input_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy, const void *w,
                         void *dx, void *scratch)
 {
     conv_run r = run_of(g, dt, scratch);
-    r.dy = dy, r.w = w, r.out = dx;
+    BY_DTYPE(dt, transpose_w, w, (void *)r.part, &r);
+    r.dy = dy, r.w = r.part, r.out = dx;
     ag_parallel_chunks(g->N * g->G, ag_conv_chunks(g), input_grad_item, &r);
 }
 
