@@ -5,7 +5,7 @@
  * f32 and f64, on geometries chosen for each path of the row loops
  * (conv_loops.h): whole-vector row copies and col2im's gathering of dx rows
  * (rows of 1 to 4 vectors, row stride 2, padding, dilation, groups), the
- * Winograd forward (conv_winograd.c), and
+ * Winograd forward and input gradient (conv_winograd.c), and
  * their fallbacks (a row stride of 2 along columns, rows wider than 4
  * vectors, more than 8 taps along a row, tap offsets beyond a vector,
  * padding beyond a vector), plus a pointwise kernel; and the 2x2 max

@@ -267,6 +267,10 @@ TRANSPOSE_W(double)
 void ag_conv_input_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy, const void *w,
                         void *dx, void *scratch)
 {
+    if (ag_conv_winograd_fits(g)) {
+        ag_conv_winograd_input_grad(g, dt, dy, w, dx, scratch);
+        return;
+    }
     conv_run r = run_of(g, dt, scratch);
     BY_DTYPE(dt, transpose_w, w, (void *)r.part, &r);
     r.dy = dy, r.w = r.part, r.out = dx;

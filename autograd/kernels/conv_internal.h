@@ -48,12 +48,15 @@ size_t ag_conv_scratch_bytes(const ag_conv_geom *g, ag_dtype dt, bool weight_gra
 /* The Winograd F(2x2, 3x3) forward (conv_winograd.c) for 3x3 kernels at
  * stride 1 without dilation or groups, padding at most 2, 16+ channels in
  * and out: whether it applies, its scratch (ag_conv_scratch_bytes covers
- * it), and y (+)= conv(x, w) (+ b) by it.  ag_conv_forward takes it where
- * it applies. */
+ * it), and y (+)= conv(x, w) (+ b) by it.  ag_conv_forward and
+ * ag_conv_input_grad take it where it applies. */
 bool ag_conv_winograd_fits(const ag_conv_geom *g);
 size_t ag_conv_winograd_scratch(const ag_conv_geom *g, ag_dtype dt);
 void ag_conv_winograd_forward(const ag_conv_geom *g, ag_dtype dt, const void *x,
                               const void *w, const void *b, void *y, bool acc, void *scratch);
+/* dx += the input gradient for dy by the same transforms, transposed. */
+void ag_conv_winograd_input_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy,
+                                 const void *w, void *dx, void *scratch);
 
 /* y = conv(x, w) + b (b [O] or NULL), or y += conv(x, w) when acc. */
 void ag_conv_forward(const ag_conv_geom *g, ag_dtype dt, const void *x, const void *w,

@@ -15,11 +15,16 @@
  * take 2.25x fewer multiply-adds than im2col's (a little less for the
  * tiles' padding to even sizes), at the price of rounding that differs
  * from the direct sum (no larger: the CNN's conv2 in f32 against a double
- * sum, max error 2.4e-7 of max |y| here, 4.0e-7 by im2col).  The CNN's
- * conv2 forward, one thread, batch 64: 2.43-2.51 ms against 3.84-3.87 by
- * im2col.  The input gradient stays im2col's: as a Winograd convolution
- * of dy with the kernels turned it took 3.84-3.96 ms against 3.48-3.53
- * (49 tiles a sample: tile waste in the products, and the transposes).
+ * sum, max error 2.4e-7 of max |y| here, 4.0e-7 by im2col).
+ * The input gradient is the same algorithm transposed, on the same tiles:
+ * Q = A dY A^T of each 2x2 tile of dy, R = Q U^T by the GEMM, and dx +=
+ * B R B^T added into the overlapping 4x4 input tiles.  (A Winograd
+ * convolution of dy with the kernels turned, 49 tiles a sample here
+ * instead of 36, measured slower than im2col.)  The CNN's conv2, batch
+ * 64, one thread: forward 2.43-2.51 ms against 3.84-3.87 by im2col, input
+ * gradient 2.52-2.74 against 3.51-3.73.  The weight gradient stays
+ * im2col's: by the transforms (S = V^T Q summed over the tiles, dw = G^T
+ * S G) it was no faster (2.9-3.8 against 3.0-3.4 ms, noisy).
  * Threads: chunks of samples as conv.c's, each with its own scratch. */
 #include "conv_internal.h"
 
@@ -130,5 +135,42 @@ void ag_conv_winograd_forward(const ag_conv_geom *g, ag_dtype dt, const void *x,
     else
         filter_float(g, w, scratch);
     ag_status st = ag_parallel_for(r.z.nch, 1, chunk_body, &r);
+    AG_ASSERT(st == AG_OK);
+}
+
+typedef struct {
+    const ag_conv_geom *g;
+    ag_dtype dt;
+    wino_sizes z;
+    const void *dy;
+    void *dx;
+    char *scratch;
+} wino_dx_run;
+
+static void dx_chunk_body(void *vr, int64_t lo, int64_t hi)
+{
+    const wino_dx_run *r = vr;
+    for (int64_t c = lo; c < hi; c++) {
+        int64_t n0 = c * r->z.spc, n1 = n0 + r->z.spc < r->g->N ? n0 + r->z.spc : r->g->N;
+        char *slot = r->scratch + r->z.u + (size_t)c * r->z.slot;
+        for (int64_t m0 = n0; m0 < n1; m0 += r->z.grp) {
+            int64_t m1 = m0 + r->z.grp < n1 ? m0 + r->z.grp : n1;
+            if (r->dt == AG_F64)
+                dx_group_double(r->g, &r->z, r->dy, (const void *)r->scratch, r->dx, slot, m0, m1);
+            else
+                dx_group_float(r->g, &r->z, r->dy, (const void *)r->scratch, r->dx, slot, m0, m1);
+        }
+    }
+}
+
+void ag_conv_winograd_input_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy,
+                                 const void *w, void *dx, void *scratch)
+{
+    wino_dx_run r = {g, dt, sizes_of(g, dt), dy, dx, scratch};
+    if (dt == AG_F64)
+        filter_double(g, w, scratch);
+    else
+        filter_float(g, w, scratch);
+    ag_status st = ag_parallel_for(r.z.nch, 1, dx_chunk_body, &r);
     AG_ASSERT(st == AG_OK);
 }

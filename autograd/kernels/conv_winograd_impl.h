@@ -5,7 +5,10 @@
  *   xt [Hp][Wp][C]          one sample, zero-padded, channel-last
  *   V  [16][grp * T1][C]    a group's transformed input tiles
  *   M  [16][grp * T1][O]    their products with U
- *   yt [2 th][2 tw][O]      one sample's outputs, channel-last */
+ *   yt [2 th][2 tw][O]      one sample's outputs, channel-last
+ * and for the input gradient yt holds dy laid out the same way, M its
+ * tiles' Q = A dY A^T, V their products R with U^T, and xt the sum of
+ * the tiles' B R B^T (the forward's transforms transposed). */
 
 /* U[xi][c][o] = (G g G^T)[xi] for the kernel g = w[o, c]. */
 static void W(filter)(const ag_conv_geom *g, const WT *restrict w, WT *restrict U)
@@ -137,5 +140,108 @@ static void W(chunk)(const ag_conv_geom *g, const wino_sizes *z, const WT *x, co
     for (int64_t n = n0; n < n1; n++) {
         W(out_tiles)(g, z, M, yt, (n - n0) * z->T1);
         W(store)(g, z, yt, bias, y + n * O * g->Ho * g->Wo, acc);
+    }
+}
+
+/* yt = sample dy [O, Ho, Wo] channel-last, zero-padded to [2 th, 2 tw]. */
+static void W(dy_layout)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict dy,
+                         WT *restrict yt)
+{
+    int64_t O = g->O, Wt = 2 * z->tw;
+    memset(yt, 0, (size_t)(4 * z->T1 * O) * sizeof(WT));
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t h = 0; h < g->Ho; h++)
+            for (int64_t w = 0; w < g->Wo; w++)
+                yt[(h * Wt + w) * O + o] = dy[(o * g->Ho + h) * g->Wo + w];
+}
+
+/* Q[xi][t][o] = (A dY A^T)[xi] for each 2x2 tile dY of yt, t = t0 + a tw
+ * + b: the output transform's adjoint. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void W(dy_tiles)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict yt,
+                        WT *restrict Q, int64_t t0)
+{
+    int64_t O = g->O, qs = z->grp * z->T1 * O, ys = 2 * z->tw * O;
+    for (int64_t a = 0; a < z->th; a++)
+        for (int64_t b = 0; b < z->tw; b++) {
+            const WT *d = yt + (2 * a * 2 * z->tw + 2 * b) * O;
+            WT *q = Q + (t0 + a * z->tw + b) * O;
+            AG_SIMD for (int64_t o = 0; o < O; o++) {
+                WT d00 = d[o], d01 = d[O + o], d10 = d[ys + o], d11 = d[ys + O + o];
+                WT p[4][2] = {{d00, d01}, {d00 + d10, d01 + d11}, {d00 - d10, d01 - d11},
+                              {-d10, -d11}};
+                for (int i = 0; i < 4; i++) {
+                    q[(4 * i + 0) * qs + o] = p[i][0];
+                    q[(4 * i + 1) * qs + o] = p[i][0] + p[i][1];
+                    q[(4 * i + 2) * qs + o] = p[i][0] - p[i][1];
+                    q[(4 * i + 3) * qs + o] = -p[i][1];
+                }
+            }
+        }
+}
+
+/* xt[4x4 input tile of t] += B R[., t, c] B^T for each tile t = t0 + a tw
+ * + b and channel c: the input transform's adjoint (tiles overlap by 2,
+ * so each adds onto its neighbours' sums, in tile order). */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void W(in_tiles_adj)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict R,
+                            WT *restrict xt, int64_t t0)
+{
+    int64_t C = g->C, vs = z->grp * z->T1 * C, rs = z->Wp * C;
+    for (int64_t a = 0; a < z->th; a++)
+        for (int64_t b = 0; b < z->tw; b++) {
+            const WT *r = R + (t0 + a * z->tw + b) * C;
+            WT *d = xt + (2 * a * z->Wp + 2 * b) * C;
+            AG_SIMD for (int64_t c = 0; c < C; c++) {
+                WT m[4][4], zr[4][4];
+                for (int xi = 0; xi < 16; xi++)
+                    m[xi / 4][xi % 4] = r[xi * vs + c];
+                for (int j = 0; j < 4; j++) {
+                    zr[0][j] = m[0][j];
+                    zr[1][j] = m[1][j] - m[2][j] + m[3][j];
+                    zr[2][j] = m[1][j] + m[2][j] - m[0][j];
+                    zr[3][j] = -m[3][j];
+                }
+                for (int i = 0; i < 4; i++) {
+                    WT *di = d + i * rs + c;
+                    di[0] += zr[i][0];
+                    di[C] += zr[i][1] - zr[i][2] + zr[i][3];
+                    di[2 * C] += zr[i][1] + zr[i][2] - zr[i][0];
+                    di[3 * C] += -zr[i][3];
+                }
+            }
+        }
+}
+
+/* dx[n] += xt without its padding, back to [C, H, W]. */
+static void W(layout_adj)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict xt,
+                          WT *restrict dx)
+{
+    int64_t C = g->C;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t h = 0; h < g->H; h++)
+            for (int64_t w = 0; w < g->W; w++)
+                dx[(c * g->H + h) * g->W + w] += xt[((h + g->ph) * z->Wp + w + g->pw) * C + c];
+}
+
+/* dx += the input gradient of samples [n0, n1) for dy, through U. */
+static void W(dx_group)(const ag_conv_geom *g, const wino_sizes *z, const WT *dy, const WT *U,
+                        WT *dx, char *slot, int64_t n0, int64_t n1)
+{
+    WT *xt = (WT *)(void *)slot, *R = (WT *)(void *)(slot + z->xt);
+    WT *Q = (WT *)(void *)(slot + z->xt + z->v), *yt = (WT *)(void *)(slot + z->xt + z->v + z->m);
+    int64_t C = g->C, O = g->O, Tn = (n1 - n0) * z->T1;
+    for (int64_t n = n0; n < n1; n++) {
+        W(dy_layout)(g, z, dy + n * O * g->Ho * g->Wo, yt);
+        W(dy_tiles)(g, z, yt, Q, (n - n0) * z->T1);
+    }
+    int64_t vs = z->grp * z->T1 * C, qs = z->grp * z->T1 * O;
+    for (int xi = 0; xi < 16; xi++) /* (Tn x O)(O x C) */
+        ag_gemm_dt(sizeof(WT) == 8 ? AG_F64 : AG_F32, false, true, Tn, C, O, Q + xi * qs, O,
+                   U + xi * C * O, O, 0.0, R + xi * vs, C);
+    for (int64_t n = n0; n < n1; n++) {
+        memset(xt, 0, (size_t)(z->Hp * z->Wp * C) * sizeof(WT));
+        W(in_tiles_adj)(g, z, R, xt, (n - n0) * z->T1);
+        W(layout_adj)(g, z, xt, dx + n * C * g->H * g->W);
     }
 }
