@@ -98,79 +98,60 @@ size_t ag_conv_winograd_scratch(const ag_conv_geom *g, ag_dtype dt)
 #undef WT
 #undef W
 
+/* One call: the forward (in x, out y, b, acc) or, with grad, the input
+ * gradient (in dy = x, out dx = y, added to). */
 typedef struct {
     const ag_conv_geom *g;
     ag_dtype dt;
     wino_sizes z;
     const void *x, *b;
     void *y;
-    bool acc;
+    bool acc, grad;
     char *scratch;
 } wino_run;
 
+/* Chunks [lo, hi): their samples in groups. */
 static void chunk_body(void *vr, int64_t lo, int64_t hi)
 {
     const wino_run *r = vr;
+    const void *U = r->scratch;
     for (int64_t c = lo; c < hi; c++) {
         int64_t n0 = c * r->z.spc, n1 = n0 + r->z.spc < r->g->N ? n0 + r->z.spc : r->g->N;
-        if (n0 >= n1)
-            continue;
         char *slot = r->scratch + r->z.u + (size_t)c * r->z.slot;
         for (int64_t m0 = n0; m0 < n1; m0 += r->z.grp) {
             int64_t m1 = m0 + r->z.grp < n1 ? m0 + r->z.grp : n1;
-            if (r->dt == AG_F64)
-                chunk_double(r->g, &r->z, r->x, (const void *)r->scratch, r->b, r->y, r->acc, slot, m0, m1);
+            if (r->grad && r->dt == AG_F64)
+                dx_group_double(r->g, &r->z, r->x, U, r->y, slot, m0, m1);
+            else if (r->grad)
+                dx_group_float(r->g, &r->z, r->x, U, r->y, slot, m0, m1);
+            else if (r->dt == AG_F64)
+                chunk_double(r->g, &r->z, r->x, U, r->b, r->y, r->acc, slot, m0, m1);
             else
-                chunk_float(r->g, &r->z, r->x, (const void *)r->scratch, r->b, r->y, r->acc, slot, m0, m1);
+                chunk_float(r->g, &r->z, r->x, U, r->b, r->y, r->acc, slot, m0, m1);
         }
     }
+}
+
+static void run(wino_run *r, const void *w)
+{
+    if (r->dt == AG_F64)
+        filter_double(r->g, w, (void *)r->scratch);
+    else
+        filter_float(r->g, w, (void *)r->scratch);
+    ag_status st = ag_parallel_for(r->z.nch, 1, chunk_body, r);
+    AG_ASSERT(st == AG_OK);
 }
 
 void ag_conv_winograd_forward(const ag_conv_geom *g, ag_dtype dt, const void *x,
                               const void *w, const void *b, void *y, bool acc, void *scratch)
 {
-    wino_run r = {g, dt, sizes_of(g, dt), x, b, y, acc, scratch};
-    if (dt == AG_F64)
-        filter_double(g, w, scratch);
-    else
-        filter_float(g, w, scratch);
-    ag_status st = ag_parallel_for(r.z.nch, 1, chunk_body, &r);
-    AG_ASSERT(st == AG_OK);
-}
-
-typedef struct {
-    const ag_conv_geom *g;
-    ag_dtype dt;
-    wino_sizes z;
-    const void *dy;
-    void *dx;
-    char *scratch;
-} wino_dx_run;
-
-static void dx_chunk_body(void *vr, int64_t lo, int64_t hi)
-{
-    const wino_dx_run *r = vr;
-    for (int64_t c = lo; c < hi; c++) {
-        int64_t n0 = c * r->z.spc, n1 = n0 + r->z.spc < r->g->N ? n0 + r->z.spc : r->g->N;
-        char *slot = r->scratch + r->z.u + (size_t)c * r->z.slot;
-        for (int64_t m0 = n0; m0 < n1; m0 += r->z.grp) {
-            int64_t m1 = m0 + r->z.grp < n1 ? m0 + r->z.grp : n1;
-            if (r->dt == AG_F64)
-                dx_group_double(r->g, &r->z, r->dy, (const void *)r->scratch, r->dx, slot, m0, m1);
-            else
-                dx_group_float(r->g, &r->z, r->dy, (const void *)r->scratch, r->dx, slot, m0, m1);
-        }
-    }
+    wino_run r = {g, dt, sizes_of(g, dt), x, b, y, acc, false, scratch};
+    run(&r, w);
 }
 
 void ag_conv_winograd_input_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy,
                                  const void *w, void *dx, void *scratch)
 {
-    wino_dx_run r = {g, dt, sizes_of(g, dt), dy, dx, scratch};
-    if (dt == AG_F64)
-        filter_double(g, w, scratch);
-    else
-        filter_float(g, w, scratch);
-    ag_status st = ag_parallel_for(r.z.nch, 1, dx_chunk_body, &r);
-    AG_ASSERT(st == AG_OK);
+    wino_run r = {g, dt, sizes_of(g, dt), dy, NULL, dx, true, true, scratch};
+    run(&r, w);
 }

@@ -122,21 +122,41 @@ static void W(store)(const ag_conv_geom *g, const wino_sizes *z, const WT *restr
     }
 }
 
+/* A chunk's scratch, carved into its buffers. */
+typedef struct {
+    WT *xt, *V, *M, *yt;
+} W(bufs);
+
+static W(bufs) W(carve)(const wino_sizes *z, char *slot)
+{
+    return (W(bufs)){(WT *)(void *)slot, (WT *)(void *)(slot + z->xt),
+                     (WT *)(void *)(slot + z->xt + z->v),
+                     (WT *)(void *)(slot + z->xt + z->v + z->m)};
+}
+
+/* The 16 products: out[xi] (Tn x K2) = in[xi] (Tn x K1) times U[xi] (C x
+ * O; its transpose O x C when tu), in and out xi blocks is and os apart. */
+static void W(products)(const ag_conv_geom *g, int64_t Tn, const WT *in, int64_t is,
+                        const WT *U, bool tu, WT *out, int64_t os)
+{
+    int64_t K1 = tu ? g->O : g->C, K2 = tu ? g->C : g->O;
+    for (int xi = 0; xi < 16; xi++)
+        ag_gemm_dt(sizeof(WT) == 8 ? AG_F64 : AG_F32, false, tu, Tn, K2, K1, in + xi * is, K1,
+                   U + xi * g->C * g->O, g->O, 0.0, out + xi * os, K2);
+}
+
 /* Samples [n0, n1) of the chunk whose scratch is slot. */
 static void W(chunk)(const ag_conv_geom *g, const wino_sizes *z, const WT *x, const WT *U,
                      const WT *bias, WT *y, bool acc, char *slot, int64_t n0, int64_t n1)
 {
-    WT *xt = (WT *)(void *)slot, *V = (WT *)(void *)(slot + z->xt);
-    WT *M = (WT *)(void *)(slot + z->xt + z->v), *yt = (WT *)(void *)(slot + z->xt + z->v + z->m);
+    W(bufs) f = W(carve)(z, slot);
+    WT *xt = f.xt, *V = f.V, *M = f.M, *yt = f.yt;
     int64_t C = g->C, O = g->O, Tn = (n1 - n0) * z->T1;
     for (int64_t n = n0; n < n1; n++) {
         W(layout)(g, z, x + n * C * g->H * g->W, xt);
         W(in_tiles)(g, z, xt, V, (n - n0) * z->T1);
     }
-    int64_t vs = z->grp * z->T1 * C, ms = z->grp * z->T1 * O;
-    for (int xi = 0; xi < 16; xi++) /* (Tn x C)(C x O) */
-        ag_gemm_dt(sizeof(WT) == 8 ? AG_F64 : AG_F32, false, false, Tn, O, C, V + xi * vs, C,
-                   U + xi * C * O, O, 0.0, M + xi * ms, O);
+    W(products)(g, Tn, V, z->grp * z->T1 * C, U, false, M, z->grp * z->T1 * O);
     for (int64_t n = n0; n < n1; n++) {
         W(out_tiles)(g, z, M, yt, (n - n0) * z->T1);
         W(store)(g, z, yt, bias, y + n * O * g->Ho * g->Wo, acc);
@@ -228,17 +248,14 @@ static void W(layout_adj)(const ag_conv_geom *g, const wino_sizes *z, const WT *
 static void W(dx_group)(const ag_conv_geom *g, const wino_sizes *z, const WT *dy, const WT *U,
                         WT *dx, char *slot, int64_t n0, int64_t n1)
 {
-    WT *xt = (WT *)(void *)slot, *R = (WT *)(void *)(slot + z->xt);
-    WT *Q = (WT *)(void *)(slot + z->xt + z->v), *yt = (WT *)(void *)(slot + z->xt + z->v + z->m);
+    W(bufs) f = W(carve)(z, slot);
+    WT *xt = f.xt, *R = f.V, *Q = f.M, *yt = f.yt;
     int64_t C = g->C, O = g->O, Tn = (n1 - n0) * z->T1;
     for (int64_t n = n0; n < n1; n++) {
         W(dy_layout)(g, z, dy + n * O * g->Ho * g->Wo, yt);
         W(dy_tiles)(g, z, yt, Q, (n - n0) * z->T1);
     }
-    int64_t vs = z->grp * z->T1 * C, qs = z->grp * z->T1 * O;
-    for (int xi = 0; xi < 16; xi++) /* (Tn x O)(O x C) */
-        ag_gemm_dt(sizeof(WT) == 8 ? AG_F64 : AG_F32, false, true, Tn, C, O, Q + xi * qs, O,
-                   U + xi * C * O, O, 0.0, R + xi * vs, C);
+    W(products)(g, Tn, Q, z->grp * z->T1 * O, U, true, R, z->grp * z->T1 * C);
     for (int64_t n = n0; n < n1; n++) {
         memset(xt, 0, (size_t)(z->Hp * z->Wp * C) * sizeof(WT));
         W(in_tiles_adj)(g, z, R, xt, (n - n0) * z->T1);
