@@ -46,6 +46,7 @@ static const int64_t k_geoms[][14] = {
     {2, 3, 7, 7, 3, 3, 3, 2, 2, 1, 1, 1, 1, 3},      /* depthwise, stride 2 */
     {2, 3, 5, 4, 5, 1, 1, 1, 1, 0, 0, 1, 1, 1},      /* pointwise */
     {2, 1, 20, 20, 16, 3, 3, 1, 1, 0, 0, 1, 1, 1},   /* one channel (direct in f32) */
+    {1, 1, 19, 18, 5, 3, 3, 1, 1, 0, 0, 1, 1, 1},    /* direct, an odd channel count */
 };
 
 static ag_conv_geom geom_of(const int64_t *v)
@@ -162,6 +163,8 @@ static void check_geom(int k, ag_dtype dt)
     void *s = sb ? aligned_alloc(64, (sb + 63) / 64 * 64) : NULL;
     double scale = (double)((g.C / g.G) * g.kh * g.kw > g.O ? (g.C / g.G) * g.kh * g.kw : g.O);
 
+    /* the overwriting forward must write every output: start from NaNs */
+    memset(Y, 0xff, (size_t)ny * (dt == AG_F64 ? 8 : 4));
     ag_conv_forward(&g, dt, X, Wt, B, Y, false, s);
     expect_close("y", k, dt, Y, y, ny, scale);
     /* accumulating, without bias: y + (y - b) */
@@ -181,6 +184,7 @@ static void check_geom(int k, ag_dtype dt)
     /* with the bias gradient, into db holding b: b + sum of dy */
     for (int64_t i = 0; i < ny; i++)
         b[i / (g.Ho * g.Wo) % g.O] += dy[i];
+    memset(DW, 0xff, (size_t)nw * (dt == AG_F64 ? 8 : 4)); /* overwritten whole */
     ag_conv_weight_grad(&g, dt, X, DY, DW, false, B, s);
     expect_close("dw", k, dt, DW, dw, nw, scale * (double)g.N * (double)(g.Ho * g.Wo));
     expect_close("db", k, dt, B, b, g.O, (double)g.N * (double)(g.Ho * g.Wo));
