@@ -135,9 +135,9 @@ static void chunk_body(void *vr, int64_t lo, int64_t hi)
 static void run(wino_run *r, const void *w)
 {
     if (r->dt == AG_F64)
-        filter_double(r->g, w, (void *)r->scratch);
+        filter_double(r->g, w, r->grad, (void *)r->scratch);
     else
-        filter_float(r->g, w, (void *)r->scratch);
+        filter_float(r->g, w, r->grad, (void *)r->scratch);
     ag_status st = ag_parallel_for(r->z.nch, 1, chunk_body, r);
     AG_ASSERT(st == AG_OK);
 }

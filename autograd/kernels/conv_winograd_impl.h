@@ -1,7 +1,8 @@
 /* conv_winograd_impl.h — the typed loops of conv_winograd.c (which see),
  * stamped out per dtype: included with WT (float or double) and W(name),
  * and wino_sizes in scope.  Layouts (xi the element of the 4x4 transform):
- *   U  [16][C][O]           the transformed kernels, one call
+ *   U  [16][C][O]           the transformed kernels, one call ([16][O][C]
+ *                           for the input gradient)
  *   xt [Hp][Wp][C]          one sample, zero-padded, channel-last
  *   V  [16][grp * T1][C]    a group's transformed input tiles
  *   M  [16][grp * T1][O]    their products with U
@@ -11,7 +12,7 @@
  * the tiles' B R B^T (the forward's transforms transposed). */
 
 /* U[xi][c][o] = (G g G^T)[xi] for the kernel g = w[o, c]. */
-static void W(filter)(const ag_conv_geom *g, const WT *restrict w, WT *restrict U)
+static void W(filter)(const ag_conv_geom *g, const WT *restrict w, bool trans, WT *restrict U)
 {
     int64_t C = g->C, O = g->O;
     for (int64_t o = 0; o < O; o++)
@@ -31,7 +32,7 @@ static void W(filter)(const ag_conv_geom *g, const WT *restrict w, WT *restrict 
                 u[i][3] = t[i][2];
             }
             for (int xi = 0; xi < 16; xi++)
-                U[(xi * C + c) * O + o] = u[xi / 4][xi % 4];
+                U[trans ? (xi * O + o) * C + c : (xi * C + c) * O + o] = u[xi / 4][xi % 4];
         }
 }
 
@@ -134,15 +135,18 @@ static W(bufs) W(carve)(const wino_sizes *z, char *slot)
                      (WT *)(void *)(slot + z->xt + z->v + z->m)};
 }
 
-/* The 16 products: out[xi] (Tn x K2) = in[xi] (Tn x K1) times U[xi] (C x
- * O; its transpose O x C when tu), in and out xi blocks is and os apart. */
+/* The 16 products: out[xi] (Tn x K2) = in[xi] (Tn x K1) times U[xi]: C x
+ * O, or with tu O x C (the filter transform laid out transposed, so the
+ * GEMM packs it by plain copies: a transposing pack of it in every
+ * product was 4% of the input gradient); in and out xi blocks is and os
+ * apart. */
 static void W(products)(const ag_conv_geom *g, int64_t Tn, const WT *in, int64_t is,
                         const WT *U, bool tu, WT *out, int64_t os)
 {
     int64_t K1 = tu ? g->O : g->C, K2 = tu ? g->C : g->O;
     for (int xi = 0; xi < 16; xi++)
-        ag_gemm_dt(sizeof(WT) == 8 ? AG_F64 : AG_F32, false, tu, Tn, K2, K1, in + xi * is, K1,
-                   U + xi * g->C * g->O, g->O, 0.0, out + xi * os, K2);
+        ag_gemm_dt(sizeof(WT) == 8 ? AG_F64 : AG_F32, false, false, Tn, K2, K1, in + xi * is,
+                   K1, U + xi * g->C * g->O, K2, 0.0, out + xi * os, K2);
 }
 
 /* Samples [n0, n1) of the chunk whose scratch is slot. */
