@@ -652,7 +652,11 @@ typedef struct ag_conv1d_opts {
  * [N, C_out, H_out, W_out]: torch.nn.functional.conv2d (a correlation),
  * H_out = (H + 2 padding - dilation (kH - 1) - 1) / stride + 1 (floor),
  * W_out likewise.  groups must divide C_in and C_out (groups = C_in:
- * depthwise).  Scratch for the unrolled input comes from the tape. */
+ * depthwise).  Scratch for the unrolled input comes from the tape.  A 3x3
+ * kernel at stride 1 (no dilation or groups, padding <= 2) with 16+
+ * channels in and out runs its forward and input gradient by Winograd's
+ * F(2x2, 3x3): 2.25x fewer multiplies, rounding that differs from the
+ * direct sum's but is no larger (kernels/conv_winograd.c). */
 ag_tensor *ag_conv2d(ag_tape *t, ag_tensor *x, ag_tensor *w, ag_tensor *b, ag_conv2d_opts o);
 /* The same on x [N, C_in, L], w [C_out, C_in/groups, k] -> [N, C_out,
  * L_out]: torch.nn.functional.conv1d (conv2d on [N, C_in, 1, L]). */
