@@ -653,7 +653,7 @@ typedef struct ag_conv1d_opts {
  * H_out = (H + 2 padding - dilation (kH - 1) - 1) / stride + 1 (floor),
  * W_out likewise.  groups must divide C_in and C_out (groups = C_in:
  * depthwise).  Scratch for the unrolled input comes from the tape.  A 3x3
- * kernel at stride 1 (no dilation or groups, padding <= 2) with 16+
+ * kernel at stride 1 (no dilation or groups) with 16+
  * channels in and out runs its forward and input gradient by Winograd's
  * F(2x2, 3x3): 2.25x fewer multiplies, rounding that differs from the
  * direct sum's but is no larger (kernels/conv_winograd.c). */

@@ -77,10 +77,11 @@ typedef struct {
      * compare and the selects (of the value and of the winning tap, both   \
      * 32-bit wide: kernels are at most OPT_MAX) run as vectors; a branch   \
      * per element mispredicts half the time on real data. */               \
-    AG_INLINE void max_taps_##T(const T *restrict x, T *restrict y, int64_t *restrict idx, \
-                                const pool_tab *p, int64_t i, int64_t j0, int64_t n, \
-                                int64_t s)                                    \
+    __attribute__((target_clones("avx2", "default")))                       \
+    static void max_block_##T(const T *restrict x, T *restrict y, int64_t *restrict idx, \
+                              const pool_tab *p, int64_t i, int64_t j0, int64_t n) \
     {                                                                         \
+        int64_t s = p->sw;                                                    \
         T best[POOL_BLOCK], v[POOL_BLOCK];                                    \
         int32_t th[POOL_BLOCK], tq[POOL_BLOCK];                               \
         int64_t W = p->W, c0 = j0 * s - p->pw;                                \
@@ -105,12 +106,6 @@ typedef struct {
             idx[j] = (p->hs[i] + th[j]) * W + c0 + j * s + tq[j];             \
         }                                                                     \
     }                                                                         \
-    __attribute__((target_clones("avx2", "default")))                       \
-    static void max_block_##T(const T *restrict x, T *restrict y, int64_t *restrict idx, \
-                              const pool_tab *p, int64_t i, int64_t j0, int64_t n) \
-    {                                                                         \
-        max_taps_##T(x, y, idx, p, i, j0, n, p->sw);                          \
-    }                                                                         \
     /* y = max over each window, idx = where (the first max; a NaN wins) */ \
     static void max_plane_##T(const T *restrict x, T *restrict y, int64_t *restrict idx, \
                               const pool_tab *p)                              \
@@ -123,12 +118,11 @@ typedef struct {
                 int64_t base = p->hs[i] * p->W + 2 * p->jlo - p->pw;          \
                 ag_max2x2_row_##T(x + base, x + base + p->W, yr + p->jlo, ir + p->jlo, \
                                   p->jhi - p->jlo, base, p->W);               \
-                max_windows_##T(x, yr, ir, p, i, p->jhi, p->Wo);              \
-                continue;                                                     \
-            }                                                                 \
-            for (int64_t j = p->jlo; j < p->jhi; j += POOL_BLOCK) {           \
-                int64_t n = p->jhi - j < POOL_BLOCK ? p->jhi - j : POOL_BLOCK; \
-                max_block_##T(x, yr + j, ir + j, p, i, j, n);                 \
+            } else {                                                          \
+                for (int64_t j = p->jlo; j < p->jhi; j += POOL_BLOCK) {       \
+                    int64_t n = p->jhi - j < POOL_BLOCK ? p->jhi - j : POOL_BLOCK; \
+                    max_block_##T(x, yr + j, ir + j, p, i, j, n);             \
+                }                                                             \
             }                                                                 \
             max_windows_##T(x, yr, ir, p, i, p->jhi, p->Wo);                  \
         }                                                                     \

@@ -34,6 +34,7 @@ static const int64_t k_geoms[][14] = {
     {2, 16, 9, 10, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* Winograd, padding 1, odd out */
     {3, 24, 6, 7, 16, 3, 3, 1, 1, 2, 0, 1, 1, 1},    /* Winograd, padding 2 and 0 */
     {2, 20, 8, 9, 18, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* Winograd, channels % 8 != 0 */
+    {1, 16, 5, 6, 16, 3, 3, 1, 1, 3, 4, 1, 1, 1},    /* Winograd, padding 3 and 4 */
     {2, 3, 7, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1},      /* padding */
     {2, 2, 9, 20, 3, 3, 3, 2, 1, 1, 1, 1, 1, 1},     /* row stride 2 */
     {2, 2, 9, 20, 3, 3, 3, 1, 2, 0, 1, 1, 1, 1},     /* column stride 2 */
@@ -230,8 +231,9 @@ static void check_max2x2(int64_t n)
         for (int k = 1; k < 4; k++)
             if (x[taps[k]] > x[at] || isnan(x[taps[k]]))
                 at = taps[k];
-        if (idx_d[j] != at || idx_f[j] != at || !(yd[j] == x[at] || (isnan(yd[j]) && isnan(x[at]))) ||
-            !(yf[j] == (float)x[at] || (isnan(yf[j]) && isnan(x[at])))) {
+        bool nan = isnan(x[at]);
+        if (idx_d[j] != at || idx_f[j] != at || !(yd[j] == x[at] || (isnan(yd[j]) && nan)) ||
+            !(yf[j] == (float)x[at] || (isnan(yf[j]) && nan))) {
             print_error("n %lld, output %lld: idx %lld / %lld, y %g / %g, want %lld, %g\n",
                         (long long)n, (long long)j, (long long)idx_d[j], (long long)idx_f[j],
                         yd[j], (double)yf[j], (long long)at, x[at]);

@@ -78,12 +78,10 @@ static int64_t col_elems(const ag_conv_geom *g)
     return pointwise(g) ? 0 : g->C / g->G * g->kh * g->kw * g->Ho * g->Wo;
 }
 
-
 static size_t round_up(size_t n)
 {
     return (n + AG_ALIGN - 1) / AG_ALIGN * AG_ALIGN;
 }
-
 
 int64_t ag_conv_chunks(const ag_conv_geom *g)
 {
@@ -146,7 +144,8 @@ size_t ag_conv_scratch_bytes(const ag_conv_geom *g, ag_dtype dt, bool weight_gra
     size_t bytes = (size_t)ag_conv_chunks(g) * layout_of(g, dt).bytes;
     int64_t nch = dw_chunks(g);
     /* the weight gradient's chunk partials, or the input gradient's w^T */
-    bytes += (size_t)(weight_grad ? nch : 1) * (size_t)(g->O * (g->C / g->G) * g->kh * g->kw) * esz;
+    size_t wbytes = (size_t)(g->O * (g->C / g->G) * g->kh * g->kw) * esz;
+    bytes += (size_t)(weight_grad ? nch : 1) * wbytes;
     size_t wino = ag_conv_winograd_fits(g) ? ag_conv_winograd_scratch(g, dt) : 0;
     return bytes > wino ? bytes : wino;
 }
@@ -249,18 +248,6 @@ static void input_grad_item(void *vc, int64_t item, int64_t c)
     BY_DTYPE(r->dt, col2im, (const void *)col, r->g, (void *)dx);
 }
 
-/* wt[grp] = w[grp]^T [K, Og] */
-#define TRANSPOSE_W(T)                                                        \
-    static void transpose_w_##T(const T *restrict w, T *restrict wt, const conv_run *r) \
-    {                                                                         \
-        for (int64_t grp = 0; grp < r->g->G; grp++)                           \
-            for (int64_t o = 0; o < r->Og; o++)                               \
-                for (int64_t k = 0; k < r->K; k++)                            \
-                    wt[(grp * r->K + k) * r->Og + o] = w[(grp * r->Og + o) * r->K + k]; \
-    }
-TRANSPOSE_W(float)
-TRANSPOSE_W(double)
-
 /* The products take w^T laid out once (the chunks' part of the scratch),
  * not w transposed by each sample's pack: untransposed, the f32 GEMM
  * reads it in place. */
@@ -272,7 +259,7 @@ void ag_conv_input_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy, cons
         return;
     }
     conv_run r = run_of(g, dt, scratch);
-    BY_DTYPE(dt, transpose_w, w, (void *)r.part, &r);
+    BY_DTYPE(dt, transpose_w, w, (void *)r.part, g->G, r.Og, r.K);
     r.dy = dy, r.w = r.part, r.out = dx;
     ag_parallel_chunks(g->N * g->G, ag_conv_chunks(g), input_grad_item, &r);
 }

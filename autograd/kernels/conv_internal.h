@@ -46,10 +46,10 @@ int64_t ag_conv_chunks(const ag_conv_geom *g);
 size_t ag_conv_scratch_bytes(const ag_conv_geom *g, ag_dtype dt, bool weight_grad);
 
 /* The Winograd F(2x2, 3x3) forward (conv_winograd.c) for 3x3 kernels at
- * stride 1 without dilation or groups, padding at most 2, 16+ channels in
- * and out: whether it applies, its scratch (ag_conv_scratch_bytes covers
- * it), and y (+)= conv(x, w) (+ b) by it.  ag_conv_forward and
- * ag_conv_input_grad take it where it applies. */
+ * stride 1 without dilation or groups, 16+ channels in and out: whether
+ * it applies, its scratch (ag_conv_scratch_bytes covers it), and y (+)=
+ * conv(x, w) (+ b) by it.  ag_conv_forward and ag_conv_input_grad take it
+ * where it applies. */
 bool ag_conv_winograd_fits(const ag_conv_geom *g);
 size_t ag_conv_winograd_scratch(const ag_conv_geom *g, ag_dtype dt);
 void ag_conv_winograd_forward(const ag_conv_geom *g, ag_dtype dt, const void *x,

@@ -191,6 +191,16 @@ static void CL(col2im)(const CL_T *restrict col, const ag_conv_geom *g, CL_T *re
         }
 }
 
+/* wt[grp] = w[grp]^T [K, Og], for G groups of w [Og, K] */
+static void CL(transpose_w)(const CL_T *restrict w, CL_T *restrict wt, int64_t G, int64_t Og,
+                            int64_t K)
+{
+    for (int64_t grp = 0; grp < G; grp++)
+        for (int64_t o = 0; o < Og; o++)
+            for (int64_t k = 0; k < K; k++)
+                wt[(grp * K + k) * Og + o] = w[(grp * Og + o) * K + k];
+}
+
 /* y [rows, P] += b[row] */
 static void CL(add_bias)(CL_T *restrict y, const CL_T *restrict b, int64_t rows, int64_t P)
 {

@@ -46,8 +46,8 @@
 bool ag_conv_winograd_fits(const ag_conv_geom *g)
 {
     return g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
-           g->G == 1 && g->C >= MIN_CHANNELS && g->O >= MIN_CHANNELS && g->ph <= 2 &&
-           g->pw <= 2 && g->Ho >= 2 && g->Wo >= 2;
+           g->G == 1 && g->C >= MIN_CHANNELS && g->O >= MIN_CHANNELS && g->Ho >= 2 &&
+           g->Wo >= 2;
 }
 
 /* Sizes of a call: tiles a sample (th x tw), the padded channel-last
@@ -125,9 +125,9 @@ static void chunk_body(void *vr, int64_t lo, int64_t hi)
             else if (r->grad)
                 dx_group_float(r->g, &r->z, r->x, U, r->y, slot, m0, m1);
             else if (r->dt == AG_F64)
-                chunk_double(r->g, &r->z, r->x, U, r->b, r->y, r->acc, slot, m0, m1);
+                fwd_group_double(r->g, &r->z, r->x, U, r->b, r->y, r->acc, slot, m0, m1);
             else
-                chunk_float(r->g, &r->z, r->x, U, r->b, r->y, r->acc, slot, m0, m1);
+                fwd_group_float(r->g, &r->z, r->x, U, r->b, r->y, r->acc, slot, m0, m1);
         }
     }
 }

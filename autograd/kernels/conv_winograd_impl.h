@@ -11,7 +11,8 @@
  * tiles' Q = A dY A^T, V their products R with U^T, and xt the sum of
  * the tiles' B R B^T (the forward's transforms transposed). */
 
-/* U[xi][c][o] = (G g G^T)[xi] for the kernel g = w[o, c]. */
+/* U[xi][c][o] (U[xi][o][c] with trans) = (G g G^T)[xi] for the kernel
+ * g = w[o, c]. */
 static void W(filter)(const ag_conv_geom *g, const WT *restrict w, bool trans, WT *restrict U)
 {
     int64_t C = g->C, O = g->O;
@@ -36,17 +37,30 @@ static void W(filter)(const ag_conv_geom *g, const WT *restrict w, bool trans, W
         }
 }
 
-/* xt = sample x [C, H, W] zero-padded to [Hp, Wp] (ph, pw before),
- * channel-last. */
-static void W(layout)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict x,
-                      WT *restrict xt)
+/* dst = planes src [C, H, W] channel-last in a zeroed [rows, cols] grid
+ * (rows x cols x C), plane (h, w) at (h + r0, w + c0). */
+static void W(to_last)(const WT *restrict src, int64_t C, int64_t H, int64_t Wd,
+                       WT *restrict dst, int64_t rows, int64_t cols, int64_t r0, int64_t c0)
 {
-    int64_t C = g->C;
-    memset(xt, 0, (size_t)(z->Hp * z->Wp * C) * sizeof(WT));
+    memset(dst, 0, (size_t)(rows * cols * C) * sizeof(WT));
     for (int64_t c = 0; c < C; c++)
-        for (int64_t h = 0; h < g->H; h++)
-            for (int64_t w = 0; w < g->W; w++)
-                xt[((h + g->ph) * z->Wp + w + g->pw) * C + c] = x[(c * g->H + h) * g->W + w];
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t w = 0; w < Wd; w++)
+                dst[((h + r0) * cols + w + c0) * C + c] = src[(c * H + h) * Wd + w];
+}
+
+/* dst [C, H, W] (+)= the channel-last grid src (cols wide) at (h + r0, w +
+ * c0), the inverse of to_last. */
+static void W(from_last)(const WT *restrict src, int64_t cols, int64_t r0, int64_t c0,
+                         WT *restrict dst, int64_t C, int64_t H, int64_t Wd, bool acc)
+{
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t w = 0; w < Wd; w++) {
+                WT v = src[((h + r0) * cols + w + c0) * C + c];
+                WT *d = dst + (c * H + h) * Wd + w;
+                *d = acc ? *d + v : v;
+            }
 }
 
 /* V[xi][t][c] = (B^T d B)[xi] for each tile t = t0 + a tw + b of a sample
@@ -107,22 +121,6 @@ static void W(out_tiles)(const ag_conv_geom *g, const wino_sizes *z, const WT *r
         }
 }
 
-/* y[n] (+)= yt moved back to [O, Ho, Wo] (+ b) */
-static void W(store)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict yt,
-                     const WT *restrict bias, WT *restrict y, bool acc)
-{
-    int64_t O = g->O, Wt = 2 * z->tw;
-    for (int64_t o = 0; o < O; o++) {
-        WT bo = bias ? bias[o] : 0;
-        WT *yo = y + o * g->Ho * g->Wo;
-        for (int64_t h = 0; h < g->Ho; h++)
-            for (int64_t w = 0; w < g->Wo; w++) {
-                WT v = yt[(h * Wt + w) * O + o] + bo;
-                yo[h * g->Wo + w] = acc ? yo[h * g->Wo + w] + v : v;
-            }
-    }
-}
-
 /* A chunk's scratch, carved into its buffers. */
 typedef struct {
     WT *xt, *V, *M, *yt;
@@ -149,34 +147,26 @@ static void W(products)(const ag_conv_geom *g, int64_t Tn, const WT *in, int64_t
                    K1, U + xi * g->C * g->O, K2, 0.0, out + xi * os, K2);
 }
 
-/* Samples [n0, n1) of the chunk whose scratch is slot. */
-static void W(chunk)(const ag_conv_geom *g, const wino_sizes *z, const WT *x, const WT *U,
-                     const WT *bias, WT *y, bool acc, char *slot, int64_t n0, int64_t n1)
+/* y (+)= the forward (+ b) of samples [n0, n1), through U, in the chunk
+ * scratch slot. */
+static void W(fwd_group)(const ag_conv_geom *g, const wino_sizes *z, const WT *x, const WT *U,
+                         const WT *bias, WT *y, bool acc, char *slot, int64_t n0, int64_t n1)
 {
     W(bufs) f = W(carve)(z, slot);
-    WT *xt = f.xt, *V = f.V, *M = f.M, *yt = f.yt;
-    int64_t C = g->C, O = g->O, Tn = (n1 - n0) * z->T1;
+    int64_t C = g->C, O = g->O, P = g->Ho * g->Wo, Tn = (n1 - n0) * z->T1;
     for (int64_t n = n0; n < n1; n++) {
-        W(layout)(g, z, x + n * C * g->H * g->W, xt);
-        W(in_tiles)(g, z, xt, V, (n - n0) * z->T1);
+        W(to_last)(x + n * C * g->H * g->W, C, g->H, g->W, f.xt, z->Hp, z->Wp, g->ph, g->pw);
+        W(in_tiles)(g, z, f.xt, f.V, (n - n0) * z->T1);
     }
-    W(products)(g, Tn, V, z->grp * z->T1 * C, U, false, M, z->grp * z->T1 * O);
+    W(products)(g, Tn, f.V, z->grp * z->T1 * C, U, false, f.M, z->grp * z->T1 * O);
     for (int64_t n = n0; n < n1; n++) {
-        W(out_tiles)(g, z, M, yt, (n - n0) * z->T1);
-        W(store)(g, z, yt, bias, y + n * O * g->Ho * g->Wo, acc);
+        WT *yn = y + n * O * P;
+        W(out_tiles)(g, z, f.M, f.yt, (n - n0) * z->T1);
+        W(from_last)(f.yt, 2 * z->tw, 0, 0, yn, O, g->Ho, g->Wo, acc);
+        for (int64_t o = 0; o < O && bias; o++)
+            AG_SIMD for (int64_t i = 0; i < P; i++)
+                yn[o * P + i] += bias[o];
     }
-}
-
-/* yt = sample dy [O, Ho, Wo] channel-last, zero-padded to [2 th, 2 tw]. */
-static void W(dy_layout)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict dy,
-                         WT *restrict yt)
-{
-    int64_t O = g->O, Wt = 2 * z->tw;
-    memset(yt, 0, (size_t)(4 * z->T1 * O) * sizeof(WT));
-    for (int64_t o = 0; o < O; o++)
-        for (int64_t h = 0; h < g->Ho; h++)
-            for (int64_t w = 0; w < g->Wo; w++)
-                yt[(h * Wt + w) * O + o] = dy[(o * g->Ho + h) * g->Wo + w];
 }
 
 /* Q[xi][t][o] = (A dY A^T)[xi] for each 2x2 tile dY of yt, t = t0 + a tw
@@ -237,32 +227,21 @@ static void W(in_tiles_adj)(const ag_conv_geom *g, const wino_sizes *z, const WT
         }
 }
 
-/* dx[n] += xt without its padding, back to [C, H, W]. */
-static void W(layout_adj)(const ag_conv_geom *g, const wino_sizes *z, const WT *restrict xt,
-                          WT *restrict dx)
-{
-    int64_t C = g->C;
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t h = 0; h < g->H; h++)
-            for (int64_t w = 0; w < g->W; w++)
-                dx[(c * g->H + h) * g->W + w] += xt[((h + g->ph) * z->Wp + w + g->pw) * C + c];
-}
-
 /* dx += the input gradient of samples [n0, n1) for dy, through U. */
 static void W(dx_group)(const ag_conv_geom *g, const wino_sizes *z, const WT *dy, const WT *U,
                         WT *dx, char *slot, int64_t n0, int64_t n1)
 {
-    W(bufs) f = W(carve)(z, slot);
-    WT *xt = f.xt, *R = f.V, *Q = f.M, *yt = f.yt;
+    W(bufs) f = W(carve)(z, slot); /* V holds R, M holds Q */
     int64_t C = g->C, O = g->O, Tn = (n1 - n0) * z->T1;
     for (int64_t n = n0; n < n1; n++) {
-        W(dy_layout)(g, z, dy + n * O * g->Ho * g->Wo, yt);
-        W(dy_tiles)(g, z, yt, Q, (n - n0) * z->T1);
+        W(to_last)(dy + n * O * g->Ho * g->Wo, O, g->Ho, g->Wo, f.yt, 2 * z->th, 2 * z->tw, 0,
+                   0);
+        W(dy_tiles)(g, z, f.yt, f.M, (n - n0) * z->T1);
     }
-    W(products)(g, Tn, Q, z->grp * z->T1 * O, U, true, R, z->grp * z->T1 * C);
+    W(products)(g, Tn, f.M, z->grp * z->T1 * O, U, true, f.V, z->grp * z->T1 * C);
     for (int64_t n = n0; n < n1; n++) {
-        memset(xt, 0, (size_t)(z->Hp * z->Wp * C) * sizeof(WT));
-        W(in_tiles_adj)(g, z, R, xt, (n - n0) * z->T1);
-        W(layout_adj)(g, z, xt, dx + n * C * g->H * g->W);
+        memset(f.xt, 0, (size_t)(z->Hp * z->Wp * C) * sizeof(WT));
+        W(in_tiles_adj)(g, z, f.V, f.xt, (n - n0) * z->T1);
+        W(from_last)(f.xt, z->Wp, g->ph, g->pw, dx + n * C * g->H * g->W, C, g->H, g->W, true);
     }
 }
