@@ -2,9 +2,12 @@
  * (cblas, when the build found it) and the core's FMA peak, for square
  * n x n x n products.  Never fails on a timing.
  *
- *   bench_gemm [threads] [repeats]     defaults: 1 thread, 7 repeats
+ *   bench_gemm [threads] [repeats] [mlp]   defaults: 1 thread, 7 repeats
  *
- * Each number is the median of `repeats` timed runs; a run repeats the
+ * With "mlp", instead of the squares: the eight products of one training
+ * step of bench_mlp's 784-256-128-10 MLP at batch 128 (nn_linear's
+ * forward x w^T, its dx = dy w and dw += dy^T x), each with its
+ * GFLOP/s, and their total microseconds per step.  Each number is the median of `repeats` timed runs; a run repeats the
  * product until it has taken >= 20 ms.  Ratios: builtin / openblas and
  * builtin / peak.  With one thread the clock is the thread's CPU time, so
  * neighbours on a shared machine do not count (their cache pollution
@@ -80,39 +83,49 @@ static double fma_peak(void)
 
 typedef enum backend { BUILTIN, OPENBLAS } backend;
 
+/* C (M x N) = beta C + op(A) op(B), operands stored densely */
 typedef struct prod {
     bool f64, ta, tb;
-    int64_t n;
+    int64_t M, N, K;
+    double beta;
     void *A, *B, *C;
 } prod;
 
 static void run(const prod *p, backend be)
 {
-    int64_t n = p->n;
+    int64_t M = p->M, N = p->N, K = p->K;
+    int64_t lda = p->ta ? M : K, ldb = p->tb ? K : N;
 #ifdef AG_HAVE_BLAS
     if (be == OPENBLAS) {
         enum CBLAS_TRANSPOSE ta = p->ta ? CblasTrans : CblasNoTrans;
         enum CBLAS_TRANSPOSE tb = p->tb ? CblasTrans : CblasNoTrans;
         if (p->f64)
-            cblas_dgemm(CblasRowMajor, ta, tb, (blasint)n, (blasint)n, (blasint)n, 1.0,
-                        p->A, (blasint)n, p->B, (blasint)n, 0.0, p->C, (blasint)n);
+            cblas_dgemm(CblasRowMajor, ta, tb, (blasint)M, (blasint)N, (blasint)K, 1.0,
+                        p->A, (blasint)lda, p->B, (blasint)ldb, p->beta, p->C, (blasint)N);
         else
-            cblas_sgemm(CblasRowMajor, ta, tb, (blasint)n, (blasint)n, (blasint)n, 1.0f,
-                        p->A, (blasint)n, p->B, (blasint)n, 0.0f, p->C, (blasint)n);
+            cblas_sgemm(CblasRowMajor, ta, tb, (blasint)M, (blasint)N, (blasint)K, 1.0f,
+                        p->A, (blasint)lda, p->B, (blasint)ldb, (float)p->beta, p->C,
+                        (blasint)N);
         return;
     }
 #endif
     (void)be;
     if (p->f64)
-        ag_gemm_f64(p->ta, p->tb, n, n, n, 1.0, p->A, n, p->B, n, 0.0, p->C, n);
+        ag_gemm_f64(p->ta, p->tb, M, N, K, 1.0, p->A, lda, p->B, ldb, p->beta, p->C, N);
     else
-        ag_gemm_f32(p->ta, p->tb, n, n, n, 1.0f, p->A, n, p->B, n, 0.0f, p->C, n);
+        ag_gemm_f32(p->ta, p->tb, M, N, K, 1.0f, p->A, lda, p->B, ldb, (float)p->beta, p->C,
+                    N);
+}
+
+static double flop_of(const prod *p)
+{
+    return 2.0 * (double)p->M * (double)p->N * (double)p->K;
 }
 
 /* One timed run: repeats the product for >= 20 ms; GFLOP/s. */
 static double timed(const prod *p, backend be)
 {
-    double flop = 2.0 * (double)p->n * (double)p->n * (double)p->n;
+    double flop = flop_of(p);
     int calls = 0;
     double t0 = now(), t;
     do {
@@ -163,9 +176,9 @@ static void gflops(const prod *p, int repeats, bool blas, double *bi, double *ob
     free(rb);
 }
 
-static void *random_matrix(int64_t n, bool f64)
+static void *random_matrix(int64_t rows, int64_t cols, bool f64)
 {
-    size_t cnt = (size_t)(n * n);
+    size_t cnt = (size_t)(rows * cols);
     void *p = malloc(cnt * (f64 ? sizeof(double) : sizeof(float)));
     if (!p) {
         fprintf(stderr, "bench_gemm: out of memory\n");
@@ -183,7 +196,10 @@ static void *random_matrix(int64_t n, bool f64)
     return p;
 }
 
-static void row(const char *label, prod *p, int repeats, double peak)
+/* One table row: the label, the size (n, or M x N x K), GFLOP/s of both
+ * backends, their ratio and the built-in's share of the peak; returns the
+ * built-in's seconds per product. */
+static double row(const char *label, prod *p, int repeats, double peak)
 {
 #ifdef AG_HAVE_BLAS
     bool blas = true;
@@ -192,7 +208,13 @@ static void row(const char *label, prod *p, int repeats, double peak)
 #endif
     double b, o;
     gflops(p, repeats, blas, &b, &o);
-    printf("%-8s %5lld  %8.1f", label, (long long)p->n, b);
+    char size[48];
+    if (p->M == p->N && p->N == p->K)
+        snprintf(size, sizeof size, "%lld", (long long)p->M);
+    else
+        snprintf(size, sizeof size, "%lldx%lldx%lld", (long long)p->M, (long long)p->N,
+                 (long long)p->K);
+    printf("%-8s %13s  %8.1f", label, size, b);
     if (blas)
         printf("  %8.1f  %6.2f", o, o > 0 ? b / o : 0);
     else
@@ -202,28 +224,68 @@ static void row(const char *label, prod *p, int repeats, double peak)
         printf("  %5.0f%%", 100 * b / (p->f64 ? peak / 2 : peak));
     printf("\n");
     fflush(stdout);
+    return b > 0 ? flop_of(p) / b * 1e-9 : 0;
+}
+
+static void alloc_operands(prod *p)
+{
+    p->A = random_matrix(p->M, p->K, p->f64);
+    p->B = random_matrix(p->K, p->N, p->f64);
+    p->C = random_matrix(p->M, p->N, p->f64);
+}
+
+static void free_operands(prod *p)
+{
+    free(p->A);
+    free(p->B);
+    free(p->C);
 }
 
 static void bench_dtype(bool f64, int repeats, double peak)
 {
     static const int64_t sizes[] = {64, 128, 256, 512, 1024, 2048};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
-        prod p = {.f64 = f64, .n = sizes[i]};
-        p.A = random_matrix(p.n, f64);
-        p.B = random_matrix(p.n, f64);
-        p.C = random_matrix(p.n, f64);
+        int64_t n = sizes[i];
+        prod p = {.f64 = f64, .M = n, .N = n, .K = n};
+        alloc_operands(&p);
         row(f64 ? "f64 NN" : "f32 NN", &p, repeats, peak);
-        if (p.n == 512) { /* the two backward layouts of matmul */
+        if (n == 512) { /* the two backward layouts of matmul */
             p.tb = true;
             row(f64 ? "f64 NT" : "f32 NT", &p, repeats, peak);
             p.tb = false;
             p.ta = true;
             row(f64 ? "f64 TN" : "f32 TN", &p, repeats, peak);
         }
-        free(p.A);
-        free(p.B);
-        free(p.C);
+        free_operands(&p);
     }
+}
+
+/* The products of one bench_mlp step, as ops_linalg.c's linear issues
+ * them: forward NT (beta 0), dx NN and dw TN accumulating (beta 1); the
+ * first layer's dx is not needed. */
+static void bench_mlp_step(int repeats, double peak)
+{
+    static const struct {
+        const char *label;
+        bool ta, tb;
+        int64_t M, N, K;
+        double beta;
+    } step[] = {
+        {"fc1 y", false, true, 128, 256, 784, 0}, {"fc2 y", false, true, 128, 128, 256, 0},
+        {"fc3 y", false, true, 128, 10, 128, 0},  {"fc3 dx", false, false, 128, 128, 10, 1},
+        {"fc3 dw", true, false, 10, 128, 128, 1}, {"fc2 dx", false, false, 128, 256, 128, 1},
+        {"fc2 dw", true, false, 128, 256, 128, 1}, {"fc1 dw", true, false, 256, 784, 128, 1},
+    };
+    double total = 0;
+    for (size_t i = 0; i < sizeof step / sizeof step[0]; i++) {
+        prod p = {.ta = step[i].ta, .tb = step[i].tb, .M = step[i].M, .N = step[i].N,
+                  .K = step[i].K, .beta = step[i].beta};
+        alloc_operands(&p);
+        total += row(step[i].label, &p, repeats, peak);
+        free_operands(&p);
+    }
+    printf("built-in total: %.1f us per step, %.3f s per 469-step epoch\n", total * 1e6,
+           total * 469);
 }
 
 int main(int argc, char **argv)
@@ -244,8 +306,12 @@ int main(int argc, char **argv)
     double peak = fma_peak() * ag_get_num_threads();
     printf("# FMA peak (f32, %d thread%s): %.1f GFLOP/s\n",
            ag_get_num_threads(), ag_get_num_threads() == 1 ? "" : "s", peak);
-    printf("%-8s %5s  %8s  %8s  %6s  %6s\n", "case", "n", "builtin", "openblas",
+    printf("%-8s %13s  %8s  %8s  %6s  %6s\n", "case", "n", "builtin", "openblas",
            "ratio", "%peak");
+    if (argc > 3 && strcmp(argv[3], "mlp") == 0) {
+        bench_mlp_step(repeats, peak);
+        return 0;
+    }
     bench_dtype(false, repeats, peak);
     bench_dtype(true, repeats, peak);
     return 0;

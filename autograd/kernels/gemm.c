@@ -12,10 +12,14 @@
  * edges; reading the transposed layouts happens there and only there.
  * Except: an untransposed f32 A, whose pack is a transpose, is read in
  * place by a kernel variant (broadcasts from mr rows; whole tiles only),
- * on the AVX-512 path: same arithmetic, same bits.  In a GPT step those
- * packs of activations and output gradients, memory-bound, were 5% of the
- * time; without them the step took ~2% less (noisy pairs on the 2-core
- * Zen 4, GEMMs cache-hot up to 8% faster: 768x128x512 NT, 910 vs 994 us).
+ * on the AVX-512 and AVX2 paths: same arithmetic, same bits.  In a GPT
+ * step those packs of activations and output gradients, memory-bound,
+ * were 5% of the time; without them the step took ~2% less (noisy pairs
+ * on the 2-core Zen 4, GEMMs cache-hot up to 8% faster: 768x128x512 NT,
+ * 910 vs 994 us).  On the 2-core Zen 3 (AVX2), `bench_gemm T 5 mlp`
+ * taken in turns 8 times, best run each, the MLP's 128x256x784 NT: one
+ * thread 79.9 vs 80.0 GFLOP/s packed (a wash), two threads 144.3 vs 119.7
+ * (cut by columns, both strips packed all of A before).
  *
  * Threads: C is cut into one strip per thread (columns when N >= M, else
  * rows), whole micro-tiles each, run on tapegrad's thread pool

@@ -28,6 +28,12 @@
 #define UKR_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define UKR_MUL(a, b) _mm256_mul_ps(a, b)
 #define UKR_SFMA(a, b, c) __builtin_fmaf(a, b, c)
+#define UKR_KEEP     1
+#include "gemm_ukernel.h"
+/* the same kernel reading A in place */
+#undef UKR_NAME
+#define UKR_NAME     ukr_avx2_f32_rows
+#define UKR_ROWS     1
 #include "gemm_ukernel.h"
 
 #define UKR_ATTR       __attribute__((target("avx2,fma")))
@@ -286,6 +292,7 @@ const ag_gemm_arch ag_gemm_arch_avx2 = {
     .d = {.mr = 6, .nr = 8, .kc = 256, .mc = 72, .nc = 4096},
     .sukr = ukr_avx2_f32,
     .dukr = ukr_avx2_f64,
+    .sukr_rows = ukr_avx2_f32_rows,
     .spack = ag_gemm_pack_avx2_f32,
     .dpack = ag_gemm_pack_avx2_f64,
 };
