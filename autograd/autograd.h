@@ -251,6 +251,12 @@ void *ag_tape_fail(ag_tape *tape, ag_status s, const char *fmt, ...)
 
 /* A tape-owned tensor of zeros (a constant, or a buffer to fill). */
 ag_tensor *ag_tape_tensor(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape);
+/* The same without the zeros, as torch.empty: its contents are whatever
+ * the arena held, for a buffer the caller writes whole before any op
+ * reads it (nn_batcher_next's batch).  In anomaly mode
+ * (ag_tape_set_anomaly) it is filled with NaN instead, so a read of an
+ * element never written shows. */
+ag_tensor *ag_tape_empty(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape);
 
 /* Reverse sweep from a one-element root: d root / d x for every tensor x
  * between root and a tensor that requires grad.  Persistent gradients

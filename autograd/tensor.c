@@ -293,19 +293,38 @@ ag_tensor *ag_tensor_view(ag_tape *tape, ag_tensor *of, int ndim, const int64_t 
     return t;
 }
 
-ag_tensor *ag_tape_tensor(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape)
+/* A tape tensor for ag_tape_tensor / ag_tape_empty (fn), its data unset */
+static ag_tensor *tape_tensor_unset(const char *fn, ag_tape *tape, ag_dtype dt, int ndim,
+                                    const int64_t *shape)
 {
     if (!tape) {
-        ag_set_last_error("ag_tape_tensor: tape is NULL");
+        ag_set_last_error("%s: tape is NULL", fn);
         return NULL;
     }
     if (dt != AG_F32 && dt != AG_F64)
-        return ag_fail(tape, AG_ERR_DTYPE, "ag_tape_tensor: unknown dtype %d", (int)dt);
+        return ag_fail(tape, AG_ERR_DTYPE, "%s: unknown dtype %d", fn, (int)dt);
     if (ndim > 0 && !shape)
-        return ag_fail(tape, AG_ERR_ARG, "ag_tape_tensor: shape is NULL (ndim %d)", ndim);
-    ag_tensor *t = ag_tensor_tape(tape, dt, ndim, shape);
+        return ag_fail(tape, AG_ERR_ARG, "%s: shape is NULL (ndim %d)", fn, ndim);
+    return ag_tensor_tape(tape, dt, ndim, shape);
+}
+
+ag_tensor *ag_tape_tensor(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape)
+{
+    ag_tensor *t = tape_tensor_unset("ag_tape_tensor", tape, dt, ndim, shape);
     if (t)
         memset(t->data, 0, (size_t)t->numel * ag_dtype_size(dt));
+    return t;
+}
+
+ag_tensor *ag_tape_empty(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape)
+{
+    ag_tensor *t = tape_tensor_unset("ag_tape_empty", tape, dt, ndim, shape);
+    for (int64_t i = 0; t && tape->anomaly && i < t->numel; i++) {
+        if (dt == AG_F64)
+            ((double *)t->data)[i] = NAN;
+        else
+            ((float *)t->data)[i] = NAN;
+    }
     return t;
 }
 

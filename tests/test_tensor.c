@@ -142,6 +142,37 @@ static void test_tensor_item_null_and_wrong_size(void **state)
     ag_tensor_free(t);
 }
 
+/* ag_tape_empty: ag_tape_tensor's shape and errors, NaN in anomaly mode,
+ * and a tensor that ops take like any other. */
+static void test_tape_empty(void **state)
+{
+    (void)state;
+    ag_tape *t = ag_tape_new();
+    int64_t shape[] = {3, 5};
+    for (int dt = 0; dt < 2; dt++) {
+        ag_tensor *e = ag_tape_empty(t, (ag_dtype)dt, 2, shape);
+        assert_non_null(e);
+        assert_int_equal(ag_numel(e), 15);
+        assert_int_equal(ag_dtype_of(e), dt);
+        assert_false(ag_tensor_is_persistent(e));
+        for (int64_t i = 0; i < 15; i++)
+            ag_set(e, i, (double)i);
+        ag_tensor *s = ag_sum(t, e, -1, false);
+        s = ag_sum(t, s, -1, false);
+        assert_true(ag_item(s) == 105.0);
+    }
+    ag_tape_set_anomaly(t, true);
+    ag_tensor *n = ag_tape_empty(t, AG_F32, 2, shape);
+    for (int64_t i = 0; i < 15; i++)
+        assert_true(isnan(ag_get(n, i)));
+    ag_tape_set_anomaly(t, false);
+    assert_null(ag_tape_empty(NULL, AG_F32, 2, shape));
+    assert_string_equal(ag_last_error(), "ag_tape_empty: tape is NULL");
+    assert_null(ag_tape_empty(t, AG_F32, 2, NULL));
+    assert_string_equal(ag_last_error(), "ag_tape_empty: shape is NULL (ndim 2)");
+    ag_tape_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -152,6 +183,7 @@ int main(void)
         cmocka_unit_test(test_tensor_from_data_ones_full_arange),
         cmocka_unit_test(test_tensor_random_is_seeded),
         cmocka_unit_test(test_tensor_requires_grad_and_zero_grad),
+        cmocka_unit_test(test_tape_empty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
