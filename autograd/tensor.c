@@ -403,22 +403,10 @@ void ag_set(ag_tensor *t, int64_t i, double v)
         ((float *)t->data)[i] = (float)v;
 }
 
-static void zero_bytes(void *base, int64_t lo, int64_t hi)
-{
-    memset((unsigned char *)base + lo, 0, (size_t)(hi - lo));
-}
-
-/* A large gradient is zeroed on the pool, as the elementwise kernels run
- * (the MLP's 784 x 256 weight gradient, 800 KB, every step). */
 void ag_zero_grad(ag_tensor *t)
 {
-    if (!t || !t->grad)
-        return;
-    int64_t esz = (int64_t)ag_dtype_size(t->dtype), bytes = t->numel * esz;
-    if (t->numel < AG_PAR_MIN)
-        memset(t->grad->data, 0, (size_t)bytes);
-    else
-        ag_parallel_for(bytes, AG_PAR_CHUNK * esz, zero_bytes, t->grad->data);
+    if (t && t->grad)
+        memset(t->grad->data, 0, (size_t)t->numel * ag_dtype_size(t->dtype));
 }
 
 double ag_item(const ag_tensor *t)
