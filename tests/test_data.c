@@ -745,6 +745,61 @@ static void test_data_fashion_mnist_real(void **state)
     nn_dataset_free(te);
 }
 
+/* The batches a two-thread batcher prefetches (image bytes gathered on a
+ * pool task, converted into the tape tensor by the next call) hold the
+ * bits of the ones a one-thread batcher fills in place: plain x / 255,
+ * the table in f32, and f64; batch 3 over 10 samples ends short. */
+static void epoch_batches(const nn_dataset *ds, const nn_batch_opts *o, int threads,
+                          double *out, int64_t *labels)
+{
+    ag_set_num_threads(threads);
+    ag_tape *tape = ag_tape_new();
+    nn_batcher *b = NULL;
+    assert_int_equal(nn_batcher_new(ds, o, &b), AG_OK);
+    ag_rng r;
+    ag_rng_seed(&r, 7);
+    nn_batcher_start(b, &r);
+    ag_tensor *x;
+    const int64_t *y;
+    int64_t n, at = 0;
+    while ((n = nn_batcher_next(b, tape, &x, &y)) > 0) {
+        for (int64_t i = 0; i < n * 5; i++)
+            out[at * 5 + i] = ag_get(x, i);
+        memcpy(labels + at, y, (size_t)n * sizeof *y);
+        at += n;
+        ag_tape_reset(tape);
+    }
+    assert_int_equal(at, 10);
+    nn_batcher_free(b);
+    ag_tape_free(tape);
+    ag_set_num_threads(0);
+}
+
+static void test_data_prefetch_same_bits(void **state)
+{
+    (void)state;
+    uint8_t im[50];
+    int64_t lb[10];
+    for (int i = 0; i < 50; i++)
+        im[i] = (uint8_t)(i * 37 + 11);
+    for (int i = 0; i < 10; i++)
+        lb[i] = i % 4;
+    nn_dataset *ds = NULL;
+    assert_int_equal(nn_dataset_from_u8(10, 1, (int64_t[]){5}, im, lb, 4, &ds), AG_OK);
+    const nn_batch_opts opts[] = {{.batch = 3},
+                                  {.batch = 3, .mean = 0.2860, .std = 0.3530},
+                                  {.batch = 3, .dtype = AG_F64, .mean = 0.5, .std = 0.25}};
+    for (size_t k = 0; k < sizeof opts / sizeof opts[0]; k++) {
+        double one[50], two[50];
+        int64_t l1[10], l2[10];
+        epoch_batches(ds, &opts[k], 1, one, l1);
+        epoch_batches(ds, &opts[k], 2, two, l2);
+        assert_memory_equal(one, two, sizeof one);
+        assert_memory_equal(l1, l2, sizeof l1);
+    }
+    nn_dataset_free(ds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -779,6 +834,7 @@ int main(void)
         cmocka_unit_test(test_data_partial_last_batch),
         cmocka_unit_test(test_data_next_into_buffers),
         cmocka_unit_test(test_data_batches_allocate_nothing),
+        cmocka_unit_test(test_data_prefetch_same_bits),
         cmocka_unit_test(test_data_fashion_mnist_real),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
