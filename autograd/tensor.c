@@ -319,12 +319,9 @@ ag_tensor *ag_tape_tensor(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *s
 ag_tensor *ag_tape_empty(ag_tape *tape, ag_dtype dt, int ndim, const int64_t *shape)
 {
     ag_tensor *t = tape_tensor_unset("ag_tape_empty", tape, dt, ndim, shape);
-    for (int64_t i = 0; t && tape->anomaly && i < t->numel; i++) {
-        if (dt == AG_F64)
-            ((double *)t->data)[i] = NAN;
-        else
-            ((float *)t->data)[i] = NAN;
-    }
+    if (t && tape->anomaly) /* as ag_tensor_full does, with NaN */
+        for (int64_t i = 0; i < t->numel; i++)
+            ag_set(t, i, NAN);
     return t;
 }
 

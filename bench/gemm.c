@@ -7,7 +7,9 @@
  * With "mlp", instead of the squares: the eight products of one training
  * step of bench_mlp's 784-256-128-10 MLP at batch 128 (nn_linear's
  * forward x w^T, its dx = dy w and dw += dy^T x), each with its
- * GFLOP/s, and their total microseconds per step.  Each number is the median of `repeats` timed runs; a run repeats the
+ * GFLOP/s, and their total microseconds per step.
+ *
+ * Each number is the median of `repeats` timed runs; a run repeats the
  * product until it has taken >= 20 ms.  Ratios: builtin / openblas and
  * builtin / peak.  With one thread the clock is the thread's CPU time, so
  * neighbours on a shared machine do not count (their cache pollution

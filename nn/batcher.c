@@ -177,7 +177,7 @@ static void fill_rows(void *vc, int64_t lo, int64_t hi)
     const fill_ctx *c = vc;
     const nn_batcher *b = c->b;
     const int64_t F = b->ds->features;
-    const size_t esz = c->raw ? 1 : b->o.dtype == AG_F64 ? sizeof(double) : sizeof(float);
+    const size_t esz = c->raw ? 1 : ag_dtype_size(b->o.dtype);
     for (int64_t i = lo; i < hi; i++) {
         int64_t s = b->order[c->at + i];
         const uint8_t *src = b->ds->images + s * F;
