@@ -48,6 +48,8 @@ static const int64_t k_geoms[][14] = {
     {2, 3, 5, 4, 5, 1, 1, 1, 1, 0, 0, 1, 1, 1},      /* pointwise */
     {2, 1, 20, 20, 16, 3, 3, 1, 1, 0, 0, 1, 1, 1},   /* one channel (direct in f32) */
     {1, 1, 19, 18, 5, 3, 3, 1, 1, 0, 0, 1, 1, 1},    /* direct, an odd channel count */
+    {2, 1, 9, 28, 3, 3, 3, 1, 1, 0, 0, 1, 1, 1},     /* direct, rows of 26: 8-wide tail */
+    {1, 1, 6, 43, 2, 3, 3, 1, 1, 0, 0, 1, 1, 1},     /* direct, rows of 41: both tails */
 };
 
 static ag_conv_geom geom_of(const int64_t *v)

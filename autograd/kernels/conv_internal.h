@@ -74,7 +74,8 @@ void ag_conv_weight_grad(const ag_conv_geom *g, ag_dtype dt, const void *x, cons
 void ag_conv_bias_grad(const ag_conv_geom *g, ag_dtype dt, const void *dy, void *db);
 
 /* The direct f32 kernels (conv_direct.c) for one input channel, a 3x3
- * kernel, stride 1, no padding or dilation, one group, Wo >= 16: whether
+ * kernel, stride 1, no padding or dilation, one group, Wo >= 16 (the
+ * widest vector): whether
  * they fit, the forward (y = conv(x, w) + b, b may be NULL) and the
  * weight gradient (dw = or += when acc; db += the bias gradient when db);
  * the generic entry points above
