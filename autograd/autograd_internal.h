@@ -319,6 +319,12 @@ ag_tensor *ag_op_run(ag_tape *tape, const ag_op_call *c);
 /* Gradient buffer of x during backward: allocated zeroed on first use, or
  * NULL when x needs no gradient (then skip it). */
 void *ag_grad_data(ag_tape *tape, ag_tensor *x);
+/* The same for a backward that can store its whole contribution rather
+ * than add it: *fresh = true when the buffer is new and unwritten (NaN in
+ * anomaly mode), and the caller must then write every element; false
+ * when it holds a gradient already (add to it).  Saves a memset and a
+ * read of the buffer: both were 5% of a CNN step (relu, max pooling). */
+void *ag_grad_out(ag_tape *tape, ag_tensor *x, bool *fresh);
 /* The same as a tensor (x's shape and dtype). */
 ag_tensor *ag_grad_tensor(ag_tape *tape, ag_tensor *x);
 /* x's gradient in the sweep in progress without allocating one: NULL

@@ -35,6 +35,8 @@ typedef struct {
     /* fixed windows: the columns [jlo, jhi) whose windows j*sw - pw + [0,
      * kw) lie inside the input (none for adaptive ones) */
     int64_t kw, sw, pw, jlo, jhi;
+    /* 2x2 windows at stride 2 from (0, 0): disjoint tiles, each whole */
+    bool tiled2;
 } pool_tab;
 
 /* avg_pool2d_grad: the forward row whose adjoint it is (its recorded
@@ -127,10 +129,27 @@ typedef struct {
             max_windows_##T(x, yr, ir, p, i, p->jhi, p->Wo);                  \
         }                                                                     \
     }                                                                         \
-    /* dx[idx[k]] += g[k], the rows of 2x2 windows at stride 2 as vectors */ \
+    /* dx[idx[k]] += g[k], the rows of 2x2 windows at stride 2 as vectors; \
+     * a fresh dx (unwritten) is stored whole: by rows of tiles when the    \
+     * windows tile it from (0, 0), else zeroed first */                    \
     static void max_back_plane_##T(const T *restrict g, T *restrict dx,       \
-                                   const int64_t *restrict idx, const pool_tab *p) \
+                                   const int64_t *restrict idx, const pool_tab *p, \
+                                   bool fresh)                                \
     {                                                                         \
+        if (fresh && p->tiled2) {                                             \
+            for (int64_t i = 0; i < p->Ho; i++) {                             \
+                T *d0 = dx + 2 * i * p->W;                                    \
+                ag_max2x2_back_row_##T(g + i * p->Wo, idx + i * p->Wo, d0, p->Wo, \
+                                       2 * i * p->W, p->W, false);            \
+                for (int64_t w = 2 * p->Wo; w < p->W; w++)                    \
+                    d0[w] = d0[p->W + w] = 0;                                 \
+            }                                                                 \
+            for (int64_t k = 2 * p->Ho * p->W; k < p->H * p->W; k++)          \
+                dx[k] = 0;                                                    \
+            return;                                                           \
+        }                                                                     \
+        if (fresh)                                                            \
+            memset(dx, 0, (size_t)(p->H * p->W) * sizeof(T));                 \
         bool two = p->sw == 2 && p->kw == 2;                                  \
         for (int64_t i = 0; i < p->Ho; i++) {                                 \
             const T *gr = g + i * p->Wo;                                      \
@@ -140,7 +159,8 @@ typedef struct {
                 int64_t base = p->hs[i] * p->W + 2 * p->jlo - p->pw;          \
                 for (; j < p->jlo; j++)                                       \
                     dx[ir[j]] += gr[j];                                       \
-                ag_max2x2_back_row_##T(gr + j, ir + j, dx + base, p->jhi - j, base, p->W); \
+                ag_max2x2_back_row_##T(gr + j, ir + j, dx + base, p->jhi - j, base, p->W, \
+                                       true);                                 \
                 j = p->jhi;                                                   \
             }                                                                 \
             for (; j < p->Wo; j++)                                            \
@@ -191,7 +211,7 @@ typedef struct {
     size_t esz;
     const char *src;
     char *dst;
-    bool acc;
+    bool acc; /* avg: y += ; max gradient: dx += (else stored, dx fresh) */
 } plane_run;
 
 /* Plane k's input-side (x) and output-side (y) offsets, in bytes. */
@@ -219,7 +239,7 @@ static void max_back_item(void *vc, int64_t k, int64_t chunk)
     const plane_run *r = vc;
     int64_t n = r->p->Ho * r->p->Wo;
     BY_DTYPE(r->dt, max_back_plane, (const void *)(r->src + y_at(r, k)),
-             (void *)(r->dst + x_at(r, k)), r->p->idx + k * n, r->p);
+             (void *)(r->dst + x_at(r, k)), r->p->idx + k * n, r->p, !r->acc);
 }
 
 static void avg_item(void *vc, int64_t k, int64_t chunk)
@@ -319,6 +339,7 @@ static pool_tab *fixed_tab(ag_tape *t, const int64_t *xs, const int64_t *k, cons
     fixed_windows(xs[2], k[0], s[0], p[0], Ho, tab->hs, tab->he, tab->hn);
     fixed_windows(xs[3], k[1], s[1], p[1], Wo, tab->ws, tab->we, tab->wn);
     tab->kw = k[1], tab->sw = s[1], tab->pw = p[1];
+    tab->tiled2 = k[0] == 2 && k[1] == 2 && s[0] == 2 && s[1] == 2 && p[0] == 0 && p[1] == 0;
     /* j*s - p >= 0 and j*s - p + k <= W */
     tab->jlo = (p[1] + s[1] - 1) / s[1];
     tab->jhi = (xs[3] + p[1] - k[1]) / s[1] + 1;
@@ -347,9 +368,10 @@ static void max_pool_forward(ag_entry *e)
 
 static void max_pool_backward(ag_tape *tape, ag_entry *e)
 {
-    void *dx = ag_grad_data(tape, e->in[0]);
-    if (dx) /* dx[idx] += g */
-        planes(e->aux, n_planes(e->in[0]), e->out->dtype, e->out->grad->data, dx, false,
+    bool fresh;
+    void *dx = ag_grad_out(tape, e->in[0], &fresh);
+    if (dx) /* dx[idx] += g (acc), or = into a fresh dx */
+        planes(e->aux, n_planes(e->in[0]), e->out->dtype, e->out->grad->data, dx, !fresh,
                max_back_item);
 }
 

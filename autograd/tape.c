@@ -3,6 +3,7 @@
  * backwards is a valid topological order: no sort, no recursion. */
 #include "autograd_internal.h"
 
+#include <math.h>
 #include <stdatomic.h>
 
 #define BLOCK_MIN ((size_t)1 << 20)
@@ -606,15 +607,32 @@ bool ag_needs_grad(const ag_tape *tape, const ag_tensor *x)
     return x->requires_grad && (!tape->sweep_id || x->mark == tape->sweep_id);
 }
 
+/* A new tape gradient buffer for x: zeroed, or when fresh is not NULL
+ * left for the caller to write whole (*fresh = true; NaN in anomaly mode,
+ * so an element it leaves shows). */
+static ag_tensor *new_tape_grad(ag_tape *tape, ag_tensor *x, bool *fresh)
+{
+    ag_tensor *g = ag_tensor_tape(tape, x->dtype, x->ndim, x->shape);
+    if (!g)
+        return NULL;
+    if (!fresh)
+        zero_bytes(g->data, (size_t)x->numel * ag_dtype_size(x->dtype));
+    else if (tape->anomaly)
+        for (int64_t i = 0; i < g->numel; i++)
+            ag_set(g, i, NAN);
+    if (fresh)
+        *fresh = true;
+    return g;
+}
+
 /* ag_gradients' slot for a persistent tensor: a tape buffer for this
  * sweep, so the persistent gradient is never touched. */
-static void *sweep_grad(ag_tape *tape, ag_tensor *x)
+static void *sweep_grad(ag_tape *tape, ag_tensor *x, bool *fresh)
 {
     if (x->sgrad_id != tape->sweep_id) {
-        ag_tensor *g = ag_tensor_tape(tape, x->dtype, x->ndim, x->shape);
+        ag_tensor *g = new_tape_grad(tape, x, fresh);
         if (!g)
             return NULL;
-        zero_bytes(g->data, (size_t)x->numel * ag_dtype_size(x->dtype));
         x->sgrad = g;
         x->sgrad_id = tape->sweep_id;
     }
@@ -635,28 +653,39 @@ ag_tensor *ag_grad_tensor(ag_tape *tape, ag_tensor *x)
     return ag_grad_data(tape, x) ? ag_grad_peek(tape, x) : NULL;
 }
 
-void *ag_grad_data(ag_tape *tape, ag_tensor *x)
+/* ag_grad_data, and ag_grad_out when fresh is not NULL */
+static void *grad_buffer(ag_tape *tape, ag_tensor *x, bool *fresh)
 {
+    if (fresh)
+        *fresh = false;
     if (!ag_needs_grad(tape, x))
         return NULL;
     if (x->persistent && tape->sweep_id)
-        return sweep_grad(tape, x);
+        return sweep_grad(tape, x, fresh);
     if (x->grad)
         return x->grad->data;
-    size_t bytes = (size_t)x->numel * ag_dtype_size(x->dtype);
     ag_tensor *g;
-    if (x->persistent) {
+    if (x->persistent) { /* kept across steps: zeroed, as ag_tensor_new makes it */
         g = ag_tensor_new(x->dtype, x->ndim, x->shape);
         if (!g)
             return ag_fail(tape, AG_ERR_NOMEM, "backward: out of memory for a gradient");
     } else {
-        g = ag_tensor_tape(tape, x->dtype, x->ndim, x->shape);
+        g = new_tape_grad(tape, x, fresh);
         if (!g)
             return NULL;
-        zero_bytes(g->data, bytes);
     }
     x->grad = g;
     return g->data;
+}
+
+void *ag_grad_data(ag_tape *tape, ag_tensor *x)
+{
+    return grad_buffer(tape, x, NULL);
+}
+
+void *ag_grad_out(ag_tape *tape, ag_tensor *x, bool *fresh)
+{
+    return grad_buffer(tape, x, fresh);
 }
 
 /* Runs entry e of a sweep, its output's gradient present; false when an

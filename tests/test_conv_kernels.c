@@ -248,12 +248,30 @@ static void check_max2x2(int64_t n)
     double *dxd = as_dt(want, 2 * W, AG_F64);
     for (int64_t j = 0; j < n; j++)
         want[idx_d[j]] += g[j];
-    ag_max2x2_back_row_f32(gf, idx_d, dxf + base, n, base, W);
-    ag_max2x2_back_row_f64(g, idx_d, dxd + base, n, base, W);
+    ag_max2x2_back_row_f32(gf, idx_d, dxf + base, n, base, W, true);
+    ag_max2x2_back_row_f64(g, idx_d, dxd + base, n, base, W, true);
     for (int64_t i = 0; i < 2 * W; i++)
         if (dxd[i] != want[i] || fabs(dxf[i] - want[i]) > 1e-6) {
             print_error("n %lld, dx[%lld]: %g / %g, want %g\n", (long long)n, (long long)i,
                         dxd[i], (double)dxf[i], want[i]);
+            fail();
+        }
+    /* stored over NaNs: g at the argmax, 0 at the window's other taps,
+     * the columns outside the windows untouched */
+    for (int64_t i = 0; i < 2 * W; i++) {
+        bool in = i % W >= base && i % W < base + 2 * n;
+        want[i] = in ? 0 : -1;
+        dxd[i] = in ? NAN : -1;
+        dxf[i] = (float)dxd[i];
+    }
+    for (int64_t j = 0; j < n; j++)
+        want[idx_d[j]] = g[j];
+    ag_max2x2_back_row_f32(gf, idx_d, dxf + base, n, base, W, false);
+    ag_max2x2_back_row_f64(g, idx_d, dxd + base, n, base, W, false);
+    for (int64_t i = 0; i < 2 * W; i++)
+        if (dxd[i] != want[i] || dxf[i] != (float)want[i]) {
+            print_error("n %lld, stored dx[%lld]: %g / %g, want %g\n", (long long)n,
+                        (long long)i, dxd[i], (double)dxf[i], want[i]);
             fail();
         }
     free(g), free(want), free(gf), free(dxf), free(dxd);
@@ -272,10 +290,8 @@ static void test_max2x2_rows_match_scalar(void **state)
  * memory that held NaNs, against the definition (g at each window's first
  * argmax, 0 elsewhere, the rows and columns past the windows included),
  * for tiling 2x2 windows and overlapping 3x3 ones, on 1 and 2 threads.
- * (Storing a new gradient whole instead of zeroing it and adding was
- * tried for the tiling case: slower, 2.38-2.70 vs 2.08-2.48 ms for pool1
- * of bench/conv on one thread, as the stores to cold lines read them in
- * anyway.) */
+ * The tiling case stores a new gradient whole (ag_grad_out) rather than
+ * zeroing it and adding; the overlapping one zeroes and adds. */
 static void test_max_pool_new_gradient_written_whole(void **state)
 {
     (void)state;

@@ -409,6 +409,55 @@ static void test_tape_extremum_tie_splits(void **state)
     ag_tensor_free(y);
 }
 
+/* A backward that stores its whole contribution into a new gradient
+ * (ag_grad_out: relu stores, other unary ops zero their chunk and add)
+ * over tape memory that held NaNs, alone and followed by a second
+ * consumer that adds to it, on 1 and 2 threads and on an input large
+ * enough to be cut into chunks. */
+static void test_tape_fresh_gradient_stored_or_added(void **state)
+{
+    (void)state;
+    int64_t n = 70001, s[] = {n};
+    ag_tensor *x = ag_tensor_new(AG_F64, 1, s), *g = ag_tensor_new(AG_F64, 1, s);
+    ag_set_requires_grad(x, true);
+    ag_tape *t = ag_tape_new();
+    for (int nt = 1; nt <= 2; nt++) {
+        ag_set_num_threads(nt);
+        for (int64_t i = 0; i < n; i++)
+            ag_set(x, i, NAN);
+        ag_tensor *h = ag_mul_scalar(t, x, 1);
+        assert_int_equal(ag_backward(t, ag_sum(t, ag_mul(t, h, h), AG_ALL, false)), AG_OK);
+        ag_tape_reset(t);
+        for (int64_t i = 0; i < n; i++) {
+            ag_set(x, i, (double)(i % 7) - 3.5 + 0.25 * (double)(i % 3));
+            ag_set(g, i, 1 + (double)(i % 5));
+        }
+        for (int both = 0; both < 2; both++) {
+            ag_zero_grad(x);
+            h = ag_mul_scalar(t, x, 1);
+            ag_tensor *y = ag_mul(t, ag_relu(t, h), g);
+            if (both)
+                y = ag_add(t, y, ag_tanh(t, h));
+            assert_int_equal(ag_backward(t, ag_sum(t, y, AG_ALL, false)), AG_OK);
+            for (int64_t i = 0; i < n; i++) {
+                double xi = ag_get(x, i), th = tanh(xi);
+                double want = (xi > 0 ? ag_get(g, i) : 0) + (both ? 1 - th * th : 0);
+                double got = ag_get(ag_grad(h), i);
+                if (!(fabs(got - want) <= 1e-15 * (1 + fabs(want)))) {
+                    print_error("threads %d, both %d, dh[%lld] = %g, want %g\n", nt, both,
+                                (long long)i, got, want);
+                    fail();
+                }
+            }
+            ag_tape_reset(t);
+        }
+    }
+    ag_set_num_threads(0);
+    ag_tape_free(t);
+    ag_tensor_free(x);
+    ag_tensor_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -427,6 +476,7 @@ int main(void)
         cmocka_unit_test(test_tape_third_order_gelu),
         cmocka_unit_test(test_tape_third_order_pow_broadcast),
         cmocka_unit_test(test_tape_extremum_tie_splits),
+        cmocka_unit_test(test_tape_fresh_gradient_stored_or_added),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

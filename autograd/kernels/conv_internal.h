@@ -96,11 +96,13 @@ void ag_max2x2_row_f32(const float *r0, const float *r1, float *y, int64_t *idx,
 void ag_max2x2_row_f64(const double *r0, const double *r1, double *y, int64_t *idx,
                        int64_t n, int64_t base, int64_t W);
 /* Their gradient: d0[idx[j] - base] += g[j] for j in [0, n), d0 being
- * the plane's gradient at base (idx as ag_max2x2_row_* wrote it). */
+ * the plane's gradient at base (idx as ag_max2x2_row_* wrote it); when
+ * !add, the 2n columns of both rows are stored instead (g at the argmax,
+ * 0 elsewhere), whatever they held. */
 void ag_max2x2_back_row_f32(const float *g, const int64_t *idx, float *d0, int64_t n,
-                            int64_t base, int64_t W);
+                            int64_t base, int64_t W, bool add);
 void ag_max2x2_back_row_f64(const double *g, const int64_t *idx, double *d0, int64_t n,
-                            int64_t base, int64_t W);
+                            int64_t base, int64_t W, bool add);
 
 /* How many chunks n items of `work` elementary steps in all are cut into:
  * 1 below a measured size (0 for no items), else min(n, 16).  Sizes only:

@@ -59,30 +59,38 @@
 
 /* The gradient of VL outputs from j, g[j + l] for lanes l >= skip, into
  * the rows d0, d1: each lane's g to the tap idx names, 0 to the others,
- * then the taps interleaved back into 2 VL columns of each row. */
+ * then the taps interleaved back into 2 VL columns of each row, added to
+ * them, or stored over them when !add (then every lane is stored: the
+ * lanes below skip hold the values the vector before stored there).
+ * The tap is found from idx's offset in its window, narrowed to I once:
+ * four 64-bit compares and narrowings were most of the kernel on AVX2. */
 #define BACK2X2_CHUNK(NAME, T, I, VL, LO, HI, IOTA)                           \
     AG_INLINE void NAME##_back(const T *g, const int64_t *idx, T *d0, T *d1, int64_t j, \
-                               int64_t base, int64_t W, int skip)             \
+                               int64_t base, int64_t W, int skip, bool add)   \
     {                                                                         \
         NAME##_v gv, e[4];                                                    \
         NAME##_l iv;                                                          \
         memcpy(&gv, g + j, sizeof gv);                                        \
         memcpy(&iv, idx + j, sizeof iv);                                      \
         const NAME##_m lo = LO, hi = HI, lane = IOTA;                         \
-        gv = (NAME##_v)((NAME##_m)gv & (lane >= (NAME##_m){0} + skip));                       \
+        if (add)                                                              \
+            gv = (NAME##_v)((NAME##_m)gv & (lane >= (NAME##_m){0} + skip));   \
         NAME##_l col = (NAME##_l)IOTA * 2 + (base + 2 * j);                   \
-        const int64_t tap[4] = {0, 1, W, W + 1};                              \
-        for (int k = 0; k < 4; k++) {                                         \
-            NAME##_m hit = __builtin_convertvector(iv == col + tap[k], NAME##_m); \
-            e[k] = (NAME##_v)((NAME##_m)gv & hit);                            \
-        }                                                                     \
+        NAME##_m off = __builtin_convertvector(iv - col, NAME##_m);           \
+        const I tap[4] = {0, 1, (I)W, (I)W + 1};                              \
+        for (int k = 0; k < 4; k++)                                           \
+            e[k] = (NAME##_v)((NAME##_m)gv & (off == tap[k]));                \
         T *rows[2] = {d0 + 2 * j, d1 + 2 * j};                                \
         for (int r = 0; r < 2; r++) {                                         \
-            NAME##_v a, b;                                                    \
-            memcpy(&a, rows[r], sizeof a);                                    \
-            memcpy(&b, rows[r] + VL, sizeof b);                               \
-            a += __builtin_shuffle(e[2 * r], e[2 * r + 1], lo);               \
-            b += __builtin_shuffle(e[2 * r], e[2 * r + 1], hi);               \
+            NAME##_v a = __builtin_shuffle(e[2 * r], e[2 * r + 1], lo);       \
+            NAME##_v b = __builtin_shuffle(e[2 * r], e[2 * r + 1], hi);       \
+            if (add) {                                                        \
+                NAME##_v a0, b0;                                              \
+                memcpy(&a0, rows[r], sizeof a0);                              \
+                memcpy(&b0, rows[r] + VL, sizeof b0);                         \
+                a += a0;                                                      \
+                b += b0;                                                      \
+            }                                                                 \
             memcpy(rows[r], &a, sizeof a);                                    \
             memcpy(rows[r] + VL, &b, sizeof b);                               \
         }                                                                     \
@@ -130,8 +138,11 @@ MAX2X2_SCALAR(f64_1, double)
 
 #define BACK2X2_SCALAR(NAME, T)                                               \
     AG_INLINE void NAME##_back(const T *g, const int64_t *idx, T *d0, int64_t n, \
-                               int64_t base)                                  \
+                               int64_t base, int64_t W, bool add)             \
     {                                                                         \
+        if (!add)                                                             \
+            for (int64_t j = 0; j < 2 * n; j++)                               \
+                d0[j] = d0[W + j] = 0;                                        \
         for (int64_t j = 0; j < n; j++)                                       \
             d0[idx[j] - base] += g[j];                                        \
     }
@@ -181,21 +192,22 @@ MAX2X2_ROW(ag_max2x2_row_f32, float, f32)
 MAX2X2_ROW(ag_max2x2_row_f64, double, f64)
 
 /* Its gradient by the same vectors, each skipping the lanes the one
- * before it added. */
+ * before it added (or storing them again). */
 #define BACK2X2_ROW(NAME, T, P)                                               \
     __attribute__((target_clones("avx512f", "avx2", "default")))            \
-    void NAME(const T *g, const int64_t *idx, T *d0, int64_t n, int64_t base, int64_t W) \
+    void NAME(const T *g, const int64_t *idx, T *d0, int64_t n, int64_t base, int64_t W, \
+              bool add)                                                       \
     {                                                                         \
         row_cover c = {n, n < 4 ? n : 0, n < 8 ? 4 : 8};                      \
         int64_t at;                                                           \
         int skip;                                                             \
         if (n < 4)                                                            \
-            P##_1_back(g, idx, d0, n, base);                                  \
+            P##_1_back(g, idx, d0, n, base, W, add);                          \
         while (cover_next(&c, &at, &skip)) {                                  \
             if (c.vl == 8)                                                    \
-                P##_8_back(g, idx, d0, d0 + W, at, base, W, skip);            \
+                P##_8_back(g, idx, d0, d0 + W, at, base, W, skip, add);       \
             else                                                              \
-                P##_4_back(g, idx, d0, d0 + W, at, base, W, skip);            \
+                P##_4_back(g, idx, d0, d0 + W, at, base, W, skip, add);       \
         }                                                                     \
     }
 BACK2X2_ROW(ag_max2x2_back_row_f32, float, f32)
