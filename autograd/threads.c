@@ -219,6 +219,17 @@ static int64_t run_chunks(uint64_t gen)
     return ran;
 }
 
+/* Whether a task is queued or running (a worker is, or will be, on it). */
+static bool task_running(void)
+{
+    for (int k = 0; k < MAX_TASKS; k++) {
+        int st = atomic_load_explicit(&P.tasks[k].state, memory_order_relaxed);
+        if (st == TASK_QUEUED || st == TASK_RUNNING)
+            return true;
+    }
+    return false;
+}
+
 /* Runs one queued task, if any; true if it did. */
 static bool run_a_task(void)
 {
@@ -326,6 +337,29 @@ void ag_pool_adapt(bool on)
     atomic_store(&g_inline_until, 0);
 }
 
+/* Starts a back-off period at t (the threads are losing). */
+static void back_off(int64_t t)
+{
+    if (!atomic_load_explicit(&g_adapt, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&g_inline_until, t + g_backoff, memory_order_relaxed);
+    g_backoff = g_backoff * 2 < BACKOFF_MAX_NS ? g_backoff * 2 : BACKOFF_MAX_NS;
+}
+
+/* The running share of one-sided calls: above ONE_SIDED_MAX, back off;
+ * after it, a few calls probe again. */
+#define ONE_SIDED_MAX 0.25
+static double g_one_sided = 0;
+
+static void one_sided(int64_t t, bool yes)
+{
+    g_one_sided += ((yes ? 1.0 : 0.0) - g_one_sided) / 16;
+    if (g_one_sided > ONE_SIDED_MAX) {
+        back_off(t);
+        g_one_sided = ONE_SIDED_MAX / 2;
+    }
+}
+
 static bool backing_off(void)
 {
     int64_t until = atomic_load_explicit(&g_inline_until, memory_order_relaxed);
@@ -334,28 +368,34 @@ static bool backing_off(void)
 
 /* The verdict on one parallel call: started t0, the caller's chunks done
  * at t1 (mine of n), all done at t2.  Runs under the pool's busy flag. */
-static void judge(int64_t t0, int64_t t1, int64_t t2, int64_t mine, int64_t n)
+static void judge(int64_t t0, int64_t t1, int64_t t2, int64_t mine, int64_t n, bool tasked)
 {
-    /* The caller did it all (the worker asleep, late, descheduled, or
-     * running a task such as the batcher's prefetch): it took what one
-     * thread takes, so nothing is learnt about parallel speed.  Counted
-     * as a tie, such calls alone sent the pool into back-off: on the
-     * shared Zen 3, 2 MLP epochs made 5772 parallel calls of which 34 to
-     * 1963 ran inline by back-off and 26 to 185 were ties, and the epoch
-     * took 0.95-1.31 s against 0.71-0.94 s with back-off disabled (runs in
-     * turns, bench_mlp 2 2). */
-    if (mine <= 0 || mine >= n || t1 <= t0)
+    /* One thread did it all (the other asleep, late or descheduled): the
+     * call took what one thread takes, so nothing is learnt about parallel
+     * speed, and counted as ties such calls sent an idle pool into
+     * back-off (shared Zen 3, bench_mlp 2 2: 0.95-1.31 s an epoch against
+     * 0.71-0.94 with back-off off).  But how often it happens says whether
+     * the threads have cores: idle, 8-39 of the 5772 calls of 2 MLP
+     * epochs were one-sided; next to one busy process, 4100-4585, while
+     * the calls both threads ran still showed ratios of 0.5-0.75 (and two
+     * threads took 1.13-1.33 s an epoch against one thread's 1.05).  So
+     * one-sided calls are counted apart, those made while a task held the
+     * worker (the batcher's prefetch) not at all. */
+    if (mine <= 0 || mine >= n || t1 <= t0) {
+        if (!tasked)
+            one_sided(t2, true);
         return;
+    }
+    one_sided(t2, false);
     double ratio = (double)(t2 - t0) / ((double)(t1 - t0) * (double)n / (double)mine);
     /* clipped at 2: one stall alone (a worker preempted once) does not
      * flip an average of clear wins; three in a row do */
     g_ratio_avg += ((ratio < 2 ? ratio : 2) - g_ratio_avg) / 8;
-    if (g_ratio_avg > WIN_RATIO && atomic_load_explicit(&g_adapt, memory_order_relaxed)) {
-        atomic_store_explicit(&g_inline_until, t2 + g_backoff, memory_order_relaxed);
-        g_backoff = g_backoff * 2 < BACKOFF_MAX_NS ? g_backoff * 2 : BACKOFF_MAX_NS;
+    if (g_ratio_avg > WIN_RATIO) {
+        back_off(t2);
         /* after the back-off, a few shared calls probe again */
         g_ratio_avg = WIN_RATIO - 0.05;
-    } else if (g_ratio_avg < WIN_RATIO - 0.1) {
+    } else if (g_ratio_avg < WIN_RATIO - 0.1 && g_one_sided < ONE_SIDED_MAX / 2) {
         g_backoff = BACKOFF_MIN_NS;
     }
 }
@@ -411,10 +451,11 @@ ag_status ag_parallel_for(int64_t n, int64_t chunk, ag_parallel_fn fn, void *ctx
     atomic_store(&P.done, 0);
     atomic_store_explicit(&P.state, gen << 32, memory_order_release);
     int64_t t0 = now_ns();
+    bool tasked = task_running();
     publish();
     int64_t mine = run_chunks(gen), t1 = now_ns();
     wait_until(all_done, &nchunks, SPIN_JOIN_NS, &P.joined, &P.waiting);
-    judge(t0, t1, now_ns(), mine, nchunks);
+    judge(t0, t1, now_ns(), mine, nchunks, tasked || task_running());
     t_in_pool = false;
     atomic_flag_clear(&P.busy);
     return AG_OK;
