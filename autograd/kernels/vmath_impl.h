@@ -133,9 +133,15 @@ static inline VM_V VM_NAME(k_ncdf)(VM_V x)
     VM_V e = VM_NAME(k_expneg)(V_MUL(V_SET1(-0.5f), h), V_MUL(V_SET1(-0.5f), l));
     VM_V z = V_DIV(VM_ONE, V_ADD(VM_ONE, t));
     VM_V s = V_FMA(V_SET1(2.125f), z, V_SET1(-1.125f));
-    VM_V r = V_SET1(q[0]);
-    for (int i = 1; i < 15; i++)
-        r = V_FMA(r, s, V_SET1(q[i]));
+    /* Q(s) by a second-order Horner scheme (two chains in s^2, joined at
+     * the end): 7 dependent FMAs deep instead of 14 */
+    VM_V s2 = V_MUL(s, s), ra = V_SET1(q[0]), rb = V_SET1(q[1]);
+    for (int i = 2; i < 14; i += 2) {
+        ra = V_FMA(ra, s2, V_SET1(q[i]));
+        rb = V_FMA(rb, s2, V_SET1(q[i + 1]));
+    }
+    ra = V_FMA(ra, s2, V_SET1(q[14]));
+    VM_V r = V_FMA(rb, s, ra);
     VM_V qt = V_MUL(e, V_MUL(r, z));
     return V_SEL(V_GE(x, VM_ZERO), V_SUB(VM_ONE, qt), qt);
 }
