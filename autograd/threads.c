@@ -395,7 +395,7 @@ static void judge(int64_t t0, int64_t t1, int64_t t2, int64_t mine, int64_t n, b
         back_off(t2);
         /* after the back-off, a few shared calls probe again */
         g_ratio_avg = WIN_RATIO - 0.05;
-    } else if (g_ratio_avg < WIN_RATIO - 0.1 && g_one_sided < ONE_SIDED_MAX / 2) {
+    } else if (g_ratio_avg < WIN_RATIO - 0.1 && g_one_sided < ONE_SIDED_MAX / 4) {
         g_backoff = BACKOFF_MIN_NS;
     }
 }
