@@ -396,6 +396,9 @@ static void judge(int64_t t0, int64_t t1, int64_t t2, int64_t mine, int64_t n, b
         /* after the back-off, a few shared calls probe again */
         g_ratio_avg = WIN_RATIO - 0.05;
     } else if (g_ratio_avg < WIN_RATIO - 0.1 && g_one_sided < ONE_SIDED_MAX / 4) {
+        /* winning, and the threads have had their cores for a while (the
+         * one-sided share restarts at 1/8 after a back-off): a later
+         * back-off starts short again */
         g_backoff = BACKOFF_MIN_NS;
     }
 }
