@@ -3,7 +3,6 @@
  * backwards is a valid topological order: no sort, no recursion. */
 #include "autograd_internal.h"
 
-#include <math.h>
 #include <stdatomic.h>
 
 #define BLOCK_MIN ((size_t)1 << 20)
@@ -608,20 +607,18 @@ bool ag_needs_grad(const ag_tape *tape, const ag_tensor *x)
 }
 
 /* A new tape gradient buffer for x: zeroed, or when fresh is not NULL
- * left for the caller to write whole (*fresh = true; NaN in anomaly mode,
- * so an element it leaves shows). */
+ * left for the caller to write whole (*fresh = true; ag_tape_empty's NaN
+ * in anomaly mode, so an element it leaves shows). */
 static ag_tensor *new_tape_grad(ag_tape *tape, ag_tensor *x, bool *fresh)
 {
+    if (fresh) {
+        ag_tensor *g = ag_tape_empty(tape, x->dtype, x->ndim, x->shape);
+        *fresh = g != NULL;
+        return g;
+    }
     ag_tensor *g = ag_tensor_tape(tape, x->dtype, x->ndim, x->shape);
-    if (!g)
-        return NULL;
-    if (!fresh)
+    if (g)
         zero_bytes(g->data, (size_t)x->numel * ag_dtype_size(x->dtype));
-    else if (tape->anomaly)
-        for (int64_t i = 0; i < g->numel; i++)
-            ag_set(g, i, NAN);
-    if (fresh)
-        *fresh = true;
     return g;
 }
 

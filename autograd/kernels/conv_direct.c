@@ -55,22 +55,12 @@ typedef struct {
 #define DATTR __attribute__((target("avx512f")))
 #define DFMA(a, b, c) ((D(vf))_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
 #include "conv_direct_impl.h"
-#undef D
-#undef DVL
-#undef DOB
-#undef DATTR
-#undef DFMA
 #define D(name) name##_avx2
 #define DVL 8
 #define DOB 1
 #define DATTR __attribute__((target("avx2,fma")))
 #define DFMA(a, b, c) ((D(vf))_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
 #include "conv_direct_impl.h"
-#undef D
-#undef DVL
-#undef DOB
-#undef DATTR
-#undef DFMA
 #endif
 #define D(name) name##_generic
 #define DVL 4
@@ -78,11 +68,6 @@ typedef struct {
 #define DATTR
 #define DFMA(a, b, c) ((a) * (b) + (c))
 #include "conv_direct_impl.h"
-#undef D
-#undef DVL
-#undef DOB
-#undef DATTR
-#undef DFMA
 
 /* This CPU's loops and their channel block. */
 typedef struct {

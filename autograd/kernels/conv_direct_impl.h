@@ -1,6 +1,8 @@
 /* conv_direct_impl.h — the loops of conv_direct.c (which see), stamped
  * out per ISA: included with D(name), DVL (floats a vector), DOB (output
- * channels a pass) and DATTR (the target attribute) defined.  Widths and
+ * channels a pass), DATTR (the target attribute) and DFMA(a, b, c) (a b +
+ * c, fused where the ISA has it: c_std=c11 turns GCC's contraction off)
+ * defined, which it undefines at its end.  Widths and
  * blocks are the ISA's because the register file is: the 32 zmm registers
  * of AVX-512 hold the 18 accumulators of two channels' weight gradient,
  * AVX2's 16 ymm registers only one channel's 9, and at AVX-512's width
@@ -71,9 +73,9 @@ DATTR AG_INLINE void D(forward_block)(const fwd_run *r, const float *x, float *y
 }
 
 /* y[n] = w * x[n] + b, DOB channels at a time: their weights in
- * registers, x[n] in L1 (one channel at a time on AVX-512, the forward
- * took ~23 cycles an output vector: 9 loads, 9 multiplies, 9 adds and
- * the addressing). */
+ * registers, x[n] in L1 (on AVX-512 one channel at a time took ~23
+ * cycles an output vector, before the FMAs: 9 loads, 9 multiplies, 9
+ * adds and the addressing). */
 DATTR static void D(forward_sample)(void *vr, int64_t n, int64_t chunk)
 {
     (void)chunk;
@@ -169,3 +171,9 @@ DATTR static void D(weight_grad_block)(void *vr, int64_t blk, int64_t chunk)
         for (int64_t o = o0; o < r->g->O; o++)
             D(dw_block)(r, o, 1);
 }
+
+#undef D
+#undef DVL
+#undef DOB
+#undef DATTR
+#undef DFMA
