@@ -3,9 +3,11 @@
  * arguments that turns a mismatch between ranks into an error on all of
  * them instead of a hang. */
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dist_internal.h"
 
@@ -31,6 +33,21 @@ bool dist_check_up(const char *fn)
 MPI_Datatype dist_mpi_type(ag_dtype dt)
 {
     return dt == AG_F32 ? MPI_FLOAT : dt == AG_F64 ? MPI_DOUBLE : MPI_DATATYPE_NULL;
+}
+
+/* Whether this machine runs more of comm's ranks than it has cores online
+ * (mpirun --oversubscribe): then a waiting rank must sleep, not spin. */
+static int crowded(MPI_Comm comm, bool *out)
+{
+    MPI_Comm node;
+    int local = 1, rc = MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    if (rc)
+        return rc;
+    MPI_Comm_size(node, &local);
+    MPI_Comm_free(&node);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    *out = cores > 0 && local > cores;
+    return MPI_SUCCESS;
 }
 
 ag_status dist_init(int *argc, char ***argv)
@@ -61,6 +78,10 @@ ag_status dist_init(int *argc, char ***argv)
     MPI_Comm_set_errhandler(w.comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(w.comm, &w.rank);
     MPI_Comm_size(w.comm, &w.size);
+    if ((rc = crowded(w.comm, &w.crowded))) {
+        MPI_Comm_free(&w.comm);
+        return dist_mpi_fail(fn, "MPI_Comm_split_type", rc);
+    }
     w.up = true;
     dist_w = w;
     return AG_OK;
@@ -96,6 +117,10 @@ int dist_wait_all(int n, MPI_Request *req)
     while (!(rc = MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE)) && !done) {
         if (MPI_Wtime() - t0 < SPIN_S)
             continue;
+        if (!dist_w.crowded) {
+            sched_yield();
+            continue;
+        }
         nanosleep(&(struct timespec){0, nap}, NULL);
         nap = nap * 2 < SLEEP_MAX_NS ? nap * 2 : SLEEP_MAX_NS;
     }
