@@ -132,6 +132,26 @@ typedef struct dist_reducer_opts {
      * the hook (all buckets start in dist_reducer_wait), to measure what
      * the reduction costs when nothing hides it; 0: never.  Same result. */
     int probe_every;
+    /* The optimizer step sharded over the ranks (ZeRO stage 1).  NULL
+     * (default): dist_reducer_wait leaves the whole sum in every gradient
+     * and the caller steps every parameter.  Set: dist_reducer_wait calls
+     * update(update_ctx, lo, hi) once, after the reduce-scatter, with
+     * lo[k], hi[k] the elements of params[k] (the caller's array) whose
+     * sum this rank holds in the gradient (its chunks of the buckets; an
+     * empty range where it holds none), for it to update those elements
+     * and only those (optim_step_parts(opt, lo, hi), the parameters in the
+     * optimizer's order = the reducer's); then the ranks exchange the
+     * updated parameters instead of the summed gradients, so each does
+     * 1/R of the optimizer's work and every rank ends with the same
+     * parameters, byte for byte those of one optimizer step on the whole
+     * sum (the optimizers update each element on its own).  After such a
+     * wait a gradient holds the sum only in this rank's part, and the
+     * optimizer's state is current only there: dist_reducer_gather
+     * brings state buffers up to date (before a checkpoint).  An update
+     * that fails returns its status from dist_reducer_wait on its rank;
+     * the exchange still runs. */
+    ag_status (*update)(void *update_ctx, const int64_t *lo, const int64_t *hi);
+    void *update_ctx;
 } dist_reducer_opts;
 
 /* A reducer for the gradients of params[0..n) (persistent, f32 or f64,
@@ -163,6 +183,16 @@ ag_status dist_reducer_begin(dist_reducer *r, ag_tape *tape);
  * on this rank only); AG_ERR_IO when MPI fails. */
 ag_status dist_reducer_wait(dist_reducer *r);
 
+/* With opts.update: t[k] (one tensor per parameter, in the caller's
+ * order, each of its parameter's shape and dtype: the optimizer's state
+ * buffers of one name, say) becomes on every rank the same, each
+ * element taken from the rank that updated it.  Blocking; collective; not
+ * between dist_reducer_begin and dist_reducer_wait.  AG_ERR_ARG for NULL
+ * r or t, a NULL, tape or mismatched t[k]; AG_ERR_STATE without
+ * opts.update or inside a step; AG_ERR_IO when MPI fails.  The argument
+ * checks fail on every rank together. */
+ag_status dist_reducer_gather(dist_reducer *r, ag_tensor *const *t);
+
 typedef struct dist_reducer_stats {
     int buckets;            /* per step */
     int64_t bytes;          /* gradient bytes per step (all buckets) */
@@ -172,6 +202,7 @@ typedef struct dist_reducer_stats {
     double flight_s;        /* seconds from their first bucket's start to wait */
     int64_t probe_steps;    /* waits without the hook (probes, or no begin) */
     double probe_wait_s;    /* seconds inside those waits (the unhidden cost) */
+    double update_s;        /* seconds in opts.update (not in the waits above) */
 } dist_reducer_stats;
 /* Counters since dist_reducer_new; zeros for NULL r (ag_last_error set).
  * The share of the reduction hidden behind backward is

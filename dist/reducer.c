@@ -24,7 +24,7 @@
 
 #include "dist_internal.h"
 
-typedef enum { B_IDLE, B_REDUCE, B_GATHER, B_DONE } bucket_state;
+typedef enum { B_IDLE, B_REDUCE, B_SUMMED, B_GATHER, B_DONE } bucket_state;
 
 typedef struct bucket {
     int first, count;      /* parameters [first, first + count) in reducer order */
@@ -32,7 +32,8 @@ typedef struct bucket {
     int64_t n;             /* elements */
     void *pack;            /* n: the gradients, then the sums, when not aliased */
     void *buf;             /* this step's: the lone gradient buffer, or pack */
-    void *bound;           /* the buf the requests were made for (NULL: none) */
+    void *gbuf;            /* the gather's: buf, or (with update) the lone parameter or pack */
+    void *bound[2];        /* the buffers the reduce and gather requests were made for */
     void *slot;            /* x chunk me: the other ranks' pieces of chunk me */
     MPI_Request *req;      /* reduce: 2 (R-1) (sends, receives); gather: the same */
     int pending;           /* parameters not reported ready this step */
@@ -49,6 +50,8 @@ struct dist_reducer {
     dist_reducer_opts o;
     int n;                 /* parameters */
     ag_tensor **param;     /* in reducer order: the caller's, reversed */
+    int64_t *own_lo, *own_hi; /* caller's order: the elements whose sum this rank holds */
+    ag_tensor *const *given;  /* dist_reducer_gather's tensors (caller's order) */
     int *bucket_of;        /* per parameter */
     uint64_t *ready_step;  /* per parameter: the step it was reported ready in */
     by_addr *addr;
@@ -61,6 +64,7 @@ struct dist_reducer {
     int64_t begins;        /* for probe_every */
     double t_first;        /* this step's first start */
     int early;             /* buckets started before wait this step */
+    double update_s;       /* this step's time in opts.update */
     ag_status err;         /* first failure of this step */
     dist_reducer_stats st;
 };
@@ -82,11 +86,21 @@ static void mpi_check(dist_reducer *r, const char *call, int rc)
 
 /* ---- a bucket's phases ---- */
 
-static void pack(dist_reducer *r, bucket *b)
+/* What a bucket carries for parameter k: its gradient, itself (with
+ * update), or the caller's tensor of dist_reducer_gather. */
+typedef enum { C_GRADS, C_PARAMS, C_GIVEN } carry;
+
+static ag_tensor *carried(const dist_reducer *r, int k, carry c)
+{
+    return c == C_PARAMS ? r->param[k] : c == C_GIVEN ? r->given[r->n - 1 - k]
+                                                      : ag_grad(r->param[k]);
+}
+
+static void pack(dist_reducer *r, bucket *b, carry params)
 {
     size_t es = ag_dtype_size(b->dt), off = 0;
     for (int k = b->first; k < b->first + b->count; k++) {
-        ag_tensor *g = ag_grad(r->param[k]);
+        ag_tensor *g = carried(r, k, params);
         size_t bytes = (size_t)ag_numel(r->param[k]) * es;
         if (g)
             memcpy((char *)b->pack + off, ag_data(g), bytes);
@@ -96,11 +110,11 @@ static void pack(dist_reducer *r, bucket *b)
     }
 }
 
-static void unpack(dist_reducer *r, bucket *b)
+static void unpack(dist_reducer *r, bucket *b, carry params)
 {
     size_t es = ag_dtype_size(b->dt), off = 0;
     for (int k = b->first; k < b->first + b->count; k++) {
-        ag_tensor *g = ag_grad(r->param[k]);
+        ag_tensor *g = carried(r, k, params);
         size_t bytes = (size_t)ag_numel(r->param[k]) * es;
         if (g) {
             memcpy(ag_data(g), (char *)b->pack + off, bytes);
@@ -151,22 +165,33 @@ static void sum_chunk(dist_reducer *r, bucket *b)
         sum_f64((double *)b->buf + lo, b->slot, m, R, me, r->o.average);
 }
 
-static int make_requests(bucket *b, int bi);
+static int make_requests(bucket *b, int bi, int phase, void *buf, MPI_Request *q);
 
-/* The buffer of this step (the lone gradient, else pack), with requests
- * made for it: on the first step, or if that gradient buffer changed. */
+/* Requests of phase (0 reduce, 1 gather) over buf: made on the first
+ * step, or again when that buffer changed. */
+static void bind_phase(dist_reducer *r, bucket *b, int phase, void *buf)
+{
+    const int k = 2 * (dist_w.size - 1);
+    if (buf == b->bound[phase] || dist_w.size == 1)
+        return;
+    for (int i = 0; b->bound[phase] && i < k; i++)
+        MPI_Request_free(&b->req[phase * k + i]);
+    b->bound[phase] = buf;
+    mpi_check(r, "MPI_Send_init/MPI_Recv_init",
+              make_requests(b, (int)(b - r->b), phase, buf, b->req + phase * k));
+}
+
+/* The buffers of this step: the lone gradient (else pack) for the reduce,
+ * the same for the gather, or with update the lone parameter (else pack). */
 static void bind(dist_reducer *r, bucket *b)
 {
     ag_tensor *g = b->count == 1 ? ag_grad(r->param[b->first]) : NULL;
     b->buf = g ? ag_data(g) : b->pack;
     if (b->buf == b->pack)
-        pack(r, b);
-    if (b->buf == b->bound || dist_w.size == 1)
-        return;
-    for (int k = 0; b->bound && k < 4 * (dist_w.size - 1); k++)
-        MPI_Request_free(&b->req[k]);
-    b->bound = b->buf;
-    mpi_check(r, "MPI_Send_init/MPI_Recv_init", make_requests(b, (int)(b - r->b)));
+        pack(r, b, C_GRADS);
+    b->gbuf = !r->o.update ? b->buf : b->count == 1 ? ag_data(r->param[b->first]) : b->pack;
+    bind_phase(r, b, 0, b->buf);
+    bind_phase(r, b, 1, b->gbuf);
 }
 
 static void start(dist_reducer *r, bucket *b)
@@ -180,6 +205,17 @@ static void start(dist_reducer *r, bucket *b)
     }
     mpi_check(r, "MPI_Startall", MPI_Startall(2 * (dist_w.size - 1), b->req));
     b->state = B_REDUCE;
+}
+
+/* The gather of b's summed chunk (or, with update, of its parameters'
+ * updated chunk). */
+static void start_gather(dist_reducer *r, bucket *b)
+{
+    const int k = 2 * (dist_w.size - 1);
+    if (r->o.update && b->gbuf == b->pack)
+        pack(r, b, C_PARAMS);
+    mpi_check(r, "MPI_Startall", MPI_Startall(k, b->req + k));
+    b->state = B_GATHER;
 }
 
 /* Moves b on by one phase when its messages are done (block: wait for them). */
@@ -196,11 +232,14 @@ static void advance(dist_reducer *r, bucket *b, bool block)
         return;
     if (b->state == B_REDUCE) {
         sum_chunk(r, b);
-        mpi_check(r, "MPI_Startall", MPI_Startall(k, b->req + k));
-        b->state = B_GATHER;
+        b->state = B_SUMMED;
+        if (!r->o.update)
+            start_gather(r, b);
+        else if (b->buf == b->pack) /* the optimizer reads the sums there */
+            unpack(r, b, C_GRADS);
     } else {
-        if (b->buf == b->pack)
-            unpack(r, b);
+        if (b->gbuf == b->pack)
+            unpack(r, b, r->o.update ? C_PARAMS : C_GRADS);
         b->state = B_DONE;
     }
 }
@@ -260,6 +299,21 @@ ag_status dist_reducer_begin(dist_reducer *r, ag_tape *tape)
     return AG_OK;
 }
 
+/* With update: the optimizer over this rank's chunks (the sums are in the
+ * gradient buffers there), then every bucket's gather of the parameters.
+ * A failed update still gathers, so that no rank is left waiting. */
+static void sharded_update(dist_reducer *r)
+{
+    double t0 = MPI_Wtime();
+    ag_status st = r->o.update(r->o.update_ctx, r->own_lo, r->own_hi);
+    r->update_s = MPI_Wtime() - t0;
+    if (st != AG_OK)
+        keep_error(r, st);
+    for (int i = 0; i < r->nb; i++)
+        if (r->b[i].state == B_SUMMED)
+            start_gather(r, &r->b[i]);
+}
+
 /* Back to the start of a step: every bucket idle and waiting for all of
  * its parameters. */
 static void step_reset(dist_reducer *r)
@@ -270,6 +324,7 @@ static void step_reset(dist_reducer *r)
     }
     r->next_start = 0;
     r->early = 0;
+    r->update_s = 0;
     r->err = AG_OK;
     r->step++;
     r->begun = r->hooked = false;
@@ -278,6 +333,8 @@ static void step_reset(dist_reducer *r)
 
 static void count_step(dist_reducer *r, double t_wait, double t_end)
 {
+    r->st.update_s += r->update_s;
+    t_end -= r->update_s; /* the exchange's cost, not the optimizer's */
     if (r->hooked) {
         r->st.steps++;
         r->st.early += r->early;
@@ -301,17 +358,95 @@ ag_status dist_reducer_wait(dist_reducer *r)
     r->early = r->next_start;
     while (r->next_start < r->nb)
         start(r, &r->b[r->next_start++]);
-    /* every reduce phase first (each bucket's gather starts as its reduce
-     * ends, so gathers run while later reduces are waited for), then the
-     * gathers */
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < r->nb; i++)
-            if (r->b[i].state == (pass == 0 ? B_REDUCE : B_GATHER))
-                advance(r, &r->b[i], true);
+    /* every reduce phase first (without update each bucket's gather starts
+     * as its reduce ends, so gathers run while later reduces are waited
+     * for), then with update the optimizer's step on this rank's chunks and
+     * the gathers of the updated parameters, then the gathers */
+    for (int i = 0; i < r->nb; i++)
+        if (r->b[i].state == B_REDUCE)
+            advance(r, &r->b[i], true);
+    if (r->o.update)
+        sharded_update(r);
+    for (int i = 0; i < r->nb; i++)
+        if (r->b[i].state == B_GATHER)
+            advance(r, &r->b[i], true);
+    for (int k = 0; r->o.update && k < r->n; k++)
+        ag_tensor_mark_modified(r->param[k]);
     count_step(r, t0, MPI_Wtime());
     ag_status st = r->err;
     step_reset(r);
     return st;
+}
+
+/* dist_reducer_gather's local checks: t[k] like params[k]. */
+static ag_status check_given(const char *fn, const dist_reducer *r, ag_tensor *const *t)
+{
+    ag_status st = dist_check_tensors(fn, "t", t, r->n);
+    for (int c = 0; st == AG_OK && c < r->n; c++) {
+        const ag_tensor *p = r->param[r->n - 1 - c];
+        bool same = ag_dtype_of(t[c]) == ag_dtype_of(p) && ag_ndim(t[c]) == ag_ndim(p);
+        for (int d = 0; same && d < ag_ndim(p); d++)
+            same = ag_shape(t[c])[d] == ag_shape(p)[d];
+        if (!same) {
+            ag_set_last_error("%s: t[%d] differs from params[%d] in shape or dtype", fn, c, c);
+            st = AG_ERR_ARG;
+        }
+    }
+    return st;
+}
+
+/* Every rank's chunk of bucket b's buf to every other rank, blocking
+ * (the gather's tag: no step is in flight), with the third third of b's
+ * request slots. */
+static int gather_now(bucket *b, int bi, void *buf)
+{
+    const int k = 2 * (dist_w.size - 1);
+    MPI_Request *req = b->req + 2 * k;
+    int rc = make_requests(b, bi, 1, buf, req);
+    if (!rc)
+        rc = MPI_Startall(k, req);
+    if (!rc)
+        rc = dist_wait_all(k, req);
+    for (int i = 0; i < k; i++)
+        if (req[i] != MPI_REQUEST_NULL)
+            MPI_Request_free(&req[i]);
+    return rc;
+}
+
+ag_status dist_reducer_gather(dist_reducer *r, ag_tensor *const *t)
+{
+    const char *fn = "dist_reducer_gather";
+    ag_status st = AG_OK;
+    if (!r || !t) {
+        ag_set_last_error("%s: %s is NULL", fn, !r ? "r" : "t");
+        st = AG_ERR_ARG;
+    } else if (!r->o.update || r->begun) {
+        ag_set_last_error("%s: %s", fn, r->begun ? "a step is begun (call dist_reducer_wait "
+                                                   "first)"
+                                                 : "the reducer has no opts.update: every rank "
+                                                   "holds every element already");
+        st = AG_ERR_STATE;
+    } else {
+        st = check_given(fn, r, t);
+    }
+    st = dist_agree(fn, 0, st == AG_OK, st, "tensors");
+    if (st != AG_OK || dist_w.size == 1)
+        return st;
+    r->given = t;
+    int rc = MPI_SUCCESS;
+    for (int i = 0; i < r->nb && !rc; i++) {
+        bucket *b = &r->b[i];
+        bool lone = b->count == 1;
+        if (!lone)
+            pack(r, b, C_GIVEN);
+        rc = gather_now(b, i, lone ? ag_data(t[r->n - 1 - b->first]) : b->pack);
+        if (!rc && !lone)
+            unpack(r, b, C_GIVEN);
+    }
+    r->given = NULL;
+    for (int c = 0; c < r->n; c++)
+        ag_tensor_mark_modified(t[c]);
+    return rc ? dist_mpi_fail(fn, "MPI_Startall/MPI_Waitall", rc) : AG_OK;
 }
 
 dist_reducer_stats dist_reducer_stats_get(const dist_reducer *r)
@@ -352,18 +487,17 @@ static int plan_buckets(dist_reducer *r, size_t cap, bucket *b)
     return nb;
 }
 
-/* The persistent requests of bucket number bi over its buf (tags 2 bi and
- * 2 bi + 1). */
-static int make_requests(bucket *b, int bi)
+/* The persistent requests of phase (0 reduce, 1 gather) of bucket number
+ * bi over buf (tag 2 bi + phase), into q[0, 2 (R-1)). */
+static int make_requests(bucket *b, int bi, int phase, void *buf, MPI_Request *q)
 {
     const int me = dist_w.rank, R = dist_w.size;
     const size_t es = ag_dtype_size(b->dt);
     const int m = (int)chunk_len(b, me);
     MPI_Datatype T = dist_mpi_type(b->dt);
-    char *pk = b->buf, *sl = b->slot;
-    MPI_Request *q = b->req;
+    char *pk = buf, *sl = b->slot;
     int rc = MPI_SUCCESS;
-    for (int phase = 0; phase < 2; phase++) {
+    {
         int tag = 2 * bi + phase;
         for (int p = 0; p < R && !rc; p++)
             if (p != me)
@@ -381,6 +515,23 @@ static int make_requests(bucket *b, int bi)
     return rc;
 }
 
+/* own_lo/own_hi: per parameter (caller's order), the part of it inside
+ * this rank's chunk of its bucket. */
+static void plan_ownership(dist_reducer *r)
+{
+    const int me = dist_w.rank;
+    for (int i = 0; i < r->nb; i++) {
+        const bucket *b = &r->b[i];
+        int64_t lo = chunk_lo(b, me), hi = chunk_lo(b, me + 1), off = 0;
+        for (int k = b->first; k < b->first + b->count; k++) {
+            int64_t n = ag_numel(r->param[k]), c = r->n - 1 - k;
+            r->own_lo[c] = lo - off < 0 ? 0 : lo - off > n ? n : lo - off;
+            r->own_hi[c] = hi - off < r->own_lo[c] ? r->own_lo[c] : hi - off > n ? n : hi - off;
+            off += n;
+        }
+    }
+}
+
 /* Buffers and request slots of every bucket; false on no memory. */
 static bool alloc_buckets(dist_reducer *r)
 {
@@ -391,10 +542,10 @@ static bool alloc_buckets(dist_reducer *r)
         b->pack = ag_mem_alloc((size_t)b->n * es);
         size_t slots = (size_t)(R - 1) * (size_t)chunk_len(b, dist_w.rank);
         b->slot = ag_mem_alloc(slots * es + 1);
-        b->req = ag_mem_alloc(4 * (size_t)R * sizeof *b->req);
+        b->req = ag_mem_alloc(6 * (size_t)R * sizeof *b->req);
         if (!b->pack || !b->slot || !b->req)
             return false;
-        for (int k = 0; k < 4 * R; k++)
+        for (int k = 0; k < 6 * R; k++)
             b->req[k] = MPI_REQUEST_NULL;
         b->pending = b->count;
     }
@@ -445,7 +596,9 @@ static ag_status build(const char *fn, dist_reducer *r, ag_tensor *const *params
     r->bucket_of = ag_mem_alloc((size_t)r->n * sizeof *r->bucket_of + 1);
     r->ready_step = ag_mem_calloc((size_t)r->n * sizeof *r->ready_step + 1);
     r->addr = ag_mem_alloc((size_t)r->n * sizeof *r->addr + 1);
-    if (!r->param || !r->bucket_of || !r->ready_step || !r->addr)
+    r->own_lo = ag_mem_alloc((size_t)r->n * sizeof *r->own_lo + 1);
+    r->own_hi = ag_mem_alloc((size_t)r->n * sizeof *r->own_hi + 1);
+    if (!r->param || !r->bucket_of || !r->ready_step || !r->addr || !r->own_lo || !r->own_hi)
         goto nomem;
     for (int k = 0; k < r->n; k++) {
         r->param[k] = params[r->n - 1 - k];
@@ -467,6 +620,7 @@ static ag_status build(const char *fn, dist_reducer *r, ag_tensor *const *params
         return st;
     if (!alloc_buckets(r))
         goto nomem;
+    plan_ownership(r);
     return AG_OK;
 nomem:
     ag_set_last_error("%s: out of memory", fn);
@@ -498,6 +652,7 @@ dist_reducer *dist_reducer_new(ag_tensor *const *params, int n, const dist_reduc
         sig = dist_sig_mix(dist_layout_sig(params, n), r->o.bucket_bytes);
         sig = dist_sig_mix(sig, (uint64_t)r->o.average);
         sig = dist_sig_mix(sig, (uint64_t)r->o.probe_every);
+        sig = dist_sig_mix(sig, (uint64_t)(r->o.update != NULL));
     }
     st = dist_agree(fn, sig, st == AG_OK, st, "parameter lists or reducer options");
     if (st != AG_OK) {
@@ -513,7 +668,7 @@ void dist_reducer_free(dist_reducer *r)
         return;
     for (int i = 0; r->b && i < r->nb; i++) {
         bucket *b = &r->b[i];
-        for (int k = 0; dist_w.up && b->req && k < 4 * dist_w.size; k++)
+        for (int k = 0; dist_w.up && b->req && k < 6 * dist_w.size; k++)
             if (b->req[k] != MPI_REQUEST_NULL)
                 MPI_Request_free(&b->req[k]);
         ag_mem_free(b->pack);
@@ -525,5 +680,7 @@ void dist_reducer_free(dist_reducer *r)
     ag_mem_free(r->bucket_of);
     ag_mem_free(r->ready_step);
     ag_mem_free(r->addr);
+    ag_mem_free(r->own_lo);
+    ag_mem_free(r->own_hi);
     ag_mem_free(r);
 }

@@ -62,8 +62,8 @@ static void adagrad_update(optim *o, optim_pstate *st, const ag_tensor *g)
                          op->weight_decay, op->eps};
     void *a[] = {ag_data(st->param), (void *)ag_data_const(g), ag_data(st->buf[ADAGRAD_SUM])};
     ag_dtype dt = ag_dtype_of(st->param);
-    optim_run(&k, dt == AG_F32 ? adagrad_f32_range : adagrad_f64_range, ag_numel(st->param),
-              ag_dtype_size(dt), 3, a);
+    optim_run(o, &k, dt == AG_F32 ? adagrad_f32_range : adagrad_f64_range, ag_dtype_size(dt),
+              3, a);
 }
 
 static bool adagrad_opts_ok(const char *fn, const optim_adagrad_opts *op)

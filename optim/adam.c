@@ -125,7 +125,7 @@ static void adam_update(optim *o, optim_pstate *st, const ag_tensor *g)
     const bool f32 = ag_dtype_of(st->param) == AG_F32;
     optim_range_fn fn = f32 ? (op->amsgrad ? adam_f32_ams_range : adam_f32_range)
                             : (op->amsgrad ? adam_f64_ams_range : adam_f64_range);
-    optim_run(&k, fn, ag_numel(st->param), ag_dtype_size(ag_dtype_of(st->param)), 5, a);
+    optim_run(o, &k, fn, ag_dtype_size(ag_dtype_of(st->param)), 5, a);
 }
 
 static bool adam_opts_ok(const char *fn, const optim_adam_opts *op)

@@ -136,12 +136,9 @@ bool optim_buf_ensure(optim_pstate *st, int i)
     return st->buf[i] != NULL;
 }
 
-ag_status optim_step(optim *o)
+/* optim_step (lo NULL: every element) and optim_step_parts. */
+static ag_status step(optim *o, const int64_t *lo, const int64_t *hi, const char *fn)
 {
-    if (!o) {
-        ag_set_last_error("optim_step: o is NULL");
-        return AG_ERR_ARG;
-    }
     /* Allocate every buffer this step needs first, so that running out of
      * memory leaves all parameters as they were. */
     for (int i = 0; i < o->n; i++) {
@@ -151,9 +148,9 @@ ag_status optim_step(optim *o)
         unsigned need = o->def->needs(o, st);
         for (int b = 0; b < OPTIM_MAX_BUFS; b++) {
             if ((need >> b & 1u) && !optim_buf_ensure(st, b)) {
-                ag_set_last_error("optim_step: out of memory for the state of "
-                                  "parameter #%d (%lld elements)",
-                                  i + 1, (long long)ag_numel(st->param));
+                ag_set_last_error("%s: out of memory for the state of parameter #%d "
+                                  "(%lld elements)", fn, i + 1,
+                                  (long long)ag_numel(st->param));
                 return AG_ERR_NOMEM;
             }
         }
@@ -161,12 +158,41 @@ ag_status optim_step(optim *o)
     for (int i = 0; i < o->n; i++) {
         optim_pstate *st = &o->states[i];
         const ag_tensor *g = ag_grad(st->param);
-        if (g) {
-            o->def->update(o, st, g);
+        if (!g)
+            continue;
+        o->lo = lo ? lo[i] : 0;
+        o->hi = lo ? hi[i] : ag_numel(st->param);
+        o->def->update(o, st, g);
+        if (o->hi > o->lo)
             ag_tensor_mark_modified(st->param);
-        }
     }
     return AG_OK;
+}
+
+ag_status optim_step(optim *o)
+{
+    if (!o) {
+        ag_set_last_error("optim_step: o is NULL");
+        return AG_ERR_ARG;
+    }
+    return step(o, NULL, NULL, "optim_step");
+}
+
+ag_status optim_step_parts(optim *o, const int64_t *lo, const int64_t *hi)
+{
+    const char *fn = "optim_step_parts";
+    if (!o || !lo || !hi) {
+        ag_set_last_error("%s: %s is NULL", fn, !o ? "o" : !lo ? "lo" : "hi");
+        return AG_ERR_ARG;
+    }
+    for (int i = 0; i < o->n; i++)
+        if (lo[i] < 0 || hi[i] < lo[i] || hi[i] > ag_numel(o->params[i])) {
+            ag_set_last_error("%s: parameter #%d: [lo, hi) = [%lld, %lld) is not a range of "
+                              "its %lld elements", fn, i + 1, (long long)lo[i],
+                              (long long)hi[i], (long long)ag_numel(o->params[i]));
+            return AG_ERR_ARG;
+        }
+    return step(o, lo, hi, fn);
 }
 
 void optim_zero_grad(optim *o)
@@ -237,9 +263,10 @@ const char *optim_name(const optim *o)
     return have("optim_name", "o", o) ? o->def->name : NULL;
 }
 
-const ag_tensor *optim_state(const optim *o, const ag_tensor *param, const char *name)
+/* optim_state and optim_state_buffer, named fn in messages. */
+static ag_tensor *state_buf(const optim *o, const ag_tensor *param, const char *name,
+                            const char *fn)
 {
-    const char *fn = "optim_state";
     if (!have(fn, "o", o) || !have(fn, "param", param) || !have(fn, "name", name))
         return NULL;
     const optim_pstate *st = optim_find_state(o, param);
@@ -251,6 +278,16 @@ const ag_tensor *optim_state(const optim *o, const ag_tensor *param, const char 
             return st->buf[b];
     }
     return NULL;
+}
+
+const ag_tensor *optim_state(const optim *o, const ag_tensor *param, const char *name)
+{
+    return state_buf(o, param, name, "optim_state");
+}
+
+ag_tensor *optim_state_buffer(optim *o, const ag_tensor *param, const char *name)
+{
+    return state_buf(o, param, name, "optim_state_buffer");
 }
 
 int64_t optim_state_steps(const optim *o, const ag_tensor *param)

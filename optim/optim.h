@@ -159,6 +159,20 @@ optim *optim_adagrad(ag_tensor **params, int n, optim_adagrad_opts opts);
  * allocated (then no parameter is changed). */
 ag_status optim_step(optim *o);
 
+/* optim_step for a part of each parameter: the elements [lo[i], hi[i])
+ * (row-major) of parameter i (in the order the optimizer was given them)
+ * are updated from the same elements of its gradient, its other elements
+ * and their state left as they are; step counts advance as in optim_step
+ * (for every parameter with a gradient, also one whose part is empty).
+ * Every optimizer here updates each element on its own, so processes that
+ * each step a disjoint part of every parameter, together covering it,
+ * compute exactly optim_step's values, element by element: a sharded
+ * optimizer step (ZeRO stage 1, dist_reducer_opts.update).  The elements
+ * outside the part (and their state) are this process's to bring up to
+ * date (dist_reducer_gather).  AG_ERR_ARG for a NULL argument or a range
+ * outside a parameter (nothing changed); AG_ERR_NOMEM as optim_step. */
+ag_status optim_step_parts(optim *o, const int64_t *lo, const int64_t *hi);
+
 /* Sets every parameter's gradient to 0 (ag_zero_grad); NULL is a no-op. */
 void optim_zero_grad(optim *o);
 
@@ -184,6 +198,10 @@ const char *optim_name(const optim *o);
  * for a NULL argument).  optim_state_steps is the number of updates applied
  * to param (0 for a parameter not in o; 0 with ag_last_error for NULL). */
 const ag_tensor *optim_state(const optim *o, const ag_tensor *param, const char *name);
+/* The same buffer, writable: for bringing state up to date from other
+ * processes after optim_step_parts (dist_reducer_gather).  Writing it
+ * changes the optimizer's next steps as such. */
+ag_tensor       *optim_state_buffer(optim *o, const ag_tensor *param, const char *name);
 int64_t          optim_state_steps(const optim *o, const ag_tensor *param);
 
 void optim_free(optim *o);

@@ -77,6 +77,9 @@ struct optim {
     /* PyTorch's param_group['initial_lr']: set by the first schedule. */
     double initial_lr;
     bool has_initial_lr;
+    /* The elements [lo, hi) of the parameter an update is writing: all of
+     * them in optim_step, a part in optim_step_parts. */
+    int64_t lo, hi;
 };
 
 extern const optim_kind_def optim_sgd_def, optim_adam_def, optim_adamw_def,
@@ -126,16 +129,17 @@ static inline void optim_run_chunk(void *vc, int64_t lo, int64_t hi)
     c->fn(c->k, hi - lo, a);
 }
 
-/* Runs fn over elements [0, N) of the n_arrays arrays (elements of esz
- * bytes), in chunks on the thread pool.  Every element is updated on its
- * own, so results do not depend on the thread count. */
-static inline void optim_run(const void *k, optim_range_fn fn, int64_t N, size_t esz,
+/* Runs fn over elements [o->lo, o->hi) of the n_arrays arrays (whole
+ * parameter-shaped arrays, elements of esz bytes), in chunks on the thread
+ * pool.  Every element is updated on its own, so results depend neither on
+ * the thread count nor on how the elements are split into parts. */
+static inline void optim_run(const optim *o, const void *k, optim_range_fn fn, size_t esz,
                              int n_arrays, void *const *arrays)
 {
     optim_run_ctx c = {.k = k, .fn = fn, .n_arrays = n_arrays, .esz = esz};
     for (int i = 0; i < n_arrays; i++)
-        c.a[i] = arrays[i];
-    ag_parallel_for(N, OPTIM_CHUNK, optim_run_chunk, &c);
+        c.a[i] = arrays[i] ? (char *)arrays[i] + (size_t)o->lo * esz : NULL;
+    ag_parallel_for(o->hi - o->lo, OPTIM_CHUNK, optim_run_chunk, &c);
 }
 
 /* Element i of a float or double array, as double; store rounds to dtype. */

@@ -93,8 +93,7 @@ static void rmsprop_update(optim *o, optim_pstate *st, const ag_tensor *g)
     ag_dtype dt = ag_dtype_of(st->param);
     void *a[] = {ag_data(st->param), (void *)ag_data_const(g), ag_data(st->buf[RMS_SQ]), buf,
                  ga};
-    optim_run(&k, fns[dt == AG_F32][ga != NULL][buf != NULL], ag_numel(st->param),
-              ag_dtype_size(dt), 5, a);
+    optim_run(o, &k, fns[dt == AG_F32][ga != NULL][buf != NULL], ag_dtype_size(dt), 5, a);
     st->steps++;
     st->init = true;
 }

@@ -76,7 +76,7 @@ static void sgd_update(optim *o, optim_pstate *st, const ag_tensor *g)
     const bool f32 = ag_dtype_of(st->param) == AG_F32;
     optim_range_fn fn = f32 ? (buf ? sgd_f32_buf_range : sgd_f32_range)
                             : (buf ? sgd_f64_buf_range : sgd_f64_range);
-    optim_run(&k, fn, ag_numel(st->param), ag_dtype_size(ag_dtype_of(st->param)), 3, a);
+    optim_run(o, &k, fn, ag_dtype_size(ag_dtype_of(st->param)), 3, a);
     if (buf)
         st->init = true;
     st->steps++;

@@ -331,6 +331,154 @@ static void test_reducer_misuse(void **state)
     model_free(&m);
 }
 
+/* ---- the sharded optimizer step (opts.update) ---- */
+
+static ag_status adam_part(void *ctx, const int64_t *lo, const int64_t *hi)
+{
+    return optim_step_parts(ctx, lo, hi);
+}
+
+/* rank 0 refuses its part: the others must still finish the step */
+static ag_status refuse_on_rank0(void *ctx, const int64_t *lo, const int64_t *hi)
+{
+    if (dist_rank() == 0) {
+        ag_set_last_error("refused");
+        return AG_ERR_NOMEM;
+    }
+    return adam_part(ctx, lo, hi);
+}
+
+/* ref's gradients := the rank-order sum of every rank's g (backward of
+ * sum(ref * sum), whose gradient is 1 * sum, exact). */
+static void reference_backward(ag_tape *t, ag_tensor **ref, const model *m)
+{
+    const int R = dist_size();
+    for (int k = 0; k < NP; k++) {
+        ag_tensor *sum = ag_tensor_new(m->dt[k], 1, (int64_t[]){sizes[k]});
+        for (int64_t i = 0; i < sizes[k]; i++) {
+            double s = m->dt[k] == AG_F32 ? (double)(float)value(0, k, i) : value(0, k, i);
+            for (int q = 1; q < R; q++)
+                s = m->dt[k] == AG_F32 ? (double)((float)s + (float)value(q, k, i))
+                                       : s + value(q, k, i);
+            ag_set(sum, i, s);
+        }
+        ag_zero_grad(ref[k]);
+        assert_int_equal(ag_backward(t, ag_sum(t, ag_mul(t, ref[k], sum), AG_ALL, false)),
+                         AG_OK);
+        ag_tape_reset(t);
+        ag_tensor_free(sum);
+    }
+}
+
+static void assert_same_bits(const ag_tensor *a, const ag_tensor *b)
+{
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(ag_numel(a), ag_numel(b));
+    assert_memory_equal(ag_data_const(a), ag_data_const(b),
+                        (size_t)ag_numel(a) * ag_dtype_size(ag_dtype_of(a)));
+}
+
+/* Three steps of Adam sharded over the ranks against three whole steps in
+ * one process on the rank-order sums: the same parameters, and after
+ * dist_reducer_gather the same state, bit for bit. */
+static void run_sharded(model_kind kind, size_t bucket_bytes, bool hooked)
+{
+    model m = model_new(kind);
+    ag_tensor *ref[NP];
+    for (int k = 0; k < NP; k++)
+        ref[k] = filled(m.dt[k], sizes[k], 99, k, true);
+    optim_adam_opts ao = {.lr = 0.01, .weight_decay = 0.1};
+    optim *opt = optim_adam(m.p, NP, ao), *ref_opt = optim_adam(ref, NP, ao);
+    dist_reducer_opts o = {.bucket_bytes = bucket_bytes, .update = adam_part, .update_ctx = opt};
+    dist_reducer *r = dist_reducer_new(m.p, NP, &o);
+    assert_non_null(r);
+    ag_tape *t = ag_tape_new();
+    for (int step = 0; step < 3; step++) {
+        if (hooked)
+            assert_int_equal(dist_reducer_begin(r, t), AG_OK);
+        backward(t, &m);
+        assert_int_equal(dist_reducer_wait(r), AG_OK);
+        ag_tape_reset(t);
+        reference_backward(t, ref, &m);
+        assert_int_equal(optim_step(ref_opt), AG_OK);
+        for (int k = 0; k < NP; k++)
+            assert_same_bits(m.p[k], ref[k]);
+    }
+    assert_true(dist_reducer_stats_get(r).update_s > 0);
+    const char *names[] = {"exp_avg", "exp_avg_sq"};
+    for (int s = 0; s < 2; s++) {
+        ag_tensor *buf[NP];
+        for (int k = 0; k < NP; k++)
+            buf[k] = optim_state_buffer(opt, m.p[k], names[s]);
+        assert_int_equal(dist_reducer_gather(r, buf), AG_OK);
+        for (int k = 0; k < NP; k++)
+            assert_same_bits(buf[k], optim_state(ref_opt, ref[k], names[s]));
+    }
+    ag_tape_free(t);
+    dist_reducer_free(r);
+    optim_free(opt);
+    optim_free(ref_opt);
+    for (int k = 0; k < NP; k++)
+        ag_tensor_free(ref[k]);
+    model_free(&m);
+}
+
+static void test_reducer_sharded_update_one_param_a_bucket(void **state)
+{
+    (void)state;
+    run_sharded(M_F32, 1, true);
+}
+
+static void test_reducer_sharded_update_buckets_mixed(void **state)
+{
+    (void)state;
+    run_sharded(M_MIXED, 4096, true);
+    run_sharded(M_F64, 0, false);
+    run_sharded(M_F32, (size_t)1 << 30, true);
+}
+
+static void test_reducer_sharded_update_errors(void **state)
+{
+    (void)state;
+    model m = model_new(M_F32);
+    optim *opt = optim_adam(m.p, NP, (optim_adam_opts){0});
+    dist_reducer *plain = dist_reducer_new(m.p, NP, NULL);
+    ag_tensor *other[NP];
+    for (int k = 0; k < NP; k++)
+        other[k] = filled(AG_F32, sizes[k], 1, k, false);
+    assert_int_equal(dist_reducer_gather(plain, other), AG_ERR_STATE);
+    assert_non_null(strstr(ag_last_error(), "no opts.update"));
+    dist_reducer_free(plain);
+    dist_reducer *r = dist_reducer_new(
+        m.p, NP, &(dist_reducer_opts){.update = refuse_on_rank0, .update_ctx = opt});
+    assert_int_equal(dist_reducer_gather(r, NULL), AG_ERR_ARG);
+    /* one rank's wrong shape: an error on every rank, no hang */
+    ag_tensor *wrong = filled(AG_F32, 3, 1, 0, false), *keep = other[1];
+    if (dist_rank() == 1)
+        other[1] = wrong;
+    assert_int_equal(dist_reducer_gather(r, other), AG_ERR_ARG);
+    assert_non_null(strstr(ag_last_error(), dist_rank() == 1 ? "t[1] differs" : "another rank"));
+    other[1] = keep;
+    ag_tape *t = ag_tape_new();
+    assert_int_equal(dist_reducer_begin(r, t), AG_OK);
+    assert_int_equal(dist_reducer_gather(r, other), AG_ERR_STATE);
+    backward(t, &m);
+    assert_int_equal(dist_reducer_wait(r), dist_rank() == 0 ? AG_ERR_NOMEM : AG_OK);
+    assert_int_equal(optim_step_parts(opt, NULL, (int64_t[NP]){0}), AG_ERR_ARG);
+    int64_t lo[NP] = {0}, hi[NP] = {0};
+    hi[2] = sizes[2] + 1;
+    assert_int_equal(optim_step_parts(opt, lo, hi), AG_ERR_ARG);
+    assert_non_null(strstr(ag_last_error(), "parameter #3"));
+    ag_tape_free(t);
+    dist_reducer_free(r);
+    optim_free(opt);
+    ag_tensor_free(wrong);
+    for (int k = 0; k < NP; k++)
+        ag_tensor_free(other[k]);
+    model_free(&m);
+}
+
 static void test_reducer_step_allocates_nothing(void **state)
 {
     (void)state;
@@ -375,6 +523,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reducer_probe_steps),
         cmocka_unit_test(test_reducer_mismatch_fails_everywhere),
         cmocka_unit_test(test_reducer_misuse),
+        cmocka_unit_test(test_reducer_sharded_update_one_param_a_bucket),
+        cmocka_unit_test(test_reducer_sharded_update_buckets_mixed),
+        cmocka_unit_test(test_reducer_sharded_update_errors),
         cmocka_unit_test(test_reducer_step_allocates_nothing),
     };
     int failed = cmocka_run_group_tests_name("before dist_init", before, NULL, NULL);

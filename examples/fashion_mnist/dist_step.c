@@ -12,7 +12,14 @@
  * starts from zero; the sum runs in shard order, ((g0 + g1) + g2) + ...,
  * in the parameters' dtype — the order dist_reducer_wait uses.  Nothing in
  * the models draws random numbers during training (no dropout); a model
- * that did would key its draws by global sample index, not by shard. */
+ * that did would key its draws by global sample index, not by shard.
+ *
+ * --dist shards the optimizer step (ZeRO stage 1, dist_reducer_opts.update):
+ * each rank updates the part of every parameter whose sum it received and
+ * the ranks exchange parameters, not gradients; the optimizer updates each
+ * element on its own, so the model is the one a whole step gives, which
+ * --shards takes.  At the end of every epoch the optimizer's state is
+ * gathered, so that every rank holds all of it (rank 0 checkpoints it). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +43,7 @@ struct fm_dist {
     int64_t *labels;          /* one shard's labels (room for batch) */
     int n;
     ag_tensor **params;       /* the optimizer's, in forward order */
+    optim *opt;
     ag_tensor **acc;          /* --shards: the shard-order sum of the gradients */
     double backward_s;        /* this rank's time in backward, all steps */
     int64_t steps;
@@ -100,16 +108,23 @@ void fm_dist_free(fm_dist *d)
     free(d);
 }
 
+#ifdef TG_HAVE_DIST
+/* The reducer's update: this rank's part of the optimizer step. */
+static ag_status step_part(void *ctx, const int64_t *lo, const int64_t *hi)
+{
+    return optim_step_parts(((fm_dist *)ctx)->opt, lo, hi);
+}
+#endif
+
 /* --dist: the same weights on every rank (rank 0's), and the reducer. */
 static bool dist_setup(fm_dist *d)
 {
 #ifdef TG_HAVE_DIST
     d->rank = dist_rank();
     d->ranks = dist_size();
+    dist_reducer_opts o = {.probe_every = PROBE_EVERY, .update = step_part, .update_ctx = d};
     d->red = dist_broadcast(d->params, d->n, 0) == AG_OK
-                 ? dist_reducer_new(d->params, d->n,
-                                    &(dist_reducer_opts){.probe_every = PROBE_EVERY})
-                 : NULL;
+                 ? dist_reducer_new(d->params, d->n, &o) : NULL;
     return d->red != NULL;
 #else
     (void)d;
@@ -130,7 +145,7 @@ static bool shards_setup(fm_dist *d)
     return true;
 }
 
-fm_dist *fm_dist_new(const fm_config *c, fm_model *m, const nn_dataset *train)
+fm_dist *fm_dist_new(const fm_config *c, fm_model *m, optim *opt, const nn_dataset *train)
 {
     fm_dist *d = calloc(1, sizeof *d);
     int n = 0;
@@ -143,6 +158,7 @@ fm_dist *fm_dist_new(const fm_config *c, fm_model *m, const nn_dataset *train)
     }
     memcpy(d->params, p, (size_t)n * sizeof *p);
     d->n = n;
+    d->opt = opt;
     d->mpi = c->dist;
     d->ranks = c->shards;
     d->ds = train;
@@ -277,15 +293,48 @@ static double dist_step(fm_dist *d, ag_tape *t, fm_model *m, int64_t r, int64_t 
 #endif
 }
 
-double fm_dist_step(fm_dist *d, ag_tape *t, fm_model *m, optim *opt, int64_t r, int64_t *hits)
+double fm_dist_step(fm_dist *d, ag_tape *t, fm_model *m, int64_t r, int64_t *hits)
 {
     double l = d->mpi ? dist_step(d, t, m, r, hits) : shards_step(d, t, m, r, hits);
-    if (!isnan(l) && optim_step(opt) != AG_OK) {
+    /* --dist: the reducer's wait took the step */
+    if (!isnan(l) && !d->mpi && optim_step(d->opt) != AG_OK) {
         fprintf(stderr, "training step failed: %s\n", ag_last_error());
         return NAN;
     }
     d->steps++;
     return l;
+}
+
+bool fm_dist_epoch_end(fm_dist *d)
+{
+#ifdef TG_HAVE_DIST
+    /* every state buffer name of optim/'s optimizers */
+    static const char *const names[] = {"momentum_buffer", "exp_avg",    "exp_avg_sq",
+                                        "max_exp_avg_sq",  "square_avg", "grad_avg",
+                                        "sum"};
+    ag_tensor **buf = d->mpi ? malloc((size_t)d->n * sizeof *buf) : NULL;
+    if (d->mpi && !buf) {
+        fprintf(stderr, "--dist: out of memory\n");
+        return false;
+    }
+    bool ok = true;
+    for (size_t s = 0; ok && d->mpi && s < sizeof names / sizeof *names; s++) {
+        int have = 0;
+        for (int k = 0; k < d->n; k++)
+            have += (buf[k] = optim_state_buffer(d->opt, d->params[k], names[s])) != NULL;
+        /* the same on every rank: every parameter takes every step */
+        if (have == d->n && dist_reducer_gather(d->red, buf) != AG_OK) {
+            fprintf(stderr, "--dist: gathering the optimizer's %s: %s\n", names[s],
+                    ag_last_error());
+            ok = false;
+        }
+    }
+    free(buf);
+    return ok;
+#else
+    (void)d;
+    return true;
+#endif
 }
 
 void fm_dist_report(const fm_dist *d, FILE *out)

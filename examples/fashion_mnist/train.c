@@ -167,7 +167,7 @@ static int setup(trainer *t)
         if (!t->csv)
             return FM_EXIT_ERROR;
     }
-    if ((c->dist || c->shards) && !(t->dist = fm_dist_new(c, t->m, t->train))) {
+    if ((c->dist || c->shards) && !(t->dist = fm_dist_new(c, t->m, t->opt, t->train))) {
         fprintf(stderr, "%s: %s\n", c->dist ? "--dist" : "--shards", ag_last_error());
         return FM_EXIT_ERROR;
     }
@@ -199,7 +199,7 @@ static void teardown(trainer *t)
 static double train_step(trainer *t, ag_tensor *x, const int64_t *y, int64_t r, int64_t *hits)
 {
     if (t->dist) {
-        double l = fm_dist_step(t->dist, t->tape, t->m, t->opt, r, hits);
+        double l = fm_dist_step(t->dist, t->tape, t->m, r, hits);
         if (!isnan(l) && t->sched)
             optim_sched_step_once(t->sched);
         return l;
@@ -243,6 +243,8 @@ static bool train_epoch(trainer *t, int epoch, fm_epoch_row *row)
         fprintf(stderr, "batching failed: %s\n", ag_last_error());
         return false;
     }
+    if (t->dist && !fm_dist_epoch_end(t->dist))
+        return false;
     *row = (fm_epoch_row){
         .epoch = epoch,
         .train_loss = pr.done ? pr.loss_sum / (double)pr.done : 0,

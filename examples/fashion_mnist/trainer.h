@@ -144,16 +144,21 @@ typedef struct fm_dist fm_dist;
 int fm_dist_init(fm_config *c);
 /* Ends MPI after --dist; returns rc, or an error code if that fails. */
 int fm_dist_finalize(const fm_config *c, int rc);
-/* For m's parameters over train (rank 0's weights broadcast under --dist).
- * NULL with ag_last_error. */
-fm_dist *fm_dist_new(const fm_config *c, fm_model *m, const nn_dataset *train);
+/* For m's parameters over train, stepped by opt (made over m's parameters
+ * in their order; rank 0's weights broadcast under --dist).  NULL with
+ * ag_last_error. */
+fm_dist *fm_dist_new(const fm_config *c, fm_model *m, optim *opt, const nn_dataset *train);
 void fm_dist_free(fm_dist *d);
 /* Rows of the next global batch of the epoch that it's nn_batcher_start
  * began (0 at its end). */
 int64_t fm_dist_next(fm_dist *d, const nn_batcher *it);
 /* One optimizer step on that batch; its mean loss (NaN on error, message
  * on stderr); adds its correct predictions to *hits. */
-double fm_dist_step(fm_dist *d, ag_tape *t, fm_model *m, optim *opt, int64_t r, int64_t *hits);
+double fm_dist_step(fm_dist *d, ag_tape *t, fm_model *m, int64_t r, int64_t *hits);
+/* After an epoch's last step: --dist brings every rank's optimizer state
+ * up to date (each rank stepped its part of it); false on error (message
+ * on stderr). */
+bool fm_dist_epoch_end(fm_dist *d);
 /* One line: buckets, backward and allreduce times, the share hidden. */
 void fm_dist_report(const fm_dist *d, FILE *out);
 
