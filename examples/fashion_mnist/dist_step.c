@@ -183,6 +183,20 @@ int64_t fm_dist_next(fm_dist *d, const nn_batcher *it)
     return r;
 }
 
+/* x[i] = lut[image idx[i]], row by row, two rows' images prefetched ahead
+ * (the order is random: the hardware prefetcher cannot guess it). */
+static void fill_rows(const float *restrict lut, const uint8_t *restrict img,
+                      const int64_t *restrict idx, int64_t rows, int64_t F, float *restrict x)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t j = 0; i + 2 < rows && j < F; j += 64)
+            __builtin_prefetch(img + idx[i + 2] * F + j);
+        const uint8_t *src = img + idx[i] * F;
+        for (int64_t j = 0; j < F; j++)
+            x[i * F + j] = lut[src[j]];
+    }
+}
+
 /* Shard s of the r rows of the global batch that ends at d->pos: its
  * forward and backward (gradients from zero); returns its loss, adds its
  * correct predictions to hits.  NaN on error (message on stderr). */
@@ -192,14 +206,11 @@ static double shard_pass(fm_dist *d, ag_tape *t, fm_model *m, int64_t r, int s,
     const int64_t lo = r * s / d->ranks, rows = r * (s + 1) / d->ranks - lo;
     const int64_t *idx = d->order + d->pos - r + lo;
     const int64_t F = nn_dataset_features(d->ds);
-    ag_tensor *x = ag_tape_tensor(t, AG_F32, 2, (int64_t[]){rows, F});   /* (rows, 784) */
-    float *xd = x ? ag_data(x) : NULL;
-    const uint8_t *img = nn_dataset_images(d->ds);
-    for (int64_t i = 0; xd && i < rows; i++) {
-        for (int64_t j = 0; j < F; j++)
-            xd[i * F + j] = d->lut[img[idx[i] * F + j]];
+    ag_tensor *x = ag_tape_empty(t, AG_F32, 2, (int64_t[]){rows, F});    /* (rows, 784) */
+    if (x)
+        fill_rows(d->lut, nn_dataset_images(d->ds), idx, rows, F, ag_data(x));
+    for (int64_t i = 0; x && i < rows; i++)
         d->labels[i] = nn_dataset_labels(d->ds)[idx[i]];
-    }
     for (int k = 0; k < d->n; k++)
         ag_zero_grad(d->params[k]);
     ag_tensor *logits = fm_model_forward(t, m, x);                        /* (rows, 10) */
