@@ -2,10 +2,11 @@
  * (cblas, when the build found it) and the core's FMA peak, for square
  * n x n x n products.  Never fails on a timing.
  *
- *   bench_gemm [threads] [repeats] [mlp]   defaults: 1 thread, 7 repeats
+ *   bench_gemm [threads] [repeats] [mlp [batch]]   defaults: 1 thread, 7 repeats
  *
  * With "mlp", instead of the squares: the eight products of one training
- * step of bench_mlp's 784-256-128-10 MLP at batch 128 (nn_linear's
+ * step of bench_mlp's 784-256-128-10 MLP at batch 128 (or `batch`: 128 is
+ * what each of two MPI ranks takes of the trainer's 256; nn_linear's
  * forward x w^T, its dx = dy w and dw += dy^T x), each with its
  * GFLOP/s, and their total microseconds per step.
  *
@@ -265,7 +266,7 @@ static void bench_dtype(bool f64, int repeats, double peak)
 /* The products of one bench_mlp step, as ops_linalg.c's linear issues
  * them: forward NT (beta 0), dx NN and dw TN accumulating (beta 1); the
  * first layer's dx is not needed. */
-static void bench_mlp_step(int repeats, double peak)
+static void bench_mlp_step(int repeats, double peak, int64_t B)
 {
     static const struct {
         const char *label;
@@ -280,14 +281,19 @@ static void bench_mlp_step(int repeats, double peak)
     };
     double total = 0;
     for (size_t i = 0; i < sizeof step / sizeof step[0]; i++) {
+        /* the batch is M of the forward and dx products, K of dw's */
         prod p = {.ta = step[i].ta, .tb = step[i].tb, .M = step[i].M, .N = step[i].N,
                   .K = step[i].K, .beta = step[i].beta};
+        if (step[i].ta)
+            p.K = B;
+        else
+            p.M = B;
         alloc_operands(&p);
         total += row(step[i].label, &p, repeats, peak);
         free_operands(&p);
     }
-    printf("built-in total: %.1f us per step, %.3f s per 469-step epoch\n", total * 1e6,
-           total * 469);
+    printf("built-in total: %.1f us per step of %lld rows, %.3f s per 60000-row epoch\n",
+           total * 1e6, (long long)B, total * 60000.0 / (double)B);
 }
 
 int main(int argc, char **argv)
@@ -311,7 +317,7 @@ int main(int argc, char **argv)
     printf("%-8s %13s  %8s  %8s  %6s  %6s\n", "case", "n", "builtin", "openblas",
            "ratio", "%peak");
     if (argc > 3 && strcmp(argv[3], "mlp") == 0) {
-        bench_mlp_step(repeats, peak);
+        bench_mlp_step(repeats, peak, argc > 4 ? atoll(argv[4]) : 128);
         return 0;
     }
     bench_dtype(false, repeats, peak);
