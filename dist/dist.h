@@ -22,6 +22,13 @@
  *   }
  *   dist_reducer_free(red);  dist_finalize();
  *
+ * Or with the optimizer step sharded (ZeRO stage 1: each rank does 1/R of
+ * it and the ranks exchange parameters instead of gradients; the same
+ * bytes result): opts.update = a function calling optim_step_parts(opt,
+ * lo, hi), and no optim_step after dist_reducer_wait, which takes the
+ * step; dist_reducer_gather on the optimizer's state buffers before a
+ * checkpoint (dist_reducer_opts.update).
+ *
  * Sum, not mean.  dist_reducer_wait leaves in each gradient the SUM of the
  * ranks' gradients (opts.average divides it by the number of ranks
  * afterwards).  For the gradient of a loss that is a mean over the global
@@ -149,7 +156,8 @@ typedef struct dist_reducer_opts {
      * optimizer's state is current only there: dist_reducer_gather
      * brings state buffers up to date (before a checkpoint).  An update
      * that fails returns its status from dist_reducer_wait on its rank;
-     * the exchange still runs. */
+     * the exchange still runs.  From begin to wait the reducer owns the
+     * parameters too. */
     ag_status (*update)(void *update_ctx, const int64_t *lo, const int64_t *hi);
     void *update_ctx;
 } dist_reducer_opts;

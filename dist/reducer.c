@@ -14,6 +14,10 @@
  *   gather   every rank sends its summed chunk to all and receives theirs
  *            into buf, which then holds the whole sum;
  *   unpack   (pack only) pack back into the gradient buffers.
+ * With opts.update (ZeRO stage 1) a bucket stops after its sum (unpacked
+ * into the gradients), the optimizer steps every rank's chunks, and the
+ * gather carries the parameters instead: gbuf is the lone parameter's data
+ * or pack (the parameters packed), unpacked into the parameters.
  * Messages are persistent point-to-point requests (made when buf is first
  * known or changes, started each step), tagged by bucket and phase, so
  * buckets can be at different phases on different ranks without any
@@ -35,7 +39,8 @@ typedef struct bucket {
     void *gbuf;            /* the gather's: buf, or (with update) the lone parameter or pack */
     void *bound[2];        /* the buffers the reduce and gather requests were made for */
     void *slot;            /* x chunk me: the other ranks' pieces of chunk me */
-    MPI_Request *req;      /* reduce: 2 (R-1) (sends, receives); gather: the same */
+    MPI_Request *req;      /* reduce: 2 (R-1) (sends, receives); gather: the same;
+                              then dist_reducer_gather's, made and freed there */
     int pending;           /* parameters not reported ready this step */
     bucket_state state;
 } bucket;
@@ -496,22 +501,20 @@ static int make_requests(bucket *b, int bi, int phase, void *buf, MPI_Request *q
     const int m = (int)chunk_len(b, me);
     MPI_Datatype T = dist_mpi_type(b->dt);
     char *pk = buf, *sl = b->slot;
+    const int tag = 2 * bi + phase;
     int rc = MPI_SUCCESS;
-    {
-        int tag = 2 * bi + phase;
-        for (int p = 0; p < R && !rc; p++)
-            if (p != me)
-                rc = phase == 0 ? MPI_Send_init(pk + (size_t)chunk_lo(b, p) * es,
-                                                (int)chunk_len(b, p), T, p, tag, dist_w.comm, q++)
-                                : MPI_Send_init(pk + (size_t)chunk_lo(b, me) * es, m, T, p, tag,
-                                                dist_w.comm, q++);
-        for (int p = 0; p < R && !rc; p++)
-            if (p != me)
-                rc = phase == 0 ? MPI_Recv_init(sl + (size_t)(p - (p > me)) * (size_t)m * es, m,
-                                                T, p, tag, dist_w.comm, q++)
-                                : MPI_Recv_init(pk + (size_t)chunk_lo(b, p) * es,
-                                                (int)chunk_len(b, p), T, p, tag, dist_w.comm, q++);
-    }
+    for (int p = 0; p < R && !rc; p++)
+        if (p != me)
+            rc = phase == 0 ? MPI_Send_init(pk + (size_t)chunk_lo(b, p) * es,
+                                            (int)chunk_len(b, p), T, p, tag, dist_w.comm, q++)
+                            : MPI_Send_init(pk + (size_t)chunk_lo(b, me) * es, m, T, p, tag,
+                                            dist_w.comm, q++);
+    for (int p = 0; p < R && !rc; p++)
+        if (p != me)
+            rc = phase == 0 ? MPI_Recv_init(sl + (size_t)(p - (p > me)) * (size_t)m * es, m,
+                                            T, p, tag, dist_w.comm, q++)
+                            : MPI_Recv_init(pk + (size_t)chunk_lo(b, p) * es,
+                                            (int)chunk_len(b, p), T, p, tag, dist_w.comm, q++);
     return rc;
 }
 

@@ -290,8 +290,13 @@ static double dist_step(fm_dist *d, ag_tape *t, fm_model *m, int64_t r, int64_t 
     v[1] = (double)mine;
     /* a rank that failed still takes part, so the others are not left
      * waiting: its NaN loss reaches every rank through the sum */
-    if (dist_reducer_wait(d->red) != AG_OK || dist_sum_f64(v, 2) != AG_OK) {
-        fprintf(stderr, "gradient reduction failed: %s\n", ag_last_error());
+    if (dist_reducer_wait(d->red) != AG_OK) {
+        fprintf(stderr, "rank %d: the gradient exchange or its optimizer step failed: %s\n",
+                d->rank, ag_last_error());
+        v[0] = NAN;
+    }
+    if (dist_sum_f64(v, 2) != AG_OK) {
+        fprintf(stderr, "summing the loss failed: %s\n", ag_last_error());
         return NAN;
     }
     if (isnan(v[0]))
