@@ -370,15 +370,6 @@ static void reference_backward(ag_tape *t, ag_tensor **ref, const model *m)
     }
 }
 
-static void assert_same_bits(const ag_tensor *a, const ag_tensor *b)
-{
-    assert_non_null(a);
-    assert_non_null(b);
-    assert_int_equal(ag_numel(a), ag_numel(b));
-    assert_memory_equal(ag_data_const(a), ag_data_const(b),
-                        (size_t)ag_numel(a) * ag_dtype_size(ag_dtype_of(a)));
-}
-
 /* Three steps of Adam sharded over the ranks against three whole steps in
  * one process on the rank-order sums: the same parameters, and after
  * dist_reducer_gather the same state, bit for bit. */
@@ -403,7 +394,7 @@ static void run_sharded(model_kind kind, size_t bucket_bytes, bool hooked)
         reference_backward(t, ref, &m);
         assert_int_equal(optim_step(ref_opt), AG_OK);
         for (int k = 0; k < NP; k++)
-            assert_same_bits(m.p[k], ref[k]);
+            tg_assert_same_bits(m.p[k], ref[k]);
     }
     assert_true(dist_reducer_stats_get(r).update_s > 0);
     const char *names[] = {"exp_avg", "exp_avg_sq"};
@@ -413,7 +404,7 @@ static void run_sharded(model_kind kind, size_t bucket_bytes, bool hooked)
             buf[k] = optim_state_buffer(opt, m.p[k], names[s]);
         assert_int_equal(dist_reducer_gather(r, buf), AG_OK);
         for (int k = 0; k < NP; k++)
-            assert_same_bits(buf[k], optim_state(ref_opt, ref[k], names[s]));
+            tg_assert_same_bits(buf[k], optim_state(ref_opt, ref[k], names[s]));
     }
     ag_tape_free(t);
     dist_reducer_free(r);

@@ -52,15 +52,6 @@ static int index_of(const seen *s, const ag_tensor *x)
     return at;
 }
 
-static void assert_same_bits(const ag_tensor *a, const ag_tensor *b)
-{
-    assert_non_null(a);
-    assert_non_null(b);
-    assert_int_equal(ag_numel(a), ag_numel(b));
-    assert_memory_equal(ag_data_const(a), ag_data_const(b),
-                        (size_t)ag_numel(a) * ag_dtype_size(ag_dtype_of(a)));
-}
-
 /* [r, c], or [r] when c is 0 */
 static ag_tensor *param(ag_rng *rng, int64_t r, int64_t c)
 {
@@ -116,7 +107,7 @@ static void test_hook_reports_each_leaf_once_when_final(void **state)
     for (int i = 0; i < 4; i++) {
         int k = index_of(&s, p[i]);
         assert_true(k >= 0);
-        assert_same_bits(s.copy[k], ag_grad(p[i]));
+        tg_assert_same_bits(s.copy[k], ag_grad(p[i]));
     }
     /* layer 2 is final before layer 1, each layer's two in one call */
     assert_true(index_of(&s, m.w2) < index_of(&s, m.w1));
@@ -138,8 +129,8 @@ static void test_hook_leaves_results_unchanged(void **state)
     ag_tape_reset(t);
     ag_tape_set_grad_ready(t, record, &s);
     assert_int_equal(ag_backward(t, net_loss(t, &b)), AG_OK);
-    assert_same_bits(ag_grad(a.w1), ag_grad(b.w1));
-    assert_same_bits(ag_grad(a.b2), ag_grad(b.b2));
+    tg_assert_same_bits(ag_grad(a.w1), ag_grad(b.w1));
+    tg_assert_same_bits(ag_grad(a.b2), ag_grad(b.b2));
     seen_clear(&s);
     ag_tape_free(t);
     net_free(&a);
@@ -220,7 +211,7 @@ static void test_hook_scalar_tape_reports_at_end(void **state)
     assert_int_equal(ag_backward(t, loss), AG_OK);
     int k = index_of(&s, sc);
     assert_true(k >= 0);
-    assert_same_bits(s.copy[k], ag_grad(sc));
+    tg_assert_same_bits(s.copy[k], ag_grad(sc));
     seen_clear(&s);
     ag_tape_free(t);
     ag_tensor_free(sc);
@@ -252,7 +243,7 @@ static void test_hook_checkpointed_layers_report_after_rebuild(void **state)
     ag_tensor **w = nn_params_tensors(p, &n);
     assert_int_equal(s.n, n);
     for (int i = 0; i < n; i++)
-        assert_same_bits(s.copy[index_of(&s, w[i])], ag_grad(w[i]));
+        tg_assert_same_bits(s.copy[index_of(&s, w[i])], ag_grad(w[i]));
     seen_clear(&s);
     ag_tape_free(t);
     ag_tensor_free(x);

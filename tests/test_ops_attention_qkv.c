@@ -44,13 +44,6 @@ static void run(bool packed, ag_tensor *qkv, int64_t H, ag_tensor *mask, bool ca
     ag_tape_free(t);
 }
 
-static void assert_same_bits(ag_tensor *a, ag_tensor *b)
-{
-    assert_int_equal(ag_numel(a), ag_numel(b));
-    assert_memory_equal(ag_data(a), ag_data(b),
-                        (size_t)ag_numel(a) * ag_dtype_size(ag_dtype_of(a)));
-}
-
 static void test_qkv_equals_attention_on_heads(void **state)
 {
     (void)state;
@@ -84,8 +77,8 @@ static void test_qkv_equals_attention_on_heads(void **state)
             run(true, qkv, h, m, cases[c].causal, w, two);
             ag_set_num_threads(0);
             for (int i = 0; i < 2; i++) {
-                assert_same_bits(one[i], want[i]);
-                assert_same_bits(two[i], want[i]);
+                tg_assert_same_bits(one[i], want[i]);
+                tg_assert_same_bits(two[i], want[i]);
                 ag_tensor_free(want[i]);
                 ag_tensor_free(one[i]);
                 ag_tensor_free(two[i]);

@@ -89,6 +89,16 @@ ag_tensor *tg_convert(const ag_tensor *t, ag_dtype dt)
     return c;
 }
 
+void tg_assert_same_bits(const ag_tensor *a, const ag_tensor *b)
+{
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(ag_dtype_of(a), ag_dtype_of(b));
+    assert_int_equal(ag_numel(a), ag_numel(b));
+    assert_memory_equal(ag_data_const(a), ag_data_const(b),
+                        (size_t)ag_numel(a) * ag_dtype_size(ag_dtype_of(a)));
+}
+
 void tg_assert_shape(const ag_tensor *t, int ndim, const int64_t *shape)
 {
     assert_non_null(t);

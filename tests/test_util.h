@@ -32,6 +32,8 @@ void tg_assert_doubles_close(const double *a, const double *b, int64_t n, double
 void tg_assert_gradcheck(ag_gradcheck_fn fn, void *ctx, ag_tensor **in, int n,
                          double rtol, double atol, const char *file, int line);
 
+/* Fails unless a and b hold the same bytes (numel elements of a's dtype). */
+void tg_assert_same_bits(const ag_tensor *a, const ag_tensor *b);
 /* Fails unless t has exactly this shape. */
 void tg_assert_shape(const ag_tensor *t, int ndim, const int64_t *shape);
 /* Fails unless the tape keeps status st with a message containing substr. */
