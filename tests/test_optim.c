@@ -584,6 +584,111 @@ static void test_checkpoint_rejects_bad_optimizer_state(void **state)
     unlink(path);
 }
 
+/* ---- a step in parts (the sharded step of dist/) --------------------------- */
+
+enum { PARTS = 3 };
+
+/* Part j of n elements: [n j / PARTS, n (j+1) / PARTS). */
+static int64_t part_lo(int64_t n, int j) { return n * j / PARTS; }
+
+/* One step of run_steps on every copy, each stepping only part j (copy j)
+ * of every parameter with optim_step_parts, then every copy takes the
+ * other copies' parts (as dist/'s allgather does). */
+static void parts_step(run *r, ag_tape *t)
+{
+    const int np = r[0].pr.np;
+    for (int j = 0; j < PARTS; j++) {
+        run *c = &r[j];
+        for (int i = 0; i < 8; i++) {
+            int64_t row = (int64_t)ag_rng_below(&c->rng, 16);
+            for (int k = 0; k < 4; k++)
+                ag_set(c->xb, i * 4 + k, ag_get(c->pr.data[0], row * 4 + k));
+            for (int k = 0; k < 3; k++)
+                ag_set(c->yb, i * 3 + k, ag_get(c->pr.data[1], row * 3 + k));
+        }
+        optim_zero_grad(c->o);
+        problem_backward(t, &c->pr, c->xb, c->yb);
+        assert_int_equal(optim_clip_grad_norm(c->pr.p, np, 1.0, 2.0, NULL), AG_OK);
+        int64_t lo[8], hi[8];
+        for (int k = 0; k < np; k++) {
+            lo[k] = part_lo(ag_numel(c->pr.p[k]), j);
+            hi[k] = part_lo(ag_numel(c->pr.p[k]), j + 1);
+        }
+        assert_int_equal(optim_step_parts(c->o, lo, hi), AG_OK);
+        assert_int_equal(optim_sched_step_once(c->s), AG_OK);
+    }
+    for (int k = 0; k < np; k++)
+        for (int j = 0; j < PARTS; j++)
+            for (int q = 0; q < PARTS; q++)
+                for (int64_t i = part_lo(ag_numel(r[j].pr.p[k]), j);
+                     q != j && i < part_lo(ag_numel(r[j].pr.p[k]), j + 1); i++)
+                    ag_set(r[q].pr.p[k], i, ag_get(r[j].pr.p[k], i));
+}
+
+/* Every optimizer kind (with its schedule), f32 and f64: three copies
+ * stepping a third each give optim_step's parameters bit for bit, and each
+ * copy's state is optim_step's in its own third. */
+static void test_optim_step_parts_is_the_whole_step(void **state)
+{
+    (void)state;
+    ag_tape *t = ag_tape_new();
+    for (int which = 0; which < 5; which++)
+        for (int d = 0; d < 2; d++) {
+            ag_dtype dt = d ? AG_F64 : AG_F32;
+            run ref, r[PARTS];
+            run_new(&ref, which, dt);
+            for (int j = 0; j < PARTS; j++)
+                run_new(&r[j], which, dt);
+            for (int step = 0; step < 6; step++) {
+                run_steps(&ref, t, 1);
+                parts_step(r, t);
+                for (int k = 0; k < ref.pr.np; k++)
+                    for (int j = 0; j < PARTS; j++) {
+                        tg_assert_same_bits(r[j].pr.p[k], ref.pr.p[k]);
+                        assert_int_equal(optim_state_steps(r[j].o, r[j].pr.p[k]),
+                                         optim_state_steps(ref.o, ref.pr.p[k]));
+                    }
+            }
+            const char *name = which == 0 ? "exp_avg_sq" : which == 1 ? "momentum_buffer"
+                             : which == 2 ? "grad_avg" : which == 3 ? "sum" : "exp_avg";
+            for (int k = 0; k < ref.pr.np; k++) {
+                const ag_tensor *want = optim_state(ref.o, ref.pr.p[k], name);
+                size_t es = ag_dtype_size(dt);
+                for (int j = 0; j < PARTS; j++) {
+                    ag_tensor *got = optim_state_buffer(r[j].o, r[j].pr.p[k], name);
+                    int64_t lo = part_lo(ag_numel(want), j), hi = part_lo(ag_numel(want), j + 1);
+                    assert_non_null(got);
+                    assert_memory_equal((const char *)ag_data_const(got) + lo * es,
+                                        (const char *)ag_data_const(want) + lo * es,
+                                        (size_t)(hi - lo) * es);
+                }
+            }
+            run_free(&ref);
+            for (int j = 0; j < PARTS; j++)
+                run_free(&r[j]);
+        }
+    ag_tape_free(t);
+}
+
+static void test_optim_step_parts_bad_ranges(void **state)
+{
+    (void)state;
+    run r;
+    run_new(&r, 0, AG_F64);
+    int64_t lo[8] = {0}, hi[8] = {0};
+    assert_int_equal(optim_step_parts(NULL, lo, hi), AG_ERR_ARG);
+    assert_int_equal(optim_step_parts(r.o, lo, NULL), AG_ERR_ARG);
+    assert_non_null(strstr(ag_last_error(), "hi is NULL"));
+    hi[1] = ag_numel(r.pr.p[1]) + 1;
+    assert_int_equal(optim_step_parts(r.o, lo, hi), AG_ERR_ARG);
+    assert_non_null(strstr(ag_last_error(), "parameter #2"));
+    lo[1] = 2, hi[1] = 1;
+    assert_int_equal(optim_step_parts(r.o, lo, hi), AG_ERR_ARG);
+    assert_int_equal(optim_state_steps(r.o, r.pr.p[0]), 0); /* nothing stepped */
+    assert_null(optim_state_buffer(NULL, r.pr.p[0], "exp_avg"));
+    run_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest fixture_tests[] = {
@@ -591,6 +696,8 @@ int main(void)
         cmocka_unit_test(test_optim_mlp_matches_torch),
         cmocka_unit_test(test_optim_f32_params_follow_torch),
         cmocka_unit_test(test_checkpoint_resume_is_bit_identical),
+        cmocka_unit_test(test_optim_step_parts_is_the_whole_step),
+        cmocka_unit_test(test_optim_step_parts_bad_ranges),
         cmocka_unit_test(test_checkpoint_rejects_what_does_not_fit),
     };
     const struct CMUnitTest tests[] = {
