@@ -397,19 +397,25 @@ static void run_free(run *r)
     problem_free(&r->pr);
 }
 
+/* A random minibatch's gradients, clipped: a step up to the update. */
+static void run_backward(run *r, ag_tape *t)
+{
+    for (int i = 0; i < 8; i++) {
+        int64_t row = (int64_t)ag_rng_below(&r->rng, 16);
+        for (int j = 0; j < 4; j++)
+            ag_set(r->xb, i * 4 + j, ag_get(r->pr.data[0], row * 4 + j));
+        for (int j = 0; j < 3; j++)
+            ag_set(r->yb, i * 3 + j, ag_get(r->pr.data[1], row * 3 + j));
+    }
+    optim_zero_grad(r->o);
+    problem_backward(t, &r->pr, r->xb, r->yb);
+    assert_int_equal(optim_clip_grad_norm(r->pr.p, r->pr.np, 1.0, 2.0, NULL), AG_OK);
+}
+
 static void run_steps(run *r, ag_tape *t, int steps)
 {
     for (int k = 0; k < steps; k++) {
-        for (int i = 0; i < 8; i++) {
-            int64_t row = (int64_t)ag_rng_below(&r->rng, 16);
-            for (int j = 0; j < 4; j++)
-                ag_set(r->xb, i * 4 + j, ag_get(r->pr.data[0], row * 4 + j));
-            for (int j = 0; j < 3; j++)
-                ag_set(r->yb, i * 3 + j, ag_get(r->pr.data[1], row * 3 + j));
-        }
-        optim_zero_grad(r->o);
-        problem_backward(t, &r->pr, r->xb, r->yb);
-        assert_int_equal(optim_clip_grad_norm(r->pr.p, r->pr.np, 1.0, 2.0, NULL), AG_OK);
+        run_backward(r, t);
         assert_int_equal(optim_step(r->o), AG_OK);
         assert_int_equal(optim_sched_step_once(r->s), AG_OK);
     }
@@ -599,16 +605,7 @@ static void parts_step(run *r, ag_tape *t)
     const int np = r[0].pr.np;
     for (int j = 0; j < PARTS; j++) {
         run *c = &r[j];
-        for (int i = 0; i < 8; i++) {
-            int64_t row = (int64_t)ag_rng_below(&c->rng, 16);
-            for (int k = 0; k < 4; k++)
-                ag_set(c->xb, i * 4 + k, ag_get(c->pr.data[0], row * 4 + k));
-            for (int k = 0; k < 3; k++)
-                ag_set(c->yb, i * 3 + k, ag_get(c->pr.data[1], row * 3 + k));
-        }
-        optim_zero_grad(c->o);
-        problem_backward(t, &c->pr, c->xb, c->yb);
-        assert_int_equal(optim_clip_grad_norm(c->pr.p, np, 1.0, 2.0, NULL), AG_OK);
+        run_backward(c, t);
         int64_t lo[8], hi[8];
         for (int k = 0; k < np; k++) {
             lo[k] = part_lo(ag_numel(c->pr.p[k]), j);
