@@ -290,6 +290,13 @@ ag_tensor *optim_state_buffer(optim *o, const ag_tensor *param, const char *name
     return state_buf(o, param, name, "optim_state_buffer");
 }
 
+const char *optim_state_name(const optim *o, int i)
+{
+    if (!have("optim_state_name", "o", o))
+        return NULL;
+    return i >= 0 && i < OPTIM_MAX_BUFS ? o->def->buf_names[i] : NULL;
+}
+
 int64_t optim_state_steps(const optim *o, const ag_tensor *param)
 {
     if (!have("optim_state_steps", "o", o) || !have("optim_state_steps", "param", param))

@@ -202,6 +202,10 @@ const ag_tensor *optim_state(const optim *o, const ag_tensor *param, const char 
  * processes after optim_step_parts (dist_reducer_gather).  Writing it
  * changes the optimizer's next steps as such. */
 ag_tensor       *optim_state_buffer(optim *o, const ag_tensor *param, const char *name);
+/* The name of state buffer i (0, 1, ...) this kind of optimizer keeps, as
+ * optim_state takes it; NULL past the last (and, with ag_last_error, for a
+ * NULL o). */
+const char      *optim_state_name(const optim *o, int i);
 int64_t          optim_state_steps(const optim *o, const ag_tensor *param);
 
 void optim_free(optim *o);

@@ -306,6 +306,11 @@ static void test_optim_skips_params_without_grad(void **state)
     assert_null(optim_state(o, p[1], "exp_avg"));
     assert_null(optim_state(o, p[0], "max_exp_avg_sq"));
     assert_null(optim_state(o, p[0], "nonsense"));
+    assert_string_equal(optim_state_name(o, 0), "exp_avg");
+    assert_string_equal(optim_state_name(o, 2), "max_exp_avg_sq");
+    assert_null(optim_state_name(o, 3));
+    assert_null(optim_state_name(o, -1));
+    assert_null(optim_state_name(NULL, 0));
     /* first Adam step moves each element by lr * sign(g) (eps aside) */
     assert_true(fabs(ag_get(p[0], 0) - 0.9) < 1e-6 && fabs(ag_get(p[0], 1) - 2.1) < 1e-6);
     assert_true(ag_get(p[1], 0) == 3 && ag_get(p[1], 1) == 4);

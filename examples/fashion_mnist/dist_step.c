@@ -324,23 +324,22 @@ double fm_dist_step(fm_dist *d, ag_tape *t, fm_model *m, int64_t r, int64_t *hit
 bool fm_dist_epoch_end(fm_dist *d)
 {
 #ifdef TG_HAVE_DIST
-    /* every state buffer name of optim/'s optimizers */
-    static const char *const names[] = {"momentum_buffer", "exp_avg",    "exp_avg_sq",
-                                        "max_exp_avg_sq",  "square_avg", "grad_avg",
-                                        "sum"};
-    ag_tensor **buf = d->mpi ? malloc((size_t)d->n * sizeof *buf) : NULL;
-    if (d->mpi && !buf) {
+    if (!d->mpi)
+        return true;
+    ag_tensor **buf = malloc((size_t)d->n * sizeof *buf);
+    if (!buf) {
         fprintf(stderr, "--dist: out of memory\n");
         return false;
     }
     bool ok = true;
-    for (size_t s = 0; ok && d->mpi && s < sizeof names / sizeof *names; s++) {
+    const char *name;
+    for (int s = 0; ok && (name = optim_state_name(d->opt, s)); s++) {
         int have = 0;
         for (int k = 0; k < d->n; k++)
-            have += (buf[k] = optim_state_buffer(d->opt, d->params[k], names[s])) != NULL;
+            have += (buf[k] = optim_state_buffer(d->opt, d->params[k], name)) != NULL;
         /* the same on every rank: every parameter takes every step */
         if (have == d->n && dist_reducer_gather(d->red, buf) != AG_OK) {
-            fprintf(stderr, "--dist: gathering the optimizer's %s: %s\n", names[s],
+            fprintf(stderr, "--dist: gathering the optimizer's %s: %s\n", name,
                     ag_last_error());
             ok = false;
         }
