@@ -177,6 +177,16 @@ ag_tensor *ag_tensor_clone(const ag_tensor *t);
 /* Frees a persistent tensor and its gradient.  NULL is a no-op; a tape
  * tensor is ignored (the tape owns it). */
 void ag_tensor_free(ag_tensor *t);
+/* torch's Tensor.set_ for memory the caller manages: t's elements move to
+ * data (numel x dtype size bytes, aligned to 64; its current values are
+ * copied there) and t reads and writes them there from now on, its own
+ * buffer freed; ag_tensor_free(t) leaves data alone, which must stay valid
+ * until then or until the next call.  data NULL: back into memory t owns
+ * (values copied; a no-op when they are there already).  t may be a
+ * persistent tensor's gradient (ag_grad).  For buffers that other
+ * processes map (dist/); never while a tape holds views of t.  AG_ERR_ARG
+ * for NULL t, a tape tensor or misaligned data, AG_ERR_NOMEM. */
+ag_status ag_tensor_set_storage(ag_tensor *t, void *data);
 
 /* Marks a persistent tensor as a parameter (or not).  Backward fills its
  * gradient buffer for tensors that require grad. */

@@ -53,6 +53,7 @@ struct ag_tensor {
     ag_dtype dtype;
     bool requires_grad;   /* leaf flag, or "depends on a leaf that has it" */
     bool persistent;
+    bool foreign;         /* persistent: data is the caller's (ag_tensor_set_storage) */
     char *name;           /* persistent only: heap copy, for graphs and reports */
     /* ag_gradients bookkeeping, valid while a sweep's id matches:
      * mark: x lies on a path from a wrt tensor (sweep id);

@@ -208,10 +208,7 @@ ag_status ag_explain(ag_gradcheck_fn loss, void *ctx, ag_tensor **params, int n,
         memcpy(items, local, (size_t)o.top * sizeof *items);
     }
     for (int k = 0; k < n; k++) {
-        if (params[k]->grad) {
-            ag_mem_free(params[k]->grad->data);
-            ag_mem_free(params[k]->grad);
-        }
+        ag_tensor_free(params[k]->grad);
         params[k]->grad = stash[k];
     }
     ag_mem_free(stash);

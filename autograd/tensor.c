@@ -218,13 +218,40 @@ void ag_tensor_free(ag_tensor *t)
 {
     if (!t || !t->persistent)
         return;
-    if (t->grad) {
-        ag_mem_free(t->grad->data);
-        ag_mem_free(t->grad);
-    }
+    ag_tensor_free(t->grad);
     ag_mem_free(t->name);
-    ag_mem_free(t->data);
+    if (!t->foreign)
+        ag_mem_free(t->data);
     ag_mem_free(t);
+}
+
+ag_status ag_tensor_set_storage(ag_tensor *t, void *data)
+{
+    const char *fn = "ag_tensor_set_storage";
+    if (!t || !t->persistent) {
+        ag_set_last_error("%s: %s", fn, !t ? "t is NULL" : "t is a tape tensor (the tape owns "
+                                                           "its memory)");
+        return AG_ERR_ARG;
+    }
+    if ((uintptr_t)data % AG_ALIGN) {
+        ag_set_last_error("%s: data %p is not aligned to %d bytes", fn, data, AG_ALIGN);
+        return AG_ERR_ARG;
+    }
+    if (!data && !t->foreign)
+        return AG_OK; /* in memory of its own already */
+    size_t bytes = (size_t)t->numel * ag_dtype_size(t->dtype);
+    void *to = data ? data : ag_mem_alloc(bytes ? bytes : 1);
+    if (!to) {
+        ag_set_last_error("%s: out of memory for %zu bytes", fn, bytes);
+        return AG_ERR_NOMEM;
+    }
+    if (to != t->data)
+        memmove(to, t->data, bytes);
+    if (!t->foreign && to != t->data)
+        ag_mem_free(t->data);
+    t->data = to;
+    t->foreign = data != NULL;
+    return AG_OK;
 }
 
 void ag_tensor_set_name(ag_tensor *t, const char *name)

@@ -173,6 +173,49 @@ static void test_tape_empty(void **state)
     ag_tape_free(t);
 }
 
+/* ag_tensor_set_storage: values carried over, reads and writes (a
+ * backward's gradient too) in the caller's buffer, which ag_tensor_free
+ * leaves alone (ASan: a double free otherwise), back into own memory. */
+static void test_tensor_set_storage(void **state)
+{
+    (void)state;
+    int64_t shape[] = {5};
+    float *buf = aligned_alloc(64, 64), *gbuf = aligned_alloc(64, 64);
+    ag_tensor *w = ag_tensor_arange(AG_F32, 1, 6, 1);
+    ag_set_requires_grad(w, true);
+    assert_int_equal(ag_tensor_set_storage(w, buf), AG_OK);
+    assert_ptr_equal(ag_data(w), buf);
+    assert_true(buf[4] == 5.0f);
+    ag_set(w, 0, 7.0);
+    assert_true(buf[0] == 7.0f);
+    ag_tape *t = ag_tape_new();
+    assert_int_equal(ag_backward(t, ag_sum(t, ag_mul(t, w, w), -1, false)), AG_OK);
+    assert_int_equal(ag_tensor_set_storage(ag_grad(w), gbuf), AG_OK);
+    ag_tape_reset(t);
+    assert_int_equal(ag_backward(t, ag_sum(t, w, -1, false)), AG_OK);
+    assert_true(gbuf[0] == 15.0f && gbuf[1] == 5.0f); /* 2 w + 1, accumulated in gbuf */
+    ag_tape_free(t);
+    assert_int_equal(ag_tensor_set_storage(w, NULL), AG_OK); /* own memory again */
+    assert_true(ag_data(w) != (void *)buf && ag_get(w, 0) == 7.0);
+    memset(buf, 0, 64);
+    assert_true(ag_get(w, 1) == 2.0);
+    assert_int_equal(ag_tensor_set_storage(w, NULL), AG_OK); /* there already */
+    ag_tensor_free(w); /* frees its own data, not gbuf */
+    assert_int_equal(ag_tensor_set_storage(NULL, buf), AG_ERR_ARG);
+    assert_string_equal(ag_last_error(), "ag_tensor_set_storage: t is NULL");
+    ag_tensor *v = ag_tensor_new(AG_F64, 1, shape);
+    assert_int_equal(ag_tensor_set_storage(v, (char *)buf + 8), AG_ERR_ARG);
+    assert_non_null(strstr(ag_last_error(), "not aligned to 64 bytes"));
+    assert_true(ag_get(v, 0) == 0.0);
+    ag_tape *t2 = ag_tape_new();
+    assert_int_equal(ag_tensor_set_storage(ag_add(t2, v, v), buf), AG_ERR_ARG);
+    assert_non_null(strstr(ag_last_error(), "tape tensor"));
+    ag_tape_free(t2);
+    ag_tensor_free(v);
+    free(buf);
+    free(gbuf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -184,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_tensor_random_is_seeded),
         cmocka_unit_test(test_tensor_requires_grad_and_zero_grad),
         cmocka_unit_test(test_tape_empty),
+        cmocka_unit_test(test_tensor_set_storage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
