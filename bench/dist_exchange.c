@@ -1,7 +1,9 @@
 /* bench/dist_exchange.c — what one gradient exchange of the MLP costs with
  * nothing to hide it: dist_reducer_wait on 784-256-128-10's gradients
  * (235,146 floats, default buckets), the same with the optimizer step
- * sharded (opts.update, Adam; the exchange carries parameters back), and a
+ * sharded (opts.update, Adam; the exchange carries parameters back), both
+ * through the default transport (shared memory on one machine) and over
+ * MPI messages (opts.no_shared_memory), and a
  * plain MPI_Allreduce of as many floats, every rank calling them back to
  * back.  Median microseconds per exchange over `rounds` rounds of `reps`.
  *
@@ -84,20 +86,30 @@ int main(int argc, char **argv)
     dist_reducer *plain = dist_reducer_new(p, NP, NULL);
     dist_reducer *zero = dist_reducer_new(
         p, NP, &(dist_reducer_opts){.update = adam_part, .update_ctx = opt});
+    dist_reducer *plain_msg = dist_reducer_new(p, NP, &(dist_reducer_opts){.no_shared_memory = 1});
+    dist_reducer *zero_msg = dist_reducer_new(
+        p, NP, &(dist_reducer_opts){.update = adam_part, .update_ctx = opt, .no_shared_memory = 1});
     float *a = calloc((size_t)n, sizeof *a), *b = calloc((size_t)n, sizeof *b);
-    if (!opt || !plain || !zero || !a || !b) {
+    if (!opt || !plain || !zero || !plain_msg || !zero_msg || !a || !b) {
         fprintf(stderr, "bench_dist_exchange: %s\n", ag_last_error());
         return 1;
     }
     if (dist_rank() == 0)
         printf("# %d ranks, %lld floats, %d buckets, median of %d rounds of %d\n", dist_size(),
                (long long)n, dist_reducer_stats_get(plain).buckets, rounds, reps);
+    const char *how = dist_reducer_stats_get(plain).shared_memory ? "shared memory" : "messages";
+    if (dist_rank() == 0)
+        printf("# default transport: %s\n", how);
     TIME("dist_reducer_wait (sums)", dist_reducer_wait(plain));
     TIME("dist_reducer_wait (sharded Adam step)", dist_reducer_wait(zero));
+    TIME("dist_reducer_wait (sums, messages)", dist_reducer_wait(plain_msg));
+    TIME("dist_reducer_wait (sharded Adam, messages)", dist_reducer_wait(zero_msg));
     TIME("optim_step (the whole Adam step, alone)", optim_step(opt));
     TIME("MPI_Allreduce", MPI_Allreduce(a, b, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
     dist_reducer_free(plain);
     dist_reducer_free(zero);
+    dist_reducer_free(plain_msg);
+    dist_reducer_free(zero_msg);
     optim_free(opt);
     for (int k = 0; k < NP; k++)
         ag_tensor_free(p[k]);

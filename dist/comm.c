@@ -36,8 +36,9 @@ MPI_Datatype dist_mpi_type(ag_dtype dt)
 }
 
 /* Whether this machine runs more of comm's ranks than it has cores online
- * (mpirun --oversubscribe): then a waiting rank must sleep, not spin. */
-static int crowded(MPI_Comm comm, bool *out)
+ * (mpirun --oversubscribe): then a waiting rank must sleep, not spin; and
+ * whether it runs all of them (their memory can be shared). */
+static int crowded(MPI_Comm comm, int size, bool *out, bool *one_node)
 {
     MPI_Comm node;
     int local = 1, rc = MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
@@ -47,6 +48,7 @@ static int crowded(MPI_Comm comm, bool *out)
     MPI_Comm_free(&node);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     *out = cores > 0 && local > cores;
+    *one_node = local == size;
     return MPI_SUCCESS;
 }
 
@@ -78,7 +80,7 @@ ag_status dist_init(int *argc, char ***argv)
     MPI_Comm_set_errhandler(w.comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(w.comm, &w.rank);
     MPI_Comm_size(w.comm, &w.size);
-    if ((rc = crowded(w.comm, &w.crowded))) {
+    if ((rc = crowded(w.comm, w.size, &w.crowded, &w.one_node))) {
         MPI_Comm_free(&w.comm);
         return dist_mpi_fail(fn, "MPI_Comm_split_type", rc);
     }
@@ -106,24 +108,28 @@ int dist_rank(void) { return dist_w.up ? dist_w.rank : 0; }
 int dist_size(void) { return dist_w.up ? dist_w.size : 1; }
 
 #define SPIN_S 100e-6
-#define SLEEP_MIN_NS 20000
+#define SLEEP_MIN_NS DIST_NAP_START
 #define SLEEP_MAX_NS 200000
+
+void dist_pause(double t0, long *nap)
+{
+    if (MPI_Wtime() - t0 < SPIN_S)
+        return;
+    if (!dist_w.crowded) {
+        sched_yield();
+        return;
+    }
+    nanosleep(&(struct timespec){0, *nap}, NULL);
+    *nap = *nap * 2 < SLEEP_MAX_NS ? *nap * 2 : SLEEP_MAX_NS;
+}
 
 int dist_wait_all(int n, MPI_Request *req)
 {
     int done = 0, rc;
     double t0 = MPI_Wtime();
     long nap = SLEEP_MIN_NS;
-    while (!(rc = MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE)) && !done) {
-        if (MPI_Wtime() - t0 < SPIN_S)
-            continue;
-        if (!dist_w.crowded) {
-            sched_yield();
-            continue;
-        }
-        nanosleep(&(struct timespec){0, nap}, NULL);
-        nap = nap * 2 < SLEEP_MAX_NS ? nap * 2 : SLEEP_MAX_NS;
-    }
+    while (!(rc = MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE)) && !done)
+        dist_pause(t0, &nap);
     return rc;
 }
 

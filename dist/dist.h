@@ -160,6 +160,14 @@ typedef struct dist_reducer_opts {
      * parameters too. */
     ag_status (*update)(void *update_ctx, const int64_t *lo, const int64_t *hi);
     void *update_ctx;
+    /* When every rank runs on one machine the ranks exchange through
+     * memory they share: the gradients (and, with update, the parameters)
+     * then live in it (ag_tensor_set_storage, undone by dist_reducer_free),
+     * and each rank reads the others' instead of receiving copies; the
+     * same sums, byte for byte.  true: MPI messages all the same (for
+     * comparison, or where /dev/shm is too small; without room there the
+     * reducer falls back to messages by itself). */
+    bool no_shared_memory;
 } dist_reducer_opts;
 
 /* A reducer for the gradients of params[0..n) (persistent, f32 or f64,
@@ -211,6 +219,7 @@ typedef struct dist_reducer_stats {
     int64_t probe_steps;    /* waits without the hook (probes, or no begin) */
     double probe_wait_s;    /* seconds inside those waits (the unhidden cost) */
     double update_s;        /* seconds in opts.update (not in the waits above) */
+    bool shared_memory;     /* the exchange goes through shared memory, not messages */
 } dist_reducer_stats;
 /* Counters since dist_reducer_new; zeros for NULL r (ag_last_error set).
  * The share of the reduction hidden behind backward is

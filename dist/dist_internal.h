@@ -13,6 +13,7 @@ typedef struct dist_world {
     MPI_Comm comm;        /* a duplicate of MPI_COMM_WORLD: our traffic only */
     int rank, size;
     bool crowded;         /* more ranks on this machine than cores online */
+    bool one_node;        /* every rank on this machine */
     double *gather;       /* dist_sum_f64's buffer (size * cap values), kept */
     int64_t gather_cap;
 } dist_world;
@@ -29,6 +30,33 @@ extern dist_world dist_w;
  * every phase (on a 2-core Xeon of 2026-12-02 the MLP's allreduce wait was
  * 0.68-0.89 ms a step with the sleeps and 0.11-0.28 ms without). */
 int dist_wait_all(int n, MPI_Request *req);
+/* One turn of such a wait begun at t0 (MPI_Wtime): nothing for the first
+ * 100 us, then a sched_yield, or when crowded a nap (*nap ns, starting at
+ * 20000, doubled up to 200000). */
+void dist_pause(double t0, long *nap);
+#define DIST_NAP_START 20000
+
+/* ---- memory shared by the ranks of one machine (node.c) ----
+ * Each rank maps a region of its own read-write and every other rank's
+ * read-only; a region starts with nflags counters (the step a rank has
+ * reached in each phase) that only its rank writes. */
+typedef struct dist_node dist_node;
+/* Collective.  NULL on every rank, with ag_last_error saying why, when a
+ * rank could not map (no /dev/shm, no space: the caller falls back to
+ * messages). */
+dist_node *dist_node_open(size_t bytes, int nflags);
+void dist_node_close(dist_node *nd);              /* NULL: no-op; not collective */
+/* Rank q's region past the counters (q == dist_w.rank: the writable one),
+ * aligned to 64 bytes. */
+void *dist_node_base(const dist_node *nd, int q);
+/* This rank's number when it opened nd (dist_w's is gone after dist_finalize). */
+int dist_node_rank(const dist_node *nd);
+/* Counter f of this rank becomes v, after every write before it. */
+void dist_node_publish(dist_node *nd, int f, uint64_t v);
+/* Whether every other rank's counter f is >= v (its writes before it then
+ * visible); dist_node_wait spins (dist_pause) until it is. */
+bool dist_node_reached(const dist_node *nd, int f, uint64_t v);
+void dist_node_wait(const dist_node *nd, int f, uint64_t v);
 /* AG_ERR_IO with ag_last_error "fn: call failed: <MPI's message>". */
 ag_status dist_mpi_fail(const char *fn, const char *call, int rc);
 /* Whether dist_init has run; else AG_ERR_STATE kept in ag_last_error. */

@@ -26,62 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dist_internal.h"
-
-typedef enum { B_IDLE, B_REDUCE, B_SUMMED, B_GATHER, B_DONE } bucket_state;
-
-typedef struct bucket {
-    int first, count;      /* parameters [first, first + count) in reducer order */
-    ag_dtype dt;
-    int64_t n;             /* elements */
-    void *pack;            /* n: the gradients, then the sums, when not aliased */
-    void *buf;             /* this step's: the lone gradient buffer, or pack */
-    void *gbuf;            /* the gather's: buf, or (with update) the lone parameter or pack */
-    void *bound[2];        /* the buffers the reduce and gather requests were made for */
-    void *slot;            /* x chunk me: the other ranks' pieces of chunk me */
-    MPI_Request *req;      /* reduce: 2 (R-1) (sends, receives); gather: the same;
-                              then dist_reducer_gather's, made and freed there */
-    int pending;           /* parameters not reported ready this step */
-    bucket_state state;
-} bucket;
-
-/* A parameter and its index, sorted by address for the hook's lookup. */
-typedef struct by_addr {
-    const ag_tensor *t;
-    int i;
-} by_addr;
-
-struct dist_reducer {
-    dist_reducer_opts o;
-    int n;                 /* parameters */
-    ag_tensor **param;     /* in reducer order: the caller's, reversed */
-    int64_t *own_lo, *own_hi; /* caller's order: the elements whose sum this rank holds */
-    ag_tensor *const *given;  /* dist_reducer_gather's tensors (caller's order) */
-    int *bucket_of;        /* per parameter */
-    uint64_t *ready_step;  /* per parameter: the step it was reported ready in */
-    by_addr *addr;
-    int nb;
-    bucket *b;
-    int next_start;        /* buckets [0, next_start) have started this step */
-    uint64_t step;         /* 1, 2, ...: advanced by each wait */
-    bool begun, hooked;    /* a begin is pending; it set the hook on `tape` */
-    ag_tape *tape;
-    int64_t begins;        /* for probe_every */
-    double t_first;        /* this step's first start */
-    int early;             /* buckets started before wait this step */
-    double update_s;       /* this step's time in opts.update */
-    ag_status err;         /* first failure of this step */
-    dist_reducer_stats st;
-};
-
-static int64_t chunk_lo(const bucket *b, int j) { return b->n * j / dist_w.size; }
-static int64_t chunk_len(const bucket *b, int j) { return chunk_lo(b, j + 1) - chunk_lo(b, j); }
-
-static void keep_error(dist_reducer *r, ag_status st)
-{
-    if (r->err == AG_OK)
-        r->err = st;
-}
+#include "reducer_internal.h"
 
 static void mpi_check(dist_reducer *r, const char *call, int rc)
 {
@@ -115,6 +60,17 @@ static void pack(dist_reducer *r, bucket *b, carry params)
     }
 }
 
+void reducer_no_grad(dist_reducer *r, int k)
+{
+    if (r->err != AG_OK)
+        return;
+    const char *name = ag_tensor_name(r->param[k]);
+    ag_set_last_error("dist_reducer_wait: parameter %s has no gradient buffer on rank %d (a "
+                      "backward must reach every parameter before the first wait)",
+                      name ? name : "(unnamed)", dist_w.rank);
+    r->err = AG_ERR_STATE;
+}
+
 static void unpack(dist_reducer *r, bucket *b, carry params)
 {
     size_t es = ag_dtype_size(b->dt), off = 0;
@@ -123,51 +79,58 @@ static void unpack(dist_reducer *r, bucket *b, carry params)
         size_t bytes = (size_t)ag_numel(r->param[k]) * es;
         if (g) {
             memcpy(ag_data(g), (char *)b->pack + off, bytes);
-        } else if (r->err == AG_OK) {
-            const char *name = ag_tensor_name(r->param[k]);
-            ag_set_last_error("dist_reducer_wait: parameter %s has no gradient buffer on rank "
-                              "%d (a backward must reach every parameter before the first "
-                              "wait)", name ? name : "(unnamed)", dist_w.rank);
-            r->err = AG_ERR_STATE;
+        } else {
+            reducer_no_grad(r, k);
         }
         off += bytes;
     }
 }
 
-/* out[0..m) = ((c0 + c1) + c2) + ... (then / R), c_me = out itself and
- * c_q = slot[q] otherwise, a block at a time so that out can be read and
- * written in place and the adds still run over contiguous rows. */
+/* A block at a time: the partial sums stay in acc (in L1), the last add
+ * writes out, so out may be one of the operands (the same elements) and
+ * every operand's block is read before out's is written; ivdep says so to
+ * the vectoriser, which cannot see that the overlap is exact. */
 enum { SUM_BLOCK = 512 };
-#define DEFINE_SUM(name, T)                                                       \
-    static void name(T *out, const T *slot, int64_t m, int R, int me, bool avg)  \
-    {                                                                             \
-        T acc[SUM_BLOCK];                                                         \
-        for (int64_t i0 = 0; i0 < m; i0 += SUM_BLOCK) {                           \
-            int64_t k = m - i0 < SUM_BLOCK ? m - i0 : SUM_BLOCK;                  \
-            for (int q = 0; q < R; q++) {                                         \
-                const T *c = q == me ? out + i0 : slot + (q - (q > me)) * m + i0; \
-                if (q == 0)                                                       \
-                    memcpy(acc, c, (size_t)k * sizeof *acc);                      \
-                else                                                              \
-                    for (int64_t i = 0; i < k; i++)                               \
-                        acc[i] += c[i];                                           \
-            }                                                                     \
-            for (int64_t i = 0; avg && i < k; i++)                                \
-                acc[i] /= (T)R;                                                   \
-            memcpy(out + i0, acc, (size_t)k * sizeof *acc);                       \
-        }                                                                         \
+#define DEFINE_SUM(name, T)                                                             \
+    __attribute__((target_clones("avx2", "default")))                                  \
+    static void name(T *out, const void *const *src, int64_t m, int R, bool avg)       \
+    {                                                                                   \
+        T acc[SUM_BLOCK];                                                               \
+        for (int64_t i0 = 0; i0 < m; i0 += SUM_BLOCK) {                                 \
+            int64_t k = m - i0 < SUM_BLOCK ? m - i0 : SUM_BLOCK;                        \
+            const T *a = (const T *)src[0] + i0;                                        \
+            if (R == 1 && a != out + i0)                                                \
+                memmove(out + i0, a, (size_t)k * sizeof *a);                            \
+            for (int q = 1; q < R; q++, a = acc) {                                      \
+                const T *c = (const T *)src[q] + i0;                                    \
+                T *d = q == R - 1 ? out + i0 : acc;                                     \
+                _Pragma("GCC ivdep") for (int64_t i = 0; i < k; i++) d[i] = a[i] + c[i]; \
+            }                                                                           \
+            for (int64_t i = 0; avg && i < k; i++)                                      \
+                out[i0 + i] /= (T)R;                                                    \
+        }                                                                               \
     }
 DEFINE_SUM(sum_f32, float)
 DEFINE_SUM(sum_f64, double)
 
+void reducer_sum(ag_dtype dt, void *out, const void *const *src, int64_t m, int R, bool avg)
+{
+    if (dt == AG_F32)
+        sum_f32(out, src, m, R, avg);
+    else
+        sum_f64(out, src, m, R, avg);
+}
+
+/* buf's chunk me summed with the other ranks' pieces of it in slot. */
 static void sum_chunk(dist_reducer *r, bucket *b)
 {
     const int me = dist_w.rank, R = dist_w.size;
-    const int64_t lo = chunk_lo(b, me), m = chunk_len(b, me);
-    if (b->dt == AG_F32)
-        sum_f32((float *)b->buf + lo, b->slot, m, R, me, r->o.average);
-    else
-        sum_f64((double *)b->buf + lo, b->slot, m, R, me, r->o.average);
+    const int64_t m = chunk_len(b, me);
+    const size_t es = ag_dtype_size(b->dt);
+    char *out = (char *)b->buf + (size_t)chunk_lo(b, me) * es;
+    for (int q = 0; q < R; q++)
+        r->src[q] = q == me ? out : (char *)b->slot + (size_t)(q - (q > me)) * (size_t)m * es;
+    reducer_sum(b->dt, out, r->src, m, R, r->o.average);
 }
 
 static int make_requests(bucket *b, int bi, int phase, void *buf, MPI_Request *q);
@@ -203,6 +166,10 @@ static void start(dist_reducer *r, bucket *b)
 {
     if (r->next_start == 0)
         r->t_first = MPI_Wtime();
+    if (r->node) {
+        reducer_node_start(r, b);
+        return;
+    }
     bind(r, b);
     if (dist_w.size == 1) { /* the sum of one rank's gradients: as they are */
         b->state = B_DONE;
@@ -226,6 +193,10 @@ static void start_gather(dist_reducer *r, bucket *b)
 /* Moves b on by one phase when its messages are done (block: wait for them). */
 static void advance(dist_reducer *r, bucket *b, bool block)
 {
+    if (r->node) {
+        reducer_node_advance(r, b, block);
+        return;
+    }
     const int k = 2 * (dist_w.size - 1);
     MPI_Request *req = b->state == B_REDUCE ? b->req : b->req + k;
     int done = 1;
@@ -314,7 +285,9 @@ static void sharded_update(dist_reducer *r)
     r->update_s = MPI_Wtime() - t0;
     if (st != AG_OK)
         keep_error(r, st);
-    for (int i = 0; i < r->nb; i++)
+    if (r->node)
+        reducer_node_updated(r);
+    for (int i = 0; !r->node && i < r->nb; i++)
         if (r->b[i].state == B_SUMMED)
             start_gather(r, &r->b[i]);
 }
@@ -375,6 +348,8 @@ ag_status dist_reducer_wait(dist_reducer *r)
     for (int i = 0; i < r->nb; i++)
         if (r->b[i].state == B_GATHER)
             advance(r, &r->b[i], true);
+    if (r->node)
+        reducer_node_finish(r);
     for (int k = 0; r->o.update && k < r->n; k++)
         ag_tensor_mark_modified(r->param[k]);
     count_step(r, t0, MPI_Wtime());
@@ -484,6 +459,7 @@ static int plan_buckets(dist_reducer *r, size_t cap, bucket *b)
         }
         bytes += pb;
         if (b) {
+            r->boff[k] = b[nb - 1].n;
             b[nb - 1].count++;
             b[nb - 1].n += ag_numel(r->param[k]);
             r->bucket_of[k] = nb - 1;
@@ -601,7 +577,12 @@ static ag_status build(const char *fn, dist_reducer *r, ag_tensor *const *params
     r->addr = ag_mem_alloc((size_t)r->n * sizeof *r->addr + 1);
     r->own_lo = ag_mem_alloc((size_t)r->n * sizeof *r->own_lo + 1);
     r->own_hi = ag_mem_alloc((size_t)r->n * sizeof *r->own_hi + 1);
-    if (!r->param || !r->bucket_of || !r->ready_step || !r->addr || !r->own_lo || !r->own_hi)
+    r->boff = ag_mem_alloc((size_t)r->n * sizeof *r->boff + 1);
+    r->goff = ag_mem_alloc((size_t)r->n * sizeof *r->goff + 1);
+    r->poff = ag_mem_alloc((size_t)r->n * sizeof *r->poff + 1);
+    r->src = ag_mem_alloc((size_t)dist_w.size * sizeof *r->src);
+    if (!r->param || !r->bucket_of || !r->ready_step || !r->addr || !r->own_lo ||
+        !r->own_hi || !r->boff || !r->goff || !r->poff || !r->src)
         goto nomem;
     for (int k = 0; k < r->n; k++) {
         r->param[k] = params[r->n - 1 - k];
@@ -656,12 +637,14 @@ dist_reducer *dist_reducer_new(ag_tensor *const *params, int n, const dist_reduc
         sig = dist_sig_mix(sig, (uint64_t)r->o.average);
         sig = dist_sig_mix(sig, (uint64_t)r->o.probe_every);
         sig = dist_sig_mix(sig, (uint64_t)(r->o.update != NULL));
+        sig = dist_sig_mix(sig, (uint64_t)r->o.no_shared_memory);
     }
     st = dist_agree(fn, sig, st == AG_OK, st, "parameter lists or reducer options");
     if (st != AG_OK) {
         dist_reducer_free(r);
         return NULL;
     }
+    reducer_node_setup(r);
     return r;
 }
 
@@ -669,6 +652,7 @@ void dist_reducer_free(dist_reducer *r)
 {
     if (!r)
         return;
+    reducer_node_release(r);
     for (int i = 0; r->b && i < r->nb; i++) {
         bucket *b = &r->b[i];
         for (int k = 0; dist_w.up && b->req && k < 6 * dist_w.size; k++)
@@ -685,5 +669,9 @@ void dist_reducer_free(dist_reducer *r)
     ag_mem_free(r->addr);
     ag_mem_free(r->own_lo);
     ag_mem_free(r->own_hi);
+    ag_mem_free(r->boff);
+    ag_mem_free(r->goff);
+    ag_mem_free(r->poff);
+    ag_mem_free(r->src);
     ag_mem_free(r);
 }

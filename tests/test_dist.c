@@ -1,5 +1,6 @@
-/* test_dist.c — dist/ under mpirun (meson runs it with 2 and with 4 ranks;
- * argv[1] is the rank count it expects).  Every rank runs every test; each
+/* test_dist.c — dist/ under mpirun (meson runs it with 2 and with 4 ranks,
+ * each over shared memory and over messages; argv[1] is the rank count it
+ * expects, argv[2] "messages" for the second).  Every rank runs every test; each
  * can compute every other rank's inputs (they are seeded by rank), so it
  * checks its results against a one-process emulation bit for bit: sums in
  * rank order whatever the bucket size and whether buckets left during
@@ -15,6 +16,14 @@
 #include <string.h>
 
 static int g_expect_size = -1;
+static bool g_messages; /* argv[2] "messages": every reducer with opts.no_shared_memory */
+
+/* A reducer over the transport under test (both are byte for byte the same). */
+static dist_reducer *reducer_new(ag_tensor *const *p, int n, dist_reducer_opts o)
+{
+    o.no_shared_memory = g_messages;
+    return dist_reducer_new(p, n, &o);
+}
 
 /* ---- before dist_init ---- */
 
@@ -198,7 +207,7 @@ static void run_reducer(model_kind kind, size_t bucket_bytes, bool average, bool
 {
     model m = model_new(kind);
     dist_reducer_opts o = {.bucket_bytes = bucket_bytes, .average = average};
-    dist_reducer *r = dist_reducer_new(m.p, NP, &o);
+    dist_reducer *r = reducer_new(m.p, NP, o);
     assert_non_null(r);
     ag_tape *t = ag_tape_new();
     for (int step = 0; step < 2; step++) {
@@ -259,7 +268,7 @@ static void test_reducer_buckets_from_the_last_parameter(void **state)
     (void)state;
     model m = model_new(M_MIXED);
     /* 4096 bytes: 4099 (f64) | 1 (f64) | 33333 | 7 + 1000 (f32) */
-    dist_reducer *r = dist_reducer_new(m.p, NP, &(dist_reducer_opts){.bucket_bytes = 4096});
+    dist_reducer *r = reducer_new(m.p, NP, (dist_reducer_opts){.bucket_bytes = 4096});
     assert_non_null(r);
     assert_int_equal(dist_reducer_stats_get(r).buckets, 4);
     dist_reducer_free(r);
@@ -270,7 +279,7 @@ static void test_reducer_probe_steps(void **state)
 {
     (void)state;
     model m = model_new(M_F32);
-    dist_reducer *r = dist_reducer_new(m.p, NP, &(dist_reducer_opts){.probe_every = 3});
+    dist_reducer *r = reducer_new(m.p, NP, (dist_reducer_opts){.probe_every = 3});
     ag_tape *t = ag_tape_new();
     for (int step = 0; step < 6; step++) {
         assert_int_equal(dist_reducer_begin(r, t), AG_OK);
@@ -310,7 +319,7 @@ static void test_reducer_misuse(void **state)
 {
     (void)state;
     model m = model_new(M_F32);
-    dist_reducer *r = dist_reducer_new(m.p, NP, NULL);
+    dist_reducer *r = reducer_new(m.p, NP, (dist_reducer_opts){0});
     ag_tape *t = ag_tape_new();
     assert_int_equal(dist_reducer_begin(NULL, t), AG_ERR_ARG);
     assert_int_equal(dist_reducer_begin(r, NULL), AG_ERR_ARG);
@@ -382,7 +391,7 @@ static void run_sharded(model_kind kind, size_t bucket_bytes, bool hooked)
     optim_adam_opts ao = {.lr = 0.01, .weight_decay = 0.1};
     optim *opt = optim_adam(m.p, NP, ao), *ref_opt = optim_adam(ref, NP, ao);
     dist_reducer_opts o = {.bucket_bytes = bucket_bytes, .update = adam_part, .update_ctx = opt};
-    dist_reducer *r = dist_reducer_new(m.p, NP, &o);
+    dist_reducer *r = reducer_new(m.p, NP, o);
     assert_non_null(r);
     ag_tape *t = ag_tape_new();
     for (int step = 0; step < 3; step++) {
@@ -434,15 +443,15 @@ static void test_reducer_sharded_update_errors(void **state)
     (void)state;
     model m = model_new(M_F32);
     optim *opt = optim_adam(m.p, NP, (optim_adam_opts){0});
-    dist_reducer *plain = dist_reducer_new(m.p, NP, NULL);
+    dist_reducer *plain = reducer_new(m.p, NP, (dist_reducer_opts){0});
     ag_tensor *other[NP];
     for (int k = 0; k < NP; k++)
         other[k] = filled(AG_F32, sizes[k], 1, k, false);
     assert_int_equal(dist_reducer_gather(plain, other), AG_ERR_STATE);
     assert_non_null(strstr(ag_last_error(), "no opts.update"));
     dist_reducer_free(plain);
-    dist_reducer *r = dist_reducer_new(
-        m.p, NP, &(dist_reducer_opts){.update = refuse_on_rank0, .update_ctx = opt});
+    dist_reducer *r = reducer_new(
+        m.p, NP, (dist_reducer_opts){.update = refuse_on_rank0, .update_ctx = opt});
     assert_int_equal(dist_reducer_gather(r, NULL), AG_ERR_ARG);
     /* one rank's wrong shape: an error on every rank, no hang */
     ag_tensor *wrong = filled(AG_F32, 3, 1, 0, false), *keep = other[1];
@@ -470,12 +479,61 @@ static void test_reducer_sharded_update_errors(void **state)
     model_free(&m);
 }
 
+/* Two reducers over the same parameters, in turns: with shared memory the
+ * gradients move into whichever reducer runs (and, with update, the
+ * parameters live in that reducer's memory); freeing one puts them back
+ * into memory of their own, values kept. */
+static void test_reducer_transport_and_storage(void **state)
+{
+    (void)state;
+    model m = model_new(M_F32);
+    optim *opt = optim_adam(m.p, NP, (optim_adam_opts){.lr = 0.01});
+    dist_reducer *a = reducer_new(m.p, NP, (dist_reducer_opts){.bucket_bytes = 4096});
+    dist_reducer *b = reducer_new(m.p, NP, (dist_reducer_opts){.bucket_bytes = 1, .average = 1});
+    dist_reducer *z = reducer_new(
+        m.p, NP, (dist_reducer_opts){.update = adam_part, .update_ctx = opt});
+    assert_true(a && b && z);
+    assert_true(dist_reducer_stats_get(a).shared_memory == !g_messages);
+    assert_true(dist_reducer_stats_get(z).shared_memory == !g_messages);
+    ag_tape *t = ag_tape_new();
+    for (int step = 0; step < 3; step++) {
+        dist_reducer *r = step == 1 ? b : a;
+        assert_int_equal(dist_reducer_begin(r, t), AG_OK);
+        backward(t, &m);
+        assert_int_equal(dist_reducer_wait(r), AG_OK);
+        assert_rank_order_sum(&m, step == 1);
+        ag_tape_reset(t);
+    }
+    dist_reducer_free(a); /* the gradients were in a's memory */
+    backward(t, &m);
+    assert_int_equal(dist_reducer_wait(b), AG_OK);
+    assert_rank_order_sum(&m, true);
+    ag_tape_reset(t);
+    dist_reducer_free(b);
+    backward(t, &m);
+    assert_int_equal(dist_reducer_wait(z), AG_OK);
+    ag_tape_reset(t);
+    ag_tensor *kept[NP];
+    for (int k = 0; k < NP; k++)
+        kept[k] = ag_tensor_clone(m.p[k]);
+    dist_reducer_free(z); /* the parameters were in z's memory */
+    for (int k = 0; k < NP; k++) {
+        tg_assert_same_bits(m.p[k], kept[k]);
+        ((float *)ag_data(m.p[k]))[0] = 1; /* writable, this rank's alone */
+        ((float *)ag_data(ag_grad(m.p[k])))[0] = 2;
+        ag_tensor_free(kept[k]);
+    }
+    ag_tape_free(t);
+    optim_free(opt);
+    model_free(&m);
+}
+
 static void test_reducer_step_allocates_nothing(void **state)
 {
     (void)state;
     tg_count_allocs();
     model m = model_new(M_F32);
-    dist_reducer *r = dist_reducer_new(m.p, NP, &(dist_reducer_opts){.bucket_bytes = 4096});
+    dist_reducer *r = reducer_new(m.p, NP, (dist_reducer_opts){.bucket_bytes = 4096});
     ag_tape *t = ag_tape_new();
     for (int step = 0; step < 4; step++) {
         if (step == 2)
@@ -497,6 +555,7 @@ static void test_reducer_step_allocates_nothing(void **state)
 int main(int argc, char **argv)
 {
     g_expect_size = argc > 1 ? atoi(argv[1]) : 2;
+    g_messages = argc > 2 && strcmp(argv[2], "messages") == 0;
     const struct CMUnitTest before[] = {
         cmocka_unit_test(test_dist_before_init_is_one_process),
     };
@@ -517,6 +576,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reducer_sharded_update_one_param_a_bucket),
         cmocka_unit_test(test_reducer_sharded_update_buckets_mixed),
         cmocka_unit_test(test_reducer_sharded_update_errors),
+        cmocka_unit_test(test_reducer_transport_and_storage),
         cmocka_unit_test(test_reducer_step_allocates_nothing),
     };
     int failed = cmocka_run_group_tests_name("before dist_init", before, NULL, NULL);

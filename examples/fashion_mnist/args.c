@@ -80,6 +80,8 @@ void fm_usage(FILE *out, const char *prog)
             "                      gradients of one test batch (ag_explain)\n"
             "  --dist              data-parallel over MPI: mpirun -np R %s --dist; each\n"
             "                      rank takes 1/R of every batch, rank 0 prints and saves\n"
+            "  --transport T       with --dist: shared (default: the ranks of one machine\n"
+            "                      exchange through shared memory) or messages (MPI)\n"
             "  --shards R          the same R shards in one process (the same model bytes)\n"
             "  --help              this text\n"
             "Exit status: 0 ok, 1 error, 2 bad usage, 77 data set not installed.\n",
@@ -169,6 +171,7 @@ static bool set_option(fm_config *c, const char *flag, const char *v)
     static const char *const opts[] = {"sgd", "adam", "adamw"};
     static const char *const scheds[] = {"none", "cosine", "step"};
     static const char *const models[] = {"mlp", "cnn"};
+    static const char *const transports[] = {"shared", "messages"};
     int k;
     if (strcmp(flag, "model") == 0 && parse_choice(v, models, 2, &k))
         c->model = (fm_arch)k;
@@ -176,6 +179,8 @@ static bool set_option(fm_config *c, const char *flag, const char *v)
         c->optimizer = (fm_optimizer)k;
     else if (strcmp(flag, "schedule") == 0 && parse_choice(v, scheds, 3, &k))
         c->schedule = (fm_schedule)k;
+    else if (strcmp(flag, "transport") == 0 && parse_choice(v, transports, 2, &k))
+        c->dist_messages = k == 1;
     else if (strcmp(flag, "hidden") == 0)
         return parse_hidden(v, c);
     else if (strcmp(flag, "data") == 0 && v[0])
@@ -198,7 +203,7 @@ static bool set_option(fm_config *c, const char *flag, const char *v)
 static const char *const value_flags[] = {
     "epochs", "batch", "lr", "optimizer", "schedule", "seed", "threads", "data", "save",
     "resume", "log", "plot", "eval", "hidden", "explain", "limit", "test-limit",
-    "val", "model", "shards",
+    "val", "model", "shards", "transport",
 };
 
 /* Bit of a flag of value_flags, to note the flags given. */
@@ -277,6 +282,8 @@ int fm_parse_args(int argc, char **argv, fm_config *c, FILE *out, FILE *err)
     if (c->eval_path && (c->resume_path || c->save_path))
         return usage_error(err, prog, "--eval cannot be combined with --%s%s",
                            c->resume_path ? "resume" : "save", "");
+    if ((given & flag_bit("transport")) && !c->dist)
+        return usage_error(err, prog, "--transport is for --dist%s%s", "", "");
     if ((c->dist || c->shards) && (c->eval_path || (c->dist && c->shards)))
         return usage_error(err, prog, "--%s cannot be combined with --%s",
                            c->shards ? "shards" : "dist", c->eval_path ? "eval" : "dist");

@@ -35,6 +35,7 @@
 
 struct fm_dist {
     bool mpi;                 /* --dist; else --shards */
+    bool messages;            /* --transport messages */
     int rank, ranks;          /* --dist: this rank, the ranks; --shards: 0, R */
     const nn_dataset *ds;
     const int64_t *order;     /* the epoch's sample order (the batcher's) */
@@ -122,7 +123,8 @@ static bool dist_setup(fm_dist *d)
 #ifdef TG_HAVE_DIST
     d->rank = dist_rank();
     d->ranks = dist_size();
-    dist_reducer_opts o = {.probe_every = PROBE_EVERY, .update = step_part, .update_ctx = d};
+    dist_reducer_opts o = {.probe_every = PROBE_EVERY, .update = step_part, .update_ctx = d,
+                           .no_shared_memory = d->messages};
     d->red = dist_broadcast(d->params, d->n, 0) == AG_OK
                  ? dist_reducer_new(d->params, d->n, &o) : NULL;
     return d->red != NULL;
@@ -160,6 +162,7 @@ fm_dist *fm_dist_new(const fm_config *c, fm_model *m, optim *opt, const nn_datas
     d->n = n;
     d->opt = opt;
     d->mpi = c->dist;
+    d->messages = c->dist_messages;
     d->ranks = c->shards;
     d->ds = train;
     d->batch = c->batch;
@@ -364,10 +367,11 @@ void fm_dist_report(const fm_dist *d, FILE *out)
     dist_reducer_stats s = dist_reducer_stats_get(d->red);
     double hid = s.steps ? 1e3 * s.wait_s / (double)s.steps : 0;
     double bare = s.probe_steps ? 1e3 * s.probe_wait_s / (double)s.probe_steps : 0;
-    fprintf(out, "dist: %d ranks, %d buckets of %.1f KiB in all per step; backward %.3f ms "
+    fprintf(out, "dist: %d ranks (%s), %d buckets of %.1f KiB in all per step; backward %.3f ms "
                  "per step; allreduce wait %.3f ms per step with overlap, %.3f ms on the "
                  "%lld probe steps without: %.0f%% of the allreduce hidden behind backward\n",
-            d->ranks, s.buckets, (double)s.bytes / 1024, bwd, hid, bare,
+            d->ranks, s.shared_memory ? "through shared memory" : "MPI messages", s.buckets,
+            (double)s.bytes / 1024, bwd, hid, bare,
             (long long)s.probe_steps, bare > 0 ? 100 * (1 - hid / bare) : 0.0);
 #endif
 }

@@ -61,6 +61,7 @@ typedef struct fm_config {
                                  1 checkpoint, 2 model, 3 CSV row); 0: no */
     bool quiet;               /* no progress output (tests) */
     bool dist;                /* --dist: one shard per MPI rank (dist_step.c) */
+    bool dist_messages;       /* --transport messages: no shared memory */
     int shards;               /* --shards R: R shards in one process; 0: off */
 } fm_config;
 
