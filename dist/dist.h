@@ -48,13 +48,25 @@
  * shard gradients (each from zero) and adds them in shard order, whatever
  * the bucket size, the timing or which buckets overlapped with backward.
  *
+ * Transport.  When every rank runs on one machine (MPI's shared-memory
+ * split holds them all) the reducer maps one POSIX shared-memory region
+ * per rank and keeps the gradients (and, with opts.update, the
+ * parameters) in it: rank j reads chunk j of every other rank's gradients
+ * where they lie, sums in the same order, and the others copy the summed
+ * (or updated) chunk from it; counters in the regions say which phase
+ * each rank has reached, and each dist_reducer_wait ends when every rank
+ * is done reading, so between steps the caller owns its tensors again.
+ * No message, no copy into MPI's buffers.  Otherwise, or with
+ * opts.no_shared_memory, or where the regions cannot be made (a full
+ * /dev/shm), the chunks travel as MPI messages.  The bytes are the same.
+ *
  * Overlap.  Buckets are formed from the parameters in reverse order (the
  * order backward finishes them when the array is in forward order, as
  * nn_params_tensors gives it), opts.bucket_bytes each.  dist_reducer_begin
  * sets the tape's gradient-ready hook (ag_tape_set_grad_ready): as soon as
  * backward has passed the last entry that adds into a bucket's gradients,
- * the bucket is copied out and its exchange starts (nonblocking), and
- * buckets in flight are moved on at each later hook call.
+ * the bucket's exchange starts (nonblocking), and buckets in flight are
+ * moved on at each later hook call.
  * dist_reducer_wait finishes them, so the optimizer step sees the sums.
  * From begin to wait the reducer owns the gradients: do not write them.
  * MPI moves a message on only inside MPI calls (no progress thread), so
