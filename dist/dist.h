@@ -176,7 +176,10 @@ typedef struct dist_reducer_opts {
      * memory they share: the gradients (and, with update, the parameters)
      * then live in it (ag_tensor_set_storage, undone by dist_reducer_free),
      * and each rank reads the others' instead of receiving copies; the
-     * same sums, byte for byte.  true: MPI messages all the same (for
+     * same sums, byte for byte.  The parameters move at dist_reducer_new,
+     * a gradient when its first step reaches it: no tape may hold views
+     * of them then (an ag_reshape of a parameter recorded before the
+     * reducer was made, say), and none may move them while it lives.  true: MPI messages all the same (for
      * comparison, or where /dev/shm is too small; without room there the
      * reducer falls back to messages by itself). */
     bool no_shared_memory;
