@@ -96,7 +96,7 @@ static void unpack(dist_reducer *r, bucket *b, carry params)
  * the vectoriser, which cannot see that the overlap is exact. */
 enum { SUM_BLOCK = 512 };
 #define DEFINE_SUM(name, T)                                                             \
-    __attribute__((target_clones("avx2", "default")))                                  \
+    __attribute__((target_clones("avx512f", "avx2", "default")))                       \
     static void name(T *out, const void *const *src, int64_t m, int R, bool avg)       \
     {                                                                                   \
         T acc[SUM_BLOCK];                                                               \
