@@ -3,9 +3,9 @@
  * (235,146 floats, default buckets), the same with the optimizer step
  * sharded (opts.update, Adam; the exchange carries parameters back), both
  * through the default transport (shared memory on one machine) and over
- * MPI messages (opts.no_shared_memory), and a
- * plain MPI_Allreduce of as many floats, every rank calling them back to
- * back.  Median microseconds per exchange over `rounds` rounds of `reps`.
+ * MPI messages (opts.no_shared_memory), a plain MPI_Allreduce of as many
+ * floats, and a dist_sum_f64 of two values (the trainer's per-step loss
+ * and count), every rank calling them back to back.  Median microseconds per exchange over `rounds` rounds of `reps`.
  *
  *   mpirun -np 2 build-release/bench/bench_dist_exchange [reps] [rounds]
  *
@@ -106,6 +106,8 @@ int main(int argc, char **argv)
     TIME("dist_reducer_wait (sharded Adam, messages)", dist_reducer_wait(zero_msg));
     TIME("optim_step (the whole Adam step, alone)", optim_step(opt));
     TIME("MPI_Allreduce", MPI_Allreduce(a, b, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+    double v2[2] = {1, 2};
+    TIME("dist_sum_f64 of 2 values (a loss, a count)", dist_sum_f64(v2, 2));
     dist_reducer_free(plain);
     dist_reducer_free(zero);
     dist_reducer_free(plain_msg);
