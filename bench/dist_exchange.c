@@ -5,7 +5,8 @@
  * through the default transport (shared memory on one machine) and over
  * MPI messages (opts.no_shared_memory), a plain MPI_Allreduce of as many
  * floats, and a dist_sum_f64 of two values (the trainer's per-step loss
- * and count), every rank calling them back to back.  Median microseconds per exchange over `rounds` rounds of `reps`.
+ * and count), every rank calling them back to back.  Median microseconds
+ * per exchange over `rounds` rounds of `reps`.
  *
  *   mpirun -np 2 build-release/bench/bench_dist_exchange [reps] [rounds]
  *
@@ -94,12 +95,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_dist_exchange: %s\n", ag_last_error());
         return 1;
     }
+    dist_reducer_stats st = dist_reducer_stats_get(plain);
     if (dist_rank() == 0)
-        printf("# %d ranks, %lld floats, %d buckets, median of %d rounds of %d\n", dist_size(),
-               (long long)n, dist_reducer_stats_get(plain).buckets, rounds, reps);
-    const char *how = dist_reducer_stats_get(plain).shared_memory ? "shared memory" : "messages";
-    if (dist_rank() == 0)
-        printf("# default transport: %s\n", how);
+        printf("# %d ranks, %lld floats, %d buckets, median of %d rounds of %d; default "
+               "transport: %s\n", dist_size(), (long long)n, st.buckets, rounds, reps,
+               st.shared_memory ? "shared memory" : "messages");
     TIME("dist_reducer_wait (sums)", dist_reducer_wait(plain));
     TIME("dist_reducer_wait (sharded Adam step)", dist_reducer_wait(zero));
     TIME("dist_reducer_wait (sums, messages)", dist_reducer_wait(plain_msg));

@@ -108,7 +108,6 @@ int dist_rank(void) { return dist_w.up ? dist_w.rank : 0; }
 int dist_size(void) { return dist_w.up ? dist_w.size : 1; }
 
 #define SPIN_S 100e-6
-#define SLEEP_MIN_NS DIST_NAP_START
 #define SLEEP_MAX_NS 200000
 
 void dist_pause(double t0, long *nap)
@@ -127,7 +126,7 @@ int dist_wait_all(int n, MPI_Request *req)
 {
     int done = 0, rc;
     double t0 = MPI_Wtime();
-    long nap = SLEEP_MIN_NS;
+    long nap = DIST_NAP_START;
     while (!(rc = MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE)) && !done)
         dist_pause(t0, &nap);
     return rc;

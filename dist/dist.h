@@ -179,9 +179,10 @@ typedef struct dist_reducer_opts {
      * same sums, byte for byte.  The parameters move at dist_reducer_new,
      * a gradient when its first step reaches it: no tape may hold views
      * of them then (an ag_reshape of a parameter recorded before the
-     * reducer was made, say), and none may move them while it lives.  true: MPI messages all the same (for
-     * comparison, or where /dev/shm is too small; without room there the
-     * reducer falls back to messages by itself). */
+     * reducer was made, say), and none may move them while it lives.
+     * true: MPI messages all the same (for comparison, or where /dev/shm
+     * is too small; without room there the reducer falls back to
+     * messages by itself). */
     bool no_shared_memory;
 } dist_reducer_opts;
 

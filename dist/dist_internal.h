@@ -36,6 +36,9 @@ int dist_wait_all(int n, MPI_Request *req);
 void dist_pause(double t0, long *nap);
 #define DIST_NAP_START 20000
 
+/* x up to a multiple of 64 (a cache line, AG_ALIGN). */
+static inline size_t dist_round64(size_t x) { return (x + 63) / 64 * 64; }
+
 /* ---- memory shared by the ranks of one machine (node.c) ----
  * Each rank maps a region of its own read-write and every other rank's
  * read-only; a region starts with nflags counters (the step a rank has

@@ -23,7 +23,6 @@ enum { NAME_LEN = 64 };
 
 struct dist_node {
     int rank, size;         /* dist_w's at open: closing may come after dist_finalize */
-    int nflags;
     size_t head, len;       /* counter bytes (a multiple of 64), whole region */
     unsigned char **map;    /* per rank; NULL where not mapped */
 };
@@ -124,8 +123,7 @@ dist_node *dist_node_open(size_t bytes, int nflags)
     if (ok) {
         nd->rank = dist_w.rank;
         nd->size = R;
-        nd->nflags = nflags;
-        nd->head = ((size_t)nflags * sizeof(uint64_t) + 63) / 64 * 64;
+        nd->head = dist_round64((size_t)nflags * sizeof(uint64_t));
         nd->len = nd->head + bytes;
         ok = make_own(nd, names + (size_t)dist_w.rank * NAME_LEN);
     }

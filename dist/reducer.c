@@ -103,8 +103,6 @@ enum { SUM_BLOCK = 512 };
         for (int64_t i0 = 0; i0 < m; i0 += SUM_BLOCK) {                                 \
             int64_t k = m - i0 < SUM_BLOCK ? m - i0 : SUM_BLOCK;                        \
             const T *a = (const T *)src[0] + i0;                                        \
-            if (R == 1 && a != out + i0)                                                \
-                memmove(out + i0, a, (size_t)k * sizeof *a);                            \
             for (int q = 1; q < R; q++, a = acc) {                                      \
                 const T *c = (const T *)src[q] + i0;                                    \
                 T *d = q == R - 1 ? out + i0 : acc;                                     \
@@ -289,9 +287,11 @@ static void sharded_update(dist_reducer *r)
     r->update_s = MPI_Wtime() - t0;
     if (st != AG_OK)
         keep_error(r, st);
-    if (r->node)
+    if (r->node) {
         reducer_node_updated(r);
-    for (int i = 0; !r->node && i < r->nb; i++)
+        return;
+    }
+    for (int i = 0; i < r->nb; i++)
         if (r->b[i].state == B_SUMMED)
             start_gather(r, &r->b[i]);
 }

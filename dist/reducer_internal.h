@@ -58,7 +58,10 @@ struct dist_reducer {
 };
 
 static inline int64_t chunk_lo(const bucket *b, int j) { return b->n * j / dist_w.size; }
-static inline int64_t chunk_len(const bucket *b, int j) { return chunk_lo(b, j + 1) - chunk_lo(b, j); }
+static inline int64_t chunk_len(const bucket *b, int j)
+{
+    return chunk_lo(b, j + 1) - chunk_lo(b, j);
+}
 
 static inline void keep_error(dist_reducer *r, ag_status st)
 {
@@ -66,9 +69,8 @@ static inline void keep_error(dist_reducer *r, ag_status st)
         r->err = st;
 }
 
-
 /* out[0..m) = ((src[0] + src[1]) + src[2]) + ... (then / R when avg),
- * element by element in rank order; one src[q] may be out itself. */
+ * element by element in rank order, R >= 2; one src[q] may be out itself. */
 void reducer_sum(ag_dtype dt, void *out, const void *const *src, int64_t m, int R, bool avg);
 /* AG_ERR_STATE for parameter k (reducer order) without a gradient buffer. */
 void reducer_no_grad(dist_reducer *r, int k);

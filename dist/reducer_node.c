@@ -50,15 +50,13 @@ static bool piece(const dist_reducer *r, const bucket *b, int k, int j, int64_t 
     return *a < *c;
 }
 
-static size_t round64(size_t x) { return (x + 63) / 64 * 64; }
-
 /* goff and poff; returns the region's bytes. */
 static size_t plan_region(dist_reducer *r)
 {
     size_t off = 0;
     for (int k = 0; k < r->n; k++) {
-        size_t bytes = round64((size_t)ag_numel(r->param[k]) *
-                               ag_dtype_size(ag_dtype_of(r->param[k])));
+        size_t bytes = dist_round64((size_t)ag_numel(r->param[k]) *
+                                    ag_dtype_size(ag_dtype_of(r->param[k])));
         r->goff[k] = off;
         off += bytes;
         r->poff[k] = off;

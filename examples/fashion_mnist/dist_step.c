@@ -35,7 +35,6 @@
 
 struct fm_dist {
     bool mpi;                 /* --dist; else --shards */
-    bool messages;            /* --transport messages */
     int rank, ranks;          /* --dist: this rank, the ranks; --shards: 0, R */
     const nn_dataset *ds;
     const int64_t *order;     /* the epoch's sample order (the batcher's) */
@@ -118,18 +117,18 @@ static ag_status step_part(void *ctx, const int64_t *lo, const int64_t *hi)
 #endif
 
 /* --dist: the same weights on every rank (rank 0's), and the reducer. */
-static bool dist_setup(fm_dist *d)
+static bool dist_setup(fm_dist *d, const fm_config *c)
 {
 #ifdef TG_HAVE_DIST
     d->rank = dist_rank();
     d->ranks = dist_size();
     dist_reducer_opts o = {.probe_every = PROBE_EVERY, .update = step_part, .update_ctx = d,
-                           .no_shared_memory = d->messages};
+                           .no_shared_memory = c->dist_messages};
     d->red = dist_broadcast(d->params, d->n, 0) == AG_OK
                  ? dist_reducer_new(d->params, d->n, &o) : NULL;
     return d->red != NULL;
 #else
-    (void)d;
+    (void)d, (void)c;
     return false;
 #endif
 }
@@ -162,13 +161,12 @@ fm_dist *fm_dist_new(const fm_config *c, fm_model *m, optim *opt, const nn_datas
     d->n = n;
     d->opt = opt;
     d->mpi = c->dist;
-    d->messages = c->dist_messages;
     d->ranks = c->shards;
     d->ds = train;
     d->batch = c->batch;
     for (int v = 0; v < 256; v++)
         d->lut[v] = (float)((v / 255.0 - NN_FASHION_MNIST_MEAN) / NN_FASHION_MNIST_STD);
-    if (!(d->mpi ? dist_setup(d) : shards_setup(d))) {
+    if (!(d->mpi ? dist_setup(d, c) : shards_setup(d))) {
         fm_dist_free(d);
         return NULL;
     }
